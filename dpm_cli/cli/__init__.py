@@ -1,0 +1,1 @@
+"""The `dpm` command line: a thin layer over the library."""

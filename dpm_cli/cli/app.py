@@ -1,0 +1,71 @@
+"""The `dpm` Typer application and its error handling.
+
+Exit codes: 0 success, 1 runtime failure (or a failed `dpm check` gate), 2 bad input.
+Each command lives in its own module and registers itself on `app` below.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+
+from ..errors import DpmError
+
+app = typer.Typer(
+    name="dpm",
+    help=(
+        "Decay Pruning Method: make a trained PyTorch model smaller and faster by letting redundant "
+        "channels fade to zero during fine-tuning, then removing them.\n\n"
+        "Exit codes: 0 success, 1 runtime failure or failed gate, 2 bad input."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+def _register_commands() -> None:
+    # Imported here so that `dpm --help` stays fast and a broken optional command cannot
+    # take the others down at import time.
+    from . import commands  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turn dpm errors into one line and an exit code."""
+    _register_commands()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except DpmError as err:
+        if debug:
+            traceback.print_exc()
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise SystemExit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        raise SystemExit(130)
+    except SystemExit:
+        raise
+    except Exception as err:  # click usage errors are handled inside; this is a bug or a torch failure
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            raise SystemExit(2)
+        if isinstance(err, click.exceptions.Abort):
+            raise SystemExit(130)
+        if debug:
+            traceback.print_exc()
+        typer.secho(f"error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+                    fg=typer.colors.RED, err=True)
+        raise SystemExit(1)

@@ -1,0 +1,42 @@
+"""Error types. Every error the user can cause says what is wrong and how to fix it in one line.
+
+The CLI maps `InputError` to exit code 2 (bad input) and any other `DpmError` to exit code 1
+(runtime failure); see `dpm_cli.cli.app.main`.
+"""
+from __future__ import annotations
+
+
+class DpmError(Exception):
+    """Base class of the errors dpm reports as one clear line."""
+
+    exit_code = 1
+
+
+class InputError(DpmError):
+    """The user's input (model, recipe, data, options) cannot be used as given."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """An option or recipe value is missing, of the wrong type or out of range."""
+
+
+class TraceError(InputError):
+    """torch-pruning could not trace the model from the example inputs."""
+
+
+class BudgetError(InputError):
+    """The requested budget cannot be met under the per-layer limits, or nothing is prunable."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint is missing, corrupt, refused (pickle without trust) or does not fit the model."""
+
+
+class EquivalenceError(DpmError):
+    """The compact model does not compute what the decayed model computes."""
+
+
+class TrainingError(DpmError):
+    """Training diverged (NaN or infinite loss) or failed at run time."""
