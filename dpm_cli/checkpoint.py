@@ -1,0 +1,168 @@
+"""Loading models from checkpoints and saving compact models, safely.
+
+Three kinds of checkpoint come in:
+- a state_dict (loaded with ``weights_only=True``) plus a model factory ``package.module:callable``;
+- a dpm artifact (what ``dpm prune`` writes): factory, factory kwargs, example input shape, the
+  torch-pruning history and the weights; rebuilt without unpickling any code;
+- a whole pickled module (``torch.save(model)``): loading it runs code from the file, so it is
+  refused unless the caller passes ``trust=True`` (``--trust-checkpoint`` on the CLI).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from .errors import CheckpointError, ConfigError
+
+ARTIFACT_FORMAT = "dpm-artifact"
+ARTIFACT_VERSION = 1
+
+
+def resolve_factory(path: str) -> Callable[..., Any]:
+    """Import ``package.module:callable`` and return the callable."""
+    if not isinstance(path, str) or ":" not in path:
+        raise ConfigError(f"factory {path!r} is not of the form 'package.module:callable'")
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"factory {path!r}: cannot import module {module_name!r} ({err})") from err
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ConfigError(f"factory {path!r}: module {module_name!r} has no attribute {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ConfigError(f"factory {path!r} is not callable")
+    return target
+
+
+def build_from_factory(factory: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
+    fn = resolve_factory(factory)
+    try:
+        model = fn(**(kwargs or {}))
+    except TypeError as err:
+        raise ConfigError(f"factory {factory!r} rejected its arguments {kwargs or {}}: {err}") from err
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _read_weights_only(path: Path) -> Any:
+    """Load with weights_only=True; None when the file holds pickled code (a whole module)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_short(err)})") from err
+
+
+def _short(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+
+
+def is_artifact(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == ARTIFACT_FORMAT
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    factory: str | None = None,
+    factory_kwargs: dict[str, Any] | None = None,
+    trust: bool = False,
+) -> nn.Module:
+    """Load a model from any supported checkpoint kind; see the module docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    obj = _read_weights_only(path)
+    if obj is None:
+        return _load_pickled_module(path, trust)
+    if is_artifact(obj):
+        from .artifact import rebuild_artifact
+
+        return rebuild_artifact(obj, source=str(path))
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]  # a common training-script wrapper
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if factory is None:
+            raise CheckpointError(
+                f"{path} holds a state_dict: name the architecture with a model factory "
+                "(recipe model.factory, e.g. 'dpm_cli.models:resnet56')"
+            )
+        model = build_from_factory(factory, factory_kwargs)
+        load_state_dict_strict(model, obj, source=str(path))
+        return model
+    raise CheckpointError(f"{path}: holds {type(obj).__name__}, not a state_dict, a dpm artifact or a module")
+
+
+def _load_pickled_module(path: Path, trust: bool) -> nn.Module:
+    if not trust:
+        raise CheckpointError(
+            f"{path} is a pickled module: loading it runs code from the file. "
+            "Pass --trust-checkpoint if you trust its source, or save a state_dict instead"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # any unpickling failure: missing class, corrupt file
+        raise CheckpointError(f"{path}: cannot unpickle the module ({_short(err)})") from err
+    if not isinstance(obj, nn.Module):
+        raise CheckpointError(f"{path}: unpickled a {type(obj).__name__}, not a torch.nn.Module")
+    return obj
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights, turning torch's long mismatch report into one line that names the first problem."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(
+            f"{source} does not fit the model factory: {detail} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected keys); check model.factory and model.kwargs"
+        )
+    for key, tensor in state.items():
+        if own[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{source} does not fit the model factory: {key} has shape {tuple(tensor.shape)}, "
+                f"the model expects {tuple(own[key].shape)}; check model.kwargs"
+            )
+    model.load_state_dict(state)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike, *, force: bool = False) -> Path:
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise CheckpointError(f"{path} exists: choose another output or pass --force to overwrite it")
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
+    return path
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary path in the target folder, then rename it onto `path`."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CheckpointError(f"{folder}: output folder is not writable")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,174 @@
+"""Choosing the structures to prune: torch-pruning importance + a budget against the original model."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch_pruning as tp
+
+from ..errors import BudgetError, ConfigError
+from .config import DPMConfig
+from .cost import CostModel, Key
+from .structures import GroupSlices
+
+
+def make_importance(criterion: str) -> tp.importance.Importance:
+    """The base method's criterion, from torch-pruning's own importance classes."""
+    if criterion == "magnitude":  # DepGraph's group L2 norm, normalised per group
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if criterion == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    if criterion == "bn_scale":  # Gate Decorator / network slimming: |gamma| of the group's BatchNorms
+        return tp.importance.BNScaleImportance()
+    if criterion == "lamp":
+        return tp.importance.LAMPImportance(p=2)
+    if criterion == "random":
+        return tp.importance.RandomImportance()
+    raise ConfigError(f"unknown criterion {criterion!r}")
+
+
+def needs_gradients(criterion: str) -> bool:
+    return criterion == "taylor"
+
+
+@torch.no_grad()
+def score_groups(groups: list[GroupSlices], criterion: str, seed: int) -> list[torch.Tensor]:
+    """Importance per channel of each group; +inf where the criterion has no opinion (never chosen)."""
+    if needs_gradients(criterion) and all(s.param.grad is None for g in groups for s in g.slices):
+        raise ConfigError("criterion 'taylor' needs gradients: select after loss.backward(), "
+                          "or use a criterion such as 'magnitude'")
+    importance = make_importance(criterion)
+    scores = []
+    # Seeded so that every process of a distributed run, and a resumed run, picks the same channels.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for g in groups:
+            imp = importance(g.tp_group)
+            if imp is None or imp.numel() != g.channels:
+                scores.append(torch.full((g.channels,), math.inf))
+            else:
+                scores.append(torch.nan_to_num(imp.detach().float().cpu(), nan=math.inf))
+    return scores
+
+
+@dataclass
+class Limits:
+    """Per-group limits: at most max_prunable channels removed, counted in units of round_to."""
+
+    max_prunable: list[int]
+    round_to: int
+
+    @classmethod
+    def from_config(cls, groups: list[GroupSlices], cfg: DPMConfig) -> "Limits":
+        caps = []
+        for g in groups:
+            cap = min(int(math.floor(cfg.max_layer_ratio * g.channels)), g.channels - cfg.min_channels)
+            caps.append(max(0, cap - cap % cfg.round_to))
+        return cls(caps, cfg.round_to)
+
+
+def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: float,
+           removed: set[Key], excluded: set[Key], scores: list[torch.Tensor]) -> list[Key]:
+    """New structures to remove, least important first, until the projected cost <= target.
+
+    `removed` (pruned or decaying) counts against the budget already; `excluded` are never chosen
+    (released in this round). The cost model is left as it was.
+    """
+    state = cost.copy_state()
+    cost.reset()
+    for key in removed:
+        cost.remove(key)
+    limits = Limits.from_config(groups, cfg)
+    taken = _count_per_group(removed, len(groups))
+    if cfg.ranking == "global":
+        chosen = _select_global(cost, cfg, target, removed | excluded, scores, limits, taken)
+    else:
+        chosen = _select_layerwise(groups, cost, cfg, target, removed | excluded, scores, limits, taken)
+    reached = cost.kept(cfg.budget_kind)
+    cost.restore_state(state)
+    if reached > target + 1e-9:
+        raise BudgetError(
+            f"budget {cfg.budget_kind} keep={target:.3f} cannot be reached under the per-layer limits "
+            f"(best reachable: {reached:.3f}); raise max_layer_ratio, lower min_channels or round_to, "
+            "or ignore fewer layers")
+    return chosen
+
+
+def _count_per_group(keys: Iterable[Key], n: int) -> list[int]:
+    counts = [0] * n
+    for g, _ in keys:
+        counts[g] += 1
+    return counts
+
+
+def _units(gi: int, score: torch.Tensor, blocked: set[Key], round_to: int) -> list[tuple[float, list[Key]]]:
+    """Eligible channels of one group, least important first, in blocks of round_to."""
+    order = [c for c in torch.argsort(score, stable=True).tolist()
+             if (gi, c) not in blocked and math.isfinite(float(score[c]))]
+    units = []
+    for start in range(0, len(order) - round_to + 1, round_to):
+        block = order[start:start + round_to]
+        units.append((float(score[block[-1]]), [(gi, c) for c in block]))
+    return units
+
+
+def _select_global(cost: CostModel, cfg: DPMConfig, target: float, blocked: set[Key],
+                   scores: list[torch.Tensor], limits: Limits, taken: list[int]) -> list[Key]:
+    candidates = []
+    for gi, score in enumerate(scores):
+        for rank, (value, keys) in enumerate(_units(gi, score, blocked, cfg.round_to)):
+            candidates.append((value, gi, rank, keys))
+    candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+    chosen: list[Key] = []
+    for _, gi, _, keys in candidates:
+        if cost.kept(cfg.budget_kind) <= target:
+            break
+        if taken[gi] + len(keys) > limits.max_prunable[gi]:
+            continue
+        taken[gi] += len(keys)
+        for key in keys:
+            cost.remove(key)
+        chosen.extend(keys)
+    return chosen
+
+
+def _select_layerwise(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: float,
+                      blocked: set[Key], scores: list[torch.Tensor], limits: Limits,
+                      taken: list[int]) -> list[Key]:
+    """Every group loses the same fraction of its channels; bisect that fraction to meet the budget."""
+    units = [_units(gi, s, blocked, cfg.round_to) for gi, s in enumerate(scores)]
+    base = cost.copy_state()
+
+    def apply(ratio: float) -> list[Key]:
+        cost.restore_state(base)
+        chosen: list[Key] = []
+        for gi, g in enumerate(groups):
+            want = min(int(ratio * g.channels), limits.max_prunable[gi]) - taken[gi]
+            for _, keys in units[gi]:
+                if want < len(keys):
+                    break
+                want -= len(keys)
+                chosen.extend(keys)
+        for key in chosen:
+            cost.remove(key)
+        return chosen
+
+    low, high = 0.0, 1.0
+    for _ in range(30):
+        mid = (low + high) / 2
+        apply(mid)
+        if cost.kept(cfg.budget_kind) <= target:
+            high = mid
+        else:
+            low = mid
+    return apply(high)
+
+
+def round_targets(cfg: DPMConfig) -> list[float]:
+    """Cumulative kept fraction after each round: round k removes k/K of the total reduction."""
+    return [1.0 - (1.0 - cfg.budget) * (k + 1) / cfg.rounds for k in range(cfg.rounds)]
+
+
+ScoreFn = Callable[[], list[torch.Tensor]]

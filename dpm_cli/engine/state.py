@@ -1,0 +1,66 @@
+"""Per-structure decay state and the event log, both serialisable for resume."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+ACTIVE, DECAYING, PRUNED = 0, 1, 2
+
+
+class GroupState:
+    """Status, decay counter and initial norm of every channel of one group (kept on the CPU)."""
+
+    FIELDS = ("status", "n", "l_init", "selected_round", "released_round", "streak")
+
+    def __init__(self, channels: int):
+        self.status = torch.zeros(channels, dtype=torch.int8)
+        self.n = torch.zeros(channels, dtype=torch.int32)
+        self.l_init = torch.zeros(channels, dtype=torch.float32)
+        self.selected_round = torch.full((channels,), -1, dtype=torch.int32)
+        self.released_round = torch.full((channels,), -1, dtype=torch.int32)
+        self.streak = torch.zeros(channels, dtype=torch.int32)
+
+    def mask(self, status: int) -> torch.Tensor:
+        return self.status == status
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f: getattr(self, f).clone() for f in self.FIELDS}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for f in self.FIELDS:
+            if state[f].shape != getattr(self, f).shape:
+                raise ValueError(f"state for {f} has shape {tuple(state[f].shape)}")
+            setattr(self, f, state[f].clone().to(getattr(self, f).dtype))
+
+
+@dataclass
+class Event:
+    """One decision of the engine. kind: selected | release | replacement | suppressed | pruned."""
+
+    step: int
+    kind: str
+    group: str
+    index: int
+    round: int
+    c_rate: float | None = None
+    c_len: float | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Progress:
+    """What the training loop shows: counts of structures per status and the projected cost."""
+
+    step: int
+    round: int
+    decaying: int
+    pruned: int
+    released: int
+    macs_kept: float  # projected fraction of the original, counting decaying structures as removed
+    params_kept: float
+    finished: bool

@@ -1,0 +1,160 @@
+"""Prunable groups as per-channel parameter slices.
+
+A torch-pruning `Group` lists every (module, handler, indices) that must shrink together. DPM needs to
+read and rescale, for each channel of a group, the joint vector of all coupled slices. `GroupSlices`
+turns a group into (parameter, dim, local indices, root channel) tables once, so that the training
+hot path is a handful of tensor ops per parameter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+from torch_pruning.pruner import function as tpf
+
+# Pruners whose handlers touch no parameters (element-wise ops, reshape, concat, split, ...).
+_PARAMETER_FREE = (tp.ops.DummyPruner,)
+# Layers that normalise ACROSS channels: a zeroed channel still changes their statistics, so removing
+# it would change the function. Groups that pass through them are not decayable.
+_CROSS_CHANNEL = (nn.LayerNorm, nn.GroupNorm)
+
+
+@dataclass
+class Slice:
+    """The entries of `param` along `dim` at `local` belong to the group's channels `root`."""
+
+    param: nn.Parameter
+    name: str
+    dim: int
+    local: torch.Tensor  # long, indices along `dim`
+    root: torch.Tensor  # long, the group channel of each local index
+
+    def view_shape(self) -> list[int]:
+        shape = [1] * self.param.dim()
+        shape[self.dim] = self.param.shape[self.dim]
+        return shape
+
+    def reduce(self, values: torch.Tensor, channels: int) -> torch.Tensor:
+        """Sum `values` (shaped like param) over everything but `dim`, then per group channel."""
+        dims = [d for d in range(values.dim()) if d != self.dim]
+        per_index = values.sum(dim=dims) if dims else values
+        out = torch.zeros(channels, dtype=per_index.dtype, device=per_index.device)
+        dev = per_index.device  # .to() is a no-op unless the model moved after discovery
+        return out.index_add_(0, self.root.to(dev), per_index.index_select(0, self.local.to(dev)))
+
+    def expand(self, per_channel: torch.Tensor, fill: float = 1.0) -> torch.Tensor:
+        """A vector along `dim`: per_channel[root] at `local`, `fill` elsewhere, shaped to broadcast."""
+        vec = torch.full((self.param.shape[self.dim],), fill, dtype=self.param.dtype, device=self.param.device)
+        dev = vec.device
+        vec[self.local.to(dev)] = per_channel.to(dev, vec.dtype).index_select(0, self.root.to(dev))
+        return vec.view(self.view_shape())
+
+
+@dataclass
+class GroupSlices:
+    """One prunable dependency group: its root module, channel count and parameter slices."""
+
+    name: str  # the root module's qualified name: stable across graph rebuilds
+    root: nn.Module
+    channels: int
+    slices: list[Slice]
+    tp_group: object = field(repr=False)  # the full-index torch-pruning Group, for importance
+
+    def reduce(self, per_slice_values) -> torch.Tensor:
+        """Sum `per_slice_values(slice)` per channel over all slices (float32)."""
+        total = torch.zeros(self.channels, dtype=torch.float32, device=self.slices[0].param.device)
+        for s in self.slices:
+            total += s.reduce(per_slice_values(s).float(), self.channels)
+        return total
+
+    def sq_norms(self) -> torch.Tensor:
+        return self.reduce(lambda s: s.param.detach().float().pow(2))
+
+    def norms(self) -> torch.Tensor:
+        return self.sq_norms().sqrt()
+
+    def grad_norms(self) -> torch.Tensor:
+        def grad_sq(s: Slice) -> torch.Tensor:
+            g = s.param.grad
+            return torch.zeros_like(s.param, dtype=torch.float32) if g is None else g.detach().float().pow(2)
+
+        return self.reduce(grad_sq).sqrt()
+
+    @torch.no_grad()
+    def scale(self, per_channel: torch.Tensor) -> None:
+        """Multiply every slice of channel c by per_channel[c], in place (keeps Parameter identity)."""
+        for s in self.slices:
+            s.param.mul_(s.expand(per_channel))
+
+    @torch.no_grad()
+    def scale_state(self, optimizer: torch.optim.Optimizer, per_channel: torch.Tensor) -> None:
+        """Scale the optimizer's per-parameter state (momentum, exp_avg, ...) the same way."""
+        for s in self.slices:
+            for value in optimizer.state.get(s.param, {}).values():
+                if torch.is_tensor(value) and value.shape == s.param.shape:
+                    value.mul_(s.expand(per_channel).to(value.dtype))
+
+    def removal_counts(self) -> list[tuple[Slice, torch.Tensor]]:
+        """For each slice, how many of its local indices each channel owns (flatten maps 1 -> HW)."""
+        return [(s, torch.bincount(s.root, minlength=self.channels)) for s in self.slices]
+
+
+class Unsupported(Exception):
+    """A group member DPM cannot decay exactly; the message says which and why."""
+
+
+def slices_of_item(module: nn.Module, handler, is_out: bool, name: str, local: list[int],
+                   root: list[int]) -> list[tuple[nn.Parameter, str, int, list[int], list[int]]]:
+    """Which parameter entries one group item covers, as (param, name, dim, local, root)."""
+    pruner = getattr(handler, "__self__", None)
+    if isinstance(pruner, _PARAMETER_FREE):
+        return []
+    if isinstance(module, _CROSS_CHANNEL):
+        raise Unsupported(f"{name} ({type(module).__name__}) normalises across channels; "
+                          "removing a zeroed channel would change its statistics")
+    out: list[tuple[nn.Parameter, str, int, list[int], list[int]]] = []
+
+    def add(attr: str, dim: int) -> None:
+        p = getattr(module, attr, None)
+        if isinstance(p, nn.Parameter):
+            out.append((p, f"{name}.{attr}", dim, local, root))
+
+    if isinstance(pruner, tpf.DepthwiseConvPruner):
+        add("weight", 0), add("bias", 0)
+    elif isinstance(pruner, tpf.ConvPruner):
+        transposed = getattr(module, "transposed", False)
+        if is_out:
+            add("weight", 1 if transposed else 0), add("bias", 0)
+        elif module.groups > 1:
+            raise Unsupported(f"{name} is a grouped convolution (groups={module.groups}); "
+                              "its input channels cannot be decayed one by one")
+        else:
+            add("weight", 0 if transposed else 1)
+    elif isinstance(pruner, tpf.LinearPruner):
+        if is_out:
+            add("weight", 0), add("bias", 0)
+        else:
+            add("weight", 1)
+    elif isinstance(pruner, tpf.BatchnormPruner):
+        add("weight", 0), add("bias", 0)
+    else:
+        raise Unsupported(f"{name} ({type(module).__name__}) has no exact per-channel decay rule in dpm")
+    return out
+
+
+def merge_slices(raw: list[tuple[nn.Parameter, str, int, list[int], list[int]]]) -> list[Slice]:
+    """One Slice per (parameter, dim); an index listed twice (depthwise in/out) counts once."""
+    merged: dict[tuple[int, int], tuple[nn.Parameter, str, int, dict[int, int]]] = {}
+    for param, name, dim, local, root in raw:
+        key = (id(param), dim)
+        entry = merged.setdefault(key, (param, name, dim, {}))
+        for li, ri in zip(local, root):
+            entry[3].setdefault(li, ri)
+    slices = []
+    for param, name, dim, mapping in merged.values():
+        local = torch.tensor(list(mapping.keys()), dtype=torch.long, device=param.device)
+        root = torch.tensor(list(mapping.values()), dtype=torch.long, device=param.device)
+        slices.append(Slice(param, name, dim, local, root))
+    return slices
