@@ -1,0 +1,222 @@
+"""The recipe schema, version 1: one frozen dataclass per section, one line per key.
+
+To add a key, add one `opt(...)` line to its section; the loader, overrides, `dump_recipe` and
+`describe_schema` pick it up. Lists are stored as tuples so a built `Recipe` cannot be changed by
+accident (use `dataclasses.replace`); free-form `kwargs` mappings stay plain dicts.
+
+Paths: `model.checkpoint` and `data.path` written in a recipe file are resolved against the
+folder of that file, and paths given as command-line overrides against the current working
+directory; a built `Recipe` holds them as absolute paths. `output.dir` is *not* resolved: it is
+relative to the working directory at run time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .spec import Spec, default_of, fields_of, opt, section
+
+SUPPORTED_VERSIONS = (1,)
+
+_FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _factory_form(value: str) -> str | None:
+    # Only the form is checked here; importing the callable is the model/data layer's job.
+    if _FACTORY.fullmatch(value):
+        return None
+    return f"'{value}' is not of the form 'package.module:callable'; write e.g. 'dpm_cli.models:resnet56'"
+
+
+def _base_name(value: str) -> str | None:
+    if "/" in value or "\\" in value:
+        return f"'{value}' is a path; give a plain base name here and put the folder in output.dir"
+    return None
+
+
+_POSITIVE_INT = Spec("int", "dimension size", ge=1, fix="every dimension of the shape must be positive")
+_UNIT = Spec("float", "beta coefficient", ge=0, lt=1)
+_PATTERN = Spec("str", "module-name glob pattern, e.g. 'layer1.*'")
+_FORMAT = Spec("str", "output format", choices=("module", "artifact", "export"))
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    factory: str | None = opt(None, "str", "'package.module:callable' building the architecture (needed for state_dict checkpoints)", check=_factory_form)
+    kwargs: dict = opt({}, "mapping", "keyword arguments for model.factory")
+    checkpoint: str | None = opt(None, "path", "checkpoint file, relative to the recipe's folder; the CLI's MODEL argument overrides it")
+    input_shape: tuple | None = opt(None, "list", "example input shape for tracing, batch first, e.g. [1, 3, 32, 32]", item=_POSITIVE_INT, min_len=1)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random"))
+    path: str | None = opt(None, "path", "a .pt or .npz file with inputs and labels, relative to the recipe's folder (required when source is tensors)")
+    factory: str | None = opt(None, "str", "'package.module:callable' returning (train_loader, val_loader) (required when source is factory)", check=_factory_form)
+    kwargs: dict = opt({}, "mapping", "keyword arguments for data.factory")
+    val_fraction: float = opt(0.2, "float", "fraction of the samples held out for validation", gt=0, lt=1)
+    batch_size: int = opt(64, "int", "training batch size", ge=1)
+    eval_batch_size: int = opt(256, "int", "evaluation batch size", ge=1)
+    num_samples: int | None = opt(None, "int", "use only the first N training samples, for quick runs", ge=1)
+    split_seed: int = opt(0, "int", "seed of the train/validation split")
+
+
+@dataclass(frozen=True)
+class ObjectiveSection:
+    kind: str = opt("cross_entropy", "str", "training loss; distill needs no labels", choices=("cross_entropy", "distill"))
+    temperature: float = opt(4.0, "float", "distillation temperature", gt=0)
+    distill_weight: float = opt(0.0, "float", "with cross_entropy, weight of distillation from the original model", ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class BudgetSection:
+    kind: str = opt("macs", "str", "what the budget counts", choices=("macs", "params", "channels"))
+    keep: float = opt(0.5, "float", "fraction of the ORIGINAL model kept", gt=0, le=1, fix="give the fraction of the original model to keep, e.g. 0.5")
+
+
+@dataclass(frozen=True)
+class RectifySection:
+    enabled: bool = opt(True, "bool", "release channels whose decay hurts too much (self-rectification)")
+    rate_quantile: float | None = opt(0.9, "float", "T_rate as this quantile of the current C_rate values (null: floor only)", gt=0, lt=1, nullable=True)
+    rate_threshold: float = opt(0.0, "float", "absolute floor for C_rate; a release needs C_rate > max(floor, quantile value)")
+    len_threshold: float = opt(1.0, "float", "C_len threshold for a release", gt=0)
+    patience: int = opt(3, "int", "checks in a row a channel must qualify before it is released", ge=1)
+
+
+@dataclass(frozen=True)
+class RecalibrateSection:
+    enabled: bool = opt(True, "bool", "re-estimate BatchNorm statistics after pruning")
+    batches: int = opt(20, "int", "training batches used to re-estimate them", ge=1)
+
+
+@dataclass(frozen=True)
+class PruningSection:
+    budget: BudgetSection = section(BudgetSection)
+    criterion: str = opt("magnitude", "str", "channel importance criterion", choices=("magnitude", "taylor", "bn_scale", "lamp", "random"))
+    ranking: str = opt("global", "str", "rank channels across the model or within each layer", choices=("global", "layer"))
+    max_layer_ratio: float = opt(0.9, "float", "at most this fraction of one group's channels is pruned", gt=0, lt=1)
+    min_channels: int = opt(1, "int", "channels every group keeps", ge=1)
+    round_to: int = opt(1, "int", "kept channel counts are multiples of this", ge=1)
+    ignore: tuple = opt([], "list", "module-name glob patterns never pruned", item=_PATTERN)
+    ignore_classifier: bool = opt(True, "bool", "never prune the final classifier's outputs")
+    rounds: int = opt(1, "int", "number of pruning rounds", ge=1)
+    decay_steps: int = opt(50, "int", "optimizer steps over which channels decay to zero (1 = single-step pruning)", ge=1)
+    round_interval: int | None = opt(None, "int", "optimizer steps between round starts, >= decay_steps (default decay_steps)", ge=1)
+    start_step: int = opt(0, "int", "optimizer step at which the first round starts", ge=0)
+    rectify: RectifySection = section(RectifySection)
+    recalibrate_bn: RecalibrateSection = section(RecalibrateSection)
+    max_equivalence_error: float = opt(1.0e-4, "float", "largest output difference allowed between the decayed and the compact model", gt=0)
+
+
+@dataclass(frozen=True)
+class OptimizerSection:
+    name: str = opt("sgd", "str", "optimizer", choices=("sgd", "adamw"))
+    lr: float = opt(0.01, "float", "learning rate", gt=0, fix="give a positive learning rate, e.g. 0.01")
+    momentum: float = opt(0.9, "float", "SGD momentum", ge=0, lt=1)
+    nesterov: bool = opt(False, "bool", "Nesterov momentum for SGD")
+    weight_decay: float = opt(5.0e-4, "float", "weight decay", ge=0)
+    betas: tuple = opt([0.9, 0.999], "list", "AdamW betas", item=_UNIT, length=2)
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    name: str = opt("cosine", "str", "learning-rate schedule", choices=("cosine", "step", "constant"))
+    warmup_steps: int = opt(0, "int", "linear warm-up steps", ge=0)
+    step_size: int = opt(1000, "int", "steps between decays, for step", ge=1)
+    gamma: float = opt(0.1, "float", "decay factor, for step", gt=0, le=1)
+    min_lr: float = opt(0.0, "float", "lowest learning rate, for cosine", ge=0)
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    epochs: int | None = opt(3, "int", "fine-tuning epochs, decay phase included (or set steps instead)", ge=1, nullable=True)
+    steps: int | None = opt(None, "int", "fine-tuning optimizer steps; overrides epochs when set", ge=1)
+    optimizer: OptimizerSection = section(OptimizerSection)
+    schedule: ScheduleSection = section(ScheduleSection)
+    eval_every: int | None = opt(None, "int", "steps between evaluations (null: once per epoch)", ge=1)
+    log_every: int = opt(10, "int", "steps between log lines", ge=1)
+    checkpoint_every: int = opt(100, "int", "steps between resumable state saves", ge=1)
+    device: str = opt("cpu", "str", "device to train on", choices=("cpu", "cuda", "auto"))
+    bf16: bool = opt(False, "bool", "train in bfloat16 autocast")
+    seed: int = opt(0, "int", "random seed")
+    grad_clip: float | None = opt(None, "float", "clip the gradient norm to this value", gt=0)
+
+
+@dataclass(frozen=True)
+class PretrainSection:
+    enabled: bool = opt(False, "bool", "for demos: train a dense model first when no checkpoint is given")
+    epochs: int = opt(3, "int", "pre-training epochs", ge=1)
+    lr: float = opt(0.05, "float", "pre-training learning rate", gt=0)
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    dir: str = opt("runs/dpm", "str", "run directory, relative to the working directory (not the recipe)")
+    name: str = opt("model", "str", "base name of the output files", check=_base_name)
+    formats: tuple = opt(["module", "artifact", "export"], "list", "files to write", item=_FORMAT, min_len=1, unique=True)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A fully validated recipe. Build it with `load_recipe`/`parse_recipe`, not directly."""
+
+    version: int = opt(1, "int", "recipe format version (required)")
+    notes: str | None = opt(None, "str", "free-form notes, ignored")
+    model: ModelSection = section(ModelSection)
+    data: DataSection = section(DataSection)
+    objective: ObjectiveSection = section(ObjectiveSection)
+    pruning: PruningSection = section(PruningSection)
+    training: TrainingSection = section(TrainingSection)
+    pretrain: PretrainSection = section(PretrainSection)
+    output: OutputSection = section(OutputSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dicts and lists, every key present, ready for `yaml.safe_dump`."""
+        return to_dict(self)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def describe_schema() -> list[tuple[str, str, str]]:
+    """(key path, default as YAML, help with constraints) for every leaf key, in schema order."""
+    rows: list[tuple[str, str, str]] = []
+    _describe(Recipe, "", rows)
+    return rows
+
+
+def _describe(cls: type, prefix: str, rows: list[tuple[str, str, str]]) -> None:
+    for name, f in fields_of(cls).items():
+        path = f"{prefix}{name}"
+        if "section" in f.metadata:
+            _describe(f.metadata["section"], f"{path}.", rows)
+            continue
+        spec: Spec = f.metadata["spec"]
+        rule = spec.expected() + (", or null" if spec.nullable else "")
+        rows.append((path, _flow(default_of(f)), f"{spec.help} [{rule}]"))
+
+
+def _flow(value: Any) -> str:
+    """A default rendered as YAML flow text: null, true, 0.5, [module, artifact], {}."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    return str(value)
