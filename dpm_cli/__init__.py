@@ -1,2 +1,28 @@
-"""dpm: the Decay Pruning Method for PyTorch models, as a library and a CLI."""
+"""dpm: the Decay Pruning Method for PyTorch models, as a library and a CLI.
+
+    from dpm_cli import DecayPruner, DPMConfig
+    pruner = DecayPruner(model, example_inputs, DPMConfig(budget=0.5, decay_steps=100), optimizer=opt)
+    ...  # after every optimizer.step(): pruner.step()
+    compact = pruner.compact().model
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
 __version__ = "0.1.0"
+
+from .engine import CompactionResult, DecayPruner, DPMConfig, RectifyConfig, recalibrate_batchnorm
+
+__all__ = ["DecayPruner", "DPMConfig", "RectifyConfig", "CompactionResult", "recalibrate_batchnorm",
+           "load", "__version__"]
+
+
+def load(path: str | Path, **kwargs: Any):
+    """Load a model written by dpm (or any checkpoint kind `dpm_cli.checkpoint.load_model` reads).
+
+    A dpm artifact (`*.dpm.pt`) is rebuilt from its factory and pruning history without unpickling code.
+    """
+    from .checkpoint import load_model
+
+    return load_model(path, **kwargs)

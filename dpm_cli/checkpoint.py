@@ -14,6 +14,7 @@ import os
 import pickle
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,6 +75,15 @@ def is_artifact(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == ARTIFACT_FORMAT
 
 
+@dataclass
+class LoadedModel:
+    """A model and, when known, how to rebuild its architecture without pickle (see artifact.py)."""
+
+    model: nn.Module
+    kind: str  # "state_dict" | "artifact" | "module"
+    provenance: Any = None  # artifact.Provenance or None
+
+
 def load_model(
     path: str | os.PathLike,
     *,
@@ -82,16 +92,28 @@ def load_model(
     trust: bool = False,
 ) -> nn.Module:
     """Load a model from any supported checkpoint kind; see the module docstring."""
+    return load_checkpoint(path, factory=factory, factory_kwargs=factory_kwargs, trust=trust).model
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    factory: str | None = None,
+    factory_kwargs: dict[str, Any] | None = None,
+    trust: bool = False,
+    input_shape: list[int] | None = None,
+) -> LoadedModel:
+    """Like `load_model`, also returning the checkpoint kind and the architecture's provenance."""
+    from .artifact import Provenance, provenance_of, rebuild_artifact
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     obj = _read_weights_only(path)
     if obj is None:
-        return _load_pickled_module(path, trust)
+        return LoadedModel(_load_pickled_module(path, trust), "module")
     if is_artifact(obj):
-        from .artifact import rebuild_artifact
-
-        return rebuild_artifact(obj, source=str(path))
+        return LoadedModel(rebuild_artifact(obj, source=str(path)), "artifact", provenance_of(obj))
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]  # a common training-script wrapper
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -102,7 +124,7 @@ def load_model(
             )
         model = build_from_factory(factory, factory_kwargs)
         load_state_dict_strict(model, obj, source=str(path))
-        return model
+        return LoadedModel(model, "state_dict", Provenance(factory, dict(factory_kwargs or {}), input_shape))
     raise CheckpointError(f"{path}: holds {type(obj).__name__}, not a state_dict, a dpm artifact or a module")
 
 
@@ -151,13 +173,16 @@ def atomic_save(obj: Any, path: str | os.PathLike, *, force: bool = False) -> Pa
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary path in the target folder, then rename it onto `path`."""
+    """Call `write(tmp)` on a temporary path in the target folder, then rename it onto `path`.
+
+    The temporary name keeps the target's suffix (torch.export insists on '.pt2').
+    """
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: output folder does not exist")
     if not os.access(folder, os.W_OK):
         raise CheckpointError(f"{folder}: output folder is not writable")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp.", suffix=path.suffix, dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

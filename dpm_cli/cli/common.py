@@ -1,0 +1,40 @@
+"""Helpers shared by the commands: recipe + overrides from the command line, JSON output, formatting."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import InputError
+from ..recipe import Recipe, load_recipe
+
+EXIT_CODES = "Exit codes: 0 success, 1 runtime failure, 2 bad input."
+
+
+def split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
+    """Positional arguments: at most one MODEL path, any number of key.path=value overrides."""
+    paths = [a for a in args or [] if "=" not in a]
+    overrides = [a for a in args or [] if "=" in a]
+    if len(paths) > 1:
+        raise InputError(f"expected one MODEL and key.path=value overrides, got {len(paths)} paths: "
+                         f"{' '.join(paths)}")
+    return (paths[0] if paths else None), overrides
+
+
+def read_recipe(recipe: Path | None, overrides: list[str]) -> Recipe:
+    if recipe is None:
+        raise InputError("no recipe: pass --recipe r.yaml (see recipes/ for examples)")
+    return load_recipe(recipe, overrides)
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=float))
+
+
+def human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"

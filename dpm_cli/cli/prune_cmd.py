@@ -1,0 +1,112 @@
+"""`dpm prune`, `dpm plan` and `dpm validate`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..pipeline import plan as plan_job
+from ..pipeline import prune as prune_job
+from ..recipe import dump_recipe
+from ..training.progress import make_reporter
+from .app import app
+from .common import EXIT_CODES, emit_json, human, read_recipe, split_args
+
+RECIPE = typer.Option(None, "--recipe", "-r", help="YAML recipe (see recipes/).", exists=False)
+ARGS = typer.Argument(None, metavar="[MODEL] [KEY.PATH=VALUE]...",
+                      help="Checkpoint to prune (else model.checkpoint), then recipe overrides.")
+
+
+@app.command(epilog=f"Examples:\n\n  dpm prune model.pt --recipe r.yaml\n\n"
+                    f"  dpm prune --recipe recipes/mnist-demo.yaml pruning.budget.keep=0.25 --json\n\n"
+                    f"  dpm prune model.pt -r r.yaml --run-dir runs/a --resume\n\n{EXIT_CODES}")
+def prune(
+    args: Optional[List[str]] = ARGS,
+    recipe: Optional[Path] = RECIPE,
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: output.dir)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Base path of the outputs: BASE.pt, BASE.dpm.pt, BASE.pt2."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the run directory."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs and an existing run."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
+                                          help="Allow a pickled module checkpoint (runs code from the file)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Fine-tune with DPM decay and self-rectification, remove the zeroed channels, save the compact model."""
+    model, overrides = split_args(args)
+    r = read_recipe(recipe, overrides)
+    summary = prune_job(r, model_path=model, run_dir=run_dir, output=output, resume=resume, force=force,
+                        trust=trust_checkpoint, reporter=make_reporter(quiet))
+    if json_out:
+        emit_json(summary.to_dict())
+        return
+    _show_summary(summary)
+
+
+def _show_summary(s) -> None:
+    console = Console()
+    table = Table(title="dpm prune: before / after")
+    for col in ("", "before", "after", "ratio"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("parameters", human(s.params_before), human(s.params_after), f"{s.params_after / s.params_before:.3f}")
+    table.add_row("MACs", human(s.macs_before), human(s.macs_after), f"{s.macs_after / s.macs_before:.3f}")
+    unit = "%" if s.metric == "top1" else ""
+    table.add_row(f"val {s.metric}", f"{s.before:.2f}{unit}", f"{s.after:.2f}{unit}", f"{s.after - s.before:+.2f}")
+    console.print(table)
+    console.print(f"equivalence error (compact vs decayed, relative): {s.equivalence_error:.2e}")
+    console.print(f"steps {s.steps}, releases {s.releases}, suppressed releases {s.suppressed}"
+                  + (f", lowest val top1 during decay {s.min_decay_top1:.2f}%" if s.min_decay_top1 is not None else ""))
+    for fmt, path in s.outputs.items():
+        console.print(f"wrote {fmt}: {path}")
+    for note in s.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@app.command(epilog=f"Example:\n\n  dpm plan model.pt --recipe r.yaml\n\n{EXIT_CODES}")
+def plan(
+    args: Optional[List[str]] = ARGS,
+    recipe: Optional[Path] = RECIPE,
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow a pickled module checkpoint."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Dry run: groups found, widths before and after, projected MACs and parameters. No training."""
+    model, overrides = split_args(args)
+    report = plan_job(read_recipe(recipe, overrides), model, trust=trust_checkpoint)
+    if json_out:
+        emit_json(report.to_dict())
+        return
+    console = Console()
+    table = Table(title=f"dpm plan: {report.groups} prunable groups, {report.structures} channels to remove")
+    for col in ("layer", "type", "out before", "out after"):
+        table.add_column(col)
+    for w in report.widths:
+        if w["out_before"] != w["out_after"] or w["in_before"] != w["in_after"]:
+            table.add_row(w["name"], w["kind"], str(w["out_before"]), str(w["out_after"]))
+    console.print(table)
+    console.print(f"MACs {human(report.macs_before)} -> {human(report.macs_after)} "
+                  f"({report.macs_after / report.macs_before:.3f} kept), params {human(report.params_before)} -> "
+                  f"{human(report.params_after)} ({report.params_after / report.params_before:.3f} kept); "
+                  f"budget {report.budget_kind} keep={report.budget:g}")
+    console.print(f"training: {report.total_steps} steps, decay phase ends at step {report.decay_phase_end}")
+    for name, why in report.skipped.items():
+        console.print(f"[yellow]skipped group[/yellow] {name}: {why}")
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@app.command(epilog=f"Example:\n\n  dpm validate recipes/mnist-demo.yaml training.epochs=1\n\n{EXIT_CODES}")
+def validate(
+    recipe: Path = typer.Argument(..., help="YAML recipe to check."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY.PATH=VALUE]..."),
+    show: bool = typer.Option(False, "--show", help="Print the resolved recipe with every default."),
+) -> None:
+    """Check a recipe without running it: keys, types, ranges, files."""
+    r = read_recipe(recipe, list(overrides or []))
+    if show:
+        typer.echo(dump_recipe(r))
+    else:
+        typer.echo(f"{recipe}: ok")

@@ -1,0 +1,121 @@
+"""Everything a job needs from a recipe: device, data, loaders, the model and its example input."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..artifact import Provenance
+from ..checkpoint import build_from_factory, load_checkpoint
+from ..data import DataBundle, check_labels_fit, load_data, make_loaders
+from ..engine import DPMConfig, RectifyConfig
+from ..errors import ConfigError, InputError
+from ..recipe import Recipe
+from ..training.distributed import SINGLE, DistContext
+
+
+@dataclass
+class RunContext:
+    recipe: Recipe
+    device: torch.device
+    data: DataBundle
+    train_loader: Any
+    val_loader: Any
+    model: nn.Module
+    example_inputs: torch.Tensor
+    provenance: Provenance | None
+    model_path: Path | None
+    notes: list[str]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device is cuda but no CUDA device is available; use cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = False,
+                 dist: DistContext = SINGLE, dense_model: Callable[[RunContext], nn.Module] | None = None) -> RunContext:
+    """Load data and model as the recipe says. `dense_model` builds a model when there is no checkpoint."""
+    seed_everything(recipe.training.seed)
+    device = resolve_device(recipe.training.device)
+    d = recipe.data
+    data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
+                     split_seed=d.split_seed, num_samples=d.num_samples)
+    train_loader, val_loader = make_loaders(data, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+                                            seed=recipe.training.seed,
+                                            distributed=(dist.rank, dist.world_size) if dist.enabled else None)
+    notes = ["data is RANDOM (synthetic): this is a smoke run, accuracy means nothing"] if data.synthetic else []
+    shape = list(recipe.model.input_shape) if recipe.model.input_shape else [1, *data.input_shape]
+    if list(shape[1:]) != list(data.input_shape):
+        raise InputError(f"model.input_shape {shape} does not match the data's sample shape "
+                         f"{list(data.input_shape)}; fix model.input_shape or the data")
+    example = torch.zeros(shape)
+    path = model_path or recipe.model.checkpoint
+    ctx = RunContext(recipe, device, data, train_loader, val_loader, None, example, None,  # type: ignore[arg-type]
+                     Path(path) if path else None, notes)
+    if path:
+        m = recipe.model
+        loaded = load_checkpoint(path, factory=m.factory, factory_kwargs=dict(m.kwargs), trust=trust,
+                                 input_shape=shape)
+        ctx.model, ctx.provenance = loaded.model, loaded.provenance
+        if ctx.provenance is not None and ctx.provenance.input_shape is None:
+            ctx.provenance.input_shape = shape
+    elif dense_model is not None and recipe.model.factory:
+        ctx.provenance = Provenance(recipe.model.factory, dict(recipe.model.kwargs), shape)
+        ctx.model = dense_model(ctx)
+    else:
+        raise InputError("no model: give a checkpoint (dpm prune MODEL or model.checkpoint), or set "
+                         "model.factory with pretrain.enabled: true to train a dense model first")
+    ctx.model.to(device)
+    outputs = _num_outputs(ctx.model, example.to(device))
+    if data.labeled and recipe.objective.kind == "cross_entropy":
+        check_labels_fit(data, outputs)
+    return ctx
+
+
+def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(example)
+    except Exception as err:
+        raise InputError(f"the model does not run on an input of shape {list(example.shape)} "
+                         f"({type(err).__name__}: {str(err)[:160]}); fix model.input_shape or the data") from err
+    finally:
+        model.train(was_training)
+    if not torch.is_tensor(out) or out.dim() < 2:
+        raise InputError("the model must return a tensor of logits shaped (batch, classes)")
+    return int(out.shape[-1])
+
+
+def dpm_config(recipe: Recipe) -> DPMConfig:
+    p = recipe.pruning
+    r = p.rectify
+    return DPMConfig(
+        budget=p.budget.keep, budget_kind=p.budget.kind, criterion=p.criterion, ranking=p.ranking,
+        max_layer_ratio=p.max_layer_ratio, min_channels=p.min_channels, round_to=p.round_to,
+        ignore=list(p.ignore), ignore_classifier=p.ignore_classifier, decay_steps=p.decay_steps,
+        rounds=p.rounds, round_interval=p.round_interval, start_step=p.start_step,
+        rectify=RectifyConfig(enabled=r.enabled, rate_quantile=r.rate_quantile, rate_threshold=r.rate_threshold,
+                              len_threshold=r.len_threshold, patience=r.patience),
+        max_equivalence_error=p.max_equivalence_error, seed=recipe.training.seed)
+
+
+def total_steps(recipe: Recipe, train_loader: Any) -> int:
+    t = recipe.training
+    return t.steps if t.steps else t.epochs * len(train_loader)

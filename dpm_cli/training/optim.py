@@ -1,0 +1,35 @@
+"""Optimizers (SGD, AdamW) and learning-rate schedules (cosine, step, constant) with linear warm-up."""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    """`cfg` has name, lr, momentum, nesterov, weight_decay, betas (recipe training.optimizer)."""
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, total: int, cfg: Any, base_lr: float) -> float:
+    """Multiplier of the base learning rate at `step` (0-based) of `total` steps."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.name == "constant":
+        return 1.0
+    if cfg.name == "step":
+        return cfg.gamma ** ((step - cfg.warmup_steps) // cfg.step_size)
+    span = max(1, total - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.min_lr / base_lr if base_lr > 0 else 0.0
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """`cfg` has name, warmup_steps, step_size, gamma, min_lr (recipe training.schedule)."""
+    base_lr = optimizer.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, cfg, base_lr))
