@@ -61,8 +61,12 @@ def _read_weights_only(path: Path) -> Any:
     """Load with weights_only=True; None when the file holds pickled code (a whole module)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return None
+    except pickle.UnpicklingError as err:
+        # A whole module fails on its classes ("Unsupported global"); anything else is a broken file.
+        if "Unsupported global" in str(err):
+            return None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the file is corrupt or not "
+                              "written by torch.save)") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_short(err)})") from err
 

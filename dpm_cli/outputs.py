@@ -75,8 +75,13 @@ def write_outputs(model: nn.Module, example_inputs: torch.Tensor, plan: OutputPl
 def _write_export(model: nn.Module, example_inputs: torch.Tensor, path: Path, force: bool) -> str | None:
     if path.exists() and not force:
         raise CheckpointError(f"{path} exists: choose another output or pass --force to overwrite it")
+    # Export with a dynamic batch dimension; an example batch of 2 keeps it from specialising to 1.
+    example = example_inputs[:1].repeat(2, *([1] * (example_inputs.dim() - 1)))
     try:
-        program = torch.export.export(model, (example_inputs,))
+        try:
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        except Exception:  # some models pin the batch size (e.g. a reshape to a fixed size)
+            program = torch.export.export(model, (example_inputs,))
     except Exception as err:  # export support varies by model and torch version
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         return f"torch.export program not written: the model does not export ({first})"

@@ -122,3 +122,14 @@ def test_every_criterion_reaches_the_budget(criterion):
     cfg = DPMConfig(criterion=criterion, budget=0.6, decay_steps=2, rectify={"enabled": False})
     _, result = run_to_end(TwoStage(width=32), cfg)
     assert result.macs_kept <= 0.6 and result.max_rel_error <= 1e-4
+
+
+def test_building_a_pruner_does_not_change_the_model():
+    torch.manual_seed(0)
+    model = TwoStage()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    DecayPruner(model, batch()[0][:2], DPMConfig())
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

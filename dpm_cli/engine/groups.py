@@ -43,10 +43,13 @@ def find_classifier(model: nn.Module, example_inputs: Any) -> str | None:
     order: list[tuple[str, tuple]] = []
     hooks = [m.register_forward_hook(lambda mod, _i, out: order.append((names[mod], tuple(out.shape))))
              for m in model.modules() if isinstance(m, ROOT_TYPES)]
+    was_training = model.training
+    model.eval()  # a train-mode forward would move BatchNorm running statistics
     try:
         with torch.no_grad():
             out = run_model(model, example_inputs)
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     if not torch.is_tensor(out):

@@ -49,12 +49,13 @@ class PruneSummary:
         return asdict(self)
 
 
-def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool):
+def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare):
     """For demos: train the factory's model densely first, cached in the run directory."""
     def build(ctx: RunContext) -> nn.Module:
         from ..checkpoint import build_from_factory
 
         model = build_from_factory(ctx.recipe.model.factory, dict(ctx.recipe.model.kwargs))
+        prepare()
         cache = run_dir.path / "dense.pt"
         if resume and cache.is_file():
             model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
@@ -83,9 +84,13 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
     run = RunDir(run_dir or recipe.output.dir)
     outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force)
     outputs.check([Path(p) for p in (model_path, recipe.model.checkpoint) if p])
+    run.check(resume=resume, force=force)
+    prepare = lambda: run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe))  # noqa: E731
+    # The run directory is created only once the model and data have loaded: bad input leaves nothing.
+    ctx = load_context(recipe, model_path, trust=trust, dist=dist,
+                       dense_model=_dense_model(run, reporter, resume, prepare if dist.is_main else lambda: None))
     if dist.is_main:
-        run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe))
-    ctx = load_context(recipe, model_path, trust=trust, dist=dist, dense_model=_dense_model(run, reporter, resume))
+        prepare()
     for note in ctx.notes:
         reporter.log(f"note: {note}")
     model, example = ctx.model, ctx.example_inputs.to(ctx.device)

@@ -32,8 +32,22 @@ class RunDir:
         self.norms = self.path / "norms.jsonl"
         self.state = self.path / "state.pt"
 
+    def check(self, *, resume: bool, force: bool) -> None:
+        """Fail early, changing nothing, when the folder cannot be used as asked."""
+        if resume and not self.state.is_file():
+            raise InputError(f"{self.path}: no resumable state (state.pt) to resume from; "
+                             "run without --resume to start a new run")
+        if not resume and not force and self.path.exists() and any(self.path.iterdir()):
+            raise InputError(f"{self.path} already holds a run: pass --resume to continue it, "
+                             "--force to start over, or choose another --run-dir")
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path}: run directory is a file; choose another --run-dir")
+
     def prepare(self, *, resume: bool, force: bool, recipe_text: str) -> None:
-        """Create the folder for a new run, or check it holds a run to resume."""
+        """Create the folder for a new run, or check it holds a run to resume. Idempotent."""
+        if getattr(self, "_prepared", False):
+            return
+        self._prepared = True
         if resume:
             if not self.state.is_file():
                 raise InputError(f"{self.path}: no resumable state (state.pt) to resume from; "
