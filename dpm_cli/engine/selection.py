@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch_pruning as tp
@@ -84,6 +84,7 @@ def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: f
     taken = _count_per_group(removed, len(groups))
     if cfg.ranking == "global":
         chosen = _select_global(cost, cfg, target, removed | excluded, scores, limits, taken)
+        chosen = _give_back(cost, cfg, target, chosen)
     else:
         chosen = _select_layerwise(groups, cost, cfg, target, removed | excluded, scores, limits, taken)
     reached = cost.kept(cfg.budget_kind)
@@ -134,6 +135,21 @@ def _select_global(cost: CostModel, cfg: DPMConfig, target: float, blocked: set[
     return chosen
 
 
+def _give_back(cost: CostModel, cfg: DPMConfig, target: float, chosen: list[Key]) -> list[Key]:
+    """Undo the overshoot of the greedy pass: restore the most important chosen structures that the
+    budget does not need, so the result lands just under the target rather than a large unit below."""
+    if cfg.round_to > 1:
+        return chosen  # restoring single channels would break the multiples of round_to
+    kept = list(chosen)
+    for key in reversed(chosen):
+        cost.remove(key, sign=-1)
+        if cost.kept(cfg.budget_kind) > target:
+            cost.remove(key)
+        else:
+            kept.remove(key)
+    return kept
+
+
 def _select_layerwise(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: float,
                       blocked: set[Key], scores: list[torch.Tensor], limits: Limits,
                       taken: list[int]) -> list[Key]:
@@ -170,5 +186,3 @@ def round_targets(cfg: DPMConfig) -> list[float]:
     """Cumulative kept fraction after each round: round k removes k/K of the total reduction."""
     return [1.0 - (1.0 - cfg.budget) * (k + 1) / cfg.rounds for k in range(cfg.rounds)]
 
-
-ScoreFn = Callable[[], list[torch.Tensor]]
