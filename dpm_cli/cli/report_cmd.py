@@ -1,0 +1,195 @@
+"""`dpm report` and `dpm check`: thin wrappers that parse options, call `dpm_cli.report`, render."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import ConfigError
+from ..report import compare, count_model, example_input, measure_latency
+from ..report import inputs as parse
+from ..report.gates import GateFailure, Limits, check_model
+from .app import app
+
+REPORT_HELP = (
+    "Print parameters, MACs and FLOPs of a model, per layer; compare two models; time them.\n\n"
+    "MACs are multiply-accumulates of conv, linear, matmul and attention in one forward pass at "
+    "--input-shape; FLOPs = 2 x MACs. Ops the counter has no rule for are listed, not counted as zero. "
+    "With --compare, ratios are MODEL / OTHER (2.00x: OTHER has half the MACs, or runs twice as fast).\n\n"
+    "Examples:\n\n"
+    "  dpm report m.pt --factory dpm_cli.models:resnet56 --input-shape 1,3,32,32\n"
+    "  dpm report orig.pt --compare compact.pt --input-shape 1,3,32,32 --latency\n"
+    "  dpm report orig.pt --compare compact.pt --recipe r.yaml --markdown > pr.md\n"
+    "  dpm report m.pt --input-shape 1,3,224,224 --json > report.json\n"
+    "  dpm report --run runs/resnet56 --plot plots/\n\n"
+    "Exit codes: 0 success, 1 runtime failure, 2 bad input (options, shape, unreadable model)."
+)
+
+CHECK_HELP = (
+    "Check a model against size and speed gates, for CI: exit 0 if every gate passes, 1 if any fails.\n\n"
+    "Reductions and speed-ups are BASELINE / MODEL: --min-macs-reduction 2.0 passes when MODEL has at "
+    "most half the baseline's MACs; --min-speedup 1.5 when MODEL runs at least 1.5x as fast (median of "
+    "paired, interleaved CPU timings at --batch-size). Counts accept K, M, G suffixes (125M, 1.2G).\n\n"
+    "Examples:\n\n"
+    "  dpm check c.pt --input-shape 1,3,32,32 --max-macs 60M --max-params 0.5M\n"
+    "  dpm check c.pt --recipe r.yaml --baseline orig.pt --min-macs-reduction 2\n"
+    "  dpm check c.pt --recipe r.yaml --max-latency-ms 5 --json > check.json\n\n"
+    "Exit codes: 0 every gate passed, 1 a gate failed (or a runtime failure), 2 bad input (no gates "
+    "given, unreadable model, bad shape or count)."
+)
+
+_SHAPE = typer.Option(None, "--input-shape", help="Input shape, batch first, e.g. 1,3,32,32 "
+                      "(default: the recipe's, or the one a dpm artifact recorded).")
+_RECIPE = typer.Option(None, "--recipe", "-r", help="Recipe YAML: model.input_shape, model.factory and model.kwargs.")
+_FACTORY = typer.Option(None, "--factory", help="Model factory 'package.module:callable', for state_dict checkpoints.")
+_TRUST = typer.Option(False, "--trust-checkpoint", help="Allow pickled-module checkpoints (runs code from the file).")
+_THREADS = typer.Option(None, "--threads", help="CPU threads for timing (default: torch's setting); pin it in CI.")
+
+
+@app.command("report", help=REPORT_HELP)
+def report(
+    model: Optional[str] = typer.Argument(None, help="Checkpoint to measure (state_dict, dpm artifact or module)."),
+    input_shape: Optional[str] = _SHAPE,
+    recipe: Optional[Path] = _RECIPE,
+    factory: Optional[str] = _FACTORY,
+    trust_checkpoint: bool = _TRUST,
+    other: Optional[str] = typer.Option(None, "--compare", help="A second checkpoint to put side by side."),
+    latency: bool = typer.Option(False, "--latency", help="Also time CPU inference (interleaved when comparing)."),
+    batch_sizes: str = typer.Option("1", "--batch-sizes", help="Batch sizes to time, e.g. 1,32."),
+    repeats: int = typer.Option(20, "--repeats", help="Timed runs per model and batch size."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up runs first."),
+    threads: Optional[int] = _THREADS,
+    layers: bool = typer.Option(True, "--layers/--no-layers", help="Show the per-layer table."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (schema_version 1) instead of tables."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print Markdown for a pull-request comment."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots (widths, decay history) into DIR."),
+    run: Optional[Path] = typer.Option(None, "--run", help="A training run folder whose decay history to plot."),
+) -> None:
+    if as_json and markdown:
+        raise ConfigError("--json and --markdown both print the report: choose one")
+    if run is not None and plot is None:
+        raise ConfigError("--run plots a decay history: add --plot DIR to say where")
+    if model is None and recipe is None and run is not None:
+        _note(f"wrote {_plots().plot_decay_history(run, plot)}")
+        return
+    setup = parse.resolve_setup(input_shape, recipe, factory)
+    sizes = parse.parse_batch_sizes(batch_sizes) if latency else ()
+    paths = [parse.model_path(model, setup)] + ([other] if other else [])
+    labels = parse.distinct_labels(*paths)
+    loaded = [parse.load_for_measuring(p, setup, trust_checkpoint) for p in paths]
+    shape = parse.require_shape(setup, *(s for _, s in loaded))
+    models = {label: m for label, (m, _) in zip(labels, loaded, strict=True)}
+    x = example_input(shape)
+    counts = [count_model(m, x, label=label) for label, m in models.items()]
+    timing = None
+    if latency:
+        timing = measure_latency(models, shape, batch_sizes=sizes, repeats=repeats, warmup=warmup, threads=threads)
+    comparison = compare(counts[0], counts[1], timing) if other else None
+    _print_report(counts, comparison, timing, layers, as_json, markdown)
+    if plot is not None:
+        _note(f"wrote {_plots().plot_widths(comparison or counts[0], plot)}")
+        if run is not None:
+            _note(f"wrote {_plots().plot_decay_history(run, plot)}")
+
+
+@app.command("check", help=CHECK_HELP)
+def check(
+    model: str = typer.Argument(..., help="Checkpoint to check."),
+    input_shape: Optional[str] = _SHAPE,
+    recipe: Optional[Path] = _RECIPE,
+    factory: Optional[str] = _FACTORY,
+    trust_checkpoint: bool = _TRUST,
+    max_macs: Optional[str] = typer.Option(None, "--max-macs", help="Most MACs allowed, e.g. 60M."),
+    max_params: Optional[str] = typer.Option(None, "--max-params", help="Most parameters allowed, e.g. 0.5M."),
+    max_latency_ms: Optional[float] = typer.Option(
+        None, "--max-latency-ms", help="Slowest median CPU latency allowed, in ms."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Batch size of the latency gates."),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", help="The original checkpoint, for the reduction and speed-up gates."),
+    min_speedup: Optional[float] = typer.Option(
+        None, "--min-speedup", help="Least speed-up over the baseline, e.g. 1.5 (baseline / model latency)."),
+    min_macs_reduction: Optional[float] = typer.Option(
+        None, "--min-macs-reduction", help="Least baseline/model MACs ratio, e.g. 2.0 = half the MACs."),
+    min_params_reduction: Optional[float] = typer.Option(
+        None, "--min-params-reduction", help="Least baseline/model parameters ratio."),
+    repeats: int = typer.Option(20, "--repeats", help="Timed runs for the latency gates."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up runs first."),
+    threads: Optional[int] = _THREADS,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (schema_version 1) instead of a table."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print Markdown (e.g. for $GITHUB_STEP_SUMMARY)."),
+) -> None:
+    if as_json and markdown:
+        raise ConfigError("--json and --markdown both print the result: choose one")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    limits = Limits(
+        max_macs=parse.parse_count(max_macs, "--max-macs") if max_macs is not None else None,
+        max_params=parse.parse_count(max_params, "--max-params") if max_params is not None else None,
+        max_latency_ms=max_latency_ms, min_speedup=min_speedup,
+        min_macs_reduction=min_macs_reduction, min_params_reduction=min_params_reduction,
+    )
+    limits.validate(baseline is not None)  # before loading anything: bad gates fail fast with exit 2
+    setup = parse.resolve_setup(input_shape, recipe, factory)
+    net, net_shape = parse.load_for_measuring(model, setup, trust_checkpoint)
+    base, base_shape = parse.load_for_measuring(baseline, setup, trust_checkpoint) if baseline else (None, None)
+    shape = parse.require_shape(setup, net_shape, base_shape)
+    result = check_model(net, shape, limits, baseline=base, batch_size=batch_size, repeats=repeats,
+                         warmup=warmup, threads=threads)
+    _print_check(result, as_json, markdown)
+    if not result.passed:
+        failed = ", ".join(g.name for g in result.failed())
+        raise GateFailure(f"check failed: {len(result.failed())} of {len(result.gates)} gates ({failed})")
+
+
+def _print_report(counts, comparison, timing, layers: bool, as_json: bool, markdown: bool) -> None:
+    if as_json:
+        from ..report.schema import dumps, report_to_dict
+
+        typer.echo(dumps(report_to_dict(counts, comparison, timing)))
+    elif markdown:
+        from ..report.markdown import report_markdown
+
+        typer.echo(report_markdown(counts, comparison, timing, layers=layers))
+    else:
+        from ..report.render import print_report
+
+        print_report(_console(), counts, comparison, timing, layers=layers)
+
+
+def _print_check(result, as_json: bool, markdown: bool) -> None:
+    if as_json:
+        from ..report.schema import check_to_dict, dumps
+
+        typer.echo(dumps(check_to_dict(result)))
+    elif markdown:
+        from ..report.markdown import check_markdown
+
+        typer.echo(check_markdown(result))
+    else:
+        from ..report.render import gate_table
+
+        console = _console()
+        console.print(gate_table(result))
+        verdict = "[green]all gates passed[/green]" if result.passed else "[red]some gates failed[/red]"
+        console.print(verdict)
+
+
+def _console():
+    from rich.console import Console
+
+    # made per call, so output goes to the sys.stdout of the moment (tests capture it); wide enough
+    # for layer names when piped into a CI log
+    return Console(width=None if sys.stdout.isatty() else 140)
+
+
+def _plots():
+    from ..report import plots
+
+    return plots
+
+
+def _note(message: str) -> None:
+    """Side messages go to stderr, so --json and --markdown output on stdout stays clean."""
+    typer.echo(message, err=True)

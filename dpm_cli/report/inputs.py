@@ -1,0 +1,125 @@
+"""Turning what the user typed into things to measure: shapes, counts, and the model to load.
+
+Every problem is an `InputError`/`ConfigError` with one line saying what is wrong and how to fix it.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from ..errors import ConfigError
+
+_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*$", re.IGNORECASE)
+
+
+def parse_shape(text: str, option: str = "--input-shape") -> tuple[int, ...]:
+    """'1,3,32,32' (or '1x3x32x32') -> (1, 3, 32, 32); batch first, every dimension positive."""
+    parts = [p.strip() for p in re.split(r"[,x×]", str(text).strip().strip("[]()")) if p.strip()]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"{option} {text!r} is not a shape: give positive integers, batch first, e.g. 1,3,32,32")
+    return tuple(int(p) for p in parts)
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """'1,32' -> (1, 32)."""
+    return parse_shape(text, "--batch-sizes")
+
+
+def parse_count(text: str | float | int, option: str) -> float:
+    """'125M' -> 125e6; accepts plain numbers, 1.2e8 and the suffixes K, M, G, T (powers of 1000)."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        match = _COUNT.match(str(text))
+        if not match:
+            raise ConfigError(f"{option} {text!r} is not a count: give e.g. 125000000, 125M or 1.2G")
+        value = float(match.group(1)) * _SUFFIXES[match.group(2).lower()]
+    if value <= 0:
+        raise ConfigError(f"{option} must be positive, got {text!r}")
+    return value
+
+
+@dataclass
+class ModelSetup:
+    """What is needed to load and run a model: its input shape and, for state_dicts, its factory."""
+
+    input_shape: tuple[int, ...] | None
+    factory: str | None = None
+    factory_kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None  # the recipe's model.checkpoint, used when no MODEL is given
+
+
+def resolve_setup(input_shape: str | None, recipe: str | Path | None, factory: str | None) -> ModelSetup:
+    """Merge --input-shape/--factory with the recipe's model section; options given win."""
+    setup = ModelSetup(None)
+    if recipe is not None:
+        setup = _from_recipe(recipe)
+    if input_shape is not None:
+        setup.input_shape = parse_shape(input_shape)
+    if factory is not None:
+        setup.factory = factory
+    return setup
+
+
+def require_shape(setup: ModelSetup, *artifact_shapes: tuple[int, ...] | None) -> tuple[int, ...]:
+    """--input-shape or the recipe's, else the one a dpm artifact recorded."""
+    shape = setup.input_shape or next((s for s in artifact_shapes if s), None)
+    if shape is None:
+        raise ConfigError("no input shape: pass --input-shape (batch first, e.g. 1,3,32,32) "
+                          "or a --recipe with model.input_shape")
+    return tuple(shape)
+
+
+def _from_recipe(path: str | Path) -> ModelSetup:
+    try:  # imported here: the recipe package is optional for measuring
+        from ..recipe import load_recipe
+    except ImportError as err:
+        raise ConfigError(f"--recipe needs dpm_cli.recipe, which cannot be imported ({err}); "
+                          "use --input-shape and --factory instead") from err
+    # the data files a recipe names are not needed to measure the model
+    kwargs = {"check_files": False} if "check_files" in inspect.signature(load_recipe).parameters else {}
+    model = load_recipe(path, **kwargs).model
+    shape = getattr(model, "input_shape", None)
+    return ModelSetup(
+        input_shape=tuple(int(d) for d in shape) if shape else None,
+        factory=getattr(model, "factory", None),
+        factory_kwargs=dict(getattr(model, "kwargs", None) or {}),
+        checkpoint=getattr(model, "checkpoint", None),
+    )
+
+
+def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False) -> tuple[nn.Module, tuple | None]:
+    """Load a checkpoint the way every dpm command does (see `dpm_cli.checkpoint`); also return the
+    input shape a dpm artifact recorded (None for other checkpoints)."""
+    from .. import checkpoint
+
+    kwargs = dict(factory=setup.factory, factory_kwargs=setup.factory_kwargs, trust=trust)
+    if not hasattr(checkpoint, "load_checkpoint"):  # older checkpoint module: no provenance
+        return checkpoint.load_model(path, **kwargs), None
+    loaded = checkpoint.load_checkpoint(path, **kwargs)
+    shape = getattr(loaded.provenance, "input_shape", None)
+    return loaded.model, tuple(int(d) for d in shape) if shape else None
+
+
+def model_path(model: str | None, setup: ModelSetup) -> str:
+    """The MODEL argument, else the recipe's model.checkpoint."""
+    path = model or setup.checkpoint
+    if not path:
+        raise ConfigError("no model given: pass a checkpoint file as MODEL (or a --recipe with model.checkpoint)")
+    return str(path)
+
+
+def distinct_labels(*paths: str) -> list[str]:
+    """Short names for the models in tables: file names, or full paths when the names clash."""
+    names = [Path(p).name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    if len(set(paths)) == len(paths):
+        return list(paths)
+    return [f"{name} ({i + 1})" for i, name in enumerate(names)]

@@ -1,0 +1,224 @@
+"""What costs multiply-accumulates (MACs), and how many: rules for modules and for single aten ops.
+
+Convention: a MAC is one multiply-accumulate of a convolution, a linear layer, a matrix product or
+an attention product (q @ k^T and weights @ v). Bias additions, normalisation, activations, pooling,
+softmax and other elementwise work are not MACs (fvcore's convention, and what "MACs" means in most
+pruning papers). FLOPs are reported as 2 x MACs. Everything else is either known to cost no MACs or
+listed by name as not counted: nothing is silently zero.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+# (module, positional args, keyword args, output) -> MACs of one call
+ModuleRule = Callable[[nn.Module, tuple, dict, Any], int]
+# (positional args, keyword args, output) -> MACs of one aten call
+OpRule = Callable[[tuple, dict, Any], int]
+
+
+# ---- module-level rules -------------------------------------------------------------------------
+
+def _conv_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
+    # every output element sums (in_channels / groups) x kernel products; bias adds are not MACs
+    return out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+
+def _conv_transpose_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
+    # a transposed conv scatters every INPUT element into (out_channels / groups) x kernel outputs;
+    # counting from the output (as thop does) is wrong whenever stride > 1
+    x = args[0] if args else kwargs["input"]
+    return x.numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
+
+
+def _linear_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
+    return out.numel() * m.in_features
+
+
+def _mha_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
+    """nn.MultiheadAttention: q/k/v projections, q @ k^T, weights @ v and the output projection.
+
+    Counted at module level because in eval mode under no_grad PyTorch runs the fused
+    `_native_multi_head_attention` kernel, which no generic op counter knows.
+    """
+    names = ("query", "key", "value")
+    q, k, v = (args[i] if len(args) > i else kwargs[names[i]] for i in range(3))
+    e = m.embed_dim
+    if q.dim() == 3:
+        batch = q.shape[0] if m.batch_first else q.shape[1]
+    else:  # unbatched (L, E)
+        batch = 1
+    q_tokens = q.numel() // e  # batch x L
+    k_tokens = k.numel() // m.kdim // batch + int(m.bias_k is not None) + int(m.add_zero_attn)
+    projections = e * (q.numel() + k.numel() + v.numel())  # in-projections of q, k and v
+    attention = 2 * q_tokens * k_tokens * e  # q @ k^T and weights @ v, summed over heads
+    return projections + attention + q_tokens * e * e  # + output projection
+
+
+_RNN_GATES = {nn.RNN: 1, nn.GRU: 3, nn.LSTM: 4}
+
+
+def _rnn_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
+    """nn.RNN/GRU/LSTM: per token, layer and direction, every gate multiplies the layer's input and
+    the previous hidden state (plus LSTM's optional projection). Counted at module level because
+    the CPU kernels (e.g. mkldnn_rnn_layer) are fused ops no generic counter knows."""
+    x = args[0] if args else kwargs["input"]
+    data = x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
+    tokens = data.numel() // m.input_size  # sequence length x batch
+    hidden, proj = m.hidden_size, getattr(m, "proj_size", 0)
+    h_out = proj or hidden
+    directions = 2 if m.bidirectional else 1
+    per_token = 0
+    for layer in range(m.num_layers):
+        layer_in = m.input_size if layer == 0 else h_out * directions
+        per_token += directions * (_RNN_GATES[type(m)] * hidden * (layer_in + h_out) + hidden * proj)
+    return tokens * per_token
+
+
+MODULE_RULES: dict[type, ModuleRule] = {
+    nn.Conv1d: _conv_macs,
+    nn.Conv2d: _conv_macs,
+    nn.Conv3d: _conv_macs,
+    nn.ConvTranspose1d: _conv_transpose_macs,
+    nn.ConvTranspose2d: _conv_transpose_macs,
+    nn.ConvTranspose3d: _conv_transpose_macs,
+    nn.Linear: _linear_macs,
+    nn.modules.linear.NonDynamicallyQuantizableLinear: _linear_macs,
+    nn.MultiheadAttention: _mha_macs,
+    nn.RNN: _rnn_macs,
+    nn.GRU: _rnn_macs,
+    nn.LSTM: _rnn_macs,
+}
+
+# torch.nn modules (matched by the exact type's defining module) that do no multiply-accumulates:
+# activations, normalisation, pooling, dropout, padding, reshaping, up-sampling, embedding look-ups.
+_MAC_FREE_NAMESPACES = {
+    "torch.nn.modules.activation", "torch.nn.modules.batchnorm", "torch.nn.modules.normalization",
+    "torch.nn.modules.instancenorm", "torch.nn.modules.pooling", "torch.nn.modules.dropout",
+    "torch.nn.modules.padding", "torch.nn.modules.flatten", "torch.nn.modules.pixelshuffle",
+    "torch.nn.modules.upsampling", "torch.nn.modules.sparse", "torch.nn.modules.channelshuffle",
+}
+
+
+def module_rule(module: nn.Module) -> ModuleRule | None:
+    """The MAC rule of a module counted as a whole, or None if its ops are counted one by one."""
+    kind = type(module)
+    if kind in MODULE_RULES:
+        return MODULE_RULES[kind]
+    if kind.__module__ in _MAC_FREE_NAMESPACES or kind is nn.Identity:
+        return _no_macs
+    return None
+
+
+def _no_macs(*_: Any) -> int:
+    return 0
+
+
+def width_of(module: nn.Module) -> int | None:
+    """The layer's width: output channels or features (what pruning shrinks)."""
+    for attr in ("out_channels", "out_features", "num_features", "embed_dim", "embedding_dim",
+                 "hidden_size", "num_channels"):
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+    shape = getattr(module, "normalized_shape", None)
+    if isinstance(shape, tuple) and shape:
+        return int(shape[-1])
+    return None
+
+
+# ---- aten-level rules ----------------------------------------------------------------------------
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(x.shape)
+
+
+def _sdpa_macs(args: tuple, kwargs: dict, out: Any) -> int:
+    # q (..., L, d), k (..., S, d), v (..., S, dv); grouped-query heads broadcast k and v
+    q, k, v = args[:3]
+    rows = q.numel() // q.shape[-1]  # batch x heads x L
+    return rows * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+
+
+def _native_mha_macs(args: tuple, kwargs: dict, out: Any) -> int:
+    # fused MultiheadAttention called outside its module: (query, key, value, embed_dim, ...)
+    q, k, v, e = args[:4]
+    q_tokens = q.numel() // e
+    k_tokens = k.shape[-2]
+    return e * (q.numel() + k.numel() + v.numel()) + 2 * q_tokens * k_tokens * e + q_tokens * e * e
+
+
+def _from_torch_flops(formula: Callable[..., int]) -> OpRule:
+    # torch.utils.flop_counter counts FLOPs = 2 x MACs for every op it knows
+    return lambda args, kwargs, out: int(formula(*args, **kwargs, out_val=out)) // 2
+
+
+def _build_op_rules() -> dict[Any, OpRule]:
+    from torch.utils.flop_counter import flop_registry
+
+    aten = torch.ops.aten
+    rules: dict[Any, OpRule] = {op: _from_torch_flops(f) for op, f in flop_registry.items()}
+    rules.update({
+        # CPU attention kernels torch's flop counter misses (it would count them as zero)
+        aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_macs,
+        aten._native_multi_head_attention: _native_mha_macs,
+        aten.mv: lambda a, k, o: math.prod(_shape(a[0])),
+        aten.addmv: lambda a, k, o: math.prod(_shape(a[1])),
+        aten.dot: lambda a, k, o: a[0].numel(),
+        aten.vdot: lambda a, k, o: a[0].numel(),
+        aten.addbmm: lambda a, k, o: a[1].shape[0] * a[1].shape[1] * a[1].shape[2] * a[2].shape[2],
+    })
+    return rules
+
+
+_OP_RULES: dict[Any, OpRule] | None = None
+
+
+def op_rule(func: Any) -> OpRule | None:
+    """The MAC rule of an aten op (an OpOverload), or None."""
+    global _OP_RULES
+    if _OP_RULES is None:
+        _OP_RULES = _build_op_rules()
+    return _OP_RULES.get(func.overloadpacket)
+
+
+# aten ops that move, select, reduce or normalise data without multiply-accumulates, beyond those
+# tagged pointwise, reduction or view (prefixes of the op name)
+_MAC_FREE_OPS = (
+    "cat", "stack", "clone", "copy", "_to_copy", "to", "empty", "zeros", "ones", "full", "new_",
+    "arange", "linspace", "rand", "bernoulli", "native_dropout", "fill", "zero_", "lift_fresh",
+    "_unsafe_view", "index", "gather", "scatter", "masked", "where", "embedding", "topk", "sort",
+    "argmax", "argmin", "max", "min", "roll", "flip", "repeat", "tril", "triu", "constant_pad_nd",
+    "reflection_pad", "replication_pad", "upsample_", "_upsample", "pixel_shuffle", "pixel_unshuffle",
+    "channel_shuffle", "max_pool", "avg_pool", "adaptive_", "_adaptive_avg_pool", "native_batch_norm",
+    "_native_batch_norm", "batch_norm", "native_layer_norm", "native_group_norm", "_softmax",
+    "_log_softmax", "softmax", "log_softmax", "split", "unsafe_split", "unsafe_chunk", "unbind", "chunk", "im2col", "col2im",
+    "_local_scalar_dense", "item", "detach", "alias", "device", "layout", "sym_", "size", "stride",
+    "numel", "dim", "is_", "contiguous", "resize_", "set_", "_reshape_alias", "expand", "unfold",
+)
+_FREE_CACHE: dict[Any, bool] = {}
+
+
+def is_mac_free(func: Any) -> bool:
+    """True for aten ops known to do no multiply-accumulates (elementwise, views, reductions...)."""
+    cached = _FREE_CACHE.get(func)
+    if cached is None:
+        tags = set(getattr(func, "tags", ()))
+        name = func.overloadpacket.__name__
+        cached = bool(
+            getattr(func, "is_view", False)
+            or torch.Tag.pointwise in tags
+            or getattr(torch.Tag, "reduction", None) in tags
+            or name.startswith(_MAC_FREE_OPS)
+        )
+        _FREE_CACHE[func] = cached
+    return cached
+
+
+def op_name(func: Any) -> str:
+    """'aten._fft_r2c' for an OpOverload: the name users see in the not-counted list."""
+    return str(func.overloadpacket)
