@@ -11,6 +11,7 @@ from rich.table import Table
 from ..pipeline import plan as plan_job
 from ..pipeline import prune as prune_job
 from ..recipe import dump_recipe
+from ..training.distributed import init_from_env
 from ..training.progress import make_reporter
 from .app import app
 from .common import EXIT_CODES, emit_json, human, read_recipe, split_args
@@ -22,7 +23,8 @@ ARGS = typer.Argument(None, metavar="[MODEL] [KEY.PATH=VALUE]...",
 
 @app.command(epilog=f"Examples:\n\n  dpm prune model.pt --recipe r.yaml\n\n"
                     f"  dpm prune --recipe recipes/mnist-demo.yaml pruning.budget.keep=0.25 --json\n\n"
-                    f"  dpm prune model.pt -r r.yaml --run-dir runs/a --resume\n\n{EXIT_CODES}")
+                    f"  dpm prune model.pt -r r.yaml --run-dir runs/a --resume\n\n"
+                    f"  torchrun --nproc_per_node=2 -m dpm_cli prune model.pt -r r.yaml\n\n{EXIT_CODES}")
 def prune(
     args: Optional[List[str]] = ARGS,
     recipe: Optional[Path] = RECIPE,
@@ -39,8 +41,14 @@ def prune(
     """Fine-tune with DPM decay and self-rectification, remove the zeroed channels, save the compact model."""
     model, overrides = split_args(args)
     r = read_recipe(recipe, overrides)
-    summary = prune_job(r, model_path=model, run_dir=run_dir, output=output, resume=resume, force=force,
-                        trust=trust_checkpoint, reporter=make_reporter(quiet))
+    dist = init_from_env(r.training.device)  # a no-op unless started by torchrun
+    try:
+        summary = prune_job(r, model_path=model, run_dir=run_dir, output=output, resume=resume, force=force,
+                            trust=trust_checkpoint, reporter=make_reporter(quiet or not dist.is_main), dist=dist)
+    finally:
+        dist.shutdown()
+    if not dist.is_main:
+        return
     if json_out:
         emit_json(summary.to_dict())
         return

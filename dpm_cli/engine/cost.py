@@ -51,9 +51,14 @@ class CostModel:
         # Activations and pooling have no weight: their MACs follow the output channels of the layer
         # that feeds them (found by tracing which module produced each input tensor).
         self._follower_macs: dict[int, float] = {}
-        for module, pid in _weight_feeding(model, example_inputs, leaves).items():
+        feeding, bias_macs = _trace_producers(model, example_inputs, leaves)
+        for module, pid in feeding.items():
             if pid in self._param_macs:
                 self._follower_macs[pid] = self._follower_macs.get(pid, 0.0) + float(layer_macs.get(module) or 0.0) * per_sample
+        for pid, raw in bias_macs.items():  # a bias add scales with the output channels only
+            part = min(raw * per_sample, self._param_macs.get(pid, 0.0))
+            self._param_macs[pid] = self._param_macs.get(pid, 0.0) - part
+            self._follower_macs[pid] = self._follower_macs.get(pid, 0.0) + part
         # per (group, channel): the (param id, dim, count) entries that removing it takes away
         self._touches: list[list[list[tuple[int, int, int]]]] = []
         for g in groups:
@@ -117,10 +122,13 @@ class CostModel:
 
 
 @torch.no_grad()
-def _weight_feeding(model: nn.Module, example_inputs: Any, leaves: list[nn.Module]) -> dict[nn.Module, int]:
-    """For each weightless leaf module, id() of the weight of the layer whose output it consumes."""
+def _trace_producers(model: nn.Module, example_inputs: Any,
+                     leaves: list[nn.Module]) -> tuple[dict[nn.Module, int], dict[int, float]]:
+    """For each weightless leaf module, id() of the weight of the layer whose output it consumes; and
+    the bias-add MACs of each conv/linear as torch-pruning's counter books them (whole batch)."""
     owner: dict[int, int] = {}  # id(tensor) -> id(weight) of the layer that produced it
     feeding: dict[nn.Module, int] = {}
+    bias_macs: dict[int, float] = {}
     alive: list[torch.Tensor] = []  # keep outputs alive so tensor ids are not reused mid-forward
 
     def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
@@ -129,6 +137,11 @@ def _weight_feeding(model: nn.Module, example_inputs: Any, leaves: list[nn.Modul
         weight = getattr(module, "weight", None)
         if isinstance(weight, nn.Parameter):
             owner[id(output)] = id(weight)
+            if getattr(module, "bias", None) is not None:
+                if isinstance(module, nn.Linear):
+                    bias_macs[id(weight)] = float(module.out_features)
+                elif isinstance(module, nn.modules.conv._ConvNd):
+                    bias_macs[id(weight)] = float(output.numel())
         elif inputs and torch.is_tensor(inputs[0]) and id(inputs[0]) in owner:
             owner[id(output)] = owner[id(inputs[0])]
             feeding[module] = owner[id(inputs[0])]
@@ -145,7 +158,7 @@ def _weight_feeding(model: nn.Module, example_inputs: Any, leaves: list[nn.Modul
         model.train(was_training)
         for h in handles:
             h.remove()
-    return feeding
+    return feeding, bias_macs
 
 
 def _batch_size(example_inputs: Any) -> int:

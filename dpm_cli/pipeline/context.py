@@ -16,7 +16,7 @@ from ..data import DataBundle, check_labels_fit, load_data, make_loaders
 from ..engine import DPMConfig, RectifyConfig
 from ..errors import ConfigError, InputError
 from ..recipe import Recipe
-from ..training.distributed import SINGLE, DistContext
+from ..training.distributed import SINGLE, DistContext, per_rank_batch
 
 
 @dataclass
@@ -33,12 +33,12 @@ class RunContext:
     notes: list[str]
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, dist: DistContext = SINGLE) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("training.device is cuda but no CUDA device is available; use cpu or auto")
-    return torch.device(name)
+    return torch.device(f"cuda:{dist.local_rank}") if name == "cuda" else torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -51,11 +51,12 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
                  dist: DistContext = SINGLE, dense_model: Callable[[RunContext], nn.Module] | None = None) -> RunContext:
     """Load data and model as the recipe says. `dense_model` builds a model when there is no checkpoint."""
     seed_everything(recipe.training.seed)
-    device = resolve_device(recipe.training.device)
+    device = resolve_device(recipe.training.device, dist)
     d = recipe.data
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples)
-    train_loader, val_loader = make_loaders(data, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+    train_loader, val_loader = make_loaders(data, batch_size=per_rank_batch(d.batch_size, dist),
+                                            eval_batch_size=d.eval_batch_size,
                                             seed=recipe.training.seed,
                                             distributed=(dist.rank, dist.world_size) if dist.enabled else None)
     notes = ["data is RANDOM (synthetic): this is a smoke run, accuracy means nothing"] if data.synthetic else []

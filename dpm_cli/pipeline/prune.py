@@ -41,6 +41,7 @@ class PruneSummary:
     suppressed: int
     min_decay_top1: float | None
     run_dir: str
+    ranks: int = 1  # processes that trained (torchrun); their parameters and event logs agreed
     outputs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     widths: list[dict[str, Any]] = field(default_factory=list)
@@ -49,7 +50,7 @@ class PruneSummary:
         return asdict(self)
 
 
-def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare):
+def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare, dist_enabled: bool = False):
     """For demos: train the factory's model densely first, cached in the run directory."""
     def build(ctx: RunContext) -> nn.Module:
         from ..checkpoint import build_from_factory
@@ -61,6 +62,9 @@ def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare):
             model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
             return model
         pre = ctx.recipe.pretrain
+        if dist_enabled:
+            raise ConfigError("pretraining a dense model is not supported under torchrun; "
+                              "pass a checkpoint (train it with one process first)")
         if not pre.enabled:
             raise ConfigError("no checkpoint given and pretrain.enabled is false; pass MODEL or enable pretrain")
         reporter.log(f"no checkpoint given: training a dense {ctx.recipe.model.factory} for {pre.epochs} epochs")
@@ -84,13 +88,16 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
     run = RunDir(run_dir or recipe.output.dir)
     outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force)
     outputs.check([Path(p) for p in (model_path, recipe.model.checkpoint) if p])
-    run.check(resume=resume, force=force)
+    if dist.is_main:
+        run.check(resume=resume, force=force)
     prepare = lambda: run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe))  # noqa: E731
     # The run directory is created only once the model and data have loaded: bad input leaves nothing.
     ctx = load_context(recipe, model_path, trust=trust, dist=dist,
-                       dense_model=_dense_model(run, reporter, resume, prepare if dist.is_main else lambda: None))
+                       dense_model=_dense_model(run, reporter, resume, prepare if dist.is_main else lambda: None,
+                                                dist.enabled))
     if dist.is_main:
         prepare()
+    dist.barrier()
     for note in ctx.notes:
         reporter.log(f"note: {note}")
     model, example = ctx.model, ctx.example_inputs.to(ctx.device)
@@ -108,7 +115,7 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
                           "steps; raise training.epochs/steps or lower pruning.decay_steps/rounds/start_step")
     scheduler = build_scheduler(optimizer, recipe.training.schedule, steps)
     t = recipe.training
-    trainer = Trainer(dist.wrap(model), ctx.train_loader, ctx.val_loader, objective, optimizer, scheduler,
+    trainer = Trainer(dist.wrap(model, ctx.device), ctx.train_loader, ctx.val_loader, objective, optimizer, scheduler,
                       LoopOptions(total_steps=steps, eval_every=t.eval_every, log_every=t.log_every,
                                   checkpoint_every=t.checkpoint_every, grad_clip=t.grad_clip, bf16=t.bf16,
                                   recalibrate_bn=recipe.pruning.recalibrate_bn.enabled,
@@ -119,6 +126,7 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
         run.truncate_logs(trainer.position.step) if dist.is_main else None
     result = trainer.run()
     trainer.save()
+    dist.agree(model, [e.to_dict() for e in pruner.events])
     return _finish(recipe, ctx, trainer, pruner, objective, outputs, run, dist, reporter,
                    (macs_before, params_before, before), result)
 
@@ -139,7 +147,7 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         params_before, compacted.params_after, macs_before, compacted.macs_after, metric, before[metric],
         after[metric], decayed[metric], compacted.max_rel_error, result.steps,
         sum(e.kind == "release" for e in events), sum(e.kind == "suppressed" for e in events),
-        result.min_decay_top1, str(run.path), notes=list(ctx.notes),
+        result.min_decay_top1, str(run.path), ranks=dist.world_size, notes=list(ctx.notes),
         widths=[asdict(w) for w in compacted.widths])
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None
@@ -147,6 +155,7 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
                                 {"summary": {k: v for k, v in summary.to_dict().items() if k != "widths"}})
         summary.outputs, summary.notes = written.files, summary.notes + written.notes
         run.write_text(run.path / "summary.json", _json(summary))
+    dist.barrier()
     return summary
 
 

