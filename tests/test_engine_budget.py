@@ -8,6 +8,7 @@ import torch.nn as nn
 from dpm_cli.engine import DecayPruner, DPMConfig
 from dpm_cli.engine.groups import discover_groups
 from dpm_cli.errors import BudgetError, ConfigError, TraceError
+from dpm_cli.models import resnet20
 from engine_helpers import Residual, TwoStage, batch, train_steps
 
 
@@ -72,10 +73,10 @@ def test_budget_reached_within_two_percent(kind, keep):
 def test_rounds_do_not_compound():
     torch.manual_seed(0)
     cfg = DPMConfig(budget=0.5, rounds=3, decay_steps=2, rectify={"enabled": False})
-    pruner, result = run_to_end(TwoStage(width=32), cfg)
+    pruner, result = run_to_end(resnet20(in_channels=1), cfg)
     rounds = sorted({e.round for e in pruner.events if e.kind == "selected"})
     assert rounds == [0, 1, 2]
-    assert abs(result.macs_kept - 0.5) <= 0.01  # not 0.5 ** 3
+    assert abs(result.macs_kept - 0.5) / 0.5 <= 0.02  # not 0.5 ** 3
 
 
 def test_layerwise_ranking_limits_and_round_to():

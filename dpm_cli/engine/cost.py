@@ -1,12 +1,11 @@
 """Projected MACs, parameters and channels of the model once a set of structures is removed.
 
-The budget is always against the ORIGINAL model. MACs per leaf module come once from torch-pruning's
-op counter (`tp.utils.count_ops_and_params`, layer-wise). Removing channels shrinks a module's weight
-along its out and/or in dims; a conv's or linear's MACs are proportional to its weight's size (and a
-BatchNorm's to its channels), so each module's MACs scale with the kept fraction of its weight. Modules
-without a weight (activations, pooling) scale with the output channels of the layer that feeds them;
-where that layer is unknown (after a residual add) they count as unchanged. Measured after compaction,
-the reference nets land within 0.2% of the projection.
+The budget is always against the ORIGINAL model, and MACs follow the project's one convention, that
+of `dpm report` (`dpm_cli.report.count_model`): multiply-accumulates of conv, linear, matmul and
+attention; norms, activations and bias adds count zero. Removing channels shrinks a conv's or linear's
+weight along its out and/or in dims, and its MACs are proportional to the weight's size, so each
+layer's MACs scale exactly with the kept fraction of its weight. MACs outside conv/linear layers
+(attention matmuls) count as unchanged.
 """
 from __future__ import annotations
 
@@ -15,8 +14,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch_pruning as tp
 
+from ..report.counting import count_model
 from .structures import GroupSlices
 
 Key = tuple[int, int]  # (group index, channel)
@@ -33,32 +32,16 @@ class CostModel:
     """Incremental projection of the model's cost under a growing set of removed structures."""
 
     def __init__(self, model: nn.Module, example_inputs: Any, groups: list[GroupSlices]):
-        was_training = model.training
-        macs, params, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
-        model.train(was_training)  # the counter switches a copy to eval, but be safe
-        self.original = Totals(float(macs), float(params), sum(g.channels for g in groups))
-        self._param_size: dict[int, torch.Size] = {}
-        self._param_macs: dict[int, float] = {}
-        leaves = [m for m in model.modules() if next(m.children(), None) is None]
-        # Layer-wise counts are summed over the example batch while the total is per sample.
+        count = count_model(model, example_inputs)
         per_sample = 1.0 / _batch_size(example_inputs)
-        weight_macs = 0.0
-        for module in leaves:
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, nn.Parameter):
-                self._param_macs[id(weight)] = float(layer_macs.get(module) or 0.0) * per_sample
-                weight_macs += self._param_macs[id(weight)]
-        # Activations and pooling have no weight: their MACs follow the output channels of the layer
-        # that feeds them (found by tracing which module produced each input tensor).
-        self._follower_macs: dict[int, float] = {}
-        feeding, bias_macs = _trace_producers(model, example_inputs, leaves)
-        for module, pid in feeding.items():
-            if pid in self._param_macs:
-                self._follower_macs[pid] = self._follower_macs.get(pid, 0.0) + float(layer_macs.get(module) or 0.0) * per_sample
-        for pid, raw in bias_macs.items():  # a bias add scales with the output channels only
-            part = min(raw * per_sample, self._param_macs.get(pid, 0.0))
-            self._param_macs[pid] = self._param_macs.get(pid, 0.0) - part
-            self._follower_macs[pid] = self._follower_macs.get(pid, 0.0) + part
+        self.original = Totals(count.macs * per_sample, float(count.params), sum(g.channels for g in groups))
+        self._param_size: dict[int, torch.Size] = {}
+        # MACs of each conv/linear, keyed by its weight; everything else (attention matmuls, ...) is fixed
+        self._param_macs: dict[int, float] = {}
+        for row in count.layers:
+            weight = getattr(model.get_submodule(row.name), "weight", None) if row.name else None
+            if isinstance(weight, nn.Parameter) and row.macs:
+                self._param_macs[id(weight)] = row.macs * per_sample
         # per (group, channel): the (param id, dim, count) entries that removing it takes away
         self._touches: list[list[list[tuple[int, int, int]]]] = []
         for g in groups:
@@ -73,17 +56,16 @@ class CostModel:
     def reset(self) -> None:
         self._removed: dict[tuple[int, int], int] = {}
         self._frac: dict[int, float] = {}  # kept fraction of each weight
-        self._frac_out: dict[int, float] = {}  # kept fraction of its dim 0 (output channels)
         self.macs = self.original.macs
         self.params = self.original.params
         self.channels = self.original.channels
 
     def copy_state(self) -> tuple:
-        return dict(self._removed), dict(self._frac), dict(self._frac_out), self.macs, self.params, self.channels
+        return dict(self._removed), dict(self._frac), self.macs, self.params, self.channels
 
     def restore_state(self, state: tuple) -> None:
-        removed, frac, frac_out, self.macs, self.params, self.channels = state
-        self._removed, self._frac, self._frac_out = dict(removed), dict(frac), dict(frac_out)
+        removed, frac, self.macs, self.params, self.channels = state
+        self._removed, self._frac = dict(removed), dict(frac)
 
     def _kept_fraction(self, pid: int) -> float:
         size = self._param_size[pid]
@@ -91,9 +73,6 @@ class CostModel:
         for dim, n in enumerate(size):
             frac *= 1.0 - self._removed.get((pid, dim), 0) / n
         return frac
-
-    def _kept_out_fraction(self, pid: int) -> float:
-        return 1.0 - self._removed.get((pid, 0), 0) / self._param_size[pid][0]
 
     def remove(self, key: Key, sign: int = 1) -> None:
         """Account for removing (sign=1) or restoring (sign=-1) one structure."""
@@ -103,13 +82,11 @@ class CostModel:
             self._removed[(pid, dim)] = self._removed.get((pid, dim), 0) + sign * count
             touched.add(pid)
         for pid in touched:
-            old, old_out = self._frac.get(pid, 1.0), self._frac_out.get(pid, 1.0)
-            new, new_out = self._kept_fraction(pid), self._kept_out_fraction(pid)
-            self._frac[pid], self._frac_out[pid] = new, new_out
+            old, new = self._frac.get(pid, 1.0), self._kept_fraction(pid)
+            self._frac[pid] = new
             numel = float(torch.Size(self._param_size[pid]).numel())
             self.params += (new - old) * numel
             self.macs += (new - old) * self._param_macs.get(pid, 0.0)
-            self.macs += (new_out - old_out) * self._follower_macs.get(pid, 0.0)
         self.channels -= sign
 
     def kept(self, kind: str) -> float:
@@ -119,46 +96,6 @@ class CostModel:
         if kind == "params":
             return self.params / self.original.params
         return self.channels / self.original.channels
-
-
-@torch.no_grad()
-def _trace_producers(model: nn.Module, example_inputs: Any,
-                     leaves: list[nn.Module]) -> tuple[dict[nn.Module, int], dict[int, float]]:
-    """For each weightless leaf module, id() of the weight of the layer whose output it consumes; and
-    the bias-add MACs of each conv/linear as torch-pruning's counter books them (whole batch)."""
-    owner: dict[int, int] = {}  # id(tensor) -> id(weight) of the layer that produced it
-    feeding: dict[nn.Module, int] = {}
-    bias_macs: dict[int, float] = {}
-    alive: list[torch.Tensor] = []  # keep outputs alive so tensor ids are not reused mid-forward
-
-    def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-        if not torch.is_tensor(output):
-            return
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, nn.Parameter):
-            owner[id(output)] = id(weight)
-            if getattr(module, "bias", None) is not None:
-                if isinstance(module, nn.Linear):
-                    bias_macs[id(weight)] = float(module.out_features)
-                elif isinstance(module, nn.modules.conv._ConvNd):
-                    bias_macs[id(weight)] = float(output.numel())
-        elif inputs and torch.is_tensor(inputs[0]) and id(inputs[0]) in owner:
-            owner[id(output)] = owner[id(inputs[0])]
-            feeding[module] = owner[id(inputs[0])]
-        alive.append(output)
-
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
-    model.eval()
-    try:
-        from .groups import run_model
-
-        run_model(model, example_inputs)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return feeding, bias_macs
 
 
 def _batch_size(example_inputs: Any) -> int:
@@ -171,8 +108,6 @@ def _batch_size(example_inputs: Any) -> int:
 
 
 def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[float, float]:
-    """Measured MACs and parameters (zeroed weights count as live: measure after compaction)."""
-    was_training = model.training
-    macs, params = tp.utils.count_ops_and_params(model, example_inputs)
-    model.train(was_training)
-    return float(macs), float(params)
+    """Measured MACs per sample and parameters (zeroed weights count as live: measure after compaction)."""
+    count = count_model(model, example_inputs)
+    return count.macs / _batch_size(example_inputs), float(count.params)
