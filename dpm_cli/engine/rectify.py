@@ -10,18 +10,10 @@ C_len = ||g_i|| / mean_j ||g_j|| over the group's channels that are not pruned.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .config import RectifyConfig
-from .structures import GroupSlices
-
-
-@dataclass
-class Criteria:
-    c_rate: torch.Tensor  # [C], float32, NaN where not evaluated
-    c_len: torch.Tensor
+from .structures import GroupSlices, ParamSums, grad_squares
 
 
 class Snapshot:
@@ -47,22 +39,28 @@ class Snapshot:
         return self._values[id(param)]
 
 
-def criteria(group: GroupSlices, snapshot: Snapshot, l_init: torch.Tensor, decay_steps: int,
-             alive: torch.Tensor) -> Criteria:
-    """C_rate and C_len for every channel of `group` (the caller picks the decaying ones)."""
-    def radial(s) -> torch.Tensor:
-        before = snapshot.before(s.param).float()
-        return (s.param.detach().float() - before) * before
+class StepSums:
+    """The per-parameter quantities one step's criteria need, each computed at most once."""
 
-    outward = group.reduce(radial).cpu()
-    before_norm = group.reduce(lambda s: snapshot.before(s.param).float().pow(2)).sqrt().cpu()
+    def __init__(self, snapshot: Snapshot):
+        self.outward = ParamSums(lambda p: (p.detach().float() - snapshot.before(p).float()) * snapshot.before(p).float())
+        self.before_sq = ParamSums(lambda p: snapshot.before(p).float().pow(2))
+        self.grad_sq = ParamSums(grad_squares)
+
+
+def c_rate(group: GroupSlices, sums: StepSums, l_init: torch.Tensor, decay_steps: int) -> torch.Tensor:
+    """C_rate for every channel of `group` (the caller picks the decaying ones)."""
+    outward = group.channel_sums(sums.outward).cpu()
+    before_norm = group.channel_sums(sums.before_sq).sqrt().cpu()
     d = outward / before_norm.clamp_min(1e-12)
-    per_step_decay = (l_init / decay_steps).clamp_min(1e-12)
-    c_rate = d / per_step_decay
-    grad = group.grad_norms().cpu()
+    return d / (l_init / decay_steps).clamp_min(1e-12)
+
+
+def c_len(group: GroupSlices, sums: StepSums, alive: torch.Tensor) -> torch.Tensor:
+    """C_len for every channel: its gradient norm over the mean of the group's non-pruned channels."""
+    grad = group.channel_sums(sums.grad_sq).sqrt().cpu()
     mean_alive = grad[alive].mean() if alive.any() else torch.tensor(0.0)
-    c_len = grad / mean_alive.clamp_min(1e-12)
-    return Criteria(c_rate, c_len)
+    return grad / mean_alive.clamp_min(1e-12)
 
 
 def rate_threshold(cfg: RectifyConfig, c_rates: torch.Tensor) -> float:

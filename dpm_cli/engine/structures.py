@@ -8,6 +8,7 @@ hot path is a handful of tensor ops per parameter.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -36,20 +37,45 @@ class Slice:
         shape[self.dim] = self.param.shape[self.dim]
         return shape
 
-    def reduce(self, values: torch.Tensor, channels: int) -> torch.Tensor:
-        """Sum `values` (shaped like param) over everything but `dim`, then per group channel."""
-        dims = [d for d in range(values.dim()) if d != self.dim]
-        per_index = values.sum(dim=dims) if dims else values
-        out = torch.zeros(channels, dtype=per_index.dtype, device=per_index.device)
-        dev = per_index.device  # .to() is a no-op unless the model moved after discovery
-        return out.index_add_(0, self.root.to(dev), per_index.index_select(0, self.local.to(dev)))
-
     def expand(self, per_channel: torch.Tensor, fill: float = 1.0) -> torch.Tensor:
         """A vector along `dim`: per_channel[root] at `local`, `fill` elsewhere, shaped to broadcast."""
         vec = torch.full((self.param.shape[self.dim],), fill, dtype=self.param.dtype, device=self.param.device)
         dev = vec.device
         vec[self.local.to(dev)] = per_channel.to(dev, vec.dtype).index_select(0, self.root.to(dev))
         return vec.view(self.view_shape())
+
+
+def squares(param: torch.Tensor) -> torch.Tensor:
+    return param.detach().float().pow(2)
+
+
+def grad_squares(param: torch.Tensor) -> torch.Tensor:
+    g = param.grad
+    return torch.zeros_like(param, dtype=torch.float32) if g is None else g.detach().float().pow(2)
+
+
+class ParamSums:
+    """Sums of `values(param)` over every dim but one, computed once per (param, dim) and shared.
+
+    One optimizer step's DPM work touches each weight from up to two groups (its out- and its
+    in-channels); computing the elementwise quantity once per parameter halves the work. Valid while
+    the parameters do not change: make a new one after rescaling.
+    """
+
+    def __init__(self, values: Callable[[torch.Tensor], torch.Tensor]):
+        self._values = values
+        self._full: dict[int, torch.Tensor] = {}
+        self._sums: dict[tuple[int, int], torch.Tensor] = {}
+
+    def along(self, param: torch.Tensor, dim: int) -> torch.Tensor:
+        key = (id(param), dim)
+        if key not in self._sums:
+            full = self._full.get(id(param))
+            if full is None:
+                full = self._full[id(param)] = self._values(param).float()
+            dims = [d for d in range(full.dim()) if d != dim]
+            self._sums[key] = full.sum(dim=dims) if dims else full
+        return self._sums[key]
 
 
 @dataclass
@@ -62,25 +88,19 @@ class GroupSlices:
     slices: list[Slice]
     tp_group: object = field(repr=False)  # the full-index torch-pruning Group, for importance
 
-    def reduce(self, per_slice_values) -> torch.Tensor:
-        """Sum `per_slice_values(slice)` per channel over all slices (float32)."""
+    def channel_sums(self, sums: "ParamSums") -> torch.Tensor:
+        """Per channel, the sum of an elementwise quantity over all the group's slices (float32)."""
         total = torch.zeros(self.channels, dtype=torch.float32, device=self.slices[0].param.device)
         for s in self.slices:
-            total += s.reduce(per_slice_values(s).float(), self.channels)
+            dev = total.device
+            total.index_add_(0, s.root.to(dev), sums.along(s.param, s.dim).index_select(0, s.local.to(dev)))
         return total
 
-    def sq_norms(self) -> torch.Tensor:
-        return self.reduce(lambda s: s.param.detach().float().pow(2))
+    def norms(self, sums: "ParamSums | None" = None) -> torch.Tensor:
+        return self.channel_sums(sums or ParamSums(squares)).sqrt()
 
-    def norms(self) -> torch.Tensor:
-        return self.sq_norms().sqrt()
-
-    def grad_norms(self) -> torch.Tensor:
-        def grad_sq(s: Slice) -> torch.Tensor:
-            g = s.param.grad
-            return torch.zeros_like(s.param, dtype=torch.float32) if g is None else g.detach().float().pow(2)
-
-        return self.reduce(grad_sq).sqrt()
+    def grad_norms(self, sums: "ParamSums | None" = None) -> torch.Tensor:
+        return self.channel_sums(sums or ParamSums(grad_squares)).sqrt()
 
     @torch.no_grad()
     def scale(self, per_channel: torch.Tensor) -> None:
