@@ -201,3 +201,8 @@ def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, ckpt, recipe, capsys
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert no_outputs(tmp_path)
     assert "lr" in line
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    code, _, err = run_cli(["prune", "--no-such-option"], capsys)
+    assert code == 2 and "No such option" in err and "Traceback" not in err

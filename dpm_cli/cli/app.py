@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     _register_commands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+    except _click_errors("ClickException") as err:  # bad options or arguments: click's own message, exit 2
+        err.show()
+        raise SystemExit(2)
+    except _click_errors("Abort"):
+        raise SystemExit(130)
     except DpmError as err:
         if debug:
             traceback.print_exc()
@@ -56,16 +61,22 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130)
     except SystemExit:
         raise
-    except Exception as err:  # click usage errors are handled inside; this is a bug or a torch failure
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            raise SystemExit(2)
-        if isinstance(err, click.exceptions.Abort):
-            raise SystemExit(130)
+    except Exception as err:  # a bug or a torch failure: still one line unless --debug
         if debug:
             traceback.print_exc()
         typer.secho(f"error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
                     fg=typer.colors.RED, err=True)
         raise SystemExit(1)
+    if isinstance(code, int) and code:  # typer.Exit(code) returns its code when not standalone
+        raise SystemExit(code)
+
+
+def _click_errors(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception `name` from the click Typer bundles (typer._click) and the standalone one."""
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
