@@ -1,4 +1,4 @@
-"""Shared weight initialisation, so every reference model starts the same way under a seed."""
+"""Shared pieces of the reference models: weight initialisation and the residual shortcut."""
 from __future__ import annotations
 
 from torch import nn
@@ -18,3 +18,11 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+def shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """Identity, or a 1x1 conv + BN projection when the shape changes (so torch-pruning can couple
+    the residual channels; zero-padding shortcuts would pin them)."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
