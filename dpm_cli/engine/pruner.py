@@ -203,6 +203,14 @@ class DecayPruner:
         self.events.append(Event(t, "release", name, c, self.round, c_rate, c_len))
         return new
 
+    @torch.no_grad()
+    def prune_now(self, keys: list[Key]) -> None:
+        """Zero `keys` at once and mark every round done: what a plan or a single-shot user needs."""
+        for gi, c in keys:
+            self.states[gi].status[c] = PRUNED
+        self.round = len(self.selection_steps) - 1
+        self._enforce_zeros()
+
     # ----------------------------------------------------------------- reporting and checks
     def progress(self) -> Progress:
         removed = self._removed()

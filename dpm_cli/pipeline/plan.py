@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from ..engine import DecayPruner
 from ..engine.selection import needs_gradients, score_groups, select
-from ..engine.state import PRUNED
 from ..recipe import Recipe
 from ..training.objective import split_batch
 from .context import dpm_config, load_context, total_steps
@@ -52,11 +51,7 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
         _gradients_on_one_batch(model, ctx.train_loader)
     keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
                   score_groups(pruner.groups, cfg.criterion, cfg.seed))
-    with torch.no_grad():
-        for gi, c in keys:
-            pruner.states[gi].status[c] = PRUNED
-        pruner._enforce_zeros()  # zero the chosen structures, as the decay would
-    pruner.round = len(pruner.selection_steps) - 1
+    pruner.prune_now(keys)  # zero the chosen structures, as the decay would
     result = pruner.compact()
     return PlanReport(len(pruner.groups), pruner.skipped, pruner.classifier, len(keys), result.macs_before,
                       result.macs_after, result.params_before, result.params_after, cfg.budget_kind, cfg.budget,
