@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise SystemExit(err.exit_code)
     except KeyboardInterrupt:
-        typer.secho("interrupted", err=True)
+        typer.secho("interrupted: a dpm prune run keeps its state; continue it with --resume", err=True)
         raise SystemExit(130)
     except SystemExit:
         raise

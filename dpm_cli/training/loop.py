@@ -74,6 +74,7 @@ class Trainer:
         self.position = Position()
         self.result = TrainResult(0)
         self._events_written = 0
+        self._mid_step = False
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -111,6 +112,12 @@ class Trainer:
         try:
             while pos.step < opts.total_steps:
                 self._run_epoch()
+        except KeyboardInterrupt:
+            # Between two steps the state is consistent: keep it, so --resume loses nothing.
+            if not self._mid_step:
+                self._flush_events()
+                self.save()
+            raise
         finally:
             self.reporter.stop()
         self.result.steps = pos.step
@@ -121,10 +128,14 @@ class Trainer:
         set_epoch(self.train_loader, pos.epoch)
         batches = itertools.islice(iter(self.train_loader), pos.batch, None)
         for batch in batches:
+            self._mid_step = True
             loss = self._train_step(batch)
             pos.step += 1
             pos.batch += 1
             self._after_step(loss)
+            self._mid_step = False  # logs, evaluation and checkpoint of this step are done
+            if self.hooks.on_step:
+                self.hooks.on_step(pos.step, loss)
             if pos.step >= opts.total_steps:
                 break
         else:
@@ -165,8 +176,6 @@ class Trainer:
 
     def _after_step(self, loss: float) -> None:
         opts, step = self.options, self.position.step
-        if self.hooks.on_step:
-            self.hooks.on_step(step, loss)
         if step % opts.log_every == 0 or step == opts.total_steps:
             self._log(step, loss)
         if opts.eval_every and (step % opts.eval_every == 0 or step == opts.total_steps):
