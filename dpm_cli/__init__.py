@@ -12,8 +12,6 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .engine import CompactionResult, DecayPruner, DPMConfig, RectifyConfig, recalibrate_batchnorm
-
 __all__ = ["DecayPruner", "DPMConfig", "RectifyConfig", "CompactionResult", "recalibrate_batchnorm",
            "load", "__version__"]
 
@@ -26,3 +24,12 @@ def load(path: str | Path, **kwargs: Any):
     from .checkpoint import load_model
 
     return load_model(path, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that `dpm --help` and `dpm report` do not pay for the engine.
+    if name in {"DecayPruner", "DPMConfig", "RectifyConfig", "CompactionResult", "recalibrate_batchnorm"}:
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'dpm_cli' has no attribute {name!r}")

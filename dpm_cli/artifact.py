@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch_pruning as tp
 
 from .checkpoint import ARTIFACT_FORMAT, ARTIFACT_VERSION, build_from_factory, load_state_dict_strict
 from .errors import CheckpointError
@@ -66,6 +65,8 @@ def rebuild_artifact(obj: dict, source: str = "<artifact>") -> nn.Module:
 
 def replay_stages(model: nn.Module, prov: Provenance) -> None:
     """Apply each recorded pruning stage, each on a graph traced from the model as it then was."""
+    import torch_pruning as tp  # here, not at the top: loading a plain state_dict needs no tracer
+
     was_training = model.training
     example = torch.zeros(prov.input_shape)
     for stage in prov.stages:

@@ -164,7 +164,10 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
                 f"{source} does not fit the model factory: {key} has shape {tuple(tensor.shape)}, "
                 f"the model expects {tuple(own[key].shape)}; check model.kwargs"
             )
-    model.load_state_dict(state)
+    # assign: take the loaded tensors as they are instead of copying 100 MB into fresh ones; only
+    # when the dtypes agree, so that a half-precision checkpoint is still cast to the model's dtype
+    same_dtypes = all(state[k].dtype == own[k].dtype for k in state)
+    model.load_state_dict(state, assign=same_dtypes)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike, *, force: bool = False) -> Path:

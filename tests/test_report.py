@@ -4,6 +4,7 @@ from __future__ import annotations
 import builtins
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,186 @@ def test_meta_pass_counts_like_a_real_pass():
     x = torch.randn(1, 3, 16, 16)
     real, meta = count_model(model, x), count_model(model, x, on_meta=True)
     assert (meta.macs, meta.params, meta.layers) == (real.macs, real.params, real.layers)
+
+
+class DataDependent(nn.Module):
+    """A forward that needs real values: the meta pass fails and the count is rerun for real."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) if x.abs().sum().item() >= 0 else x
+
+
+def test_meta_pass_falls_back_to_a_real_pass():
+    count = count_model(DataDependent(), torch.randn(2, 4), on_meta=True)
+    assert count.macs == 2 * 4 * 4
+
+
+# ---- thop counts the modules; our rules where thop's are missing or wrong ------------------------
+
+def test_thop_counts_the_modules_on_a_copy(monkeypatch):
+    from dpm_cli.report.rules import import_thop
+
+    thop = import_thop()
+    profiled = []
+    real_profile = thop.profile
+
+    def spy(model, *args, **kwargs):
+        profiled.append(model)
+        return real_profile(model, *args, **kwargs)
+
+    monkeypatch.setattr(thop, "profile", spy)
+    model = tiny_cnn()
+    count = count_model(model, torch.randn(1, 3, 16, 16))
+    assert len(profiled) == 1 and profiled[0] is not model  # a copy: thop's buffers never reach the model
+    assert not any(hasattr(m, "total_ops") for m in model.modules())
+    assert count.layer("0").macs == 8 * 16 * 16 * 27 and count.layer("5").macs == 8 * 10  # thop's rules
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_and_linear_count_no_bias_adds(bias):
+    # thop's conv and linear rules, used as they are: bias adds are not MACs
+    assert count_model(nn.Conv1d(4, 6, 5, stride=2, bias=bias), torch.randn(2, 4, 40)).macs == 2 * 6 * 18 * (4 * 5)
+    conv = nn.Conv1d(4, 6, 3, dilation=2, groups=2, bias=bias)
+    assert count_model(conv, torch.randn(2, 4, 40)).macs == 2 * 6 * 36 * (2 * 3)
+    assert count_model(nn.Conv2d(3, 8, 3, padding=1, bias=bias), torch.randn(1, 3, 32, 32)).macs == 8 * 32 * 32 * 27
+    assert count_model(nn.Conv3d(2, 3, 3, bias=bias), torch.randn(1, 2, 6, 6, 6)).macs == 3 * 4 * 4 * 4 * (2 * 27)
+    assert count_model(nn.Linear(16, 10, bias=bias), torch.randn(4, 16)).macs == 4 * 10 * 16
+
+
+def test_norms_activations_pooling_and_upsampling_cost_no_macs():
+    # thop counts these as "ops" (2-4 per element for a norm); here they are not MACs
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.GroupNorm(2, 4), nn.InstanceNorm2d(4, affine=True),
+        nn.PReLU(), nn.LeakyReLU(), nn.SiLU(), nn.Softmax(1), nn.Upsample(scale_factor=2, mode="bilinear"),
+        nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(4), nn.Linear(4, 3))
+    count = count_model(model, torch.randn(2, 3, 8, 8))
+    assert count.macs == 2 * 4 * 8 * 8 * 27 + 2 * 3 * 4
+    assert count.unknown_ops == []
+
+
+def test_conv_transpose_with_stride_and_groups_counts_from_the_input():
+    up = nn.ConvTranspose1d(4, 6, 3, stride=3, groups=2, padding=1, output_padding=1)
+    # 2 x 4 x 9 input elements, each into (6 / 2) output channels x 3 kernel taps
+    assert count_model(up, torch.randn(2, 4, 9)).macs == 2 * 4 * 9 * 3 * 3
+
+
+class PackedLSTM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16, num_layers=2, bidirectional=True, proj_size=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 3]), batch_first=True)
+        return self.lstm(packed)[0].data
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
+def test_recurrent_layers_count_gate_products_only():
+    # per token, layer and direction: gates x hidden x (layer input + previous output), + the projection
+    # (thop's own RNN rules add bias and elementwise gate ops and leave out proj_size)
+    lstm_per_token = 2 * (4 * 16 * (8 + 4) + 16 * 4) + 2 * (4 * 16 * (2 * 4 + 4) + 16 * 4)
+    lstm = nn.LSTM(8, 16, num_layers=2, bidirectional=True, proj_size=4)
+    assert count_model(lstm, torch.randn(5, 2, 8)).macs == 5 * 2 * lstm_per_token
+    assert count_model(PackedLSTM(), torch.randn(2, 5, 8)).macs == (5 + 3) * lstm_per_token  # real tokens only
+    gru = nn.GRU(8, 12, num_layers=3, bidirectional=True, bias=False)
+    gru_per_token = 2 * 3 * 12 * (8 + 12) + 2 * 2 * 3 * 12 * (24 + 12)
+    assert count_model(gru, torch.randn(5, 2, 8)).macs == 5 * 2 * gru_per_token
+
+
+class KeywordCalls(nn.Module):
+    """Layers called with keyword arguments, which thop's hooks do not see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.conv(input=x).flatten(2).transpose(1, 2)  # (n, 36, 16)
+        return self.attn(query=tokens, key=tokens, value=tokens, need_weights=False)[0]
+
+
+def test_keyword_and_unbatched_calls():
+    count = count_model(KeywordCalls(), torch.randn(2, 3, 8, 8))
+    conv = 2 * 16 * 6 * 6 * 27
+    n, length, dim = 2, 36, 16
+    assert count.layer("conv").macs == conv
+    assert count.layer("attn").macs == 4 * n * length * dim * dim + 2 * n * length * length * dim
+    # an unbatched (C, H, W) input: thop alone would read H as the input channels
+    assert count_model(nn.Conv2d(3, 4, 3, bias=False), torch.randn(3, 8, 8)).macs == 4 * 6 * 6 * 27
+
+
+def test_module_shared_by_two_parents_counts_each_call_once():
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    model = nn.Sequential(nn.Sequential(conv, nn.ReLU()), nn.Sequential(conv))  # thop hooks `conv` twice
+    count = count_model(model, torch.randn(1, 4, 8, 8))
+    assert count.macs == 2 * 4 * 8 * 8 * 36
+    assert [(row.name, row.macs) for row in count.layers] == [("0.0", 2 * 4 * 8 * 8 * 36)]
+
+
+def test_weight_norm_model_is_counted():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the old weight_norm is deprecated
+        model = nn.Sequential(nn.utils.weight_norm(nn.Linear(8, 8)), nn.Linear(8, 2))
+    model(torch.randn(1, 8)).sum().backward()  # leaves a non-leaf `weight` attribute, which deepcopy refuses
+    assert count_model(model, torch.randn(2, 8)).macs == 2 * 8 * 8 + 2 * 2 * 8
+
+
+class FailsHalfway(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+        self.attn = nn.MultiheadAttention(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        return self.attn(h, h[:, :2], h)[0]  # key and value shapes differ: raises inside a counted module
+
+
+def test_failing_forward_leaves_model_and_torch_clean():
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    model = FailsHalfway()
+    keys = list(model.state_dict())
+    with pytest.raises(InputError, match="forward pass failed"):
+        count_model(model, torch.randn(3, 4))
+    assert list(model.state_dict()) == keys  # thop's buffers were on a copy
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert _get_current_dispatch_mode() is None  # the counting mode left torch's dispatch stack
+    assert count_model(nn.Linear(4, 4), torch.randn(3, 4)).macs == 3 * 4 * 4
+
+
+# Totals of the counter before thop did the module counting (recorded with it), batch 2 at 32x32
+REFERENCE_COUNTS = {  # name: (MACs, parameters)
+    "resnet20": (81_626_368, 272_474),
+    "resnet56": (251_495_680, 855_770),
+    "vgg16_bn": (628_500_480, 15_773_130),
+    "vgg_small": (40_045_056, 504_746),
+    "mobilenetv2": (22_483_968, 210_250),
+    "densenet_small": (55_740_048, 46_642),
+    "vit_tiny": (15_074_560, 107_978),
+    "mlp": (2 * (64 * 128 + 128 * 64 + 64 * 10), 17_226),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_COUNTS))
+def test_reference_models_keep_their_counts(name):
+    models = pytest.importorskip("dpm_cli.models")
+    model = models.MODELS[name]()
+    shape = (2, 64) if name == "mlp" else (2, 3, 32, 32)
+    count = count_model(model, torch.randn(shape))
+    assert (count.macs, count.params) == REFERENCE_COUNTS[name]
+    assert count.unknown_ops == [] and count.macs == sum(row.macs for row in count.layers)
+
+
+def test_resnet50_counts_its_published_macs():
+    models = pytest.importorskip("dpm_cli.models")
+    count = count_model(models.resnet50(), torch.randn(1, 3, 224, 224))
+    assert (count.macs, count.params) == (4_089_184_256, 25_557_032)  # torchvision lists 4.09 GMACs ("GFLOPS")
 
 
 # ---- measuring leaves the model as it was --------------------------------------------------------

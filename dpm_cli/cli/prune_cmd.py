@@ -8,11 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..pipeline import plan as plan_job
-from ..pipeline import prune as prune_job
-from ..recipe import dump_recipe
-from ..training.distributed import init_from_env
-from ..training.progress import make_reporter
 from .app import app
 from .common import EXIT_CODES, emit_json, human, read_recipe, split_args
 
@@ -39,6 +34,10 @@ def prune(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Fine-tune with DPM decay and self-rectification, remove the zeroed channels, save the compact model."""
+    from ..pipeline import prune as prune_job  # heavy imports only for the command that runs
+    from ..training.distributed import init_from_env
+    from ..training.progress import make_reporter
+
     model, overrides = split_args(args)
     r = read_recipe(recipe, overrides)
     dist = init_from_env(r.training.device)  # a no-op unless started by torchrun
@@ -82,6 +81,8 @@ def plan(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Dry run: groups found, widths before and after, projected MACs and parameters. No training."""
+    from ..pipeline import plan as plan_job
+
     model, overrides = split_args(args)
     report = plan_job(read_recipe(recipe, overrides), model, trust=trust_checkpoint)
     if json_out:
@@ -113,6 +114,8 @@ def validate(
     show: bool = typer.Option(False, "--show", help="Print the resolved recipe with every default."),
 ) -> None:
     """Check a recipe without running it: keys, types, ranges, files."""
+    from ..recipe import dump_recipe
+
     r = read_recipe(recipe, list(overrides or []))
     if show:
         typer.echo(dump_recipe(r))

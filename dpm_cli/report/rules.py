@@ -1,49 +1,55 @@
-"""What costs multiply-accumulates (MACs), and how many: rules for modules and for single aten ops.
+"""What costs multiply-accumulates (MACs), and how many: thop's module rules with our corrections, and
+rules for single aten ops.
 
 Convention: a MAC is one multiply-accumulate of a convolution, a linear layer, a matrix product or
 an attention product (q @ k^T and weights @ v). Bias additions, normalisation, activations, pooling,
 softmax and other elementwise work are not MACs (fvcore's convention, and what "MACs" means in most
 pruning papers). FLOPs are reported as 2 x MACs. Everything else is either known to cost no MACs or
 listed by name as not counted: nothing is silently zero.
+
+Modules are counted whole by thop (`thop_custom_ops` gives the rules `thop.profile` runs); where thop
+has no rule or one that breaks the convention above, the rule here replaces it, and says why.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from ..errors import DpmError
+
 # (module, positional args, keyword args, output) -> MACs of one call
 ModuleRule = Callable[[nn.Module, tuple, dict, Any], int]
+# what thop.profile hooks on a module: (module, positional args, output) -> None, adding to m.total_ops
+ThopHook = Callable[[nn.Module, tuple, Any], None]
 # (positional args, keyword args, output) -> MACs of one aten call
 OpRule = Callable[[tuple, dict, Any], int]
 
 
-# ---- module-level rules -------------------------------------------------------------------------
+# ---- module-level rules: thop's, and ours where thop's is missing or wrong ------------------------
 
-def _conv_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
-    # every output element sums (in_channels / groups) x kernel products; bias adds are not MACs
-    return out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+def _first_input(args: tuple, kwargs: dict) -> Any:
+    return args[0] if args else kwargs["input"]
 
 
 def _conv_transpose_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
     # a transposed conv scatters every INPUT element into (out_channels / groups) x kernel outputs;
-    # counting from the output (as thop does) is wrong whenever stride > 1
-    x = args[0] if args else kwargs["input"]
+    # thop counts it like a conv, from the output, which is wrong whenever stride > 1
+    x = _first_input(args, kwargs)
     return x.numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
-
-
-def _linear_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
-    return out.numel() * m.in_features
 
 
 def _mha_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
     """nn.MultiheadAttention: q/k/v projections, q @ k^T, weights @ v and the output projection.
 
-    Counted at module level because in eval mode under no_grad PyTorch runs the fused
-    `_native_multi_head_attention` kernel, which no generic op counter knows.
+    thop has no rule for it (it would count 0), and no generic op counter can look inside: in eval
+    mode under no_grad PyTorch runs the fused `_native_multi_head_attention` kernel.
     """
     names = ("query", "key", "value")
     q, k, v = (args[i] if len(args) > i else kwargs[names[i]] for i in range(3))
@@ -64,9 +70,13 @@ _RNN_GATES = {nn.RNN: 1, nn.GRU: 3, nn.LSTM: 4}
 
 def _rnn_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
     """nn.RNN/GRU/LSTM: per token, layer and direction, every gate multiplies the layer's input and
-    the previous hidden state (plus LSTM's optional projection). Counted at module level because
-    the CPU kernels (e.g. mkldnn_rnn_layer) are fused ops no generic counter knows."""
-    x = args[0] if args else kwargs["input"]
+    the previous hidden state (plus LSTM's optional projection).
+
+    thop's count_rnn/gru/lstm also count bias adds and the gates' elementwise products (not MACs
+    here), leave out LSTM's proj_size, and charge a PackedSequence its largest batch at every step;
+    this rule replaces them. (The CPU kernels, e.g. mkldnn_rnn_layer, are fused ops no generic
+    counter knows, so RNNs must be counted as whole modules.)"""
+    x = _first_input(args, kwargs)
     data = x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
     tokens = data.numel() // m.input_size  # sequence length x batch
     hidden, proj = m.hidden_size, getattr(m, "proj_size", 0)
@@ -79,43 +89,110 @@ def _rnn_macs(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> int:
     return tokens * per_token
 
 
-MODULE_RULES: dict[type, ModuleRule] = {
-    nn.Conv1d: _conv_macs,
-    nn.Conv2d: _conv_macs,
-    nn.Conv3d: _conv_macs,
-    nn.ConvTranspose1d: _conv_transpose_macs,
-    nn.ConvTranspose2d: _conv_transpose_macs,
-    nn.ConvTranspose3d: _conv_transpose_macs,
-    nn.Linear: _linear_macs,
-    nn.modules.linear.NonDynamicallyQuantizableLinear: _linear_macs,
+# torch.nn modules (matched by the exact type's defining module) that do no multiply-accumulates:
+# activations, normalisation, pooling, dropout, padding, reshaping, up-sampling, embedding look-ups.
+_MAC_FREE_NAMESPACES = (
+    "torch.nn.modules.activation", "torch.nn.modules.batchnorm", "torch.nn.modules.normalization",
+    "torch.nn.modules.instancenorm", "torch.nn.modules.pooling", "torch.nn.modules.dropout",
+    "torch.nn.modules.padding", "torch.nn.modules.flatten", "torch.nn.modules.pixelshuffle",
+    "torch.nn.modules.upsampling", "torch.nn.modules.sparse", "torch.nn.modules.channelshuffle",
+)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+# NonDynamicallyQuantizableLinear is nn.MultiheadAttention's out_proj; thop matches exact types only
+_LINEARS = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
+_OUR_RULES: dict[type, ModuleRule] = {
+    **dict.fromkeys(_CONV_TRANSPOSES, _conv_transpose_macs),
     nn.MultiheadAttention: _mha_macs,
     nn.RNN: _rnn_macs,
     nn.GRU: _rnn_macs,
     nn.LSTM: _rnn_macs,
 }
 
-# torch.nn modules (matched by the exact type's defining module) that do no multiply-accumulates:
-# activations, normalisation, pooling, dropout, padding, reshaping, up-sampling, embedding look-ups.
-_MAC_FREE_NAMESPACES = {
-    "torch.nn.modules.activation", "torch.nn.modules.batchnorm", "torch.nn.modules.normalization",
-    "torch.nn.modules.instancenorm", "torch.nn.modules.pooling", "torch.nn.modules.dropout",
-    "torch.nn.modules.padding", "torch.nn.modules.flatten", "torch.nn.modules.pixelshuffle",
-    "torch.nn.modules.upsampling", "torch.nn.modules.sparse", "torch.nn.modules.channelshuffle",
-}
+
+def _mac_free_types() -> tuple[type, ...]:
+    """nn.Identity and the modules defined in the MAC-free namespaces (thop matches exact types)."""
+    found = [nn.Identity]
+    for namespace in _MAC_FREE_NAMESPACES:
+        for _, kind in inspect.getmembers(importlib.import_module(namespace), inspect.isclass):
+            if issubclass(kind, nn.Module) and kind.__module__ == namespace and kind not in _OUR_RULES:
+                found.append(kind)
+    return tuple(found)
 
 
-def module_rule(module: nn.Module) -> ModuleRule | None:
-    """The MAC rule of a module counted as a whole, or None if its ops are counted one by one."""
-    kind = type(module)
-    if kind in MODULE_RULES:
-        return MODULE_RULES[kind]
-    if kind.__module__ in _MAC_FREE_NAMESPACES or kind is nn.Identity:
-        return _no_macs
-    return None
+_MAC_FREE_TYPES = _mac_free_types()
+# modules counted as a whole, by thop: the ops inside them are not counted one by one
+_WHOLE_TYPES = frozenset((*_MAC_FREE_TYPES, *_CONVS, *_LINEARS, *_OUR_RULES))
 
 
-def _no_macs(*_: Any) -> int:
-    return 0
+def counted_whole(module: nn.Module) -> bool:
+    """True if thop counts the module as a whole (by its exact type), so its ops are not counted
+    one by one; other modules' MACs are the aten ops they run outside such modules."""
+    return type(module) in _WHOLE_TYPES
+
+
+def import_thop() -> Any:
+    """The thop package, imported on first use (0.2 s: only counting needs it)."""
+    with warnings.catch_warnings():
+        # thop 0.1.1 compares torch versions with distutils' LooseVersion, deprecated since Python 3.10
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import thop
+            import thop.vision.basic_hooks
+        except ImportError as err:  # no thop, or Python >= 3.12 without setuptools' distutils
+            raise DpmError(f"counting MACs needs thop, which could not be imported ({err}): "
+                           "pip install thop setuptools") from err
+    return thop
+
+
+def thop_custom_ops(take_call: Callable[[nn.Module], dict | None]) -> dict[type, ThopHook]:
+    """`custom_ops` for `thop.profile`: one forward hook per type counted whole (`counted_whole`).
+
+    `take_call(module)` gives the keyword arguments of the module's running call (thop's hooks get
+    the positional ones only, e.g. none for `mha(query=q, key=k, value=v)`) the first time it is
+    asked, and None after: thop hooks a module once per parent that holds it (it walks the tree with
+    `Module.apply`, which does not skip a module already seen), so a module shared by two parents
+    has its hook twice, and the second one must not count the call again.
+    """
+    thop_hooks = import_thop().vision.basic_hooks
+    ops: dict[type, ThopHook] = {}
+    # thop counts normalisation (2-4 ops per element), PReLU, LeakyReLU, softmax, average pooling and
+    # up-sampling as "ops", and has no rule for GroupNorm, GELU, SiLU, Flatten, Embedding...: all of
+    # these cost no MACs in our convention, so they get thop's own zero_ops
+    ops.update(dict.fromkeys(_MAC_FREE_TYPES, _thop_hook(thop_hooks.zero_ops, take_call)))
+    # thop's conv rule is ours: output elements x (in_channels / groups) x kernel, no bias adds
+    ops.update(dict.fromkeys(_CONVS, _thop_hook(thop_hooks.count_convNd, take_call, conv_input=True)))
+    # thop's linear rule is ours: in_features x output elements, no bias adds
+    ops.update(dict.fromkeys(_LINEARS, _thop_hook(thop_hooks.count_linear, take_call)))
+    ops.update({kind: _our_hook(rule, take_call) for kind, rule in _OUR_RULES.items()})
+    return ops
+
+
+def _thop_hook(count: ThopHook, take_call: Callable[[nn.Module], dict | None], *,
+               conv_input: bool = False) -> ThopHook:
+    """thop's own rule `count`, run once per call."""
+    def hook(m: nn.Module, args: tuple, out: Any) -> None:
+        kwargs = take_call(m)
+        if kwargs is None:  # a second hook on a shared module (see thop_custom_ops)
+            return
+        if conv_input:
+            # thop's conv rule reads in_channels from dim 1 of the first positional argument:
+            # absent for conv(input=x), a spatial dim for an unbatched (C, ...) input
+            x = _first_input(args, kwargs)
+            if x.dim() == m.weight.dim() - 1:
+                x, out = x.unsqueeze(0), out.unsqueeze(0)
+            args = (x,)
+        count(m, args, out)
+    return hook
+
+
+def _our_hook(rule: ModuleRule, take_call: Callable[[nn.Module], dict | None]) -> ThopHook:
+    """Our `rule`, as a thop hook: it adds to the `total_ops` buffer thop reads back."""
+    def hook(m: nn.Module, args: tuple, out: Any) -> None:
+        kwargs = take_call(m)
+        if kwargs is not None:  # (None: a second hook on a shared module, see thop_custom_ops)
+            m.total_ops += int(rule(m, args, kwargs, out))
+    return hook
 
 
 def width_of(module: nn.Module) -> int | None:
