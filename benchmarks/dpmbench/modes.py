@@ -1,0 +1,55 @@
+"""The pruning modes under comparison, as `dpm prune` recipe overrides.
+
+Every mode starts from the same dense model, with the same criterion, budget, total steps, optimizer
+and batch order (training.seed = seed index); only the way channels leave differs:
+
+- single        single-step pruning, then fine-tuning (decay_steps = 1, Self-Rectifying off)
+- iterative     single-step pruning in K rounds spread over the window SP decays in
+- sp            DPM Smooth Pruning: a linear norm ramp to zero over N steps, Self-Rectifying off
+- sp_sr         Smooth Pruning + Self-Rectifying
+- sparse_*      the same after a sparse-learning pre-phase (torch-pruning GroupNormPruner
+                regularisation, sparse.py); the pre-phase's steps count against the same total
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .protocol import Protocol
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    label: str
+    decay: str  # single | iterative | sp | sp_sr
+    sparse: bool = False
+
+    def overrides(self, p: Protocol, steps: int) -> list[str]:
+        """Recipe overrides for this mode; `steps` is what the pipeline trains (T minus a pre-phase)."""
+        common = [f"pruning.start_step={p.start_step}", f"training.steps={steps}"]
+        if self.decay == "single":
+            return common + ["pruning.decay_steps=1", "pruning.rounds=1", "pruning.rectify.enabled=false"]
+        if self.decay == "iterative":
+            interval = max(1, p.decay_steps // p.rounds)
+            return common + ["pruning.decay_steps=1", f"pruning.rounds={p.rounds}",
+                             f"pruning.round_interval={interval}", "pruning.rectify.enabled=false"]
+        smooth = common + [f"pruning.decay_steps={p.decay_steps}", "pruning.rounds=1"]
+        if self.decay == "sp":
+            return smooth + ["pruning.rectify.enabled=false"]
+        quantile = "null" if p.rate_quantile is None else f"{p.rate_quantile}"
+        return smooth + ["pruning.rectify.enabled=true", f"pruning.rectify.rate_quantile={quantile}",
+                         f"pruning.rectify.rate_threshold={p.rate_threshold}",
+                         f"pruning.rectify.len_threshold={p.len_threshold}",
+                         f"pruning.rectify.patience={p.patience}"]
+
+
+MODES = {m.name: m for m in (
+    Mode("single", "single-step", "single"),
+    Mode("iterative", "iterative single-step (K rounds)", "iterative"),
+    Mode("sp", "DPM SP", "sp"),
+    Mode("sp_sr", "DPM SP+SR", "sp_sr"),
+    Mode("sparse_single", "sparse + single-step", "single", sparse=True),
+    Mode("sparse_sp", "sparse + SP", "sp", sparse=True),
+    Mode("sparse_sp_sr", "sparse + SP+SR", "sp_sr", sparse=True),
+)}
+BASELINE = "single"

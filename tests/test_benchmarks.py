@@ -1,0 +1,66 @@
+"""The benchmark suite's reduced plan runs end to end, so benchmarks/run_all.py cannot rot.
+
+One seed, 24 steps, a width-0.25 VGG on the digits data: every mode at every budget, the ablation
+path, latency and the overhead script. The numbers only have to be sane, not good.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = {"single", "iterative", "sp", "sp_sr", "sparse_single", "sparse_sp", "sparse_sp_sr"}
+BUDGETS = {0.5, 0.25, 0.125}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run([sys.executable, "benchmarks/run_all.py", "--plan", "quick", "--out", str(out),
+                           "--cache", str(out / "cache"), "--workers", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_every_mode_and_budget_ran_with_sane_numbers(quick):
+    result, _ = quick
+    assert not result["failed"]
+    main = [r for r in result["runs"] if r["variant"] == "main"]
+    assert {(r["mode"], r["budget"]) for r in main} == {(m, b) for m in MODES for b in BUDGETS}
+    for r in main:
+        assert 10.0 <= r["top1"] <= 100.0 and math.isfinite(r["loss"]) and r["loss"] > 0
+        assert r["macs_kept"] <= r["budget"] + 0.02, r  # the budget holds against the dense model
+        assert r["params_kept"] < 1.0 and r["equivalence_error"] <= 1e-4
+        assert r["anytime_top1"] is not None and 0.0 <= r["anytime_top1"] <= 100.0
+        assert r["per_round"] and r["per_round"][0]["selected"] > 0
+        assert len(r["per_round"]) == (result["protocols"]["tiny-digits"]["rounds"] if r["mode"] == "iterative" else 1)
+        assert abs(r["top1"] - r["pipeline_top1"]) < 1e-6  # our evaluation agrees with the pipeline's
+        if not r["mode"].endswith("sp_sr"):
+            assert r["releases"] == 0 and r["suppressed"] == 0
+
+
+@pytest.mark.slow
+def test_summary_latency_overhead_and_markdown(quick):
+    result, markdown = quick
+    rows = result["summary"]["main"]
+    assert {(r["mode"], r["budget"]) for r in rows} == {(m, b) for m in MODES for b in BUDGETS}
+    for r in rows:
+        if r["mode"] != "single":
+            assert r["d_top1"]["n"] == 1  # paired with single-step on the same seed
+    assert result["summary"]["ablations"] and result["summary"]["ablations"][0]["d_top1"]["n"] == 1
+    assert {r["budget"] for r in result["latency"]} == BUDGETS
+    assert all(r["speedup_b1"] > 0 and r["speedup_b32"] > 0 for r in result["latency"])
+    assert result["overhead"] and 0 < result["overhead"]["overhead"] < 10
+    for m in result["machine"], :
+        assert m["nproc"] >= 1 and m["cpu"] and m["torch"]
+    for heading in ("Headline", "every mode", "Ablations", "Latency", "overhead"):
+        assert heading in markdown
+    for label in ("single-step", "iterative", "DPM SP", "DPM SP+SR", "sparse + single-step", "sparse + SP+SR"):
+        assert label in markdown
