@@ -29,7 +29,7 @@ from dpmbench.tables import report  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plan", choices=sorted(PLANS), default="full", help="which grid to run (default: full)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/.cache/results"),
+    parser.add_argument("--out", type=Path, default=CACHE / "results",
                         help="folder for results.json and results.md (default: benchmarks/.cache/results)")
     parser.add_argument("--cache", type=Path, default=CACHE, help="cache of dense and sparse models")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=1, default=float))
     (args.out / "results.md").write_text(report(result, command))
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}; suite wall time {result['wall_seconds'] / 60:.1f} min"
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}; "
+          f"suite wall time {result['wall_seconds'] / 60:.1f} min"
           f"; {len(result['runs'])} runs, {len(result['failed'])} failed")
     return 1 if result["failed"] else 0
 

@@ -75,7 +75,8 @@ def execute(plan: Plan, out_dir: Path, *, workers: int, threads: int, cache: Pat
     wanted_by_path = {}
     for j in jobs:
         if MODES[j.mode].sparse:
-            wanted_by_path.setdefault(sparse_path(SETUPS[j.setup], j.protocol, j.seed, cache), (j.setup, j.protocol, j.seed))
+            path = sparse_path(SETUPS[j.setup], j.protocol, j.seed, cache)
+            wanted_by_path.setdefault(path, (j.setup, j.protocol, j.seed))
     wanted = list(wanted_by_path.values())
     sparse = run_jobs(_sparse_job, [(s, p, seed, dense[s]["path"], str(cache)) for s, p, seed in wanted],
                       workers=workers, threads=threads, log=log, label=lambda j: f"{j[0]} seed {j[2]}")
@@ -99,7 +100,8 @@ def execute(plan: Plan, out_dir: Path, *, workers: int, threads: int, cache: Pat
             if not path.is_file():
                 continue
             for t in sorted({1, threads, 2}):
-                row = latency(SETUPS[c.setup], dense[c.setup]["path"], str(path), repeats=plan.latency_repeats, threads=t)
+                row = latency(SETUPS[c.setup], dense[c.setup]["path"], str(path),
+                              repeats=plan.latency_repeats, threads=t)
                 macs = next((r["macs_kept"] for r in runs if r["setup"] == c.setup and r["budget"] == budget
                              and r["mode"] == "sp_sr" and r["seed"] == 0 and r["variant"] == "main"), None)
                 speed.append({"setup": c.setup, "budget": budget, "mode": "sp_sr", "macs_kept": macs, **row})
