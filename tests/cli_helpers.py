@@ -56,6 +56,15 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def exit_code(args: list[str]) -> int:
+    """Run `dpm ARGS` in-process through main(), which maps errors to exit codes; return the code."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
 @pytest.fixture
 def setup(tmp_path):
     return write_recipe(tmp_path), write_checkpoint(tmp_path)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from cli_helpers import exit_code as run_cli
 from dpm_cli.cli.app import main
 from dpm_cli.errors import ConfigError
 from dpm_cli.report import Limits, check_model, count_model, evaluate_gates
@@ -16,12 +17,6 @@ from dpm_cli.report import Limits, check_model, count_model, evaluate_gates
 SHAPE = ["--input-shape", "1,3,16,16"]
 
 
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def tiny_cnn(width: int) -> nn.Sequential:

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cli_helpers import exit_code as run_cli
 from dpm_cli.cli.app import main
 from dpm_cli.errors import ConfigError, DpmError, InputError
 from dpm_cli.report import (
@@ -24,13 +25,6 @@ from dpm_cli.report import (
 from dpm_cli.report.inputs import parse_count, parse_shape
 
 
-def run_cli(args: list[str]) -> int:
-    """Run `dpm ARGS` in process through main(), which maps errors to exit codes."""
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def tiny_cnn(width: int = 8) -> nn.Sequential:
