@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 
 from cli_helpers import exit_code as run_cli
-from dpm_cli.cli.app import main
 from dpm_cli.errors import ConfigError
 from dpm_cli.report import Limits, check_model, count_model, evaluate_gates
 

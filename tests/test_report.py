@@ -13,7 +13,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cli_helpers import exit_code as run_cli
-from dpm_cli.cli.app import main
 from dpm_cli.errors import ConfigError, DpmError, InputError
 from dpm_cli.report import (
     compare,
