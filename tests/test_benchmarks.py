@@ -57,7 +57,8 @@ def test_summary_latency_overhead_and_markdown(quick):
     assert result["summary"]["ablations"] and result["summary"]["ablations"][0]["d_top1"]["n"] == 1
     assert {r["budget"] for r in result["latency"]} == BUDGETS
     assert all(r["speedup_b1"] > 0 and r["speedup_b32"] > 0 for r in result["latency"])
-    assert result["overhead"] and 0 < result["overhead"]["overhead"] < 10
+    assert [r["rectify"] for r in result["overhead"]["runs"]] == [True, False]
+    assert all(0 < r["overhead"] < 10 for r in result["overhead"]["runs"])
     for m in result["machine"], :
         assert m["nproc"] >= 1 and m["cpu"] and m["torch"]
     for heading in ("Headline", "every mode", "Ablations", "Latency", "overhead"):

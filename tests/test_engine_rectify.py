@@ -104,3 +104,30 @@ def test_release_suppressed_when_no_replacement_fits():
 def test_thresholds_are_options():
     _, pruner = run({"enabled": True, "rate_quantile": None, "rate_threshold": 1e9})
     assert kinds(pruner, "release") == []
+
+
+def test_replacement_costs_about_what_the_release_freed():
+    """VGG-like: a wide early conv (expensive channels) and a hidden linear layer (cheap units). The
+    criterion ranks a conv channel least important; a release of one cheap unit must still be
+    replaced by a cheap unit, not by that conv channel, or the model ends far below its budget."""
+    from dpm_cli.engine.selection import select
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 2))
+    pruner = DecayPruner(model, torch.randn(1, 1, 8, 8), DPMConfig(budget=0.95, rectify={"enabled": False}))
+    conv, fc = [next(i for i, g in enumerate(pruner.groups) if g.name == name) for name in ("0", "5")]
+    unit = pruner.cost.unit_costs("macs")
+    assert unit[conv] > 5 * unit[fc]
+    scores = [torch.arange(g.channels, dtype=torch.float32) + 10 for g in pruner.groups]
+    scores[conv][0] = 0.0  # the least important structure anywhere is an expensive conv channel
+    removed = {(fc, c) for c in range(4)}  # four fc units decaying: about the budget's worth ...
+    pruner.cost.reset()
+    for key in removed:
+        pruner.cost.remove(key)
+    target = pruner.cost.kept("macs")
+    pruner.cost.reset()
+    released = (fc, 0)  # ... and one of them is released
+    args = (pruner.groups, pruner.cost, pruner.config, target, removed - {released}, {released}, scores)
+    assert select(*args) == [(conv, 0)], "unmatched: the globally least important channel"
+    assert select(*args, cost_cap=unit[fc]) == [(fc, 4)], "cost-matched: the least important cheap unit"

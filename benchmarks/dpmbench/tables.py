@@ -144,10 +144,12 @@ def overhead_line(result: dict[str, Any]) -> str:
         return "not run"
     if "error" in o:
         return f"failed: {o['error']}"
+    runs = "; ".join(
+        f"Self-Rectifying {'on' if r['rectify'] else 'off'}: plain step {r['plain_step_ms']:.1f} ms, "
+        f"`pruner.step()` {r['dpm_step_ms']:.1f} ms (mean {r['dpm_step_ms_mean']:.1f}), overhead "
+        f"**{100 * r['overhead']:.1f}%**, events {r['events'] or 'none'}" for r in o["runs"])
     return (f"`{o['command']}`: {o['model']}, batch {o['batch']}, {o['threads']} threads, "
-            f"{o['decaying_structures']} structures decaying with Self-Rectifying on: plain step "
-            f"{o['plain_step_ms']:.1f} ms, `pruner.step()` {o['dpm_step_ms']:.1f} ms, overhead "
-            f"**{100 * o['overhead']:.1f}%** of a training step")
+            f"{o['runs'][0]['decaying_structures']} structures decaying. {runs}")
 
 
 def report(result: dict[str, Any], command: str) -> str:

@@ -21,7 +21,7 @@ class RectifyConfig:
     """
 
     enabled: bool = True
-    rate_quantile: float | None = 0.9
+    rate_quantile: float | None = 0.99
     rate_threshold: float = 0.0
     len_threshold: float = 1.0
     patience: int = 3

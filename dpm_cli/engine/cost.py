@@ -51,6 +51,7 @@ class CostModel:
                 for c in torch.nonzero(counts).flatten().tolist():
                     per_channel[c].append((id(s.param), s.dim, int(counts[c])))
             self._touches.append(per_channel)
+        self._unit_costs: dict[str, list[float]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -88,6 +89,20 @@ class CostModel:
             self.params += (new - old) * numel
             self.macs += (new - old) * self._param_macs.get(pid, 0.0)
         self.channels -= sign
+
+    def unit_costs(self, kind: str) -> list[float]:
+        """Per group, what removing one of its channels from the full model saves, as a fraction of
+        the original model in `kind` units (channels of one group cost the same, up to concat maps)."""
+        if kind not in self._unit_costs:
+            state = self.copy_state()
+            costs = []
+            for gi in range(len(self._touches)):
+                self.reset()
+                self.remove((gi, 0))
+                costs.append(1.0 - self.kept(kind))
+            self.restore_state(state)
+            self._unit_costs[kind] = costs
+        return self._unit_costs[kind]
 
     def kept(self, kind: str) -> float:
         """The fraction of the original model kept, in the budget's unit."""

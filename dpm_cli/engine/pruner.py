@@ -22,10 +22,10 @@ from ..errors import BudgetError, ConfigError
 from .config import DPMConfig
 from .cost import CostModel, Key
 from .groups import discover_groups
-from .rectify import Snapshot, StepSums, c_len, c_rate, rate_threshold
+from .layout import FlatLayout
+from .rectify import StepSums, c_len, c_rate, rate_threshold
 from .selection import round_targets, score_groups, select
 from .state import ACTIVE, DECAYING, PRUNED, Event, GroupState, Progress
-from .structures import ParamSums, squares
 
 EPS = 1e-12
 
@@ -45,7 +45,10 @@ class DecayPruner:
         self.graph, self.groups = found.graph, found.groups
         self.skipped, self.classifier = found.skipped, found.classifier
         self.cost = CostModel(model, example_inputs, self.groups)
-        self.states = [GroupState(g.channels) for g in self.groups]
+        self.layout = FlatLayout(self.groups)
+        # One state over all channels (the hot path) with per-group views (selection, reports).
+        self.state = GroupState(self.layout.channels)
+        self.states = [self.state.view(a, b - a) for a, b in zip(self.layout.offsets, self.layout.offsets[1:])]
         self.targets = round_targets(self.config)
         cfg = self.config
         self.selection_steps = [cfg.start_step + k * cfg.interval + 1 for k in range(cfg.rounds)]
@@ -54,7 +57,7 @@ class DecayPruner:
         self.steps_done = 0
         self.round = -1
         self.events: list[Event] = []
-        self._snapshot = Snapshot()
+        self._before: torch.Tensor | None = None  # parameters after the last step, for C_rate
         self._check_reachable()
 
     # ----------------------------------------------------------------- the training-loop hook
@@ -73,50 +76,62 @@ class DecayPruner:
     def _step(self) -> None:
         self.steps_done += 1
         t = self.steps_done
-        decaying = [gi for gi, st in enumerate(self.states) if st.mask(DECAYING).any()]
-        squares_now = ParamSums(squares)
-        norms = {gi: self.groups[gi].norms(squares_now).cpu() for gi in decaying}
-        replacements: list[Key] = []
-        if self.config.rectify.enabled and decaying:
-            replacements = self._rectify(t, decaying)
-        scales = {gi: self._decay_scale(gi, norms[gi], t) for gi in decaying}
-        # Every scale comes from the post-step norms before any is applied; overlapping structures
-        # (a weight in two channels) then get the product, at or below both ramps.
-        for gi, scale in scales.items():
-            self.groups[gi].scale(scale.to(self.groups[gi].slices[0].param.device))
-        self._enforce_zeros()
+        scale, replacements = None, []
+        decaying = self.state.mask(DECAYING)
+        if bool(decaying.any()):
+            if self.config.rectify.enabled and self._before is not None:
+                sums = StepSums(self.layout, self._before)
+                norms = sums.norm_sq.sqrt()
+                replacements = self._rectify(t, decaying, sums)
+            else:
+                norms = self.layout.norms()  # after the optimizer step
+            scale = self._decay_scale(norms, t)
+        pruned = self.state.mask(PRUNED)
+        if bool(pruned.any()):
+            # Pruned structures stay exactly zero, optimizer state (momentum, Adam moments) included.
+            keep = (~pruned).float()
+            scale = keep if scale is None else scale * keep
+            if self.optimizer is not None:
+                self.layout.scale_state(self.optimizer, keep)
+        if scale is not None:
+            self.layout.scale(scale)
         self._begin_decay(replacements, "replacement")
         for k, s in enumerate(self.selection_steps):
             if s == t:
                 self._start_round(k)
-        if self.config.rectify.enabled:
-            self._snapshot.take([g for g, st in zip(self.groups, self.states) if st.mask(DECAYING).any()])
+        self._take_snapshot()
 
-    def _decay_scale(self, gi: int, norms: torch.Tensor, t: int) -> torch.Tensor:
-        """Smooth Pruning: norm L_init * (N - n) / N after this step; exactly zero at n = N."""
-        st, n_total = self.states[gi], self.config.decay_steps
+    def _take_snapshot(self) -> None:
+        """Self-Rectifying compares each step with the parameters as this step leaves them."""
+        wanted = self.config.rectify.enabled and bool(self.state.mask(DECAYING).any())
+        self._before = self.layout.values() if wanted else None
+
+    def _decay_scale(self, norms: torch.Tensor, t: int) -> torch.Tensor:
+        """Smooth Pruning: norm L_init * (N - n) / N after this step; exactly zero at n = N.
+
+        Every scale comes from the post-step norms before any is applied; overlapping structures
+        (a weight in two channels) then get the product, at or below both ramps."""
+        st, n_total = self.state, self.config.decay_steps
         dec = st.mask(DECAYING)
         st.n[dec] += 1
         target = st.l_init * (n_total - st.n).float() / n_total
-        scale = torch.ones(self.groups[gi].channels)
-        scale[dec] = target[dec] / norms[dec].clamp_min(EPS)
+        scale = torch.where(dec, target / norms.clamp_min(EPS), torch.ones_like(target))
         done = dec & (st.n >= n_total)
-        scale[done] = 0.0
-        st.status[done] = PRUNED
-        for c in torch.nonzero(done).flatten().tolist():
-            self.events.append(Event(t, "pruned", self.groups[gi].name, c, int(st.selected_round[c])))
+        if bool(done.any()):
+            scale[done] = 0.0
+            st.status[done] = PRUNED
+            for i in torch.nonzero(done).flatten().tolist():
+                gi, c = self.layout.key(i)
+                self.events.append(Event(t, "pruned", self.groups[gi].name, c, int(st.selected_round[i])))
         return scale
 
     @torch.no_grad()
     def _enforce_zeros(self) -> None:
-        """Pruned structures stay exactly zero, optimizer state (momentum, Adam moments) included."""
-        for g, st in zip(self.groups, self.states):
-            pruned = st.mask(PRUNED)
-            if pruned.any():
-                keep = (~pruned).float().to(g.slices[0].param.device)
-                g.scale(keep)
-                if self.optimizer is not None:
-                    g.scale_state(self.optimizer, keep)
+        """Zero every pruned structure and its optimizer state now (outside the per-step path)."""
+        keep = (~self.state.mask(PRUNED)).float()
+        self.layout.scale(keep)
+        if self.optimizer is not None:
+            self.layout.scale_state(self.optimizer, keep)
 
     # ----------------------------------------------------------------- selection
     def _removed(self, extra: list[Key] = ()) -> set[Key]:
@@ -141,8 +156,9 @@ class DecayPruner:
         by_group: dict[int, list[int]] = {}
         for gi, c in keys:
             by_group.setdefault(gi, []).append(c)
+        all_norms = self.layout.split(self.layout.norms()) if by_group else []
         for gi, channels in by_group.items():
-            st, norms = self.states[gi], self.groups[gi].norms().cpu()
+            st, norms = self.states[gi], all_norms[gi]
             idx = torch.tensor(channels, dtype=torch.long)
             st.status[idx], st.n[idx], st.streak[idx] = DECAYING, 0, 0
             st.l_init[idx] = norms[idx]
@@ -151,57 +167,60 @@ class DecayPruner:
                 self.events.append(Event(self.steps_done, kind, self.groups[gi].name, c, self.round))
 
     # ----------------------------------------------------------------- self-rectifying
-    def _rectify(self, t: int, decaying: list[int]) -> list[Key]:
+    def _rectify(self, t: int, decaying: torch.Tensor, sums: StepSums) -> list[Key]:
         """Release structures the loss keeps pulling out; return the replacements to start decaying."""
-        cfg, n_total = self.config.rectify, self.config.decay_steps
-        sums = StepSums(self._snapshot)
-        rates = {}
-        for gi in decaying:
-            st, g = self.states[gi], self.groups[gi]
-            evaluable = st.mask(DECAYING) & (st.n + 1 < n_total)  # decay steps 1 .. N-1
-            if evaluable.any() and self._snapshot.has(g):
-                rates[gi] = (evaluable, c_rate(g, sums, st.l_init, n_total))
-        if not rates:
+        cfg, n_total, st = self.config.rectify, self.config.decay_steps, self.state
+        evaluable = decaying & (st.n + 1 < n_total)  # decay steps 1 .. N-1
+        if not bool(evaluable.any()):
             return []
-        t_rate = rate_threshold(cfg, torch.cat([r[m] for m, r in rates.values()]))
-        ready = []
-        for gi, (evaluable, rate) in rates.items():
-            st = self.states[gi]
-            passing = evaluable & (rate > t_rate)
-            lengths = None
-            if passing.any():  # C_len only where C_rate already passes: most steps need no gradient sums
-                lengths = c_len(self.groups[gi], sums, st.status != PRUNED)
-                passing &= lengths > cfg.len_threshold
-            st.streak[passing] += 1
-            st.streak[evaluable & ~passing] = 0
-            for c in torch.nonzero(passing & (st.streak >= cfg.patience)).flatten().tolist():
-                ready.append((float(rate[c]), float(lengths[c]), gi, c))
+        rate = c_rate(sums, st.l_init, n_total)
+        t_rate = rate_threshold(cfg, rate[evaluable])
+        lengths = c_len(sums, st.status != PRUNED, self.layout.group_ids)
+        passing = evaluable & (rate > t_rate) & (lengths > cfg.len_threshold)
+        st.streak[passing] += 1
+        st.streak[evaluable & ~passing] = 0
+        ready = [(float(rate[i]), float(lengths[i]), *self.layout.key(i))
+                 for i in torch.nonzero(passing & (st.streak >= cfg.patience)).flatten().tolist()]
         ready.sort(key=lambda r: -r[0])
-        replacements: list[Key] = []
-        scores = self._scores() if ready else []
-        for rate_c, len_c, gi, c in ready:
-            replacements += self._try_release(t, gi, c, rate_c, len_c, replacements, scores)
-        return replacements
+        return self._release(t, ready, self._scores() if ready else [], [])
 
-    def _try_release(self, t: int, gi: int, c: int, c_rate: float, c_len: float,
-                     pending: list[Key], scores: list[torch.Tensor]) -> list[Key]:
-        st, name = self.states[gi], self.groups[gi].name
-        st.streak[c] = 0
-        if t + self.config.decay_steps > self.decay_phase_end:
-            self.events.append(Event(t, "suppressed", name, c, self.round, c_rate, c_len,
-                                     "fewer than N steps of the decay phase remain"))
+    def _release(self, t: int, ready: list[tuple[float, float, int, int]], scores: list[torch.Tensor],
+                 pending: list[Key]) -> list[Key]:
+        """Release `ready` (C_rate, C_len, group, channel) together; return their replacements.
+
+        One selection per step covers all of them, at a cost cap of what they free. If no replacement
+        keeps the budget, they are tried one at a time, and those that still fail are suppressed."""
+        late = t + self.config.decay_steps > self.decay_phase_end
+        for rate, length, gi, c in ready:
+            self.states[gi].streak[c] = 0
+            if late:
+                self._log(t, "suppressed", gi, c, rate, length, "fewer than N steps of the decay phase remain")
+        if late or not ready:
             return []
-        st.status[c], st.released_round[c] = ACTIVE, self.round
+        unit = self.cost.unit_costs(self.config.budget_kind)
+        for _, _, gi, c in ready:
+            self.states[gi].status[c], self.states[gi].released_round[c] = ACTIVE, self.round
         try:
-            new = select(self.groups, self.cost, self.config, self.targets[self.round],
-                         self._removed(pending), self._released_in(self.round), scores)
+            new = select(self.groups, self.cost, self.config, self.targets[self.round], self._removed(pending),
+                         self._released_in(self.round), scores, cost_cap=sum(unit[gi] for _, _, gi, _ in ready))
         except BudgetError:
-            st.status[c], st.released_round[c] = DECAYING, -1
-            self.events.append(Event(t, "suppressed", name, c, self.round, c_rate, c_len,
-                                     "no eligible replacement keeps the budget"))
+            for _, _, gi, c in ready:
+                self.states[gi].status[c], self.states[gi].released_round[c] = DECAYING, -1
+            if len(ready) > 1:
+                new = []
+                for one in ready:
+                    new += self._release(t, [one], scores, pending + new)
+                return new
+            self._log(t, "suppressed", ready[0][2], ready[0][3], ready[0][0], ready[0][1],
+                      "no eligible replacement keeps the budget")
             return []
-        self.events.append(Event(t, "release", name, c, self.round, c_rate, c_len))
+        for rate, length, gi, c in ready:
+            self._log(t, "release", gi, c, rate, length)
         return new
+
+    def _log(self, t: int, kind: str, gi: int, c: int, rate: float | None = None, length: float | None = None,
+             note: str = "") -> None:
+        self.events.append(Event(t, kind, self.groups[gi].name, c, self.round, rate, length, note))
 
     @torch.no_grad()
     def prune_now(self, keys: list[Key]) -> None:
@@ -285,7 +304,7 @@ class DecayPruner:
             st.load_state_dict(state["groups"][g.name])
         self.steps_done, self.round = int(state["steps_done"]), int(state["round"])
         self.events = [Event(**e) for e in state["events"]]
-        self._snapshot.take([g for g, st in zip(self.groups, self.states) if st.mask(DECAYING).any()])
+        self._take_snapshot()
 
     def compact(self, **kwargs: Any):
         """Physically remove every pruned structure; see `dpm_cli.engine.compaction.compact`."""

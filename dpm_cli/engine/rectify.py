@@ -13,53 +13,39 @@ from __future__ import annotations
 import torch
 
 from .config import RectifyConfig
-from .structures import GroupSlices, ParamSums, grad_squares
-
-
-class Snapshot:
-    """Parameter values right after the previous DPM step: the x that the optimizer step started from."""
-
-    def __init__(self) -> None:
-        self._values: dict[int, torch.Tensor] = {}
-
-    def take(self, groups: list[GroupSlices]) -> None:
-        self._values = {}
-        for g in groups:
-            for s in g.slices:
-                if id(s.param) not in self._values:
-                    self._values[id(s.param)] = s.param.detach().clone()
-
-    def clear(self) -> None:
-        self._values = {}
-
-    def has(self, group: GroupSlices) -> bool:
-        return all(id(s.param) in self._values for s in group.slices)
-
-    def before(self, param: torch.Tensor) -> torch.Tensor:
-        return self._values[id(param)]
+from .layout import FlatLayout
 
 
 class StepSums:
-    """The per-parameter quantities one step's criteria need, each computed at most once."""
+    """Per channel, everything one decay step needs, from one pass over the parameters:
+    ||x*||^2 (the decay's norms), <x* - x, x> and ||x||^2 (C_rate), ||g||^2 (C_len); x* is the value
+    after the optimizer step, x the value before it (`before`, a `FlatLayout.values()` snapshot)."""
 
-    def __init__(self, snapshot: Snapshot):
-        self.outward = ParamSums(lambda p: (p.detach().float() - snapshot.before(p).float()) * snapshot.before(p).float())
-        self.before_sq = ParamSums(lambda p: snapshot.before(p).float().pow(2))
-        self.grad_sq = ParamSums(grad_squares)
+    def __init__(self, layout: FlatLayout, before: torch.Tensor):
+        # Written row by row into one buffer: copies of the whole model are what this step costs.
+        rows = torch.empty(4, layout.numel, device=before.device)
+        now = layout.values(out=rows[0])
+        torch.sub(now, before, out=rows[1]).mul_(before)
+        now.square_()
+        torch.square(before, out=rows[2])
+        layout.grads(out=rows[3]).square_()
+        self.norm_sq, self.outward, self.before_sq, self.grad_sq = layout.channel_sums(rows)
 
 
-def c_rate(group: GroupSlices, sums: StepSums, l_init: torch.Tensor, decay_steps: int) -> torch.Tensor:
-    """C_rate for every channel of `group` (the caller picks the decaying ones)."""
-    outward = group.channel_sums(sums.outward).cpu()
-    before_norm = group.channel_sums(sums.before_sq).sqrt().cpu()
-    d = outward / before_norm.clamp_min(1e-12)
+def c_rate(sums: StepSums, l_init: torch.Tensor, decay_steps: int) -> torch.Tensor:
+    """C_rate for every channel (the caller picks the decaying ones)."""
+    d = sums.outward / sums.before_sq.sqrt().clamp_min(1e-12)
     return d / (l_init / decay_steps).clamp_min(1e-12)
 
 
-def c_len(group: GroupSlices, sums: StepSums, alive: torch.Tensor) -> torch.Tensor:
-    """C_len for every channel: its gradient norm over the mean of the group's non-pruned channels."""
-    grad = group.channel_sums(sums.grad_sq).sqrt().cpu()
-    mean_alive = grad[alive].mean() if alive.any() else torch.tensor(0.0)
+def c_len(sums: StepSums, alive: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """C_len for every channel: its gradient norm over the mean of its group's non-pruned channels."""
+    grad = sums.grad_sq.sqrt()
+    groups = int(group_ids.max()) + 1 if group_ids.numel() else 0
+    alive = alive.float()
+    total = torch.zeros(groups).index_add_(0, group_ids, grad * alive)
+    count = torch.zeros(groups).index_add_(0, group_ids, alive)
+    mean_alive = (total / count.clamp_min(1.0)).index_select(0, group_ids)
     return grad / mean_alive.clamp_min(1e-12)
 
 

@@ -70,11 +70,15 @@ class Limits:
 
 
 def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: float,
-           removed: set[Key], excluded: set[Key], scores: list[torch.Tensor]) -> list[Key]:
+           removed: set[Key], excluded: set[Key], scores: list[torch.Tensor],
+           cost_cap: float | None = None) -> list[Key]:
     """New structures to remove, least important first, until the projected cost <= target.
 
     `removed` (pruned or decaying) counts against the budget already; `excluded` are never chosen
-    (released in this round). The cost model is left as it was.
+    (released in this round). With `cost_cap` (global ranking), structures whose groups cost at most
+    that much each come first: a replacement for a released channel then costs about what the release
+    freed, instead of the least important channel anywhere, which may cost many times more and push
+    the model below its budget. The cost model is left as it was.
     """
     state = cost.copy_state()
     cost.reset()
@@ -83,7 +87,10 @@ def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: f
     limits = Limits.from_config(groups, cfg)
     taken = _count_per_group(removed, len(groups))
     if cfg.ranking == "global":
-        chosen = _select_global(cost, cfg, target, removed | excluded, scores, limits, taken)
+        affordable = None
+        if cost_cap is not None:
+            affordable = [c <= cost_cap * (1 + 1e-6) for c in cost.unit_costs(cfg.budget_kind)]
+        chosen = _select_global(cost, cfg, target, removed | excluded, scores, limits, taken, affordable)
         chosen = _give_back(cost, cfg, target, chosen)
     else:
         chosen = _select_layerwise(groups, cost, cfg, target, removed | excluded, scores, limits, taken)
@@ -116,14 +123,16 @@ def _units(gi: int, score: torch.Tensor, blocked: set[Key], round_to: int) -> li
 
 
 def _select_global(cost: CostModel, cfg: DPMConfig, target: float, blocked: set[Key],
-                   scores: list[torch.Tensor], limits: Limits, taken: list[int]) -> list[Key]:
+                   scores: list[torch.Tensor], limits: Limits, taken: list[int],
+                   affordable: list[bool] | None = None) -> list[Key]:
     candidates = []
     for gi, score in enumerate(scores):
+        first = 0 if affordable is None or affordable[gi] else 1
         for rank, (value, keys) in enumerate(_units(gi, score, blocked, cfg.round_to)):
-            candidates.append((value, gi, rank, keys))
-    candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+            candidates.append((first, value, gi, rank, keys))
+    candidates.sort(key=lambda c: c[:4])
     chosen: list[Key] = []
-    for _, gi, _, keys in candidates:
+    for _, _, gi, _, keys in candidates:
         if cost.kept(cfg.budget_kind) <= target:
             break
         if taken[gi] + len(keys) > limits.max_prunable[gi]:

@@ -10,7 +10,11 @@ ACTIVE, DECAYING, PRUNED = 0, 1, 2
 
 
 class GroupState:
-    """Status, decay counter and initial norm of every channel of one group (kept on the CPU)."""
+    """Status, decay counter and initial norm of every channel of one group (kept on the CPU).
+
+    The engine keeps one GroupState over all channels of all groups (see `FlatLayout`) and hands out
+    per-group views of it, so both per-group and whole-model code update the same numbers.
+    """
 
     FIELDS = ("status", "n", "l_init", "selected_round", "released_round", "streak")
 
@@ -22,6 +26,13 @@ class GroupState:
         self.released_round = torch.full((channels,), -1, dtype=torch.int32)
         self.streak = torch.zeros(channels, dtype=torch.int32)
 
+    def view(self, start: int, size: int) -> "GroupState":
+        """A GroupState whose fields are views of channels [start, start + size) of this one."""
+        part = GroupState.__new__(GroupState)
+        for f in self.FIELDS:
+            setattr(part, f, getattr(self, f)[start:start + size])
+        return part
+
     def mask(self, status: int) -> torch.Tensor:
         return self.status == status
 
@@ -32,7 +43,7 @@ class GroupState:
         for f in self.FIELDS:
             if state[f].shape != getattr(self, f).shape:
                 raise ValueError(f"state for {f} has shape {tuple(state[f].shape)}")
-            setattr(self, f, state[f].clone().to(getattr(self, f).dtype))
+            getattr(self, f).copy_(state[f])  # in place: the fields may be views of a larger state
 
 
 @dataclass

@@ -32,18 +32,6 @@ class Slice:
     local: torch.Tensor  # long, indices along `dim`
     root: torch.Tensor  # long, the group channel of each local index
 
-    def view_shape(self) -> list[int]:
-        shape = [1] * self.param.dim()
-        shape[self.dim] = self.param.shape[self.dim]
-        return shape
-
-    def expand(self, per_channel: torch.Tensor, fill: float = 1.0) -> torch.Tensor:
-        """A vector along `dim`: per_channel[root] at `local`, `fill` elsewhere, shaped to broadcast."""
-        vec = torch.full((self.param.shape[self.dim],), fill, dtype=self.param.dtype, device=self.param.device)
-        dev = vec.device
-        vec[self.local.to(dev)] = per_channel.to(dev, vec.dtype).index_select(0, self.root.to(dev))
-        return vec.view(self.view_shape())
-
 
 def squares(param: torch.Tensor) -> torch.Tensor:
     return param.detach().float().pow(2)
@@ -55,12 +43,8 @@ def grad_squares(param: torch.Tensor) -> torch.Tensor:
 
 
 class ParamSums:
-    """Sums of `values(param)` over every dim but one, computed once per (param, dim) and shared.
-
-    One optimizer step's DPM work touches each weight from up to two groups (its out- and its
-    in-channels); computing the elementwise quantity once per parameter halves the work. Valid while
-    the parameters do not change: make a new one after rescaling.
-    """
+    """Sums of `values(param)` over every dim but one, computed once per (param, dim) and shared
+    by the groups that read the same parameter. Valid while the parameters do not change."""
 
     def __init__(self, values: Callable[[torch.Tensor], torch.Tensor]):
         self._values = values
@@ -98,23 +82,6 @@ class GroupSlices:
 
     def norms(self, sums: "ParamSums | None" = None) -> torch.Tensor:
         return self.channel_sums(sums or ParamSums(squares)).sqrt()
-
-    def grad_norms(self, sums: "ParamSums | None" = None) -> torch.Tensor:
-        return self.channel_sums(sums or ParamSums(grad_squares)).sqrt()
-
-    @torch.no_grad()
-    def scale(self, per_channel: torch.Tensor) -> None:
-        """Multiply every slice of channel c by per_channel[c], in place (keeps Parameter identity)."""
-        for s in self.slices:
-            s.param.mul_(s.expand(per_channel))
-
-    @torch.no_grad()
-    def scale_state(self, optimizer: torch.optim.Optimizer, per_channel: torch.Tensor) -> None:
-        """Scale the optimizer's per-parameter state (momentum, exp_avg, ...) the same way."""
-        for s in self.slices:
-            for value in optimizer.state.get(s.param, {}).values():
-                if torch.is_tensor(value) and value.shape == s.param.shape:
-                    value.mul_(s.expand(per_channel).to(value.dtype))
 
     def removal_counts(self) -> list[tuple[Slice, torch.Tensor]]:
         """For each slice, how many of its local indices each channel owns (flatten maps 1 -> HW)."""
