@@ -8,7 +8,6 @@ hot path is a handful of tensor ops per parameter.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -33,35 +32,6 @@ class Slice:
     root: torch.Tensor  # long, the group channel of each local index
 
 
-def squares(param: torch.Tensor) -> torch.Tensor:
-    return param.detach().float().pow(2)
-
-
-def grad_squares(param: torch.Tensor) -> torch.Tensor:
-    g = param.grad
-    return torch.zeros_like(param, dtype=torch.float32) if g is None else g.detach().float().pow(2)
-
-
-class ParamSums:
-    """Sums of `values(param)` over every dim but one, computed once per (param, dim) and shared
-    by the groups that read the same parameter. Valid while the parameters do not change."""
-
-    def __init__(self, values: Callable[[torch.Tensor], torch.Tensor]):
-        self._values = values
-        self._full: dict[int, torch.Tensor] = {}
-        self._sums: dict[tuple[int, int], torch.Tensor] = {}
-
-    def along(self, param: torch.Tensor, dim: int) -> torch.Tensor:
-        key = (id(param), dim)
-        if key not in self._sums:
-            full = self._full.get(id(param))
-            if full is None:
-                full = self._full[id(param)] = self._values(param).float()
-            dims = [d for d in range(full.dim()) if d != dim]
-            self._sums[key] = full.sum(dim=dims) if dims else full
-        return self._sums[key]
-
-
 @dataclass
 class GroupSlices:
     """One prunable dependency group: its root module, channel count and parameter slices."""
@@ -72,16 +42,15 @@ class GroupSlices:
     slices: list[Slice]
     tp_group: object = field(repr=False)  # the full-index torch-pruning Group, for importance
 
-    def channel_sums(self, sums: "ParamSums") -> torch.Tensor:
-        """Per channel, the sum of an elementwise quantity over all the group's slices (float32)."""
+    def norms(self) -> torch.Tensor:
+        """Joint L2 norm of each channel's slices (checks and reports; the per-step path is FlatLayout)."""
         total = torch.zeros(self.channels, dtype=torch.float32, device=self.slices[0].param.device)
         for s in self.slices:
-            dev = total.device
-            total.index_add_(0, s.root.to(dev), sums.along(s.param, s.dim).index_select(0, s.local.to(dev)))
-        return total
-
-    def norms(self, sums: "ParamSums | None" = None) -> torch.Tensor:
-        return self.channel_sums(sums or ParamSums(squares)).sqrt()
+            squares = s.param.detach().float().square()
+            dims = [d for d in range(squares.dim()) if d != s.dim]
+            per_index = squares.sum(dim=dims) if dims else squares
+            total.index_add_(0, s.root.to(total.device), per_index.index_select(0, s.local.to(total.device)))
+        return total.sqrt()
 
     def removal_counts(self) -> list[tuple[Slice, torch.Tensor]]:
         """For each slice, how many of its local indices each channel owns (flatten maps 1 -> HW)."""
