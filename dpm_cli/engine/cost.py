@@ -10,7 +10,7 @@ layer's MACs scale exactly with the kept fraction of its weight. MACs outside co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
@@ -77,18 +77,7 @@ class CostModel:
 
     def remove(self, key: Key, sign: int = 1) -> None:
         """Account for removing (sign=1) or restoring (sign=-1) one structure."""
-        group, channel = key
-        touched = set()
-        for pid, dim, count in self._touches[group][channel]:
-            self._removed[(pid, dim)] = self._removed.get((pid, dim), 0) + sign * count
-            touched.add(pid)
-        for pid in touched:
-            old, new = self._frac.get(pid, 1.0), self._kept_fraction(pid)
-            self._frac[pid] = new
-            numel = float(torch.Size(self._param_size[pid]).numel())
-            self.params += (new - old) * numel
-            self.macs += (new - old) * self._param_macs.get(pid, 0.0)
-        self.channels -= sign
+        self.remove_many((key,), sign)
 
     def unit_costs(self, kind: str) -> list[float]:
         """Per group, what removing one of its channels from the full model saves, as a fraction of
@@ -103,6 +92,22 @@ class CostModel:
             self.restore_state(state)
             self._unit_costs[kind] = costs
         return self._unit_costs[kind]
+
+    def remove_many(self, keys: Iterable[Key], sign: int = 1) -> None:
+        """`remove` for many structures at once: each weight's kept fraction is recomputed once."""
+        touched: set[int] = set()
+        count = 0
+        for group, channel in keys:
+            for pid, dim, n in self._touches[group][channel]:
+                self._removed[(pid, dim)] = self._removed.get((pid, dim), 0) + sign * n
+                touched.add(pid)
+            count += sign
+        for pid in touched:
+            old, new = self._frac.get(pid, 1.0), self._kept_fraction(pid)
+            self._frac[pid] = new
+            self.params += (new - old) * float(torch.Size(self._param_size[pid]).numel())
+            self.macs += (new - old) * self._param_macs.get(pid, 0.0)
+        self.channels -= count
 
     def kept(self, kind: str) -> float:
         """The fraction of the original model kept, in the budget's unit."""

@@ -235,8 +235,7 @@ class DecayPruner:
         removed = self._removed()
         state = self.cost.copy_state()
         self.cost.reset()
-        for key in removed:
-            self.cost.remove(key)
+        self.cost.remove_many(removed)
         macs, params = self.cost.kept("macs"), self.cost.kept("params")
         self.cost.restore_state(state)
         count = lambda s: sum(int(st.mask(s).sum()) for st in self.states)  # noqa: E731

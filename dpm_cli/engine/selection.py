@@ -82,8 +82,7 @@ def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: f
     """
     state = cost.copy_state()
     cost.reset()
-    for key in removed:
-        cost.remove(key)
+    cost.remove_many(removed)
     limits = Limits.from_config(groups, cfg)
     taken = _count_per_group(removed, len(groups))
     if cfg.ranking == "global":
