@@ -17,6 +17,8 @@ def test_prune_writes_compact_outputs_and_json(setup, tmp_path, capsys):
     assert summary["macs_after"] / summary["macs_before"] <= 0.5
     assert summary["equivalence_error"] <= 1e-4
     assert set(summary["outputs"]) == {"module", "artifact", "export"}
+    assert summary["ce_before"] > 0 and summary["ce_after"] > 0  # held-out cross-entropy, labelled data
+    assert summary["min_decay_top1"] is not None
     run = tmp_path / "run"
     for name in ("recipe.yaml", "metrics.jsonl", "events.jsonl", "state.pt", "summary.json"):
         assert (run / name).is_file(), name

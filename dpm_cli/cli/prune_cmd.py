@@ -63,6 +63,8 @@ def _show_summary(s) -> None:
     table.add_row("MACs", human(s.macs_before), human(s.macs_after), f"{s.macs_after / s.macs_before:.3f}")
     unit = "%" if s.metric == "top1" else ""
     table.add_row(f"val {s.metric}", f"{s.before:.2f}{unit}", f"{s.after:.2f}{unit}", f"{s.after - s.before:+.2f}")
+    if s.ce_before is not None and s.ce_after is not None:
+        table.add_row("val cross-entropy", f"{s.ce_before:.4f}", f"{s.ce_after:.4f}", f"{s.ce_after - s.ce_before:+.4f}")
     console.print(table)
     console.print(f"equivalence error (compact vs decayed, relative): {s.equivalence_error:.2e}")
     console.print(f"steps {s.steps}, releases {s.releases}, suppressed releases {s.suppressed}"

@@ -41,6 +41,8 @@ class PruneSummary:
     suppressed: int
     min_decay_top1: float | None
     run_dir: str
+    ce_before: float | None = None  # held-out cross-entropy of the dense and the compact model (labelled data)
+    ce_after: float | None = None
     ranks: int = 1  # processes that trained (torchrun); their parameters and event logs agreed
     outputs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -147,7 +149,8 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         params_before, compacted.params_after, macs_before, compacted.macs_after, metric, before[metric],
         after[metric], decayed[metric], compacted.max_rel_error, result.steps,
         sum(e.kind == "release" for e in events), sum(e.kind == "suppressed" for e in events),
-        result.min_decay_top1, str(run.path), ranks=dist.world_size, notes=list(ctx.notes),
+        result.min_decay_top1, str(run.path), before.get("ce"), after.get("ce"), ranks=dist.world_size,
+        notes=list(ctx.notes),
         widths=[asdict(w) for w in compacted.widths])
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None

@@ -1,10 +1,11 @@
-"""Evaluation: top-1 accuracy for labelled classification, and the objective's loss."""
+"""Evaluation: top-1 accuracy and cross-entropy for labelled classification, and the objective's loss."""
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .objective import Objective, split_batch
 
@@ -12,10 +13,12 @@ from .objective import Objective, split_batch
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, device: torch.device,
              autocast: Any = None) -> dict[str, float]:
-    """{"loss": mean loss, "top1": accuracy in % (labelled data only), "samples": n}."""
+    """{"loss": mean objective loss, "top1": accuracy in % and "ce": mean cross-entropy (labelled data
+    only; unlike "loss" it leaves out any distillation term, so runs with different objectives compare),
+    "samples": n}."""
     was_training = model.training
     model.eval()
-    total_loss, correct, seen, labelled = 0.0, 0, 0, 0
+    total_loss, total_ce, correct, seen, labelled = 0.0, 0.0, 0, 0, 0
     try:
         for batch in loader:
             inputs, labels = split_batch(batch)
@@ -28,6 +31,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
                 total_loss += float(objective(logits, labels, inputs)) * n
             if labels is not None:
                 correct += int((logits.argmax(dim=-1) == labels).sum())
+                total_ce += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
                 labelled += n
             seen += n
     finally:
@@ -35,6 +39,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
     out = {"loss": total_loss / max(seen, 1), "samples": float(seen)}
     if labelled:
         out["top1"] = 100.0 * correct / labelled
+        out["ce"] = total_ce / labelled
     return out
 
 

@@ -27,10 +27,14 @@ from .rundir import RunDir
 
 @dataclass
 class TrainerHooks:
-    """Optional callbacks, e.g. for benchmarks that record every evaluation."""
+    """Optional callbacks, e.g. for benchmarks that record every evaluation.
+
+    before_step(step, model) runs between backward() and optimizer.step(), where a regulariser acts on
+    the gradients (sparse learning); on_step(step, loss) runs after the step and DPM's update."""
 
     on_eval: Callable[[int, dict[str, float]], None] | None = None
     on_step: Callable[[int, float], None] | None = None
+    before_step: Callable[[int, nn.Module], None] | None = None
 
 
 @dataclass
@@ -56,7 +60,10 @@ class Position:
 class TrainResult:
     steps: int
     evals: list[dict[str, Any]] = field(default_factory=list)
-    min_decay_top1: float | None = None  # the anytime accuracy: lowest eval top-1 during the decay phase
+    # The anytime accuracy: the lowest eval top-1 from the first selection to the first eval at or
+    # after the end of the decay phase (for single-step pruning that eval is the only one that sees the cut).
+    min_decay_top1: float | None = None
+    decay_evals_done: bool = False
 
 
 class Trainer:
@@ -84,7 +91,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "pruner": self.pruner.state_dict() if self.pruner else None,
             "position": vars(self.position).copy(),
-            "result": {"evals": self.result.evals, "min_decay_top1": self.result.min_decay_top1},
+            "result": {"evals": self.result.evals, "min_decay_top1": self.result.min_decay_top1,
+                       "decay_evals_done": self.result.decay_evals_done},
             "rng": torch.get_rng_state(),
         }
 
@@ -97,6 +105,7 @@ class Trainer:
         self.position = Position(**state["position"])
         self.result.evals = list(state["result"]["evals"])
         self.result.min_decay_top1 = state["result"]["min_decay_top1"]
+        self.result.decay_evals_done = bool(state["result"].get("decay_evals_done", False))
         torch.set_rng_state(state["rng"])
         self._events_written = len(self.pruner.events) if self.pruner else 0
 
@@ -168,6 +177,8 @@ class Trainer:
         loss.backward()
         if self.options.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
+        if self.hooks.before_step:
+            self.hooks.before_step(self.position.step + 1, self.dist.unwrap(self.model))
         self.optimizer.step()
         self.scheduler.step()
         if self.pruner is not None:
@@ -227,6 +238,14 @@ class Trainer:
                                              shuffle=True, generator=generator)
         return itertools.islice(iter(loader), self.options.recalibrate_batches)
 
+    def _track_anytime(self, metrics: dict[str, float]) -> None:
+        p, result = self.pruner, self.result
+        if p is None or p.round < 0 or result.decay_evals_done or "top1" not in metrics:
+            return
+        low = result.min_decay_top1
+        result.min_decay_top1 = metrics["top1"] if low is None else min(low, metrics["top1"])
+        result.decay_evals_done = p.finished
+
     def _evaluate(self) -> dict[str, float]:
         touched = self.pruner is not None and (self.pruner.progress().pruned or self.pruner.progress().decaying)
         if touched and self.options.recalibrate_bn:
@@ -235,10 +254,7 @@ class Trainer:
                            self._autocast if self.options.bf16 else None)
         record = {"step": self.position.step, "kind": "eval", **metrics, **self._fields()}
         self.result.evals.append(record)
-        in_decay = self.pruner is not None and self.pruner.round >= 0 and not self.pruner.finished
-        if in_decay and "top1" in metrics:
-            low = self.result.min_decay_top1
-            self.result.min_decay_top1 = metrics["top1"] if low is None else min(low, metrics["top1"])
+        self._track_anytime(metrics)
         if self.run_dir is not None:
             self.run_dir.append(self.run_dir.metrics, record)
         shown = f"top1 {metrics['top1']:.2f}%" if "top1" in metrics else f"loss {metrics['loss']:.4f}"

@@ -1,0 +1,52 @@
+"""The Trainer with a DecayPruner: the anytime metric and the hook between backward and step."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from dpm_cli.engine import DecayPruner, DPMConfig
+from dpm_cli.training.loop import LoopOptions, Trainer, TrainerHooks
+from dpm_cli.training.objective import Objective
+
+from engine_helpers import TwoStage
+
+
+def trainer(decay_steps: int, hooks: TrainerHooks | None = None, steps: int = 12) -> Trainer:
+    torch.manual_seed(0)
+    model = TwoStage(width=8)
+    data = TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,)))
+    train, val = DataLoader(data, batch_size=16), DataLoader(data, batch_size=32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    cfg = DPMConfig(budget=0.5, decay_steps=decay_steps, start_step=3, rectify={"enabled": False})
+    pruner = DecayPruner(model, data.tensors[0][:2], cfg, optimizer=opt)
+    options = LoopOptions(total_steps=steps, eval_every=2, recalibrate_batches=2)
+    return Trainer(model, train, val, Objective("cross_entropy"), opt, sched, options, pruner=pruner, hooks=hooks)
+
+
+@pytest.mark.parametrize("decay_steps", [1, 4])
+def test_anytime_top1_counts_the_first_eval_after_the_decay(decay_steps):
+    seen: list[tuple[int, float]] = []
+    t = trainer(decay_steps, TrainerHooks(on_eval=lambda step, m: seen.append((step, m["top1"]))))
+    result = t.run()
+    end = t.pruner.decay_phase_end  # single-step: selected after step 4, zero after step 5
+    first = t.pruner.selection_steps[0]
+    closing = min(step for step, _ in seen if step >= end)
+    counted = [top1 for step, top1 in seen if first <= step <= closing]
+    assert result.min_decay_top1 is not None
+    assert result.min_decay_top1 == min(counted)
+    assert result.decay_evals_done
+
+
+def test_before_step_sees_gradients_before_the_optimizer_step():
+    calls = []
+
+    def before(step: int, model: torch.nn.Module) -> None:
+        weight = model.conv1.weight
+        calls.append((step, weight.grad is not None, weight.detach().clone()))
+
+    t = trainer(4, TrainerHooks(before_step=before), steps=3)
+    t.run()
+    assert [c[0] for c in calls] == [1, 2, 3] and all(c[1] for c in calls)
+    assert not torch.equal(calls[0][2], calls[1][2]), "the optimizer stepped between the two calls"
