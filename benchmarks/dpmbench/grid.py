@@ -138,4 +138,15 @@ MNIST_SEEDS16 = Plan(
     run_overhead=False,
 )
 
-PLANS = {"full": FULL, "quick": QUICK, "mnist-extra": MNIST_EXTRA, "mnist-16seeds": MNIST_SEEDS16}
+# Follow-up: SP+SR lost to SP on digits because replacements were not cost-matched (a cheap fc unit
+# replaced by an expensive conv channel). With cost-matched replacements, does SR still lose?
+SR_COST_MATCHED = Plan(
+    comparisons=(
+        Comparison(V, DIGITS_PROTOCOL, {0.25: 8, 0.125: 8}, {}, keep_models=False, modes=("single", "sp", "sp_sr")),
+        Comparison(M, MNIST_PROTOCOL, {0.125: 8}, {}, keep_models=False, modes=("single", "sp", "sp_sr")),
+    ),
+    run_overhead=False,
+)
+
+PLANS = {"full": FULL, "quick": QUICK, "mnist-extra": MNIST_EXTRA, "mnist-16seeds": MNIST_SEEDS16,
+         "sr-cost-matched": SR_COST_MATCHED}
