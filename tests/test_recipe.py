@@ -41,7 +41,9 @@ def test_version_alone_gives_the_documented_defaults():
     assert recipe == default_recipe()
     assert recipe.data.source == "mnist" and recipe.data.val_fraction == 0.2
     assert recipe.pruning.budget.kind == "macs" and recipe.pruning.budget.keep == 0.5
-    assert recipe.pruning.rectify.rate_quantile == 0.9 and recipe.pruning.rectify.patience == 3
+    assert recipe.pruning.rectify.rate_quantile == 0.99 and recipe.pruning.rectify.patience == 3
+    assert recipe.pruning.decay_steps is None and recipe.pruning.decay_fraction is None  # N = 25% of the run
+    assert recipe.training.optimizer.lr == 0.05
     assert recipe.pruning.max_equivalence_error == 1e-4
     assert recipe.training.epochs == 3 and recipe.training.steps is None
     assert recipe.training.optimizer.betas == (0.9, 0.999)
@@ -122,7 +124,7 @@ def test_dump_parses_back_to_an_equal_recipe(tmp_path):
     recipe = load_recipe(recipe_file)
     text = dump_recipe(recipe)
     assert parse_recipe(text) == recipe
-    assert yaml.safe_load(text)["training"]["optimizer"]["lr"] == 0.01  # defaults written out
+    assert yaml.safe_load(text)["training"]["optimizer"]["lr"] == 0.05  # defaults written out
     assert parse_recipe(dump_recipe(default_recipe())) == default_recipe()
 
 
@@ -399,3 +401,17 @@ def test_apply_overrides_leaves_its_input_alone():
     assert raw == {"version": 1, "pruning": {"rounds": 2}}
     assert result["pruning"]["rounds"] == 5 and result["model"] == {"kwargs": {"depth": 20}}
     assert origins == {"pruning.rounds": "pruning.rounds=5", "model.kwargs.depth": "model.kwargs.depth=20"}
+
+
+def test_decay_steps_and_decay_fraction_exclude_each_other():
+    with pytest.raises(ConfigError, match="keep one of them"):
+        _parse("version: 1\npruning: {decay_steps: 10, decay_fraction: 0.2}\n")
+
+
+@pytest.mark.parametrize("pruning, expected", [("{}", 25), ("{decay_fraction: 0.1}", 10), ("{decay_steps: 7}", 7),
+                                               ("{decay_fraction: 0.001}", 1)])
+def test_decay_steps_resolve_against_the_run_length(pruning, expected):
+    from dpm_cli.pipeline.context import dpm_config
+
+    recipe = _parse(f"version: 1\npruning: {pruning}\n")
+    assert dpm_config(recipe, steps=100).decay_steps == expected

@@ -102,7 +102,8 @@ def plan(
                   f"({report.macs_after / report.macs_before:.3f} kept), params {human(report.params_before)} -> "
                   f"{human(report.params_after)} ({report.params_after / report.params_before:.3f} kept); "
                   f"budget {report.budget_kind} keep={report.budget:g}")
-    console.print(f"training: {report.total_steps} steps, decay phase ends at step {report.decay_phase_end}")
+    console.print(f"training: {report.total_steps} steps, decay over N = {report.decay_steps} steps, "
+                  f"decay phase ends at step {report.decay_phase_end}")
     for name, why in report.skipped.items():
         console.print(f"[yellow]skipped group[/yellow] {name}: {why}")
     for note in report.notes:

@@ -104,13 +104,26 @@ def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:
     return int(out.shape[-1])
 
 
-def dpm_config(recipe: Recipe) -> DPMConfig:
+DEFAULT_DECAY_FRACTION = 0.25  # docs/BENCHMARKS.md: N = 25% of the fine-tuning steps was never beaten
+
+
+def decay_steps(recipe: Recipe, steps: int) -> int:
+    """N: `pruning.decay_steps`, or `pruning.decay_fraction` (default 0.25) of the run's `steps`."""
+    p = recipe.pruning
+    if p.decay_steps is not None:
+        return p.decay_steps
+    fraction = p.decay_fraction if p.decay_fraction is not None else DEFAULT_DECAY_FRACTION
+    return max(1, round(fraction * steps))
+
+
+def dpm_config(recipe: Recipe, steps: int) -> DPMConfig:
+    """The engine's options for a run of `steps` optimizer steps."""
     p = recipe.pruning
     r = p.rectify
     return DPMConfig(
         budget=p.budget.keep, budget_kind=p.budget.kind, criterion=p.criterion, ranking=p.ranking,
         max_layer_ratio=p.max_layer_ratio, min_channels=p.min_channels, round_to=p.round_to,
-        ignore=list(p.ignore), ignore_classifier=p.ignore_classifier, decay_steps=p.decay_steps,
+        ignore=list(p.ignore), ignore_classifier=p.ignore_classifier, decay_steps=decay_steps(recipe, steps),
         rounds=p.rounds, round_interval=p.round_interval, start_step=p.start_step,
         rectify=RectifyConfig(enabled=r.enabled, rate_quantile=r.rate_quantile, rate_threshold=r.rate_threshold,
                               len_threshold=r.len_threshold, patience=r.patience),

@@ -34,6 +34,7 @@ class PlanReport:
     budget: float
     total_steps: int
     decay_phase_end: int
+    decay_steps: int  # N, resolved from pruning.decay_steps or decay_fraction
     widths: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -45,7 +46,7 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
     ctx = load_context(recipe, model_path, trust=trust)
     model = copy.deepcopy(ctx.model).cpu()
     example = ctx.example_inputs.cpu()
-    cfg = dpm_config(recipe)
+    cfg = dpm_config(recipe, total_steps(recipe, ctx.train_loader))
     pruner = DecayPruner(model, example, cfg)
     if needs_gradients(cfg.criterion):
         _gradients_on_one_batch(model, ctx.train_loader)
@@ -55,7 +56,7 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
     result = pruner.compact()
     return PlanReport(len(pruner.groups), pruner.skipped, pruner.classifier, len(keys), result.macs_before,
                       result.macs_after, result.params_before, result.params_after, cfg.budget_kind, cfg.budget,
-                      total_steps(recipe, ctx.train_loader), pruner.decay_phase_end,
+                      total_steps(recipe, ctx.train_loader), pruner.decay_phase_end, cfg.decay_steps,
                       [asdict(w) for w in result.widths], list(ctx.notes))
 
 

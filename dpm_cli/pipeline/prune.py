@@ -111,10 +111,11 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
 
     steps = total_steps(recipe, ctx.train_loader)
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
-    pruner = DecayPruner(model, example, dpm_config(recipe), optimizer=optimizer)
+    pruner = DecayPruner(model, example, dpm_config(recipe, steps), optimizer=optimizer)
     if pruner.decay_phase_end > steps:
         raise ConfigError(f"the decay phase ends at step {pruner.decay_phase_end} but training has only {steps} "
-                          "steps; raise training.epochs/steps or lower pruning.decay_steps/rounds/start_step")
+                          "steps; raise training.epochs/steps or lower pruning.decay_steps (or decay_fraction), "
+                          "rounds or start_step")
     scheduler = build_scheduler(optimizer, recipe.training.schedule, steps)
     t = recipe.training
     trainer = Trainer(dist.wrap(model, ctx.device), ctx.train_loader, ctx.val_loader, objective, optimizer, scheduler,

@@ -261,7 +261,11 @@ def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
         if data.source != source and value is not None:
             ctx.fail(f"data.{key}", f"only used when data.source is '{source}' (it is '{data.source}'); "
                      f"remove data.{key} or set data.source: {source}")
-    if pruning.round_interval is not None and pruning.round_interval < pruning.decay_steps:
+    if pruning.decay_steps is not None and pruning.decay_fraction is not None:
+        ctx.fail("pruning.decay_fraction", f"both pruning.decay_steps ({pruning.decay_steps}) and pruning.decay_fraction "
+                 f"({pruning.decay_fraction}) are set; keep one of them")
+    if (pruning.round_interval is not None and pruning.decay_steps is not None
+            and pruning.round_interval < pruning.decay_steps):
         ctx.fail("pruning.round_interval", f"{pruning.round_interval} is shorter than pruning.decay_steps "
                  f"({pruning.decay_steps}), so rounds would overlap; set it >= {pruning.decay_steps} or remove it")
     if training.epochs is None and training.steps is None:

@@ -79,7 +79,7 @@ class BudgetSection:
 @dataclass(frozen=True)
 class RectifySection:
     enabled: bool = opt(True, "bool", "release channels whose decay hurts too much (self-rectification)")
-    rate_quantile: float | None = opt(0.9, "float", "T_rate as this quantile of the current C_rate values (null: floor only)", gt=0, lt=1, nullable=True)
+    rate_quantile: float | None = opt(0.99, "float", "T_rate as this quantile of the current C_rate values (null: floor only)", gt=0, lt=1, nullable=True)
     rate_threshold: float = opt(0.0, "float", "absolute floor for C_rate; a release needs C_rate > max(floor, quantile value)")
     len_threshold: float = opt(1.0, "float", "C_len threshold for a release", gt=0)
     patience: int = opt(3, "int", "checks in a row a channel must qualify before it is released", ge=1)
@@ -102,7 +102,8 @@ class PruningSection:
     ignore: tuple = opt([], "list", "module-name glob patterns never pruned", item=_PATTERN)
     ignore_classifier: bool = opt(True, "bool", "never prune the final classifier's outputs")
     rounds: int = opt(1, "int", "number of pruning rounds", ge=1)
-    decay_steps: int = opt(50, "int", "optimizer steps over which channels decay to zero (1 = single-step pruning)", ge=1)
+    decay_steps: int | None = opt(None, "int", "N: optimizer steps over which channels decay to zero (1 = single-step pruning); or set decay_fraction", ge=1, nullable=True)
+    decay_fraction: float | None = opt(None, "float", "N as a fraction of the fine-tuning steps; 0.25 when neither this nor decay_steps is set", gt=0, le=1, nullable=True)
     round_interval: int | None = opt(None, "int", "optimizer steps between round starts, >= decay_steps (default decay_steps)", ge=1)
     start_step: int = opt(0, "int", "optimizer step at which the first round starts", ge=0)
     rectify: RectifySection = section(RectifySection)
@@ -113,7 +114,7 @@ class PruningSection:
 @dataclass(frozen=True)
 class OptimizerSection:
     name: str = opt("sgd", "str", "optimizer", choices=("sgd", "adamw"))
-    lr: float = opt(0.01, "float", "learning rate", gt=0, fix="give a positive learning rate, e.g. 0.01")
+    lr: float = opt(0.05, "float", "learning rate (about half the dense model's peak learning rate works well)", gt=0, fix="give a positive learning rate, e.g. 0.05")
     momentum: float = opt(0.9, "float", "SGD momentum", ge=0, lt=1)
     nesterov: bool = opt(False, "bool", "Nesterov momentum for SGD")
     weight_decay: float = opt(5.0e-4, "float", "weight decay", ge=0)
