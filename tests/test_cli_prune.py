@@ -70,3 +70,28 @@ def test_validate(setup, capsys):
     assert run_cli(["validate", recipe], capsys)[0] == 0
     code, out, _ = run_cli(["validate", recipe, "--show", "training.seed=3"], capsys)
     assert code == 0 and "seed: 3" in out
+
+
+def test_validate_and_plan_show_the_resolved_decay(setup, capsys):
+    recipe, ckpt = setup  # training.steps: 14
+    fraction = ["pruning.decay_steps=null", "pruning.decay_fraction=0.5"]
+    code, out, _ = run_cli(["validate", recipe, *fraction], capsys)
+    assert code == 0 and "N = 7 steps (decay_fraction 0.5, of 14 fine-tuning steps)" in out
+    code, out, _ = run_cli(["validate", recipe, "--show", *fraction, "training.steps=null", "training.epochs=2"], capsys)
+    assert code == 0 and "# decay: N = 0.5 x the fine-tuning steps" in out  # epochs: the steps depend on the data
+    code, out, err = run_cli(["plan", ckpt, "-r", recipe, "--json", *fraction], capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["decay_steps"] == 7 and plan["decay_phase_end"] == 15  # selected at 1, SR doubles the phase
+    assert any("dpm prune will refuse" in note for note in plan["notes"])
+    code, out, err = run_cli(["plan", ckpt, "-r", recipe, "pruning.decay_steps=null"], capsys)
+    assert code == 0, err
+    assert "N = 4 steps (decay_fraction 0.25, the default, of 14 fine-tuning steps)" in " ".join(out.split())
+
+
+def test_single_step_pruning_reports_its_anytime_accuracy(setup, capsys):
+    recipe, ckpt = setup  # evals at steps 10 and 14 (epoch ends); the cut is zero after step 2
+    code, out, err = run_cli(["prune", ckpt, "-r", recipe, "--json", "-q", "pruning.decay_steps=1",
+                              "pruning.rectify.enabled=false"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["min_decay_top1"] is not None

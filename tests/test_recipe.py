@@ -415,3 +415,45 @@ def test_decay_steps_resolve_against_the_run_length(pruning, expected):
 
     recipe = _parse(f"version: 1\npruning: {pruning}\n")
     assert dpm_config(recipe, steps=100).decay_steps == expected
+
+
+def test_an_override_of_one_decay_key_is_named_with_the_fix():
+    message = _error("version: 1\npruning:\n  decay_fraction: 0.25\n", ("pruning.decay_steps=7",))
+    assert message.startswith("r.yaml (override 'pruning.decay_steps=7'): pruning.decay_steps: both pruning.decay_steps")
+    assert message.endswith("also pass pruning.decay_fraction=null)")
+    assert _parse("version: 1\npruning:\n  decay_fraction: 0.25\n",
+                  ("pruning.decay_steps=7", "pruning.decay_fraction=null")).pruning.decay_steps == 7
+
+
+def test_round_interval_is_checked_against_a_resolved_fraction():
+    from dpm_cli.pipeline.context import dpm_config
+
+    recipe = _parse("version: 1\npruning: {round_interval: 10, rounds: 2}\n")  # N unknown until the run's length is
+    assert dpm_config(recipe, steps=40).round_interval == 10  # N = 10
+    with pytest.raises(ConfigError, match=r"pruning.round_interval \(10\) is shorter than the decay, N = 25 steps "
+                                          r"\(decay_fraction 0.25, the default, of 100 fine-tuning steps\)"):
+        dpm_config(recipe, steps=100)
+
+
+@pytest.mark.parametrize("steps", [2, 3, 5, 6, 10, 14, 186])
+def test_the_default_decay_fits_a_run_with_self_rectifying(steps):
+    # One round from step 0 with SR on (decay phase 2N) must fit in every run of 2 or more steps.
+    import torch
+
+    from dpm_cli.engine import DecayPruner
+    from dpm_cli.models import mlp
+    from dpm_cli.pipeline.context import dpm_config
+
+    recipe = default_recipe()
+    assert recipe.pruning.rectify.enabled and recipe.pruning.rounds == 1 and recipe.pruning.start_step == 0
+    pruner = DecayPruner(mlp(in_features=16, hidden=[8], num_classes=4), torch.zeros(1, 16), dpm_config(recipe, steps))
+    assert pruner.decay_phase_end <= steps
+
+
+def test_describe_decay_gives_n_or_the_rule():
+    from dpm_cli.recipe.schema import describe_decay
+
+    p = default_recipe().pruning
+    assert describe_decay(p, 186) == "N = 46 steps (decay_fraction 0.25, the default, of 186 fine-tuning steps)"
+    assert "dpm plan shows N" in describe_decay(p, None)
+    assert describe_decay(dataclasses.replace(p, decay_steps=60), None) == "N = 60 steps (pruning.decay_steps)"

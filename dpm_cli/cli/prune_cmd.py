@@ -84,9 +84,11 @@ def plan(
 ) -> None:
     """Dry run: groups found, widths before and after, projected MACs and parameters. No training."""
     from ..pipeline import plan as plan_job
+    from ..recipe.schema import describe_decay
 
     model, overrides = split_args(args)
-    report = plan_job(read_recipe(recipe, overrides), model, trust=trust_checkpoint)
+    r = read_recipe(recipe, overrides)
+    report = plan_job(r, model, trust=trust_checkpoint)
     if json_out:
         emit_json(report.to_dict())
         return
@@ -102,7 +104,7 @@ def plan(
                   f"({report.macs_after / report.macs_before:.3f} kept), params {human(report.params_before)} -> "
                   f"{human(report.params_after)} ({report.params_after / report.params_before:.3f} kept); "
                   f"budget {report.budget_kind} keep={report.budget:g}")
-    console.print(f"training: {report.total_steps} steps, decay over N = {report.decay_steps} steps, "
+    console.print(f"training: {report.total_steps} steps; decay: {describe_decay(r.pruning, report.total_steps)}, "
                   f"decay phase ends at step {report.decay_phase_end}")
     for name, why in report.skipped.items():
         console.print(f"[yellow]skipped group[/yellow] {name}: {why}")
@@ -118,9 +120,12 @@ def validate(
 ) -> None:
     """Check a recipe without running it: keys, types, ranges, files."""
     from ..recipe import dump_recipe
+    from ..recipe.schema import describe_decay
 
     r = read_recipe(recipe, list(overrides or []))
+    # N is a fraction by default; with training.epochs the steps depend on the data, not loaded here.
+    decay = f"decay: {describe_decay(r.pruning, r.training.steps)}"
     if show:
-        typer.echo(dump_recipe(r))
+        typer.echo(dump_recipe(r) + f"# {decay}")
     else:
-        typer.echo(f"{recipe}: ok")
+        typer.echo(f"{recipe}: ok\n{decay}")

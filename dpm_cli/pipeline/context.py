@@ -16,6 +16,7 @@ from ..data import DataBundle, check_labels_fit, load_data, make_loaders
 from ..engine import DPMConfig, RectifyConfig
 from ..errors import ConfigError, InputError
 from ..recipe import Recipe
+from ..recipe.schema import describe_decay, resolve_decay_steps
 from ..training.distributed import SINGLE, DistContext, per_rank_batch
 
 
@@ -104,26 +105,25 @@ def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:
     return int(out.shape[-1])
 
 
-DEFAULT_DECAY_FRACTION = 0.25  # docs/BENCHMARKS.md: N = 25% of the fine-tuning steps was never beaten
-
-
 def decay_steps(recipe: Recipe, steps: int) -> int:
     """N: `pruning.decay_steps`, or `pruning.decay_fraction` (default 0.25) of the run's `steps`."""
-    p = recipe.pruning
-    if p.decay_steps is not None:
-        return p.decay_steps
-    fraction = p.decay_fraction if p.decay_fraction is not None else DEFAULT_DECAY_FRACTION
-    return max(1, round(fraction * steps))
+    return resolve_decay_steps(recipe.pruning, steps)
 
 
 def dpm_config(recipe: Recipe, steps: int) -> DPMConfig:
     """The engine's options for a run of `steps` optimizer steps."""
     p = recipe.pruning
     r = p.rectify
+    n = decay_steps(recipe, steps)
+    if p.round_interval is not None and p.round_interval < n:
+        # The loader checks this only against a written decay_steps; a fraction is known only now.
+        raise ConfigError(f"pruning.round_interval ({p.round_interval}) is shorter than the decay, "
+                          f"{describe_decay(p, steps)}, so rounds would overlap; set it >= {n} "
+                          "or lower pruning.decay_fraction")
     return DPMConfig(
         budget=p.budget.keep, budget_kind=p.budget.kind, criterion=p.criterion, ranking=p.ranking,
         max_layer_ratio=p.max_layer_ratio, min_channels=p.min_channels, round_to=p.round_to,
-        ignore=list(p.ignore), ignore_classifier=p.ignore_classifier, decay_steps=decay_steps(recipe, steps),
+        ignore=list(p.ignore), ignore_classifier=p.ignore_classifier, decay_steps=n,
         rounds=p.rounds, round_interval=p.round_interval, start_step=p.start_step,
         rectify=RectifyConfig(enabled=r.enabled, rate_quantile=r.rate_quantile, rate_threshold=r.rate_threshold,
                               len_threshold=r.len_threshold, patience=r.patience),

@@ -46,8 +46,13 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
     ctx = load_context(recipe, model_path, trust=trust)
     model = copy.deepcopy(ctx.model).cpu()
     example = ctx.example_inputs.cpu()
-    cfg = dpm_config(recipe, total_steps(recipe, ctx.train_loader))
+    steps = total_steps(recipe, ctx.train_loader)
+    cfg = dpm_config(recipe, steps)
     pruner = DecayPruner(model, example, cfg)
+    notes = list(ctx.notes)
+    if pruner.decay_phase_end > steps:  # `dpm prune` refuses this; a dry run should say so
+        notes.append(f"the decay phase ends at step {pruner.decay_phase_end} but training has only {steps} steps: "
+                     "dpm prune will refuse this recipe; raise training.epochs/steps or lower the decay")
     if needs_gradients(cfg.criterion):
         _gradients_on_one_batch(model, ctx.train_loader)
     keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
@@ -56,8 +61,7 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
     result = pruner.compact()
     return PlanReport(len(pruner.groups), pruner.skipped, pruner.classifier, len(keys), result.macs_before,
                       result.macs_after, result.params_before, result.params_after, cfg.budget_kind, cfg.budget,
-                      total_steps(recipe, ctx.train_loader), pruner.decay_phase_end, cfg.decay_steps,
-                      [asdict(w) for w in result.widths], list(ctx.notes))
+                      steps, pruner.decay_phase_end, cfg.decay_steps, [asdict(w) for w in result.widths], notes)
 
 
 def _gradients_on_one_batch(model: torch.nn.Module, loader: Any) -> None:

@@ -14,6 +14,7 @@ from ..engine.cost import count_macs_params
 from ..errors import ConfigError
 from ..outputs import OutputPlan, write_outputs
 from ..recipe import Recipe, dump_recipe
+from ..recipe.schema import describe_decay
 from ..training import Objective, build_optimizer, build_scheduler
 from ..training.distributed import SINGLE, DistContext
 from ..training.evaluate import evaluate
@@ -112,10 +113,12 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
     steps = total_steps(recipe, ctx.train_loader)
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
     pruner = DecayPruner(model, example, dpm_config(recipe, steps), optimizer=optimizer)
+    decay = describe_decay(recipe.pruning, steps)
     if pruner.decay_phase_end > steps:
         raise ConfigError(f"the decay phase ends at step {pruner.decay_phase_end} but training has only {steps} "
-                          "steps; raise training.epochs/steps or lower pruning.decay_steps (or decay_fraction), "
-                          "rounds or start_step")
+                          f"steps, with {decay}; raise training.epochs/steps or lower pruning.decay_steps "
+                          "(or decay_fraction), rounds or start_step")
+    reporter.log(f"decay: {decay}, decay phase ends at step {pruner.decay_phase_end}")
     scheduler = build_scheduler(optimizer, recipe.training.schedule, steps)
     t = recipe.training
     trainer = Trainer(dist.wrap(model, ctx.device), ctx.train_loader, ctx.val_loader, objective, optimizer, scheduler,

@@ -262,8 +262,13 @@ def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
             ctx.fail(f"data.{key}", f"only used when data.source is '{source}' (it is '{data.source}'); "
                      f"remove data.{key} or set data.source: {source}")
     if pruning.decay_steps is not None and pruning.decay_fraction is not None:
-        ctx.fail("pruning.decay_fraction", f"both pruning.decay_steps ({pruning.decay_steps}) and pruning.decay_fraction "
-                 f"({pruning.decay_fraction}) are set; keep one of them")
+        # Usually an override of one on a recipe that writes the other: point at the override.
+        key, other = "pruning.decay_fraction", "pruning.decay_steps"
+        if ctx.override_of(key) is None and ctx.override_of(other) is not None:
+            key, other = other, key
+        hint = f" (with an override, also pass {other}=null)" if ctx.override_of(key) is not None else ""
+        ctx.fail(key, f"both pruning.decay_steps ({pruning.decay_steps}) and pruning.decay_fraction "
+                 f"({pruning.decay_fraction}) are set; keep one of them{hint}")
     if (pruning.round_interval is not None and pruning.decay_steps is not None
             and pruning.round_interval < pruning.decay_steps):
         ctx.fail("pruning.round_interval", f"{pruning.round_interval} is shorter than pruning.decay_steps "

@@ -20,6 +20,10 @@ from .spec import Spec, default_of, fields_of, opt, section
 
 SUPPORTED_VERSIONS = (1,)
 
+# N when a recipe sets neither pruning.decay_steps nor pruning.decay_fraction: in the benchmarks
+# (docs/BENCHMARKS.md) 25% of the fine-tuning steps was the only N never beaten.
+DEFAULT_DECAY_FRACTION = 0.25
+
 _FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
@@ -103,8 +107,8 @@ class PruningSection:
     ignore_classifier: bool = opt(True, "bool", "never prune the final classifier's outputs")
     rounds: int = opt(1, "int", "number of pruning rounds", ge=1)
     decay_steps: int | None = opt(None, "int", "N: optimizer steps over which channels decay to zero (1 = single-step pruning); or set decay_fraction", ge=1, nullable=True)
-    decay_fraction: float | None = opt(None, "float", "N as a fraction of the fine-tuning steps; 0.25 when neither this nor decay_steps is set", gt=0, le=1, nullable=True)
-    round_interval: int | None = opt(None, "int", "optimizer steps between round starts, >= decay_steps (default decay_steps)", ge=1)
+    decay_fraction: float | None = opt(None, "float", "N as a fraction of the fine-tuning steps, rounded, at least 1; 0.25 when neither this nor decay_steps is set", gt=0, le=1, nullable=True)
+    round_interval: int | None = opt(None, "int", "optimizer steps between round starts, >= N (default N)", ge=1)
     start_step: int = opt(0, "int", "optimizer step at which the first round starts", ge=0)
     rectify: RectifySection = section(RectifySection)
     recalibrate_bn: RecalibrateSection = section(RecalibrateSection)
@@ -176,6 +180,28 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts and lists, every key present, ready for `yaml.safe_dump`."""
         return to_dict(self)
+
+
+def resolve_decay_steps(pruning: PruningSection, total_steps: int) -> int:
+    """N in optimizer steps: decay_steps as written, else the decay fraction of `total_steps`, at least 1."""
+    if pruning.decay_steps is not None:
+        return pruning.decay_steps
+    fraction = pruning.decay_fraction if pruning.decay_fraction is not None else DEFAULT_DECAY_FRACTION
+    return max(1, round(fraction * total_steps))
+
+
+def describe_decay(pruning: PruningSection, total_steps: int | None) -> str:
+    """N for people, e.g. 'N = 46 steps (decay_fraction 0.25, of 186 fine-tuning steps)'.
+
+    `total_steps` None (training.epochs, before the data is loaded) gives the rule instead of a number."""
+    if pruning.decay_steps is not None:
+        return f"N = {pruning.decay_steps} steps (pruning.decay_steps)"
+    written = pruning.decay_fraction is not None
+    fraction = pruning.decay_fraction if written else DEFAULT_DECAY_FRACTION
+    what = f"decay_fraction {fraction:g}" + ("" if written else ", the default")
+    if total_steps is None:
+        return f"N = {fraction:g} x the fine-tuning steps ({what}; they depend on the data: dpm plan shows N)"
+    return f"N = {resolve_decay_steps(pruning, total_steps)} steps ({what}, of {total_steps} fine-tuning steps)"
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

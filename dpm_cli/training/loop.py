@@ -244,7 +244,9 @@ class Trainer:
             return
         low = result.min_decay_top1
         result.min_decay_top1 = metrics["top1"] if low is None else min(low, metrics["top1"])
-        result.decay_evals_done = p.finished
+        # Close the window at the phase's last step, not when every target is zero: with Self-Rectifying
+        # that can happen N steps earlier, and the evals in between belong to the decay phase too.
+        result.decay_evals_done = self.position.step >= p.decay_phase_end
 
     def _evaluate(self) -> dict[str, float]:
         touched = self.pruner is not None and (self.pruner.progress().pruned or self.pruner.progress().decaying)
