@@ -75,3 +75,27 @@ def test_anytime_window_starts_at_the_first_selection(monkeypatch):
     result = t.run()
     assert t.pruner.selection_steps[0] == 4
     assert result.min_decay_top1 == 4.0  # the eval at step 2 came before any selection
+
+
+def test_live_bar_shows_the_eval_that_ran_after_the_last_log_line():
+    import io
+
+    from rich.console import Console
+
+    from dpm_cli.training.progress import RichReporter
+
+    class Recording(RichReporter):
+        def __init__(self):
+            super().__init__(Console(file=io.StringIO()))
+            self.shown: list[tuple[int, dict]] = []
+
+        def update(self, step, fields):
+            self.shown.append((step, dict(fields)))
+            super().update(step, fields)
+
+    t = trainer(4, steps=6)
+    t.reporter = Recording()
+    t.options.log_every = 3
+    result = t.run()
+    last_step, last_fields = t.reporter.shown[-1]
+    assert last_step == 6 and last_fields["val_top1"] == result.evals[-1]["top1"]

@@ -21,7 +21,7 @@ from ..errors import TrainingError
 from .distributed import SINGLE, DistContext
 from .evaluate import evaluate
 from .objective import Objective, split_batch
-from .progress import Reporter, SilentReporter
+from .progress import Reporter, SilentReporter, refresh
 from .rundir import RunDir
 
 
@@ -82,6 +82,7 @@ class Trainer:
         self.result = TrainResult(0)
         self._events_written = 0
         self._mid_step = False
+        self._shown: tuple[int, dict[str, Any]] | None = None  # the step and fields last shown
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -209,6 +210,7 @@ class Trainer:
         if "top1" in last:
             fields["val_top1"] = last["top1"]
         self.reporter.update(step, fields)
+        self._shown = (step, fields)
         if self.run_dir is not None:
             self.run_dir.append(self.run_dir.metrics, {"step": step, "epoch": self.position.epoch, **fields})
             if self.pruner is not None:
@@ -259,6 +261,8 @@ class Trainer:
         self._track_anytime(metrics)
         if self.run_dir is not None:
             self.run_dir.append(self.run_dir.metrics, record)
+        if self._shown is not None and self._shown[0] == self.position.step and "top1" in metrics:
+            refresh(self.reporter, self.position.step, {**self._shown[1], "val_top1": metrics["top1"]})
         shown = f"top1 {metrics['top1']:.2f}%" if "top1" in metrics else f"loss {metrics['loss']:.4f}"
         self.reporter.log(f"eval @ step {self.position.step}: {shown}")
         if self.hooks.on_eval:

@@ -19,6 +19,13 @@ class Reporter(Protocol):
     def stop(self) -> None: ...
 
 
+def refresh(reporter: Reporter, step: int, fields: dict[str, Any]) -> None:
+    """Redraw a live display with new fields (an eval that finished after the step's log line).
+    Line-based reporters have already printed the eval and need nothing."""
+    if isinstance(reporter, RichReporter):
+        reporter.update(step, fields)
+
+
 def format_fields(fields: dict[str, Any]) -> str:
     parts = []
     for key, value in fields.items():
