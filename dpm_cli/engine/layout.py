@@ -78,6 +78,8 @@ class FlatLayout:
         # Per parameter, its shape and how to reduce it to each of its axes, in axis order (= flat order).
         self._shapes = [tuple(p.shape) for p in self.params]
         self._numels = [p.numel() for p in self.params]
+        self.numel = sum(self._numels)  # entries of all prunable parameters: the length of `values()`
+        self._axis_total = sum(self.lengths)
         self._plans = [[a.reduction_plan() for a in self.axes if a.param is p] for p in self.params]
 
     @staticmethod
@@ -108,10 +110,6 @@ class FlatLayout:
         return list(flat.split([b - a for a, b in zip(self.offsets, self.offsets[1:])]))
 
     # ----------------------------------------------------------------- reading
-    @property
-    def numel(self) -> int:
-        return sum(self._numels)
-
     def flatten(self, tensors: Iterable[torch.Tensor | None], out: torch.Tensor | None = None) -> torch.Tensor:
         """One float32 vector of `tensors` (one per parameter, in `params` order; None counts as zeros):
         elementwise math then runs as one op for the whole model instead of one per parameter."""
@@ -166,7 +164,7 @@ class FlatLayout:
         changed = factors != 1.0
         if not bool(changed.any()):
             return
-        flat = torch.ones(sum(self.lengths), dtype=torch.float32, device=self.device)
+        flat = torch.ones(self._axis_total, dtype=torch.float32, device=self.device)
         flat.scatter_reduce_(0, self.pos, factors, reduce="prod")
         touched = torch.zeros(len(self.axes), device=self.device).index_add_(0, self.axis_of, changed.float())
         views = flat.split(self.lengths)

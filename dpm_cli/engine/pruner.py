@@ -238,16 +238,14 @@ class DecayPruner:
         self.cost.remove_many(removed)
         macs, params = self.cost.kept("macs"), self.cost.kept("params")
         self.cost.restore_state(state)
-        count = lambda s: sum(int(st.mask(s).sum()) for st in self.states)  # noqa: E731
-        released = sum(int((st.released_round >= 0).sum()) for st in self.states)
-        return Progress(self.steps_done, self.round, count(DECAYING), count(PRUNED), released,
-                        macs, params, self.finished)
+        st = self.state
+        return Progress(self.steps_done, self.round, int(st.mask(DECAYING).sum()), int(st.mask(PRUNED).sum()),
+                        int((st.released_round >= 0).sum()), macs, params, self.finished)
 
     @property
     def finished(self) -> bool:
         """All rounds selected and every target has reached exact zero."""
-        return self.round == len(self.selection_steps) - 1 and not any(
-            st.mask(DECAYING).any() for st in self.states)
+        return self.round == len(self.selection_steps) - 1 and not bool(self.state.mask(DECAYING).any())
 
     def pruned_channels(self) -> dict[str, list[int]]:
         return {g.name: torch.nonzero(st.mask(PRUNED)).flatten().tolist()
@@ -255,13 +253,12 @@ class DecayPruner:
 
     def decaying_norms(self) -> dict[str, float]:
         """Current joint norm of every decaying structure, keyed 'group:index' (for plots)."""
-        out = {}
-        for g, st in zip(self.groups, self.states):
-            dec = st.mask(DECAYING)
-            if dec.any():
-                norms = g.norms().cpu()
-                out.update({f"{g.name}:{c}": float(norms[c]) for c in torch.nonzero(dec).flatten().tolist()})
-        return out
+        decaying = torch.nonzero(self.state.mask(DECAYING)).flatten().tolist()
+        if not decaying:
+            return {}
+        norms = self.layout.norms()
+        keys = (self.layout.key(i) for i in decaying)
+        return {f"{self.groups[gi].name}:{c}": float(norms[i]) for i, (gi, c) in zip(decaying, keys)}
 
     def _check_reachable(self) -> None:
         """Fail before any training when the per-layer limits make the budget unreachable."""

@@ -105,16 +105,20 @@ def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:
     return int(out.shape[-1])
 
 
-def decay_steps(recipe: Recipe, steps: int) -> int:
-    """N: `pruning.decay_steps`, or `pruning.decay_fraction` (default 0.25) of the run's `steps`."""
-    return resolve_decay_steps(recipe.pruning, steps)
+def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | None:
+    """Why a run of `steps` steps is too short for its decay phase (`dpm prune` refuses it), or None."""
+    if decay_phase_end <= steps:
+        return None
+    return (f"the decay phase ends at step {decay_phase_end} but training has only {steps} steps, with "
+            f"{describe_decay(recipe.pruning, steps)}; raise training.epochs/steps or lower "
+            "pruning.decay_steps (or decay_fraction), rounds or start_step")
 
 
 def dpm_config(recipe: Recipe, steps: int) -> DPMConfig:
     """The engine's options for a run of `steps` optimizer steps."""
     p = recipe.pruning
     r = p.rectify
-    n = decay_steps(recipe, steps)
+    n = resolve_decay_steps(p, steps)
     if p.round_interval is not None and p.round_interval < n:
         # The loader checks this only against a written decay_steps; a fraction is known only now.
         raise ConfigError(f"pruning.round_interval ({p.round_interval}) is shorter than the decay, "

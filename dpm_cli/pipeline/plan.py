@@ -17,7 +17,7 @@ from ..engine import DecayPruner
 from ..engine.selection import needs_gradients, score_groups, select
 from ..recipe import Recipe
 from ..training.objective import split_batch
-from .context import dpm_config, load_context, total_steps
+from .context import decay_overrun, dpm_config, load_context, total_steps
 
 
 @dataclass
@@ -50,9 +50,9 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
     cfg = dpm_config(recipe, steps)
     pruner = DecayPruner(model, example, cfg)
     notes = list(ctx.notes)
-    if pruner.decay_phase_end > steps:  # `dpm prune` refuses this; a dry run should say so
-        notes.append(f"the decay phase ends at step {pruner.decay_phase_end} but training has only {steps} steps: "
-                     "dpm prune will refuse this recipe; raise training.epochs/steps or lower the decay")
+    overrun = decay_overrun(recipe, pruner.decay_phase_end, steps)
+    if overrun:  # a dry run should say what `dpm prune` will refuse
+        notes.append(f"dpm prune will refuse this recipe: {overrun}")
     if needs_gradients(cfg.criterion):
         _gradients_on_one_batch(model, ctx.train_loader)
     keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),

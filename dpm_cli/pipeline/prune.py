@@ -21,7 +21,7 @@ from ..training.evaluate import evaluate
 from ..training.loop import LoopOptions, Trainer, TrainerHooks
 from ..training.progress import Reporter, SilentReporter
 from ..training.rundir import RunDir
-from .context import RunContext, dpm_config, load_context, total_steps
+from .context import RunContext, decay_overrun, dpm_config, load_context, total_steps
 
 
 @dataclass
@@ -113,12 +113,10 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
     steps = total_steps(recipe, ctx.train_loader)
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
     pruner = DecayPruner(model, example, dpm_config(recipe, steps), optimizer=optimizer)
-    decay = describe_decay(recipe.pruning, steps)
-    if pruner.decay_phase_end > steps:
-        raise ConfigError(f"the decay phase ends at step {pruner.decay_phase_end} but training has only {steps} "
-                          f"steps, with {decay}; raise training.epochs/steps or lower pruning.decay_steps "
-                          "(or decay_fraction), rounds or start_step")
-    reporter.log(f"decay: {decay}, decay phase ends at step {pruner.decay_phase_end}")
+    overrun = decay_overrun(recipe, pruner.decay_phase_end, steps)
+    if overrun:
+        raise ConfigError(overrun)
+    reporter.log(f"decay: {describe_decay(recipe.pruning, steps)}, decay phase ends at step {pruner.decay_phase_end}")
     scheduler = build_scheduler(optimizer, recipe.training.schedule, steps)
     t = recipe.training
     trainer = Trainer(dist.wrap(model, ctx.device), ctx.train_loader, ctx.val_loader, objective, optimizer, scheduler,

@@ -251,7 +251,8 @@ class Trainer:
         result.decay_evals_done = self.position.step >= p.decay_phase_end
 
     def _evaluate(self) -> dict[str, float]:
-        touched = self.pruner is not None and (self.pruner.progress().pruned or self.pruner.progress().decaying)
+        progress = self.pruner.progress() if self.pruner is not None else None
+        touched = progress is not None and (progress.pruned or progress.decaying)
         if touched and self.options.recalibrate_bn:
             self.recalibrate()
         metrics = evaluate(self.dist.unwrap(self.model), self.val_loader, self.objective, self.device,
