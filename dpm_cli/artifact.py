@@ -2,20 +2,27 @@
 
 It holds the model factory and its keyword arguments, the example input shape, the torch-pruning
 pruning history of every dpm run the model went through (one stage per run, so a pruned model can be
-pruned again), and the weights. `rebuild_artifact` builds the dense architecture from the factory,
-replays each stage with torch-pruning, then loads the weights. Everything is read with
-`torch.load(weights_only=True)`: tensors, strings, numbers, lists and dicts only.
+pruned again), and the weights. Loading is one way: `parse_artifact` checks every field (no import),
+`dpm_cli.trust.artifact_builder` decides whether the factory may run, `rebuild_artifact` sizes the model
+on the meta device, builds it, replays each stage with torch-pruning and loads the weights.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from .checkpoint import ARTIFACT_FORMAT, ARTIFACT_VERSION, build_from_factory, load_state_dict_strict
 from .errors import CheckpointError
+from .trust import artifact_builder, call_builder, check_plain, show
+
+ARTIFACT_FORMAT = "dpm-artifact"
+ARTIFACT_VERSION = 1
+MAX_INPUT_NUMEL = 2**27  # the example input replay allocates: 512 MiB of float32
+MAX_STAGE_ENTRIES = 1_000_000  # channel indices over all stages
 
 
 @dataclass
@@ -47,20 +54,119 @@ def make_artifact(model: nn.Module, provenance: Provenance, metadata: dict[str, 
     }
 
 
-def provenance_of(obj: dict) -> Provenance:
-    return Provenance(obj["factory"], dict(obj.get("factory_kwargs", {})), list(obj["input_shape"]),
-                      [list(stage) for stage in obj.get("stages", [])])
+def is_artifact(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == ARTIFACT_FORMAT
 
 
-def rebuild_artifact(obj: dict, source: str = "<artifact>") -> nn.Module:
+def parse_artifact(obj: Any, source: str = "<artifact>") -> Provenance:
+    """Check every field of an artifact read with weights_only=True; import and call nothing."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{source}: malformed dpm artifact: {what}; re-save it with dpm prune")
+
+    if not is_artifact(obj):
+        raise bad("no 'format': 'dpm-artifact'")
     if obj.get("version") != ARTIFACT_VERSION:
-        raise CheckpointError(f"{source}: dpm artifact version {obj.get('version')} is not supported "
+        raise CheckpointError(f"{source}: dpm artifact version {show(obj.get('version'), 40)} is not supported "
                               f"(this dpm reads version {ARTIFACT_VERSION})")
-    prov = provenance_of(obj)
-    model = build_from_factory(prov.factory, prov.kwargs)
+    factory = obj.get("factory")
+    if not isinstance(factory, str) or not factory.strip() or len(factory) > 200:
+        raise bad(f"'factory' must be a 'package.module:callable' string, got {show(factory, 60)}")
+    kwargs = obj.get("factory_kwargs", {})
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
+        raise bad("'factory_kwargs' must be a mapping of argument names to values")
+    check_plain(kwargs, f"{source}: factory_kwargs")
+    shape = obj.get("input_shape")
+    if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8
+            or not all(type(d) is int and 0 < d <= 2**31 for d in shape)):
+        raise bad(f"'input_shape' must be a list of 1 to 8 positive integers, got {show(shape, 60)}")
+    numel = math.prod(shape)
+    if numel > MAX_INPUT_NUMEL:
+        raise bad(f"'input_shape' {list(shape)} would need a {numel * 4 / 2**30:.1f} GiB example input "
+                  f"(at most {MAX_INPUT_NUMEL * 4 / 2**30:.1f} GiB)")
+    stages = obj.get("stages", [])
+    _check_stages(stages, bad)
+    if not isinstance(obj.get("metadata", {}), dict):
+        raise bad("'metadata' must be a mapping")
+    state = obj.get("state_dict")
+    if not isinstance(state, dict) or not state:
+        raise bad("'state_dict' must be a non-empty mapping of names to tensors")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise bad(f"state_dict entry {show(key, 60)} is a {type(value).__name__}, not a tensor")
+        if value.is_meta or value.layout != torch.strided:
+            raise bad(f"state_dict entry {show(key, 60)} is not a dense tensor with data")
+    return Provenance(factory, dict(kwargs), list(shape), [[list(step) for step in stage] for stage in stages])
+
+
+def _check_stages(stages: Any, bad) -> None:
+    """A list of stages; each a list of [layer name, is-output-channel, [channel indices]]."""
+    if not isinstance(stages, list):
+        raise bad(f"'stages' must be a list, got {type(stages).__name__}")
+    total = 0
+    for s, stage in enumerate(stages):
+        if not isinstance(stage, list):
+            raise bad(f"stage {s} must be a list of pruning steps")
+        for step in stage:
+            ok = (isinstance(step, (list, tuple)) and len(step) == 3 and isinstance(step[0], str)
+                  and isinstance(step[1], bool) and isinstance(step[2], (list, tuple))
+                  and all(type(i) is int and 0 <= i < 2**31 for i in step[2]))
+            if not ok:
+                raise bad(f"stage {s} has a step {show(step, 60)}; expected [layer name, bool, [channel indices]]")
+            total += len(step[2])
+    if total > MAX_STAGE_ENTRIES:
+        raise bad(f"'stages' lists {total} channel indices (at most {MAX_STAGE_ENTRIES})")
+
+
+def provenance_of(obj: dict) -> Provenance:
+    return parse_artifact(obj)
+
+
+def rebuild_artifact(obj: dict, source: str = "<artifact>", *, factory: str | None = None,
+                     trust: bool = False) -> nn.Module:
+    """Rebuild the model an artifact describes. `factory` is the one the user named (allowed to run)."""
+    prov = parse_artifact(obj, source)
+    fn = artifact_builder(prov.factory, prov.kwargs, named=factory, trust=trust, source=source)
+    _check_size(fn, prov, source)
+    try:
+        model = call_builder(fn, prov.factory, prov.kwargs)
+    except CheckpointError:
+        raise
+    except Exception as err:  # the builder refused the artifact's kwargs: bad input, one line
+        raise CheckpointError(f"{source}: factory {show(prov.factory)} failed on the artifact's kwargs "
+                              f"({type(err).__name__}: {show(str(err)[:160])})") from err
     replay_stages(model, prov)
     load_state_dict_strict(model, obj["state_dict"], source)
     return model
+
+
+def _check_size(fn, prov: Provenance, source: str) -> None:
+    """Refuse a model too big for this machine before allocating it.
+
+    The builder runs once on the meta device (shapes only, no memory) and its parameters and buffers are
+    counted. A builder that cannot run on meta is built for real (allow-listed code, its kwargs bounded).
+    """
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            meta = fn(**prov.kwargs)
+    except Exception:
+        return
+    if not isinstance(meta, nn.Module):
+        return
+    tensors = [*meta.parameters(), *meta.buffers()]
+    need = sum(t.numel() * t.element_size() for t in tensors)
+    limit = _memory_bytes()
+    if need > limit:
+        raise CheckpointError(f"{source}: factory {show(prov.factory)} with the artifact's kwargs would build "
+                              f"a model of {sum(t.numel() for t in tensors):.3g} parameters ({need / 2**30:.1f} "
+                              f"GiB), more than this machine's {limit / 2**30:.1f} GiB of memory; check "
+                              "factory_kwargs")
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 64 * 2**30
 
 
 def replay_stages(model: nn.Module, prov: Provenance) -> None:
@@ -70,10 +176,42 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
     was_training = model.training
     example = torch.zeros(prov.input_shape)
     for stage in prov.stages:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        try:
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        except Exception as err:  # the model does not run on the recorded input shape
+            raise CheckpointError(f"the artifact's input_shape {prov.input_shape} does not fit its model "
+                                  f"({type(err).__name__}: {show(str(err)[:120])})") from err
         try:
             graph.load_pruning_history([list(step) for step in stage])
-        except (AttributeError, IndexError, AssertionError) as err:
-            raise CheckpointError(f"the pruning history does not fit the factory's model ({err}); "
-                                  "was the artifact made with another version of the model code?") from err
+        except Exception as err:  # names or indices that are not in the model: torch-pruning raises anything
+            raise CheckpointError(f"the pruning history does not fit the factory's model ({type(err).__name__}: "
+                                  f"{show(str(err)[:120])}); was the artifact made with another version of "
+                                  "the model code?") from err
     model.train(was_training)
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights, turning torch's long mismatch report into one line that names the first problem."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {show(unexpected[:3])}"
+        raise CheckpointError(
+            f"{source} does not fit the model factory: {detail} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected keys); check model.factory and model.kwargs"
+        )
+    for key, tensor in state.items():
+        if own[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{source} does not fit the model factory: {key} has shape {tuple(tensor.shape)}, "
+                f"the model expects {tuple(own[key].shape)}; check model.kwargs"
+            )
+    # assign: take the loaded tensors as they are instead of copying 100 MB into fresh ones; only
+    # when the dtypes agree, so that a half-precision checkpoint is still cast to the model's dtype
+    same_dtypes = all(state[k].dtype == own[k].dtype for k in state)
+    try:
+        model.load_state_dict(state, assign=same_dtypes)
+    except Exception as err:  # e.g. a complex or quantized tensor where the model has floats
+        raise CheckpointError(f"{source}: the weights do not load into the model ({type(err).__name__}: "
+                              f"{show(str(err)[:120])})") from err

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler,
                               SequentialSampler, Subset, TensorDataset, default_collate)
 
-from ..checkpoint import resolve_factory
+from ..trust import resolve_factory
 from ..errors import ConfigError, DpmError, InputError
 from .bundle import DataBundle, shape_text
 from .split import truncate_indices

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..artifact import Provenance
-from ..checkpoint import build_from_factory, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..data import DataBundle, check_labels_fit, load_data, make_loaders
 from ..engine import DPMConfig, RectifyConfig
 from ..errors import ConfigError, InputError

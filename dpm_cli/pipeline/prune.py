@@ -56,7 +56,7 @@ class PruneSummary:
 def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare, dist_enabled: bool = False):
     """For demos: train the factory's model densely first, cached in the run directory."""
     def build(ctx: RunContext) -> nn.Module:
-        from ..checkpoint import build_from_factory
+        from ..trust import build_from_factory
 
         model = build_from_factory(ctx.recipe.model.factory, dict(ctx.recipe.model.kwargs))
         prepare()
