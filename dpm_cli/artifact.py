@@ -21,7 +21,7 @@ from .trust import artifact_builder, call_builder, check_plain, show
 
 ARTIFACT_FORMAT = "dpm-artifact"
 ARTIFACT_VERSION = 1
-MAX_INPUT_NUMEL = 2**27  # the example input replay allocates: 512 MiB of float32
+MAX_INPUT_NUMEL = 2**24  # the example input replay and report allocate: 64 MiB of float32
 MAX_STAGE_ENTRIES = 1_000_000  # channel indices over all stages
 
 

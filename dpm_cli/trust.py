@@ -236,8 +236,8 @@ def read_weights_only(path: Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the file is corrupt or not "
                               "written by torch.save)") from err
     except Exception as err:  # torch raises IndexError, RuntimeError, EOFError, ... on random bytes
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the file is corrupt or not written "
-                              f"by torch.save: {type(err).__name__}: {show(_short(err), 80)})") from err
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the file is corrupt or not "
+                              "written by torch.save)") from err
 
 
 def unpickle_module(path: Path, trust: bool) -> nn.Module:
