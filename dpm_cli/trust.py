@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -228,7 +229,9 @@ def check_plain(value: Any, what: str) -> None:
 def read_weights_only(path: Path) -> Any:
     """torch.load with weights_only=True; None when the file holds pickled code (a whole module)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "pickle protocol 128" on a mangled file: the error says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # A whole module fails on its classes ("Unsupported global"); anything else is a broken file.
         if "Unsupported global" in str(err):
