@@ -55,7 +55,7 @@ def make_artifact(model: nn.Module, provenance: Provenance, metadata: dict[str, 
 
 
 def is_artifact(obj: Any) -> bool:
-    return isinstance(obj, dict) and obj.get("format") == ARTIFACT_FORMAT
+    return isinstance(obj, dict) and isinstance(obj.get("format"), str) and obj["format"] == ARTIFACT_FORMAT
 
 
 def parse_artifact(obj: Any, source: str = "<artifact>") -> Provenance:
@@ -65,7 +65,8 @@ def parse_artifact(obj: Any, source: str = "<artifact>") -> Provenance:
 
     if not is_artifact(obj):
         raise bad("no 'format': 'dpm-artifact'")
-    if obj.get("version") != ARTIFACT_VERSION:
+    version = obj.get("version")
+    if type(version) is not int or version != ARTIFACT_VERSION:  # no tensor or bool comparisons
         raise CheckpointError(f"{source}: dpm artifact version {show(obj.get('version'), 40)} is not supported "
                               f"(this dpm reads version {ARTIFACT_VERSION})")
     factory = obj.get("factory")
