@@ -19,7 +19,9 @@ __all__ = ["DecayPruner", "DPMConfig", "RectifyConfig", "CompactionResult", "rec
 def load(path: str | Path, **kwargs: Any):
     """Load a model written by dpm (or any checkpoint kind `dpm_cli.checkpoint.load_model` reads).
 
-    A dpm artifact (`*.dpm.pt`) is rebuilt from its factory and pruning history without unpickling code.
+    A dpm artifact (`*.dpm.pt`) is rebuilt from its factory and pruning history without unpickling code;
+    the factory runs only if allow-listed (see `dpm_cli.trust`), equal to `factory=`, or with `trust=True`.
+    `trust=True` also allows a pickled module. Bad or refused input raises `dpm_cli.errors.CheckpointError`.
     """
     from .checkpoint import load_model
 
