@@ -123,10 +123,11 @@ def provenance_of(obj: dict) -> Provenance:
 
 
 def rebuild_artifact(obj: dict, source: str = "<artifact>", *, factory: str | None = None,
-                     trust: bool = False) -> nn.Module:
-    """Rebuild the model an artifact describes. `factory` is the one the user named (allowed to run)."""
+                     factory_kwargs: dict[str, Any] | None = None, trust: bool = False) -> nn.Module:
+    """Rebuild the model an artifact describes. `factory` (and its kwargs) is what the user named."""
     prov = parse_artifact(obj, source)
-    fn = artifact_builder(prov.factory, prov.kwargs, named=factory, trust=trust, source=source)
+    fn = artifact_builder(prov.factory, prov.kwargs, named=factory, named_kwargs=factory_kwargs, trust=trust,
+                          source=source)
     _check_size(fn, prov, source)
     try:
         model = call_builder(fn, prov.factory, prov.kwargs)

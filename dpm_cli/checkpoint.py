@@ -70,7 +70,7 @@ def load_checkpoint(
         return LoadedModel(unpickle_module(path, trust), "module")
     if is_artifact(obj):
         provenance = parse_artifact(obj, str(path))
-        model = rebuild_artifact(obj, source=str(path), factory=factory, trust=trust)
+        model = rebuild_artifact(obj, source=str(path), factory=factory, factory_kwargs=factory_kwargs, trust=trust)
         return LoadedModel(model, "artifact", provenance)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]  # a common training-script wrapper

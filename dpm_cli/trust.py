@@ -94,23 +94,29 @@ def call_builder(fn: Callable[..., Any], factory: str, kwargs: dict[str, Any]) -
 
 # --- factories read from an artifact: data, so allow-listed ----------------------------------------------
 
-def artifact_builder(factory: str, kwargs: dict[str, Any], *, named: str | None = None, trust: bool = False,
+def artifact_builder(factory: str, kwargs: dict[str, Any], *, named: str | None = None,
+                     named_kwargs: dict[str, Any] | None = None, trust: bool = False,
                      source: str = "<artifact>") -> Callable[..., Any]:
     """The callable an artifact's `factory` may run with `kwargs`, or CheckpointError.
 
-    Decides from the strings alone first, so a refused factory imports nothing.
+    `named`/`named_kwargs` are the factory and kwargs the user gave. Decides from the strings alone first,
+    so a refused factory imports nothing.
     """
     check_plain(kwargs, f"{source}: factory_kwargs")
-    if trust or (named is not None and factory.strip() == str(named).strip()):
+    if trust:
         return resolve_factory(factory)
     refusal = f"{source}: the artifact names factory {show(factory)}"
-    key = _allow_listed_name(factory)
-    if key is None:
+    is_named = named is not None and factory.strip() == str(named).strip()
+    key = None if is_named else _allow_listed_name(factory)
+    if key is None and not is_named:
         raise CheckpointError(f"{refusal}, which is not an allowed model builder (dpm_cli.models, "
                               "torchvision.models, timm:create_model) nor the factory you named; " + _TRUST_HINT)
-    why = load_in_kwargs(kwargs)
+    # The user's own factory with the user's own kwargs may read what they name; artifact kwargs may not.
+    why = None if is_named and kwargs == (named_kwargs or {}) else load_in_kwargs(kwargs)
     if why:
         raise CheckpointError(f"{refusal} with {why}, which could load or download another file; " + _TRUST_HINT)
+    if is_named:
+        return resolve_factory(factory)
     try:
         fn = _allowed_builder(*key)
     except ImportError as err:  # e.g. a torchvision built for another torch: still one line, exit 2

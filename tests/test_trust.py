@@ -212,3 +212,16 @@ def test_trust_checkpoint_allows_any_factory(env, capsys):
     code, _, err = run_cli(["check", path, "--trust-checkpoint", "--max-params", "1G"], capsys)
     assert code == 0, err
     assert dpm_cli.load(path, trust=True).head.out_features == 10
+
+
+def test_the_named_factory_still_may_not_be_fed_paths_by_the_artifact(env):
+    factory = f"{env['module']}:build"
+    kwargs = {**MLP_KWARGS, "cache": str(env["payload"])}
+    path = save(plain_artifact(factory, kwargs), env["tmp"] / "own.dpm.pt")
+    with pytest.raises(CheckpointError, match="a path, URL or hub name"):
+        dpm_cli.load(path, factory=factory)
+    assert env["module"] not in sys.modules
+    # the same kwargs named by the user (their recipe's model.kwargs) are theirs to give
+    with pytest.raises(dpm_cli.errors.InputError, match="rejected its arguments"):  # build() takes no 'cache'
+        dpm_cli.load(path, factory=factory, factory_kwargs=kwargs)
+    assert env["marker"].exists()
