@@ -16,6 +16,7 @@ Every model load (CLI `prune`, `plan`, `report`, `check`, the pipeline, `dpm_cli
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import os
 import pickle
@@ -125,7 +126,23 @@ def artifact_builder(factory: str, kwargs: dict[str, Any], *, named: str | None 
         raise CheckpointError(f"{refusal}, which is not a model builder of its module; " + _TRUST_HINT)
     if key == _TIMM:
         _check_timm_name(kwargs, refusal)
+    default = _default_that_loads(fn, kwargs)
+    if default:
+        raise CheckpointError(f"{refusal}, whose default {default} would load pretrained weights; an artifact "
+                              f"must set it to null, or " + _TRUST_HINT)
     return fn
+
+
+def _default_that_loads(fn: Callable[..., Any], kwargs: dict[str, Any]) -> str | None:
+    """A loading parameter the kwargs leave at a default that loads (torchvision's weights_backbone)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: nothing known to default to a download
+        return None
+    for p in params:
+        if p.name in LOAD_KEYS and p.name not in kwargs and p.default not in (None, False, inspect.Parameter.empty):
+            return f"{p.name}={show(p.default, 60)}"
+    return None
 
 
 def _allow_listed_name(factory: str) -> tuple[str, str] | None:

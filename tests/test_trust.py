@@ -159,6 +159,14 @@ def test_torchvision_builder_allowed_and_its_module_attributes_refused(tmp_path)
             _load_as(tmp_path, factory, kwargs, model)
 
 
+def test_torchvision_builder_whose_default_downloads_a_backbone_refused():
+    pytest.importorskip("torchvision.models")
+    factory = "torchvision.models.segmentation:fcn_resnet50"
+    with pytest.raises(CheckpointError, match="weights_backbone=.*--trust-checkpoint"):
+        artifact_builder(factory, {"num_classes": 3})
+    assert artifact_builder(factory, {"num_classes": 3, "weights_backbone": None}).__name__ == "fcn_resnet50"
+
+
 def test_timm_create_model_allowed_without_pretrained_weights(tmp_path):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
