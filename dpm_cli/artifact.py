@@ -23,6 +23,7 @@ ARTIFACT_FORMAT = "dpm-artifact"
 ARTIFACT_VERSION = 1
 MAX_INPUT_NUMEL = 2**24  # the example input replay and report allocate: 64 MiB of float32
 MAX_STAGE_ENTRIES = 1_000_000  # channel indices over all stages
+MAX_MODULES = 20_000  # submodules of one model (ResNet-1001 has about 3,000, large LLMs a few thousand)
 
 
 @dataclass
@@ -141,26 +142,53 @@ def rebuild_artifact(obj: dict, source: str = "<artifact>", *, factory: str | No
     return model
 
 
+class _TooBig(Exception):
+    """Raised from a registration hook to stop building a model that is already too big."""
+
+
 def _check_size(fn, prov: Provenance, source: str) -> None:
     """Refuse a model too big for this machine before allocating it.
 
-    The builder runs once on the meta device (shapes only, no memory) and its parameters and buffers are
-    counted. A builder that cannot run on meta is built for real (allow-listed code, its kwargs bounded).
+    The builder runs once on the meta device (shapes only, no memory) while global registration hooks
+    count its modules and tensor bytes, stopping it early when either is absurd (a width or a depth of
+    1e9 never finishes otherwise); then its parameters and buffers are counted exactly. A builder that
+    cannot run on meta is built for real (allow-listed code, its kwargs bounded).
     """
+    limit = _memory_bytes()
+    seen = {"modules": 0, "bytes": 0}
+
+    def on_module(module, name, sub):
+        seen["modules"] += 1
+        if seen["modules"] > MAX_MODULES:
+            raise _TooBig
+
+    def on_tensor(module, name, tensor):
+        if tensor is not None:
+            seen["bytes"] += tensor.numel() * tensor.element_size()
+            if seen["bytes"] > 2 * limit:  # twice: a tied weight registers twice; the exact count follows
+                raise _TooBig
+
+    from torch.nn.modules import module as hooks
+
+    handles = [hooks.register_module_module_registration_hook(on_module),
+               hooks.register_module_parameter_registration_hook(on_tensor),
+               hooks.register_module_buffer_registration_hook(on_tensor)]
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             meta = fn(**prov.kwargs)
-    except Exception:
+        need = sum(t.numel() * t.element_size() for t in [*meta.parameters(), *meta.buffers()])
+        modules = sum(1 for _ in meta.modules())
+    except _TooBig:
+        need, modules = seen["bytes"], seen["modules"]
+    except Exception:  # the builder cannot run on meta, or returned no module: the real build reports it
         return
-    if not isinstance(meta, nn.Module):
-        return
-    tensors = [*meta.parameters(), *meta.buffers()]
-    need = sum(t.numel() * t.element_size() for t in tensors)
-    limit = _memory_bytes()
-    if need > limit:
-        raise CheckpointError(f"{source}: factory {show(prov.factory)} with the artifact's kwargs would build "
-                              f"a model of {sum(t.numel() for t in tensors):.3g} parameters ({need / 2**30:.1f} "
-                              f"GiB), more than this machine's {limit / 2**30:.1f} GiB of memory; check "
+    finally:
+        for handle in handles:
+            handle.remove()
+    if need > limit or modules > MAX_MODULES:
+        raise CheckpointError(f"{source}: factory {show(prov.factory)} with the artifact's kwargs would build a "
+                              f"model of {need / 2**30:.1f} GiB in {modules} modules (at least), more than this "
+                              f"machine's {limit / 2**30:.1f} GiB of memory or {MAX_MODULES} modules; check "
                               "factory_kwargs")
 
 

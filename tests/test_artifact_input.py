@@ -119,11 +119,18 @@ def test_weights_that_do_not_fit(tmp_path):
         dpm_cli.load(save(art, tmp_path / "a.dpm.pt"))
 
 
-@pytest.mark.parametrize("kwargs", [{**MLP_KWARGS, "hidden": [10**9]}, {**MLP_KWARGS, "num_classes": 2**31}])
-def test_absurd_width_refused_before_allocating(tmp_path, capsys, kwargs):
-    path = save(plain_artifact("dpm_cli.models:mlp", kwargs), tmp_path / "a.dpm.pt")
+@pytest.mark.parametrize("factory,kwargs", [
+    ("dpm_cli.models:mlp", {**MLP_KWARGS, "hidden": [10**9]}),
+    ("dpm_cli.models:mlp", {**MLP_KWARGS, "num_classes": 2**31}),
+    ("dpm_cli.models:mlp", {**MLP_KWARGS, "hidden": [10**5, 10**5, 10**5]}),  # too big only in sum
+    ("dpm_cli.models:resnet_cifar", {"depth": 2**31}),  # 357 million blocks: stopped while building
+    ("dpm_cli.models:vit_tiny", {"depth": 10**8}),
+], ids=["width", "classes", "sum", "resnet-depth", "vit-depth"])
+def test_absurd_size_refused_before_allocating(tmp_path, capsys, monkeypatch, factory, kwargs):
+    monkeypatch.setattr("dpm_cli.artifact.MAX_MODULES", 500)  # 20,000 in use: the same stop, sooner
+    path = save(plain_artifact(factory, kwargs), tmp_path / "a.dpm.pt")
     start = time.monotonic()
-    err = _one_line_exit_2(["report", path], capsys, "GiB", "parameters")
+    err = _one_line_exit_2(["report", path], capsys, "GiB", "modules")
     assert time.monotonic() - start < 10
     assert "more than this machine's" in err
 
