@@ -45,8 +45,8 @@ LOAD_KEYS = frozenset({
 })
 # A string value that could name a file, a URL or a hub repo ("hf-hub:org/x", "local-dir:/x", "a/b.pt").
 _PATHLIKE = re.compile(r"[/\\:~]|\.(pt|pth|bin|safetensors|pkl|pickle|ckpt|npz|npy|json|ya?ml|onnx|h5)$", re.I)
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 MAX_DEPTH, MAX_NODES, MAX_STR, MAX_INT = 16, 10_000, 1_000, 2**31
 
@@ -150,7 +150,7 @@ def _allow_listed_name(factory: str) -> tuple[str, str] | None:
     if factory in ("timm.create_model", "timm:create_model"):
         return _TIMM
     module, sep, attr = factory.partition(":")
-    if not sep or not _MODULE.match(module) or not _IDENT.match(attr) or attr.startswith("_"):
+    if not sep or not _MODULE.fullmatch(module) or not _IDENT.fullmatch(attr) or attr.startswith("_"):
         return None
     if (module, attr) == _HF:
         return _HF
