@@ -233,3 +233,23 @@ def test_the_named_factory_still_may_not_be_fed_paths_by_the_artifact(env):
     with pytest.raises(dpm_cli.errors.InputError, match="rejected its arguments"):  # build() takes no 'cache'
         dpm_cli.load(path, factory=factory, factory_kwargs=kwargs)
     assert env["marker"].exists()
+
+
+@pytest.mark.slow  # importing transformers takes about 10 s of CPU
+def test_transformers_model_from_a_plain_config_loads(tmp_path):
+    pytest.importorskip("transformers")
+    from dpm_cli.models.hf_config import from_config
+
+    kwargs = {"architecture": "BertForSequenceClassification",
+              "config": {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "intermediate_size": 32, "num_labels": 3}}
+    torch.manual_seed(0)
+    model = from_config(**kwargs)
+    art = plain_artifact("dpm_cli.models.hf_config:from_config", kwargs)
+    art["state_dict"] = {k: v.clone() for k, v in model.state_dict().items()}
+    art["input_shape"] = [1, 5]
+    loaded = dpm_cli.load(save(art, tmp_path / "bert.dpm.pt"))
+    assert torch.equal(loaded.classifier.weight, model.classifier.weight)
+    for architecture in ("AutoModel", "PreTrainedModel", "os"):  # only concrete model classes
+        with pytest.raises(dpm_cli.errors.ConfigError):
+            from_config(architecture, {})
