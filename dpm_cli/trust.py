@@ -285,8 +285,10 @@ def unpickle_module(path: Path, trust: bool) -> nn.Module:
 def check_file(path: Path) -> None:
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file: name the .pt or .dpm.pt file in it")
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise CheckpointError(f"{path} is not a regular file: name a checkpoint file")
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"{path}: checkpoint file is not readable")
 

@@ -56,6 +56,13 @@ def test_checkpoint_argument_that_is_a_directory(tmp_path, capsys):
         dpm_cli.load(tmp_path)
 
 
+def test_checkpoint_that_is_not_a_regular_file(tmp_path, capsys):
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)  # opening it would block forever
+    _one_line_exit_2(["report", fifo], capsys, "not a regular file")
+    _one_line_exit_2(["report", tmp_path / "missing.pt"], capsys, "no such checkpoint file")
+
+
 def _drop(key):
     return lambda a: a.pop(key)
 
