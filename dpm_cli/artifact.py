@@ -22,7 +22,7 @@ from .trust import artifact_builder, call_builder, check_plain, show
 ARTIFACT_FORMAT = "dpm-artifact"
 ARTIFACT_VERSION = 1
 MAX_INPUT_NUMEL = 2**24  # the example input replay and report allocate: 64 MiB of float32
-MAX_STAGE_ENTRIES = 1_000_000  # channel indices over all stages
+MAX_STAGE_ENTRIES = 1_000_000  # steps and channel indices over all stages
 MAX_MODULES = 20_000  # submodules of one model (ResNet-1001 has about 3,000, large LLMs a few thousand)
 
 
@@ -114,9 +114,9 @@ def _check_stages(stages: Any, bad) -> None:
                   and all(type(i) is int and 0 <= i < 2**31 for i in step[2]))
             if not ok:
                 raise bad(f"stage {s} has a step {show(step, 60)}; expected [layer name, bool, [channel indices]]")
-            total += len(step[2])
+            total += 1 + len(step[2])
     if total > MAX_STAGE_ENTRIES:
-        raise bad(f"'stages' lists {total} channel indices (at most {MAX_STAGE_ENTRIES})")
+        raise bad(f"'stages' lists {total} steps and channel indices (at most {MAX_STAGE_ENTRIES})")
 
 
 def provenance_of(obj: dict) -> Provenance:
