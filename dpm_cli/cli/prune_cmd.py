@@ -29,7 +29,8 @@ def prune(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the run directory."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs and an existing run."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
-                                          help="Allow a pickled module checkpoint (runs code from the file)."),
+                                          help="Allow a pickled module, or any factory an artifact names "
+                                               "(both run code from the file)."),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -79,7 +80,8 @@ def _show_summary(s) -> None:
 def plan(
     args: Optional[List[str]] = ARGS,
     recipe: Optional[Path] = RECIPE,
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow a pickled module checkpoint."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
+                                          help="Allow a pickled module, or any factory an artifact names."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Dry run: groups found, widths before and after, projected MACs and parameters. No training."""

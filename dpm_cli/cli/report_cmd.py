@@ -44,7 +44,8 @@ _SHAPE = typer.Option(None, "--input-shape", help="Input shape, batch first, e.g
                       "(default: the recipe's, or the one a dpm artifact recorded).")
 _RECIPE = typer.Option(None, "--recipe", "-r", help="Recipe YAML: model.input_shape, model.factory and model.kwargs.")
 _FACTORY = typer.Option(None, "--factory", help="Model factory 'package.module:callable', for state_dict checkpoints.")
-_TRUST = typer.Option(False, "--trust-checkpoint", help="Allow pickled-module checkpoints (runs code from the file).")
+_TRUST = typer.Option(False, "--trust-checkpoint", help="Allow pickled modules and any factory an artifact names "
+                      "(both run code from the file); see README Security.")
 _THREADS = typer.Option(None, "--threads", help="CPU threads for timing (default: torch's setting); pin it in CI.")
 
 
