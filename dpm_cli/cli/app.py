@@ -11,6 +11,7 @@ import traceback
 import typer
 
 from ..errors import DpmError
+from ..escaping import printable
 
 app = typer.Typer(
     name="dpm",
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     except DpmError as err:
         if debug:
             traceback.print_exc()
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        # One line, whatever user text the message echoes (newlines, escape sequences are escaped).
+        typer.secho(f"error: {printable(str(err), 2000)}", fg=typer.colors.RED, err=True)
         raise SystemExit(err.exit_code)
     except KeyboardInterrupt:
         typer.secho("interrupted: a dpm prune run keeps its state; continue it with --resume", err=True)
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # a bug or a torch failure: still one line unless --debug
         if debug:
             traceback.print_exc()
-        typer.secho(f"error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+        typer.secho(f"error: {type(err).__name__}: {printable(str(err), 2000)} (rerun with --debug for the traceback)",
                     fg=typer.colors.RED, err=True)
         raise SystemExit(1)
     if isinstance(code, int) and code:  # typer.Exit(code) returns its code when not standalone
