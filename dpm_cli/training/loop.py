@@ -81,6 +81,7 @@ class Trainer:
         self.position = Position()
         self.result = TrainResult(0)
         self._events_written = 0
+        self._saved_step: int | None = None  # step of the state on disk (all finite), None before the first save
         self._mid_step = False
         self._shown: tuple[int, dict[str, Any]] | None = None  # the step and fields last shown
 
@@ -109,16 +110,38 @@ class Trainer:
         self.result.decay_evals_done = bool(state["result"].get("decay_evals_done", False))
         torch.set_rng_state(state["rng"])
         self._events_written = len(self.pruner.events) if self.pruner else 0
+        self._saved_step = self.position.step
 
-    def save(self) -> None:
-        if self.run_dir is not None:
-            self.run_dir.save_state(self.state_dict())
+    def save(self) -> bool:
+        """Write the resumable state, unless a parameter, buffer or optimizer value is not finite: then the
+        previous (finite) state stays on disk, so that a divergence never replaces the last good state."""
+        if self.run_dir is None:
+            return False
+        if not self._finite():
+            self.reporter.log(f"note: state at step {self.position.step} not saved: it holds NaN or infinite values; "
+                              f"{self.run_dir.state} keeps {self._describe_saved()}")
+            return False
+        self.run_dir.save_state(self.state_dict())
+        self._saved_step = self.position.step
+        return True
+
+    def _finite(self) -> bool:
+        model = self.dist.unwrap(self.model)
+        tensors = [*model.parameters(), *model.buffers()]
+        tensors += [v for per_param in self.optimizer.state.values() for v in per_param.values()
+                    if isinstance(v, torch.Tensor)]
+        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point() or t.is_complex())
+
+    def _describe_saved(self) -> str:
+        return "no state yet" if self._saved_step is None else f"the state of step {self._saved_step}"
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
         opts, pos = self.options, self.position
         self.model.train()
         self.reporter.start(opts.total_steps, "dpm fine-tune", pos.step)
+        if self._saved_step is None and pos.step == 0:
+            self.save()  # a last good state from the start: a divergence or a kill before step checkpoint_every resumes
         try:
             while pos.step < opts.total_steps:
                 self._run_epoch()
@@ -171,10 +194,13 @@ class Trainer:
         loss = self.objective(logits, labels, inputs)
         value = float(self.dist.mean(loss.detach()))
         if not math.isfinite(value):
-            self.save()  # the weights are still those of the last good step
-            where = f" (state saved in {self.run_dir.state})" if self.run_dir else ""
-            raise TrainingError(f"the loss became {value} at step {self.position.step + 1}; stopped and kept "
-                                f"the last good state{where}; lower training.optimizer.lr or set training.grad_clip")
+            # Not saved now: the weights that gave this loss may already be huge and BatchNorm statistics
+            # infinite. The state on disk is the last periodic one, checked finite when it was written.
+            where = (f"; the last good state ({self._describe_saved()}, every parameter and buffer finite) is in "
+                     f"{self.run_dir.state}: continue with --resume and a lower training.optimizer.lr=..."
+                     if self.run_dir and self._saved_step is not None else
+                     "; lower training.optimizer.lr or set training.grad_clip")
+            raise TrainingError(f"the loss became {value} at step {self.position.step + 1}; stopped{where}")
         loss.backward()
         if self.options.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
