@@ -109,8 +109,8 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
            resume: bool, force: bool, trust: bool, reporter: Reporter, dist: DistContext,
            hooks: TrainerHooks | None) -> PruneSummary:
     def prepare() -> None:
+        outputs.lock()  # first: a second run writing the same outputs stops before touching its run dir
         run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe), inputs=inputs)
-        outputs.lock()
 
     # The run directory is created only once the model and data have loaded: bad input leaves nothing.
     ctx = load_context(recipe, model_path, trust=trust, dist=dist,

@@ -68,7 +68,8 @@ class RunDir:
         return head == _HEADER and (self.state.is_file() or self.metrics.is_file())
 
     def _occupied(self) -> bool:
-        return self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
+        # Lock files (this run's and an output base's) say nothing about what the folder holds.
+        return self.path.is_dir() and any(not p.name.endswith(LOCK) for p in self.path.iterdir())
 
     def check(self, *, resume: bool, force: bool, inputs: Sequence[str | Path | None] = ()) -> None:
         """Fail early, changing nothing (but taking the lock of an existing run), when the folder cannot be used."""
