@@ -25,6 +25,10 @@ from .progress import Reporter, SilentReporter, refresh
 from .rundir import RunDir
 
 
+# A loss this many times the first one (at least 1) means training diverged: the weights are not kept.
+DIVERGED = 100.0
+
+
 @dataclass
 class TrainerHooks:
     """Optional callbacks, e.g. for benchmarks that record every evaluation.
@@ -82,6 +86,8 @@ class Trainer:
         self.result = TrainResult(0)
         self._events_written = 0
         self._saved_step: int | None = None  # step of the state on disk (all finite), None before the first save
+        self._pending_step: int | None = None  # step of a saved state not yet confirmed by the next loss
+        self._reference_loss: float | None = None  # the first loss this process saw
         self._mid_step = False
         self._shown: tuple[int, dict[str, Any]] | None = None  # the step and fields last shown
 
@@ -122,8 +128,35 @@ class Trainer:
                               f"{self.run_dir.state} keeps {self._describe_saved()}")
             return False
         self.run_dir.save_state(self.state_dict())
-        self._saved_step = self.position.step
+        self.run_dir.discard_pending()
+        self._saved_step, self._pending_step = self.position.step, None
         return True
+
+    # A periodic state is written beside state.pt and replaces it only once the next step's loss shows the
+    # weights still work: finite weights can already be diverged (4e14, with a loss of 1e10 on the next step).
+    def _save_pending(self) -> None:
+        if self.run_dir is None:
+            return
+        if not self._finite():
+            self.reporter.log(f"note: state at step {self.position.step} not saved: it holds NaN or infinite values; "
+                              f"{self.run_dir.state} keeps {self._describe_saved()}")
+            return
+        self.run_dir.save_pending(self.state_dict())
+        self._pending_step = self.position.step
+
+    def _validate_pending(self, loss: float) -> None:
+        if self._reference_loss is None and math.isfinite(loss):
+            self._reference_loss = loss
+        if self._pending_step is None or self.run_dir is None:
+            return
+        step, self._pending_step = self._pending_step, None
+        if math.isfinite(loss) and loss <= DIVERGED * max(1.0, self._reference_loss or 0.0):
+            self.run_dir.promote_pending()
+            self._saved_step = step
+        else:
+            self.run_dir.discard_pending()
+            self.reporter.log(f"note: state at step {step} not kept: the next loss was {loss:.4g}; "
+                              f"{self.run_dir.state} keeps {self._describe_saved()}")
 
     def _finite(self) -> bool:
         model = self.dist.unwrap(self.model)
@@ -193,6 +226,7 @@ class Trainer:
             logits = self.model(inputs)
         loss = self.objective(logits, labels, inputs)
         value = float(self.dist.mean(loss.detach()))
+        self._validate_pending(value)
         if not math.isfinite(value):
             # Not saved now: the weights that gave this loss may already be huge and BatchNorm statistics
             # infinite. The state on disk is the last periodic one, checked finite when it was written.
@@ -220,7 +254,7 @@ class Trainer:
             self._evaluate()
         if step % opts.checkpoint_every == 0:
             self._flush_events()
-            self.save()
+            self._save_pending()
 
     # ------------------------------------------------------------------ logging and evaluation
     def _fields(self) -> dict[str, Any]:

@@ -39,7 +39,8 @@ _HEADER = "# dpm recipe, fully resolved"  # dump_recipe's first line: how run fo
 
 
 class RunDir:
-    OWN = ("recipe.yaml", "metrics.jsonl", "events.jsonl", "norms.jsonl", "state.pt", "dense.pt", "summary.json")
+    OWN = ("recipe.yaml", "metrics.jsonl", "events.jsonl", "norms.jsonl", "state.pt", "state.pending.pt", "dense.pt",
+           "summary.json")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -48,6 +49,7 @@ class RunDir:
         self.events = self.path / "events.jsonl"
         self.norms = self.path / "norms.jsonl"
         self.state = self.path / "state.pt"
+        self.pending = self.path / "state.pending.pt"  # a periodic state awaiting the next step's loss
         self.marker = self.path / MARKER
         self.changes: list[str] = []  # recipe keys a resume changed, e.g. "training.optimizer.lr 1e6 -> 0.01"
         self._lock = RunLock(self.path / LOCK, str(self.path), "choose another --run-dir")
@@ -155,6 +157,16 @@ class RunDir:
 
     def save_state(self, state: dict[str, Any]) -> None:
         write_atomically(self.state, lambda tmp: torch.save(state, tmp))
+
+    def save_pending(self, state: dict[str, Any]) -> None:
+        write_atomically(self.pending, lambda tmp: torch.save(state, tmp))
+
+    def promote_pending(self) -> None:
+        if self.pending.is_file():
+            self.pending.replace(self.state)
+
+    def discard_pending(self) -> None:
+        self.pending.unlink(missing_ok=True)
 
     def save_state_file(self, path: Path, obj: Any) -> None:
         write_atomically(path, lambda tmp: torch.save(obj, tmp))
