@@ -1,7 +1,8 @@
 """Writing the compact model: a module for torch.load, a pickle-free artifact, a torch.export program.
 
 All outputs are checked before any training starts (exists without --force, folder writable, would
-overwrite the input) and written atomically at the end.
+overwrite the input) and written atomically at the end. `--force` overwrites only files dpm wrote
+(see `dpm_cli.owned`), never an input; a lock beside the outputs keeps two runs from writing them.
 """
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+import os
+
+from . import owned
 from .artifact import Provenance, make_artifact
 from .checkpoint import atomic_save, write_atomically
 from .errors import CheckpointError, InputError
+from .escaping import printable
+from .filelock import RunLock
 
 SUFFIXES = {"module": ".pt", "artifact": ".dpm.pt", "export": ".pt2"}
 
@@ -24,22 +30,55 @@ class OutputPlan:
     base: Path  # e.g. runs/demo/model -> model.pt, model.dpm.pt, model.pt2
     formats: list[str]
     force: bool = False
+    _lock: RunLock | None = field(default=None, repr=False, compare=False)
 
     def path(self, fmt: str) -> Path:
         return self.base.with_name(self.base.name + SUFFIXES[fmt])
 
     def check(self, inputs: list[Path]) -> None:
         """Fail before any work when an output cannot or must not be written."""
-        folder = self.base.parent
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"{folder}: output location is not a folder")
+        _check_folder(self.base.parent)
         resolved_inputs = {p.resolve() for p in inputs if p is not None}
         for fmt in self.formats:
             path = self.path(fmt)
+            shown = printable(path)
             if path.resolve() in resolved_inputs:
-                raise InputError(f"{path} is the input checkpoint; dpm never overwrites its input: choose another --output")
-            if path.exists() and not self.force:
-                raise InputError(f"{path} exists: choose another --output or pass --force to overwrite it")
+                raise InputError(f"{shown} is the input checkpoint; dpm never overwrites its input: choose another --output")
+            if path.is_dir():
+                raise InputError(f"{shown} is a folder; choose another --output")
+            if path.exists() or path.is_symlink():
+                if not self.force:
+                    raise InputError(f"{shown} exists: choose another --output or pass --force to overwrite it")
+                if not owned.wrote(path):
+                    raise InputError(f"{shown} exists and dpm did not write it (or it changed since): dpm never "
+                                     "overwrites such a file, even with --force; move it or choose another --output")
+
+    def lock(self) -> None:
+        """Create the output folder and hold a lock on this output base until `release()`."""
+        folder = self.base.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"{printable(folder)}: cannot create the output folder ({err.strerror})") from None
+        if self._lock is None:
+            self._lock = RunLock(folder / f".{self.base.name}.dpm-lock", f"output {self.base}",
+                                 "choose another --output")
+        self._lock.acquire()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+
+def _check_folder(folder: Path) -> None:
+    """The folder exists and is writable, or can be created: its nearest existing parent is a writable folder."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{printable(probe)}: output location is not a folder; choose another --output")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{printable(probe)}: output folder is not writable; choose another --output")
 
 
 @dataclass
@@ -50,6 +89,7 @@ class Written:
 
 def write_outputs(model: nn.Module, example_inputs: torch.Tensor, plan: OutputPlan,
                   provenance: Provenance | None, metadata: dict[str, Any]) -> Written:
+    plan.check([])  # again: during a long run someone may have put their own file there
     plan.base.parent.mkdir(parents=True, exist_ok=True)
     written = Written()
     model = model.eval()
@@ -69,6 +109,7 @@ def write_outputs(model: nn.Module, example_inputs: torch.Tensor, plan: OutputPl
                 written.notes.append(note)
                 continue
         written.files[fmt] = str(path)
+    owned.record([Path(p) for p in written.files.values()])  # so that a later --force may replace them
     return written
 
 

@@ -169,8 +169,16 @@ def test_output_folder_not_writable(tmp_path, ckpt, recipe, capsys):
 
 def test_existing_run_needs_resume_or_force(tmp_path, ckpt, recipe, capsys):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "old.txt").write_text("x")
+    (tmp_path / "run" / ".dpm-run").write_text("{}")
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
     expect_error(["prune", ckpt, "-r", recipe], capsys, 2, "--resume", "--force")
+
+
+def test_folder_of_other_files_is_not_a_run(tmp_path, ckpt, recipe, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "old.txt").write_text("x")
+    expect_error(["prune", ckpt, "-r", recipe, "--force"], capsys, 2, "is not a dpm run directory")
+    assert (tmp_path / "run" / "old.txt").read_text() == "x"
 
 
 def test_resume_without_state(tmp_path, ckpt, recipe, capsys):

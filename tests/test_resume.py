@@ -65,7 +65,9 @@ def test_resume_after_kill_9_gives_the_same_model(tmp_path, capsys):
            "-o", str(run / "m"), "-q", "training.steps=400"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (run / "state.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+    # Wait past a few periodic saves (state.pt itself is written at step 0 already).
+    logged = lambda: (run / "metrics.jsonl").exists() and '"step": 15,' in (run / "metrics.jsonl").read_text()  # noqa: E731
+    while not logged() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -11,6 +11,7 @@ import traceback
 import typer
 
 from ..errors import DpmError
+from ..escaping import printable
 
 app = typer.Typer(
     name="dpm",
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+_INTERRUPTED = "interrupted: a dpm prune run keeps its state; continue it with the same command and --resume"
 
 
 @app.callback()
@@ -49,24 +51,28 @@ def main(argv: list[str] | None = None) -> None:
     except _click_errors("ClickException") as err:  # bad options or arguments: click's own message, exit 2
         err.show()
         raise SystemExit(2)
-    except _click_errors("Abort"):
+    except _click_errors("Abort"):  # click turns Ctrl-C (KeyboardInterrupt) into Abort
+        typer.secho(_INTERRUPTED, err=True)
         raise SystemExit(130)
     except DpmError as err:
         if debug:
             traceback.print_exc()
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        # One line, whatever user text the message echoes (newlines, escape sequences are escaped).
+        typer.secho(f"error: {printable(str(err), 2000)}", fg=typer.colors.RED, err=True)
         raise SystemExit(err.exit_code)
     except KeyboardInterrupt:
-        typer.secho("interrupted: a dpm prune run keeps its state; continue it with --resume", err=True)
+        typer.secho(_INTERRUPTED, err=True)
         raise SystemExit(130)
     except SystemExit:
         raise
     except Exception as err:  # a bug or a torch failure: still one line unless --debug
         if debug:
             traceback.print_exc()
-        typer.secho(f"error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+        typer.secho(f"error: {type(err).__name__}: {printable(str(err), 2000)} (rerun with --debug for the traceback)",
                     fg=typer.colors.RED, err=True)
         raise SystemExit(1)
+    if code == 130:  # Typer turns Ctrl-C (KeyboardInterrupt) into Exit(130), which returns 130 here
+        typer.secho(_INTERRUPTED, err=True)
     if isinstance(code, int) and code:  # typer.Exit(code) returns its code when not standalone
         raise SystemExit(code)
 

@@ -44,7 +44,8 @@ def prune(
     dist = init_from_env(r.training.device)  # a no-op unless started by torchrun
     try:
         summary = prune_job(r, model_path=model, run_dir=run_dir, output=output, resume=resume, force=force,
-                            trust=trust_checkpoint, reporter=make_reporter(quiet or not dist.is_main), dist=dist)
+                            trust=trust_checkpoint, reporter=make_reporter(quiet or not dist.is_main), dist=dist,
+                            recipe_path=recipe)
     finally:
         dist.shutdown()
     if not dist.is_main:

@@ -30,6 +30,10 @@ _ALIASES = {
 _KNOWN = sorted(name for names in _ALIASES.values() for name in names)
 
 
+_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects", "M": "dates", "m": "time spans", "c": "complex numbers",
+          "V": "raw records"}
+
+
 def _short(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
@@ -91,7 +95,14 @@ def _named(obj: Any, path: Path) -> dict[str, Any]:
 
 def _as_tensor(value: Any, what: str, path: Path) -> torch.Tensor:
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
+        if value.dtype.kind not in "biuf":  # strings, bytes, objects, dates, complex: not model inputs or labels
+            raise InputError(f"{path}: {what} have dtype {value.dtype} ({_KINDS.get(value.dtype.kind, 'not numbers')}); "
+                             "save numeric arrays, e.g. np.asarray(x, dtype=np.float32)")
+        try:
+            value = torch.from_numpy(value)
+        except (TypeError, ValueError) as err:  # e.g. a big-endian array
+            raise InputError(f"{path}: {what} cannot become a tensor ({_short(err)}); save them with "
+                             "np.ascontiguousarray(x, dtype=np.float32) (or int64 for labels)") from err
     if not isinstance(value, torch.Tensor):
         raise InputError(f"{path}: {what} is a {type(value).__name__}, not a tensor or array")
     return value

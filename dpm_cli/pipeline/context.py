@@ -15,6 +15,7 @@ from ..checkpoint import load_checkpoint
 from ..data import DataBundle, check_labels_fit, load_data, make_loaders
 from ..engine import DPMConfig, RectifyConfig
 from ..errors import ConfigError, InputError
+from ..limits import steps_problem
 from ..recipe import Recipe
 from ..recipe.schema import describe_decay, resolve_decay_steps
 from ..training.distributed import SINGLE, DistContext, per_rank_batch
@@ -62,9 +63,9 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
                                             distributed=(dist.rank, dist.world_size) if dist.enabled else None)
     notes = ["data is RANDOM (synthetic): this is a smoke run, accuracy means nothing"] if data.synthetic else []
     shape = list(recipe.model.input_shape) if recipe.model.input_shape else [1, *data.input_shape]
-    if list(shape[1:]) != list(data.input_shape):
-        raise InputError(f"model.input_shape {shape} does not match the data's sample shape "
-                         f"{list(data.input_shape)}; fix model.input_shape or the data")
+    problem = shape_mismatch(shape, list(data.input_shape))
+    if problem:
+        raise InputError(problem)
     example = torch.zeros(shape)
     path = model_path or recipe.model.checkpoint
     ctx = RunContext(recipe, device, data, train_loader, val_loader, None, example, None,  # type: ignore[arg-type]
@@ -134,6 +135,25 @@ def dpm_config(recipe: Recipe, steps: int) -> DPMConfig:
         max_equivalence_error=p.max_equivalence_error, seed=recipe.training.seed)
 
 
+def shape_mismatch(shape: list[int], sample: list[int]) -> str | None:
+    """Why model.input_shape (batch first) does not fit the data's samples, saying what differs; or None."""
+    if shape[1:] == sample:
+        return None
+    if shape == sample:  # the commonest slip: the sample shape, without the batch dimension
+        return (f"model.input_shape {shape} has no batch dimension: it is batch first, so for samples of shape "
+                f"{sample} write [1, {', '.join(map(str, sample))}]")
+    if len(shape) - 1 != len(sample):
+        return (f"model.input_shape {shape} (batch first) describes samples with {len(shape) - 1} dimension(s) "
+                f"{shape[1:]}, but the data's samples have {len(sample)}: {sample}; fix model.input_shape or the data")
+    differ = ", ".join(f"dimension {i + 1}: {a} vs {b}" for i, (a, b) in enumerate(zip(shape[1:], sample)) if a != b)
+    return (f"model.input_shape {shape} (batch first) does not match the data's sample shape {sample} "
+            f"({differ}); fix model.input_shape or the data")
+
+
 def total_steps(recipe: Recipe, train_loader: Any) -> int:
     t = recipe.training
-    return t.steps if t.steps else t.epochs * len(train_loader)
+    steps = t.steps if t.steps else t.epochs * len(train_loader)
+    problem = steps_problem(steps)
+    if problem:  # training.epochs x the batches per epoch: refused before any training
+        raise ConfigError(f"training.epochs {t.epochs} x {len(train_loader)} batches per epoch: {problem}")
+    return steps

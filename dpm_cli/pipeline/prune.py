@@ -16,6 +16,7 @@ from ..outputs import OutputPlan, write_outputs
 from ..recipe import Recipe, dump_recipe
 from ..recipe.schema import describe_decay
 from ..training import Objective, build_optimizer, build_scheduler
+from ..training.optim import retarget_lr
 from ..training.distributed import SINGLE, DistContext
 from ..training.evaluate import evaluate
 from ..training.loop import LoopOptions, Trainer, TrainerHooks
@@ -86,14 +87,31 @@ def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare, dis
 
 def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str | Path | None = None,
           output: str | Path | None = None, resume: bool = False, force: bool = False, trust: bool = False,
-          reporter: Reporter | None = None, dist: DistContext = SINGLE, hooks: TrainerHooks | None = None) -> PruneSummary:
+          reporter: Reporter | None = None, dist: DistContext = SINGLE, hooks: TrainerHooks | None = None,
+          recipe_path: str | Path | None = None) -> PruneSummary:
+    """`recipe_path` (the recipe's file, if any) is an input like the checkpoint: a run directory holding
+    it is never cleared. The run directory and the output base stay locked until this returns."""
     reporter = reporter or SilentReporter()
     run = RunDir(run_dir or recipe.output.dir)
     outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force)
-    outputs.check([Path(p) for p in (model_path, recipe.model.checkpoint) if p])
-    if dist.is_main:
-        run.check(resume=resume, force=force)
-    prepare = lambda: run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe))  # noqa: E731
+    inputs = [Path(p) for p in (model_path, recipe.model.checkpoint, recipe.data.path, recipe_path) if p]
+    try:
+        outputs.check(inputs)
+        if dist.is_main:
+            run.check(resume=resume, force=force, inputs=inputs)
+        return _prune(recipe, model_path, run, outputs, inputs, resume, force, trust, reporter, dist, hooks)
+    finally:
+        run.release()
+        outputs.release()
+
+
+def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: OutputPlan, inputs: list[Path],
+           resume: bool, force: bool, trust: bool, reporter: Reporter, dist: DistContext,
+           hooks: TrainerHooks | None) -> PruneSummary:
+    def prepare() -> None:
+        outputs.lock()  # first: a second run writing the same outputs stops before touching its run dir
+        run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe), inputs=inputs)
+
     # The run directory is created only once the model and data have loaded: bad input leaves nothing.
     ctx = load_context(recipe, model_path, trust=trust, dist=dist,
                        dense_model=_dense_model(run, reporter, resume, prepare if dist.is_main else lambda: None,
@@ -101,7 +119,7 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
     if dist.is_main:
         prepare()
     dist.barrier()
-    for note in ctx.notes:
+    for note in ctx.notes + [f"resume: changed {change}" for change in run.changes]:
         reporter.log(f"note: {note}")
     model, example = ctx.model, ctx.example_inputs.to(ctx.device)
     dense = copy.deepcopy(model).eval()
@@ -125,9 +143,13 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
                                   recalibrate_bn=recipe.pruning.recalibrate_bn.enabled,
                                   recalibrate_batches=recipe.pruning.recalibrate_bn.batches),
                       pruner=pruner, device=ctx.device, run_dir=run, reporter=reporter, dist=dist, hooks=hooks)
-    if resume:
+    if resume and run.state.is_file():
         trainer.load_state_dict(run.load_state())
         run.truncate_logs(trainer.position.step) if dist.is_main else None
+        if any(c.startswith("training.optimizer.lr ") for c in run.changes):
+            retarget_lr(optimizer, scheduler, recipe.training.optimizer.lr)
+    elif resume:  # stopped before its first save (e.g. during dense pre-training): nothing to lose
+        reporter.log("note: the run saved no fine-tuning state yet; starting fine-tuning from step 0")
     result = trainer.run()
     trainer.save()
     dist.agree(model, [e.to_dict() for e in pruner.events])
@@ -152,7 +174,7 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         after[metric], decayed[metric], compacted.max_rel_error, result.steps,
         sum(e.kind == "release" for e in events), sum(e.kind == "suppressed" for e in events),
         result.min_decay_top1, str(run.path), before.get("ce"), after.get("ce"), ranks=dist.world_size,
-        notes=list(ctx.notes),
+        notes=list(ctx.notes) + [f"resume: changed {change}" for change in run.changes],
         widths=[asdict(w) for w in compacted.widths])
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None

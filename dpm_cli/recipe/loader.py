@@ -20,6 +20,9 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError
+from ..escaping import printable
+from ..limits import MAX_RECIPE_BYTES, human_bytes
+from .bounded_yaml import BoundedLoader, check_expansion, reader_message
 from .overrides import apply_overrides
 from .schema import SUPPORTED_VERSIONS, Recipe
 from .spec import Problem, Spec, fields_of, show, unknown_key_message
@@ -27,15 +30,18 @@ from .spec import Problem, Spec, fields_of, show, unknown_key_message
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True) -> Recipe:
     """Load, override and validate the recipe file at `path`; see the module docstring."""
-    name = str(path)
+    name = printable(path)
     file = Path(path)
     if not file.is_file():
         what = "is a folder, not a recipe file" if file.is_dir() else "no such recipe file"
         raise ConfigError(f"{name}: {what}")
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as f:  # read at most one byte past the limit: the file may be huge or growing
+            data = f.read(MAX_RECIPE_BYTES + 1)
+        _check_size(len(data), name)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{name}: cannot read the recipe file ({err}); save it as UTF-8 text") from None
+        raise ConfigError(f"{name}: cannot read the recipe file ({printable(err)}); save it as UTF-8 text") from None
     return parse_recipe(text, name, overrides, base_dir=file.parent, check_files=check_files)
 
 
@@ -52,6 +58,8 @@ def parse_recipe(
     Relative paths resolve against `base_dir` (default: the working directory). `check_files=False`
     skips the existence checks, e.g. to show a recipe whose data lives on another machine.
     """
+    source = printable(source)
+    _check_size(len(text), source)
     node, data = _parse_yaml(text, source)
     raw = _top_level(node, data, source)
     raw, origins = apply_overrides(raw, overrides)
@@ -88,18 +96,30 @@ def default_recipe() -> Recipe:
 # --- YAML and line numbers -------------------------------------------------------------------
 
 
+def _check_size(size: int, source: str) -> None:
+    if size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{source}: the recipe is over {human_bytes(MAX_RECIPE_BYTES)}; a recipe is a few KB "
+                          "of settings, so this is not one")
+
+
 def _parse_yaml(text: str, source: str) -> tuple[Node | None, Any]:
     # One parse gives both the node tree (for line numbers) and the plain data.
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = BoundedLoader(text, source)  # the reader checks for control characters here already
         node = loader.get_single_node()
+        if node is not None:
+            check_expansion(node, source)  # before anything walks the tree
         return node, (loader.construct_document(node) if node is not None else None)
     except yaml.MarkedYAMLError as err:
         raise ConfigError(_yaml_message(err, source)) from None
+    except yaml.reader.ReaderError as err:
+        raise ConfigError(reader_message(err, text, source)) from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: invalid YAML: {' '.join(str(err).split())}") from None
+        raise ConfigError(f"{source}: invalid YAML: {printable(' '.join(str(err).split()))}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _yaml_message(err: yaml.MarkedYAMLError, source: str) -> str:
@@ -114,7 +134,7 @@ def _yaml_message(err: yaml.MarkedYAMLError, source: str) -> str:
         fix = "a recipe is one YAML document; remove the '---' line"
     else:
         fix = "check the indentation, colons, quotes and brackets there"
-    return f"{where}: invalid YAML: {' '.join(problem.split())}; {fix}"
+    return f"{where}: invalid YAML: {printable(' '.join(problem.split()))}; {fix}"
 
 
 def _top_level(node: Node | None, data: Any, source: str) -> dict:
@@ -159,7 +179,8 @@ def _walk(node: Node, path: str, lines: dict[str, int], source: str) -> None:
 
 
 def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+    key = printable(key, 100)  # keys are echoed in messages
+    return f"{path}.{key}" if path else key
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -183,7 +204,7 @@ class _Context:
     def where(self, path: str) -> str:
         override = self.override_of(path)
         if override is not None:
-            return f"{self.source} (override '{override}')"
+            return f"{self.source} (override '{printable(override, 80)}')"
         # A key absent from the file (a default) is reported at its nearest written parent.
         while path:
             if path in self.lines:

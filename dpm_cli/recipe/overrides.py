@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..escaping import printable
+from .bounded_yaml import safe_load_bounded
 from .schema import Recipe
 from .spec import fields_of, unknown_key_message
 
@@ -24,20 +26,21 @@ _EXAMPLE = "e.g. pruning.budget.keep=0.25"
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split 'a.b.c=value' into (['a', 'b', 'c'], parsed value); raise ConfigError if malformed."""
+    shown = printable(text, 80)  # echoed in messages: escaped, cut
     if "=" not in text:
-        raise ConfigError(f"override '{text}': expected KEY.PATH=VALUE, {_EXAMPLE}")
+        raise ConfigError(f"override '{shown}': expected KEY.PATH=VALUE, {_EXAMPLE}")
     key, raw_value = (part.strip() for part in text.split("=", 1))
     keys = key.split(".")
     if not all(_SEGMENT.fullmatch(k) for k in keys):
-        raise ConfigError(f"override '{text}': '{key}' is not a key path; write dotted keys, {_EXAMPLE}")
+        raise ConfigError(f"override '{shown}': '{printable(key, 60)}' is not a key path; write dotted keys, {_EXAMPLE}")
     if not raw_value:
-        raise ConfigError(f"override '{text}': no value after '='; write {key}=null to clear it")
+        raise ConfigError(f"override '{shown}': no value after '='; write {key}=null to clear it")
     try:
-        value = yaml.safe_load(raw_value)
+        value = safe_load_bounded(raw_value, f"override '{shown}'")
     except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or getattr(err, "reason", None) or str(err).splitlines()[0]
         raise ConfigError(
-            f"override '{text}': cannot parse the value '{raw_value}' as YAML ({problem}); "
+            f"override '{shown}': cannot parse the value '{printable(raw_value, 60)}' as YAML ({printable(problem)}); "
             "quote it or close its brackets"
         ) from None
     return keys, value
@@ -46,6 +49,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def check_key_path(keys: list[str], text: str) -> None:
     """Raise unless `keys` names a key of the schema (or a key inside a free-form mapping)."""
     cls: type = Recipe
+    text = printable(text, 80)
     for depth, key in enumerate(keys):
         path = ".".join(keys[: depth + 1])
         known = fields_of(cls)
@@ -85,6 +89,6 @@ def _set(raw: dict, keys: list[str], value: Any, text: str) -> None:
             child = node[key] = {}
         if not isinstance(child, dict):
             path = ".".join(keys[: depth + 1])
-            raise ConfigError(f"override '{text}': {path} is not a mapping in the recipe; fix the recipe first")
+            raise ConfigError(f"override '{printable(text, 80)}': {path} is not a mapping in the recipe; fix the recipe first")
         node = child
     node[keys[-1]] = value

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..escaping import printable
+from ..limits import example_bytes_problem, steps_problem
 from .spec import Spec, default_of, fields_of, opt, section
 
 SUPPORTED_VERSIONS = (1,)
@@ -31,12 +33,12 @@ def _factory_form(value: str) -> str | None:
     # Only the form is checked here; importing the callable is the model/data layer's job.
     if _FACTORY.fullmatch(value):
         return None
-    return f"'{value}' is not of the form 'package.module:callable'; write e.g. 'dpm_cli.models:resnet56'"
+    return f"'{printable(value, 60)}' is not of the form 'package.module:callable'; write e.g. 'dpm_cli.models:resnet56'"
 
 
 def _base_name(value: str) -> str | None:
     if "/" in value or "\\" in value:
-        return f"'{value}' is a path; give a plain base name here and put the folder in output.dir"
+        return f"'{printable(value, 60)}' is a path; give a plain base name here and put the folder in output.dir"
     return None
 
 
@@ -51,7 +53,7 @@ class ModelSection:
     factory: str | None = opt(None, "str", "'package.module:callable' building the architecture (needed for state_dict checkpoints)", check=_factory_form)
     kwargs: dict = opt({}, "mapping", "keyword arguments for model.factory")
     checkpoint: str | None = opt(None, "path", "checkpoint file, relative to the recipe's folder; the CLI's MODEL argument overrides it")
-    input_shape: tuple | None = opt(None, "list", "example input shape for tracing, batch first, e.g. [1, 3, 32, 32]", item=_POSITIVE_INT, min_len=1)
+    input_shape: tuple | None = opt(None, "list", "example input shape for tracing, batch first, e.g. [1, 3, 32, 32]", item=_POSITIVE_INT, min_len=1, check=example_bytes_problem)
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ class ScheduleSection:
 @dataclass(frozen=True)
 class TrainingSection:
     epochs: int | None = opt(3, "int", "fine-tuning epochs, decay phase included (or set steps instead)", ge=1, nullable=True)
-    steps: int | None = opt(None, "int", "fine-tuning optimizer steps; overrides epochs when set", ge=1)
+    steps: int | None = opt(None, "int", "fine-tuning optimizer steps; overrides epochs when set", ge=1, check=steps_problem)
     optimizer: OptimizerSection = section(OptimizerSection)
     schedule: ScheduleSection = section(ScheduleSection)
     eval_every: int | None = opt(None, "int", "steps between evaluations (null: once per epoch)", ge=1)

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..escaping import printable
+
 # PyYAML follows YAML 1.1, where `1e-3` (no dot) is a *string*; people write it for learning
 # rates all the time, so number fields accept such strings instead of failing on them.
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -115,13 +117,17 @@ def _type_error(spec: Spec, value: Any) -> Problem:
     if isinstance(value, bool):  # YAML 1.1 reads yes/no/on/off as booleans
         hint = " (YAML reads yes/no/on/off as true/false; quote the word if you meant text)"
     elif spec.kind == "list" and isinstance(value, str):
-        hint = f"; write it as a list, e.g. [{value}]"
+        hint = f"; write it as a list, e.g. [{printable(value, 40)}]"
     elif spec.kind in ("str", "path") and isinstance(value, (int, float)):
-        hint = f"; quote it: '{value}'"
+        hint = f"; quote it: '{printable(value, 40)}'"
     return Problem(f"expected {_NOUNS[spec.kind]}, got {show(value)}{hint}")
 
 
 def _to_int(spec: Spec, v: Any) -> int:
+    if isinstance(v, str) and _SCIENTIFIC.fullmatch(v.strip()):  # 1e5 steps: YAML 1.1 reads a string
+        number = float(v)
+        if math.isfinite(number) and number == int(number):
+            v = int(number)
     if isinstance(v, bool) or not isinstance(v, int):
         raise _type_error(spec, v)
     return v
@@ -223,11 +229,11 @@ def show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return repr(value)
+        return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
     if isinstance(value, (list, tuple)):
         text = "[" + ", ".join(show(v) for v in value) + "]"
     elif isinstance(value, dict):
-        text = "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
+        text = "{" + ", ".join(f"{printable(k, 40)}: {show(v)}" for k, v in value.items()) + "}"
     else:
         text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

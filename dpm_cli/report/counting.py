@@ -183,6 +183,9 @@ class _OpCounter(TorchDispatchMode):
 
 def example_input(shape: Sequence[int]) -> torch.Tensor:
     """A random input of `shape` from a private generator (the global RNG is left alone)."""
+    from ..limits import check_example_shape
+
+    check_example_shape(shape)  # refused before allocating, with the size in the message
     return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..limits import check_example_shape
 
 _SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*$", re.IGNORECASE)
@@ -62,6 +63,7 @@ def resolve_setup(input_shape: str | None, recipe: str | Path | None, factory: s
         setup = _from_recipe(recipe)
     if input_shape is not None:
         setup.input_shape = parse_shape(input_shape)
+        check_example_shape(setup.input_shape, f"--input-shape {input_shape}")  # before loading anything
     if factory is not None:
         setup.factory = factory
     return setup
@@ -73,6 +75,7 @@ def require_shape(setup: ModelSetup, *artifact_shapes: tuple[int, ...] | None) -
     if shape is None:
         raise ConfigError("no input shape: pass --input-shape (batch first, e.g. 1,3,32,32) "
                           "or a --recipe with model.input_shape")
+    check_example_shape(shape, f"input shape {','.join(map(str, shape))}")  # before allocating the example
     return tuple(shape)
 
 

@@ -25,6 +25,10 @@ from .progress import Reporter, SilentReporter, refresh
 from .rundir import RunDir
 
 
+# A loss this many times the first one (at least 1) means training diverged: the weights are not kept.
+DIVERGED = 100.0
+
+
 @dataclass
 class TrainerHooks:
     """Optional callbacks, e.g. for benchmarks that record every evaluation.
@@ -81,6 +85,9 @@ class Trainer:
         self.position = Position()
         self.result = TrainResult(0)
         self._events_written = 0
+        self._saved_step: int | None = None  # step of the state on disk (all finite), None before the first save
+        self._pending_step: int | None = None  # step of a saved state not yet confirmed by the next loss
+        self._reference_loss: float | None = None  # the first loss this process saw
         self._mid_step = False
         self._shown: tuple[int, dict[str, Any]] | None = None  # the step and fields last shown
 
@@ -109,16 +116,65 @@ class Trainer:
         self.result.decay_evals_done = bool(state["result"].get("decay_evals_done", False))
         torch.set_rng_state(state["rng"])
         self._events_written = len(self.pruner.events) if self.pruner else 0
+        self._saved_step = self.position.step
 
-    def save(self) -> None:
-        if self.run_dir is not None:
-            self.run_dir.save_state(self.state_dict())
+    def save(self) -> bool:
+        """Write the resumable state, unless a parameter, buffer or optimizer value is not finite: then the
+        previous (finite) state stays on disk, so that a divergence never replaces the last good state."""
+        if self.run_dir is None:
+            return False
+        if not self._finite():
+            self.reporter.log(f"note: state at step {self.position.step} not saved: it holds NaN or infinite values; "
+                              f"{self.run_dir.state} keeps {self._describe_saved()}")
+            return False
+        self.run_dir.save_state(self.state_dict())
+        self.run_dir.discard_pending()
+        self._saved_step, self._pending_step = self.position.step, None
+        return True
+
+    # A periodic state is written beside state.pt and replaces it only once the next step's loss shows the
+    # weights still work: finite weights can already be diverged (4e14, with a loss of 1e10 on the next step).
+    def _save_pending(self) -> None:
+        if self.run_dir is None:
+            return
+        if not self._finite():
+            self.reporter.log(f"note: state at step {self.position.step} not saved: it holds NaN or infinite values; "
+                              f"{self.run_dir.state} keeps {self._describe_saved()}")
+            return
+        self.run_dir.save_pending(self.state_dict())
+        self._pending_step = self.position.step
+
+    def _validate_pending(self, loss: float) -> None:
+        if self._reference_loss is None and math.isfinite(loss):
+            self._reference_loss = loss
+        if self._pending_step is None or self.run_dir is None:
+            return
+        step, self._pending_step = self._pending_step, None
+        if math.isfinite(loss) and loss <= DIVERGED * max(1.0, self._reference_loss or 0.0):
+            self.run_dir.promote_pending()
+            self._saved_step = step
+        else:
+            self.run_dir.discard_pending()
+            self.reporter.log(f"note: state at step {step} not kept: the next loss was {loss:.4g}; "
+                              f"{self.run_dir.state} keeps {self._describe_saved()}")
+
+    def _finite(self) -> bool:
+        model = self.dist.unwrap(self.model)
+        tensors = [*model.parameters(), *model.buffers()]
+        tensors += [v for per_param in self.optimizer.state.values() for v in per_param.values()
+                    if isinstance(v, torch.Tensor)]
+        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point() or t.is_complex())
+
+    def _describe_saved(self) -> str:
+        return "no state yet" if self._saved_step is None else f"the state of step {self._saved_step}"
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
         opts, pos = self.options, self.position
         self.model.train()
         self.reporter.start(opts.total_steps, "dpm fine-tune", pos.step)
+        if self._saved_step is None and pos.step == 0:
+            self.save()  # a last good state from the start: a divergence or a kill before step checkpoint_every resumes
         try:
             while pos.step < opts.total_steps:
                 self._run_epoch()
@@ -170,11 +226,15 @@ class Trainer:
             logits = self.model(inputs)
         loss = self.objective(logits, labels, inputs)
         value = float(self.dist.mean(loss.detach()))
+        self._validate_pending(value)
         if not math.isfinite(value):
-            self.save()  # the weights are still those of the last good step
-            where = f" (state saved in {self.run_dir.state})" if self.run_dir else ""
-            raise TrainingError(f"the loss became {value} at step {self.position.step + 1}; stopped and kept "
-                                f"the last good state{where}; lower training.optimizer.lr or set training.grad_clip")
+            # Not saved now: the weights that gave this loss may already be huge and BatchNorm statistics
+            # infinite. The state on disk is the last periodic one, checked finite when it was written.
+            where = (f"; the last good state ({self._describe_saved()}, every parameter and buffer finite) is in "
+                     f"{self.run_dir.state}: continue with --resume and a lower training.optimizer.lr=..."
+                     if self.run_dir and self._saved_step is not None else
+                     "; lower training.optimizer.lr or set training.grad_clip")
+            raise TrainingError(f"the loss became {value} at step {self.position.step + 1}; stopped{where}")
         loss.backward()
         if self.options.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
@@ -194,7 +254,7 @@ class Trainer:
             self._evaluate()
         if step % opts.checkpoint_every == 0:
             self._flush_events()
-            self.save()
+            self._save_pending()
 
     # ------------------------------------------------------------------ logging and evaluation
     def _fields(self) -> dict[str, Any]:

@@ -33,3 +33,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int
     """`cfg` has name, warmup_steps, step_size, gamma, min_lr (recipe training.schedule)."""
     base_lr = optimizer.param_groups[0]["lr"]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, cfg, base_lr))
+
+
+def retarget_lr(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:
+    """Give a resumed run a new base learning rate, keeping the schedule's position.
+
+    Loading the optimizer's and scheduler's state restores the old base rate; the schedule's factor
+    at the current step then applies to the new one (what `--resume training.optimizer.lr=...` means)."""
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    rates = [lr * fn(scheduler.last_epoch) for fn in scheduler.lr_lambdas]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["initial_lr"], group["lr"] = lr, rate
+    scheduler._last_lr = rates  # what get_last_lr() reports; torch keeps it in this attribute
