@@ -65,3 +65,24 @@ def test_summary_latency_overhead_and_markdown(quick):
         assert heading in markdown
     for label in ("single-step", "iterative", "DPM SP", "DPM SP+SR", "sparse + single-step", "sparse + SP+SR"):
         assert label in markdown
+
+
+def test_every_mode_shares_the_dense_evaluation_window():
+    """Issue 15: with a cadence inside the decay window, single-step, iterative and SP are evaluated on
+    the same steps, ending eval_after_decay steps after SP's channels reach zero."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dpmbench.grid import PLANS
+    from dpmbench.modes import MODES as ALL
+    from dpmbench.protocol import Protocol
+
+    p = Protocol(steps=100, eval_every=10, eval_every_decay=1, eval_after_decay=5)  # start 8, N 25
+    assert p.decay_window_end == 8 + 1 + 25 + 5
+    zero = {"single": p.start_step + 2, "iterative": p.start_step + 3 * (25 // 4) + 2, "sp": p.start_step + 1 + 25}
+    for name, z in zero.items():
+        o = ALL[name].overrides(p, 100)
+        assert "training.eval_every_decay=1" in o
+        assert f"training.eval_after_decay={p.decay_window_end - z}" in o, (name, o)
+    assert "pruning.mode=single_step" in ALL["single"].overrides(p, 100)
+    assert not any("eval_every_decay" in x for x in ALL["sp"].overrides(Protocol(steps=100, eval_every=10), 100))
+    for name in ("pilot-15", "ingredients-600"):
+        assert all(c.protocol.eval_every_decay == 1 for c in PLANS[name].comparisons)
