@@ -86,3 +86,16 @@ def test_every_mode_shares_the_dense_evaluation_window():
     assert not any("eval_every_decay" in x for x in ALL["sp"].overrides(Protocol(steps=100, eval_every=10), 100))
     for name in ("pilot-15", "ingredients-600"):
         assert all(c.protocol.eval_every_decay == 1 for c in PLANS[name].comparisons)
+
+
+def test_every_plan_fits_its_decay_phase():
+    """A plan whose SP+SR runs need start + 1 + 2N > T steps would only fail hours into a study."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dpmbench.grid import PLANS
+    from dpmbench.suite import plan_runs
+
+    for name, plan in PLANS.items():
+        for job in plan_runs(plan, Path("/nonexistent")):
+            p = job.protocol
+            phase = 2 * p.decay_steps if job.mode.endswith("sp_sr") else p.decay_steps
+            assert p.start_step + 1 + phase <= p.steps, (name, job.label())

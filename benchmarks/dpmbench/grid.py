@@ -166,7 +166,7 @@ INGREDIENTS = (
     ("distill 0.9", {"distill_weight": 0.9}, ("single", "sp", "sp_sr"), "distillation from the dense model, every mode"),
     ("cosine", {"decay_shape": "cosine"}, ("sp", "sp_sr"), "decay shape"),
     ("N 10%", {"decay_frac": 0.1}, ("sp", "sp_sr"), "N as a fraction of T"),
-    ("N 50%", {"decay_frac": 0.5}, ("sp", "sp_sr"), "N as a fraction of T"),
+    ("N 40%", {"decay_frac": 0.4}, ("sp", "sp_sr"), "N as a fraction of T (50% leaves SP+SR's 2N phase no room)"),
     ("decay lr x0.5", {"decay_lr_scale": 0.5}, ("sp", "sp_sr"), "learning rate during the decay"),
     ("decay lr x2", {"decay_lr_scale": 2.0}, ("sp", "sp_sr"), "learning rate during the decay"),
     ("BN at zero only", {"bn_at_zero": True, "recalibrate_bn": False}, ("single", "sp", "sp_sr"),
