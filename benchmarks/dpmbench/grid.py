@@ -198,10 +198,10 @@ PILOT_15 = Plan(
                             keep_models=False, modes=_PILOT),),
     ablations=(
         _ablate(V, 3, "distill 0.5", {"distill_weight": 0.5}, _PILOT, "distillation, every mode"),
-        _ablate(V, 3, "cosine", {"decay_shape": "cosine"}, ("sp_sr",), "decay shape"),
         _ablate(V, 3, "T 600", _T600, _PILOT, "fine-tuning length"),
         _ablate(V, 3, "T 600 distill 0.5", {**_T600, "distill_weight": 0.5}, _PILOT,
                 "distillation at the long budget"),
+        _ablate(V, 3, "cosine", {"decay_shape": "cosine"}, ("sp_sr",), "decay shape"),
     ),
     run_overhead=False,
 )
