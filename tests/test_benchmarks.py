@@ -99,3 +99,20 @@ def test_every_plan_fits_its_decay_phase():
             p = job.protocol
             phase = 2 * p.decay_steps if job.mode.endswith("sp_sr") else p.decay_steps
             assert p.start_step + 1 + phase <= p.steps, (name, job.label())
+
+
+@pytest.mark.slow
+def test_incremental_runner_appends_each_run_and_resumes(tmp_path):
+    def once() -> list[dict]:
+        done = subprocess.run([sys.executable, "benchmarks/run_incremental.py", "--plan", "quick", "--out",
+                               str(tmp_path), "--cache", str(tmp_path / "cache"), "--max-runs", "1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+
+    first = once()
+    second = once()  # skips the finished run, adds the next one
+    assert len(first) == 1 and len(second) == 2 and second[0] == first[0]
+    assert (second[0]["variant"], second[0]["seed"]) == ("main", 0) and second[1]["mode"] != second[0]["mode"]
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert len(result["runs"]) == 2 and "Headline" in (tmp_path / "results.md").read_text()
