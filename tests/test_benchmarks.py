@@ -65,3 +65,54 @@ def test_summary_latency_overhead_and_markdown(quick):
         assert heading in markdown
     for label in ("single-step", "iterative", "DPM SP", "DPM SP+SR", "sparse + single-step", "sparse + SP+SR"):
         assert label in markdown
+
+
+def test_every_mode_shares_the_dense_evaluation_window():
+    """Issue 15: with a cadence inside the decay window, single-step, iterative and SP are evaluated on
+    the same steps, ending eval_after_decay steps after SP's channels reach zero."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dpmbench.grid import PLANS
+    from dpmbench.modes import MODES as ALL
+    from dpmbench.protocol import Protocol
+
+    p = Protocol(steps=100, eval_every=10, eval_every_decay=1, eval_after_decay=5)  # start 8, N 25
+    assert p.decay_window_end == 8 + 1 + 25 + 5
+    zero = {"single": p.start_step + 2, "iterative": p.start_step + 3 * (25 // 4) + 2, "sp": p.start_step + 1 + 25}
+    for name, z in zero.items():
+        o = ALL[name].overrides(p, 100)
+        assert "training.eval_every_decay=1" in o
+        assert f"training.eval_after_decay={p.decay_window_end - z}" in o, (name, o)
+    assert "pruning.mode=single_step" in ALL["single"].overrides(p, 100)
+    assert not any("eval_every_decay" in x for x in ALL["sp"].overrides(Protocol(steps=100, eval_every=10), 100))
+    for name in ("pilot-15", "ingredients-600"):
+        assert all(c.protocol.eval_every_decay == 1 for c in PLANS[name].comparisons)
+
+
+def test_every_plan_fits_its_decay_phase():
+    """A plan whose SP+SR runs need start + 1 + 2N > T steps would only fail hours into a study."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dpmbench.grid import PLANS
+    from dpmbench.suite import plan_runs
+
+    for name, plan in PLANS.items():
+        for job in plan_runs(plan, Path("/nonexistent")):
+            p = job.protocol
+            phase = 2 * p.decay_steps if job.mode.endswith("sp_sr") else p.decay_steps
+            assert p.start_step + 1 + phase <= p.steps, (name, job.label())
+
+
+@pytest.mark.slow
+def test_incremental_runner_appends_each_run_and_resumes(tmp_path):
+    def once() -> list[dict]:
+        done = subprocess.run([sys.executable, "benchmarks/run_incremental.py", "--plan", "quick", "--out",
+                               str(tmp_path), "--cache", str(tmp_path / "cache"), "--max-runs", "1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+
+    first = once()
+    second = once()  # skips the finished run, adds the next one
+    assert len(first) == 1 and len(second) == 2 and second[0] == first[0]
+    assert (second[0]["variant"], second[0]["seed"]) == ("main", 0) and second[1]["mode"] != second[0]["mode"]
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert len(result["runs"]) == 2 and "Headline" in (tmp_path / "results.md").read_text()

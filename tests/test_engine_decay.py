@@ -99,3 +99,35 @@ def test_resume_refuses_other_options():
     _, _, pruner_b, _ = make("sgd", budget=0.5)
     with pytest.raises(Exception, match="other pruning options"):
         pruner_b.load_state_dict(pruner_a.state_dict())
+
+
+def test_cosine_shape_follows_its_exact_norms_then_exact_zero():
+    import math
+
+    model, opt, pruner, data = make("sgd", decay_shape="cosine")
+    train_steps(model, opt, pruner, 1, data)  # step 1 selects
+    (group,) = pruner.groups
+    st = pruner.states[0]
+    targets = torch.nonzero(st.status == DECAYING).flatten()
+    l_init = st.l_init[targets].clone()
+    for n in range(1, N + 1):
+        train_steps(model, opt, pruner, 1, data)
+        norms = group.norms()[targets]
+        if n < N:
+            expected = l_init * 0.5 * (1 + math.cos(math.pi * n / N))
+            torch.testing.assert_close(norms, expected, rtol=1e-5, atol=0)
+        else:
+            assert torch.all(norms == 0.0)
+    assert torch.all(st.status[targets] == PRUNED)
+
+
+def test_remaining_fraction_exact_values_and_bad_shape():
+    from dpm_cli.engine.schedule import remaining_fraction
+    from dpm_cli.errors import ConfigError
+
+    n = torch.tensor([0, 1, 2, 3, 4], dtype=torch.int32)
+    assert remaining_fraction(n, 4, "linear").tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+    cos = remaining_fraction(n, 4, "cosine")
+    torch.testing.assert_close(cos, torch.tensor([1.0, 0.8535534, 0.5, 0.1464466, 0.0]), rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="decay_shape must be one of linear, cosine"):
+        DPMConfig(decay_shape="exp")

@@ -148,5 +148,63 @@ SR_COST_MATCHED = Plan(
     run_overhead=False,
 )
 
+# Issue 15: what makes the gain last, and the anytime accuracy measured on one schedule for every mode.
+# Every run evaluates every step (eval_every_decay 1) from the first selection until 10 steps after SP's
+# channels are zero; T = 600 (the long budget where the gain faded). Each ingredient is a named variant,
+# paired with the main grid's runs of the same mode and seeds, and with single-step under the SAME
+# ingredient where the ingredient applies to single-step too (distillation, BN at zero).
+def _anytime(p: Protocol) -> Protocol:
+    return replace(p, eval_every_decay=1, eval_after_decay=10)
+
+
+# Regular evaluations every 100 steps (each one re-estimates BN: every 10 would double a run's cost),
+# pruning starting where the suite's does.
+ANYTIME_MNIST = _anytime(replace(MNIST_PROTOCOL, steps=600, eval_every=100, start=MNIST_PROTOCOL.start_step))
+ANYTIME_DIGITS = _anytime(replace(DIGITS_PROTOCOL, steps=600, eval_every=100, start=DIGITS_PROTOCOL.start_step))
+INGREDIENTS = (
+    ("distill 0.5", {"distill_weight": 0.5}, ("single", "sp", "sp_sr"), "distillation from the dense model, every mode"),
+    ("distill 0.9", {"distill_weight": 0.9}, ("single", "sp", "sp_sr"), "distillation from the dense model, every mode"),
+    ("cosine", {"decay_shape": "cosine"}, ("sp", "sp_sr"), "decay shape"),
+    ("N 10%", {"decay_frac": 0.1}, ("sp", "sp_sr"), "N as a fraction of T"),
+    ("N 40%", {"decay_frac": 0.4}, ("sp", "sp_sr"), "N as a fraction of T (50% leaves SP+SR's 2N phase no room)"),
+    ("decay lr x0.5", {"decay_lr_scale": 0.5}, ("sp", "sp_sr"), "learning rate during the decay"),
+    ("decay lr x2", {"decay_lr_scale": 2.0}, ("sp", "sp_sr"), "learning rate during the decay"),
+    ("BN at zero only", {"bn_at_zero": True, "recalibrate_bn": False}, ("single", "sp", "sp_sr"),
+     "BN statistics re-estimated once when channels reach zero, not before every eval"),
+    ("SR q 0.95", {"rate_quantile": 0.95}, ("sp_sr",), "Self-Rectifying: more releases"),
+    ("SR m 1", {"patience": 1}, ("sp_sr",), "Self-Rectifying: patience"),
+    ("cosine + distill 0.5", {"decay_shape": "cosine", "distill_weight": 0.5}, ("single", "sp_sr"),
+     "the two most promising ingredients together"),
+)
+
+
+def _study(setup: str, protocol: Protocol, seeds: int) -> tuple[Comparison, tuple[Ablation, ...]]:
+    main = Comparison(setup, protocol, {0.5: 0, 0.25: seeds, 0.125: seeds}, {}, keep_models=False,
+                      modes=("single", "sp", "sp_sr"))
+    return main, tuple(_ablate(setup, seeds, *a) for a in INGREDIENTS)
+
+
+_DIGITS_STUDY, _MNIST_STUDY = _study(V, ANYTIME_DIGITS, 8), _study(M, ANYTIME_MNIST, 8)
+# The >= 8-seed study of issue 15 (NOT run yet: about 3 h on 2 quiet cores by the pilot's timing).
+INGREDIENTS_600 = Plan(comparisons=(_DIGITS_STUDY[0], _MNIST_STUDY[0]),
+                       ablations=_DIGITS_STUDY[1] + _MNIST_STUDY[1], run_overhead=False)
+
+# The pilot that was run (docs/BENCHMARKS.md, "pilot"): the smallest suite model, 3 paired seeds, 8x,
+# single-step against SP+SR with and without distillation, at T = 150 and T = 600.
+_PILOT = ("single", "sp_sr")
+_T600 = {"steps": 600, "eval_every": 100, "start": DIGITS_PROTOCOL.start_step}
+PILOT_15 = Plan(
+    comparisons=(Comparison(V, _anytime(DIGITS_PROTOCOL), {0.125: 3}, {},
+                            keep_models=False, modes=_PILOT),),
+    ablations=(
+        _ablate(V, 3, "distill 0.5", {"distill_weight": 0.5}, _PILOT, "distillation, every mode"),
+        _ablate(V, 3, "T 600", _T600, _PILOT, "fine-tuning length"),
+        _ablate(V, 3, "T 600 distill 0.5", {**_T600, "distill_weight": 0.5}, _PILOT,
+                "distillation at the long budget"),
+        _ablate(V, 3, "cosine", {"decay_shape": "cosine"}, ("sp_sr",), "decay shape"),
+    ),
+    run_overhead=False,
+)
+
 PLANS = {"full": FULL, "quick": QUICK, "mnist-extra": MNIST_EXTRA, "mnist-16seeds": MNIST_SEEDS16,
-         "sr-cost-matched": SR_COST_MATCHED}
+         "sr-cost-matched": SR_COST_MATCHED, "ingredients-600": INGREDIENTS_600, "pilot-15": PILOT_15}

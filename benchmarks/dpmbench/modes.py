@@ -3,7 +3,7 @@
 Every mode starts from the same dense model, with the same criterion, budget, total steps, optimizer
 and batch order (training.seed = seed index); only the way channels leave differs:
 
-- single        single-step pruning, then fine-tuning (decay_steps = 1, Self-Rectifying off)
+- single        single-step pruning, then fine-tuning (pruning.mode single_step: N = 1, no Self-Rectifying)
 - iterative     single-step pruning in K rounds spread over the window SP decays in
 - sp            DPM Smooth Pruning: a linear norm ramp to zero over N steps, Self-Rectifying off
 - sp_sr         Smooth Pruning + Self-Rectifying
@@ -28,12 +28,15 @@ class Mode:
         """Recipe overrides for this mode; `steps` is what the pipeline trains (T minus a pre-phase)."""
         common = [f"pruning.start_step={p.start_step}", f"training.steps={steps}"]
         if self.decay == "single":
-            return common + ["pruning.decay_steps=1", "pruning.rounds=1", "pruning.rectify.enabled=false"]
+            return common + self._cadence(p, p.start_step + 2) + ["pruning.mode=single_step", "pruning.rounds=1"]
         if self.decay == "iterative":
             interval = max(1, p.decay_steps // p.rounds)
-            return common + ["pruning.decay_steps=1", f"pruning.rounds={p.rounds}",
-                             f"pruning.round_interval={interval}", "pruning.rectify.enabled=false"]
-        smooth = common + [f"pruning.decay_steps={p.decay_steps}", "pruning.rounds=1"]
+            last_cut = p.start_step + (p.rounds - 1) * interval + 2
+            return common + self._cadence(p, last_cut) + [
+                "pruning.decay_steps=1", f"pruning.rounds={p.rounds}",
+                f"pruning.round_interval={interval}", "pruning.rectify.enabled=false"]
+        smooth = common + self._cadence(p, p.start_step + 1 + p.decay_steps) + [
+            f"pruning.decay_steps={p.decay_steps}", "pruning.rounds=1"]
         if self.decay == "sp":
             return smooth + ["pruning.rectify.enabled=false"]
         quantile = "null" if p.rate_quantile is None else f"{p.rate_quantile}"
@@ -41,6 +44,15 @@ class Mode:
                          f"pruning.rectify.rate_threshold={p.rate_threshold}",
                          f"pruning.rectify.len_threshold={p.len_threshold}",
                          f"pruning.rectify.patience={p.patience}"]
+
+    @staticmethod
+    def _cadence(p: Protocol, zero_step: int) -> list[str]:
+        """The same evaluation window for every mode: a mode whose channels are zero at `zero_step`
+        keeps the dense cadence until p.decay_window_end, where SP's window ends."""
+        if p.eval_every_decay is None:
+            return []
+        return [f"training.eval_every_decay={p.eval_every_decay}",
+                f"training.eval_after_decay={max(0, p.decay_window_end - zero_step)}"]
 
 
 MODES = {m.name: m for m in (

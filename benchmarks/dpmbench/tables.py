@@ -46,8 +46,15 @@ def dense_table(result: dict[str, Any]) -> str:
     for name, d in result["dense"].items():
         p = result["protocols"].get(name, {})
         lines.append(f"| {name} | {_num(d['top1'])} | {_num(d['loss'], 4)} | {d['steps']} | "
-                     f"T={p.get('steps')}, N={p.get('decay_steps')}, every {p.get('eval_every')}, lr {p.get('lr')} |")
+                     f"T={p.get('steps')}, N={p.get('decay_steps')}, every {p.get('eval_every')}{_dense(p)}, "
+                     f"lr {p.get('lr')} |")
     return "\n".join(lines)
+
+
+def _dense(p: dict[str, Any]) -> str:
+    """The anytime cadence, when the protocol evaluates densely inside the decay window."""
+    k = p.get("eval_every_decay")
+    return f" (every {k} from the first cut to step {p.get('decay_window_end')})" if k else ""
 
 
 def headline_table(result: dict[str, Any]) -> str:

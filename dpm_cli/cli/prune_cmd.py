@@ -70,11 +70,21 @@ def _show_summary(s) -> None:
     console.print(table)
     console.print(f"equivalence error (compact vs decayed, relative): {s.equivalence_error:.2e}")
     console.print(f"steps {s.steps}, releases {s.releases}, suppressed releases {s.suppressed}"
-                  + (f", lowest val top1 during decay {s.min_decay_top1:.2f}%" if s.min_decay_top1 is not None else ""))
+                  + (f", lowest val top1 during decay {s.min_decay_top1:.2f}%{_cadence(s)}"
+                     if s.min_decay_top1 is not None else ""))
     for fmt, path in s.outputs.items():
         console.print(f"wrote {fmt}: {path}")
     for note in s.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _cadence(s) -> str:
+    """' (4 evals, steps 18-40, every 2 steps)': the figure depends on when evaluation happened."""
+    steps = s.min_decay_steps
+    if not steps:
+        return ""
+    every = f"every {s.min_decay_eval_every} steps" if s.min_decay_eval_every else "once per epoch"
+    return f" ({len(steps)} evals, steps {steps[0]}-{steps[-1]}, {every})"
 
 
 @app.command(epilog=f"Example:\n\n  dpm plan model.pt --recipe r.yaml\n\n{EXIT_CODES}")

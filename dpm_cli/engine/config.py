@@ -9,6 +9,7 @@ from ..errors import ConfigError
 BUDGET_KINDS = ("macs", "params", "channels")
 CRITERIA = ("magnitude", "taylor", "bn_scale", "lamp", "random")
 RANKINGS = ("global", "layer")
+DECAY_SHAPES = ("linear", "cosine")  # see schedule.py
 
 
 @dataclass
@@ -33,6 +34,7 @@ class DPMConfig:
 
     budget: fraction of the ORIGINAL model kept (0 < budget <= 1), measured in `budget_kind`.
     decay_steps: N, optimizer steps from selection to exact zero; 1 = single-step pruning.
+    decay_shape: the norm's path to zero, "linear" (the paper's ramp) or "cosine" (schedule.py).
     rounds: K selection rounds; round k brings the cumulative budget to k/K of the target.
     round_interval: optimizer steps between round selections (default decay_steps).
     start_step: optimizer steps of plain training before the first selection.
@@ -48,6 +50,7 @@ class DPMConfig:
     ignore: list[str] = field(default_factory=list)
     ignore_classifier: bool = True
     decay_steps: int = 50
+    decay_shape: str = "linear"
     rounds: int = 1
     round_interval: int | None = None
     start_step: int = 0
@@ -69,6 +72,7 @@ class DPMConfig:
         _choice("budget_kind", self.budget_kind, BUDGET_KINDS)
         _choice("criterion", self.criterion, CRITERIA)
         _choice("ranking", self.ranking, RANKINGS)
+        _choice("decay_shape", self.decay_shape, DECAY_SHAPES)
         _in_range("max_layer_ratio", self.max_layer_ratio, 0.0, 1.0, low_open=True, high_open=True)
         _at_least("min_channels", self.min_channels, 1)
         _at_least("round_to", self.round_to, 1)

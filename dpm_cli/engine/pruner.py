@@ -23,6 +23,7 @@ from .config import DPMConfig
 from .cost import CostModel, Key
 from .groups import discover_groups
 from .layout import FlatLayout
+from .schedule import remaining_fraction
 from .rectify import StepSums, c_len, c_rate, rate_threshold
 from .selection import round_targets, score_groups, select
 from .state import ACTIVE, DECAYING, PRUNED, Event, GroupState, Progress
@@ -107,14 +108,15 @@ class DecayPruner:
         self._before = self.layout.values() if wanted else None
 
     def _decay_scale(self, norms: torch.Tensor, t: int) -> torch.Tensor:
-        """Smooth Pruning: norm L_init * (N - n) / N after this step; exactly zero at n = N.
+        """Smooth Pruning: norm L_init * (N - n) / N after this step (linear; or the cosine shape, see
+        schedule.py); exactly zero at n = N.
 
         Every scale comes from the post-step norms before any is applied; overlapping structures
         (a weight in two channels) then get the product, at or below both ramps."""
         st, n_total = self.state, self.config.decay_steps
         dec = st.mask(DECAYING)
         st.n[dec] += 1
-        target = st.l_init * (n_total - st.n).float() / n_total
+        target = st.l_init * remaining_fraction(st.n, n_total, self.config.decay_shape)
         scale = torch.where(dec, target / norms.clamp_min(EPS), torch.ones_like(target))
         done = dec & (st.n >= n_total)
         if bool(done.any()):

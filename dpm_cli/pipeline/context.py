@@ -128,9 +128,9 @@ def dpm_config(recipe: Recipe, steps: int) -> DPMConfig:
     return DPMConfig(
         budget=p.budget.keep, budget_kind=p.budget.kind, criterion=p.criterion, ranking=p.ranking,
         max_layer_ratio=p.max_layer_ratio, min_channels=p.min_channels, round_to=p.round_to,
-        ignore=list(p.ignore), ignore_classifier=p.ignore_classifier, decay_steps=n,
+        ignore=list(p.ignore), ignore_classifier=p.ignore_classifier, decay_steps=n, decay_shape=p.decay_shape,
         rounds=p.rounds, round_interval=p.round_interval, start_step=p.start_step,
-        rectify=RectifyConfig(enabled=r.enabled, rate_quantile=r.rate_quantile, rate_threshold=r.rate_threshold,
+        rectify=RectifyConfig(enabled=r.enabled and p.mode == "smooth", rate_quantile=r.rate_quantile, rate_threshold=r.rate_threshold,
                               len_threshold=r.len_threshold, patience=r.patience),
         max_equivalence_error=p.max_equivalence_error, seed=recipe.training.seed)
 

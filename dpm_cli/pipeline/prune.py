@@ -23,6 +23,7 @@ from ..training.loop import LoopOptions, Trainer, TrainerHooks
 from ..training.progress import Reporter, SilentReporter
 from ..training.rundir import RunDir
 from .context import RunContext, decay_overrun, dpm_config, load_context, total_steps
+from .pretrain import pretrain_dense
 
 
 @dataclass
@@ -49,6 +50,10 @@ class PruneSummary:
     outputs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     widths: list[dict[str, Any]] = field(default_factory=list)
+    # What min_decay_top1 covered: the steps of its evals and their cadence inside the decay window
+    # (training.eval_every_decay; null: the regular eval_every, or once per epoch when that is null too).
+    min_decay_steps: list[int] = field(default_factory=list)
+    min_decay_eval_every: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,14 +77,7 @@ def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare, dis
         if not pre.enabled:
             raise ConfigError("no checkpoint given and pretrain.enabled is false; pass MODEL or enable pretrain")
         reporter.log(f"no checkpoint given: training a dense {ctx.recipe.model.factory} for {pre.epochs} epochs")
-        model.to(ctx.device)
-        opt = torch.optim.SGD(model.parameters(), lr=pre.lr, momentum=0.9, weight_decay=5e-4)
-        steps = pre.epochs * len(ctx.train_loader)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pre.lr, total_steps=steps)
-        objective = Objective("cross_entropy", labeled=ctx.data.labeled)
-        Trainer(model, ctx.train_loader, ctx.val_loader, objective, opt, sched,
-                LoopOptions(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=10**9),
-                device=ctx.device, reporter=reporter).run()
+        pretrain_dense(model, ctx, reporter, run_dir)
         run_dir.save_state_file(cache, model.state_dict())
         return model
     return build
@@ -135,13 +133,16 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
     if overrun:
         raise ConfigError(overrun)
     reporter.log(f"decay: {describe_decay(recipe.pruning, steps)}, decay phase ends at step {pruner.decay_phase_end}")
-    scheduler = build_scheduler(optimizer, recipe.training.schedule, steps)
+    scheduler = build_scheduler(optimizer, recipe.training.schedule, steps,
+                                decay_window=(pruner.selection_steps[0], pruner.decay_phase_end))
     t = recipe.training
     trainer = Trainer(dist.wrap(model, ctx.device), ctx.train_loader, ctx.val_loader, objective, optimizer, scheduler,
                       LoopOptions(total_steps=steps, eval_every=t.eval_every, log_every=t.log_every,
                                   checkpoint_every=t.checkpoint_every, grad_clip=t.grad_clip, bf16=t.bf16,
                                   recalibrate_bn=recipe.pruning.recalibrate_bn.enabled,
-                                  recalibrate_batches=recipe.pruning.recalibrate_bn.batches),
+                                  recalibrate_batches=recipe.pruning.recalibrate_bn.batches,
+                                  recalibrate_at_zero=recipe.pruning.recalibrate_bn.at_zero,
+                                  eval_every_decay=t.eval_every_decay, eval_after_decay=t.eval_after_decay),
                       pruner=pruner, device=ctx.device, run_dir=run, reporter=reporter, dist=dist, hooks=hooks)
     if resume and run.state.is_file():
         trainer.load_state_dict(run.load_state())
@@ -175,7 +176,8 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         sum(e.kind == "release" for e in events), sum(e.kind == "suppressed" for e in events),
         result.min_decay_top1, str(run.path), before.get("ce"), after.get("ce"), ranks=dist.world_size,
         notes=list(ctx.notes) + [f"resume: changed {change}" for change in run.changes],
-        widths=[asdict(w) for w in compacted.widths])
+        widths=[asdict(w) for w in compacted.widths], min_decay_steps=list(result.decay_eval_steps),
+        min_decay_eval_every=recipe.training.eval_every_decay or recipe.training.eval_every)
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None
         written = write_outputs(compacted.model.cpu(), ctx.example_inputs.cpu(), outputs, provenance,

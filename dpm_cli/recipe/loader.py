@@ -282,7 +282,8 @@ def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
         if data.source != source and value is not None:
             ctx.fail(f"data.{key}", f"only used when data.source is '{source}' (it is '{data.source}'); "
                      f"remove data.{key} or set data.source: {source}")
-    if pruning.decay_steps is not None and pruning.decay_fraction is not None:
+    smooth = pruning.mode == "smooth"  # single_step ignores decay_steps and decay_fraction
+    if smooth and pruning.decay_steps is not None and pruning.decay_fraction is not None:
         # Usually an override of one on a recipe that writes the other: point at the override.
         key, other = "pruning.decay_fraction", "pruning.decay_steps"
         if ctx.override_of(key) is None and ctx.override_of(other) is not None:
@@ -290,7 +291,7 @@ def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
         hint = f" (with an override, also pass {other}=null)" if ctx.override_of(key) is not None else ""
         ctx.fail(key, f"both pruning.decay_steps ({pruning.decay_steps}) and pruning.decay_fraction "
                  f"({pruning.decay_fraction}) are set; keep one of them{hint}")
-    if (pruning.round_interval is not None and pruning.decay_steps is not None
+    if (smooth and pruning.round_interval is not None and pruning.decay_steps is not None
             and pruning.round_interval < pruning.decay_steps):
         ctx.fail("pruning.round_interval", f"{pruning.round_interval} is shorter than pruning.decay_steps "
                  f"({pruning.decay_steps}), so rounds would overlap; set it >= {pruning.decay_steps} or remove it")

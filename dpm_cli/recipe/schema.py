@@ -95,6 +95,7 @@ class RectifySection:
 class RecalibrateSection:
     enabled: bool = opt(True, "bool", "re-estimate BatchNorm statistics after pruning")
     batches: int = opt(20, "int", "training batches used to re-estimate them", ge=1)
+    at_zero: bool = opt(False, "bool", "also re-estimate them during training, right after structures reach zero, so the running statistics (and a state saved then) are never stale")
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,11 @@ class PruningSection:
     round_to: int = opt(1, "int", "kept channel counts are multiples of this", ge=1)
     ignore: tuple = opt([], "list", "module-name glob patterns never pruned", item=_PATTERN)
     ignore_classifier: bool = opt(True, "bool", "never prune the final classifier's outputs")
+    mode: str = opt("smooth", "str", "smooth: DPM's decay over N steps; single_step: cut at once (N = 1; decay_steps, decay_fraction and rectify are ignored)", choices=("smooth", "single_step"))
     rounds: int = opt(1, "int", "number of pruning rounds", ge=1)
     decay_steps: int | None = opt(None, "int", "N: optimizer steps over which channels decay to zero (1 = single-step pruning); or set decay_fraction", ge=1, nullable=True)
     decay_fraction: float | None = opt(None, "float", "N as a fraction of the fine-tuning steps, rounded, at least 1; 0.25 when neither this nor decay_steps is set", gt=0, le=1, nullable=True)
+    decay_shape: str = opt("linear", "str", "the norm's path to zero: linear (the paper) or cosine (gentle start and end)", choices=("linear", "cosine"))
     round_interval: int | None = opt(None, "int", "optimizer steps between round starts, >= N (default N)", ge=1)
     start_step: int = opt(0, "int", "optimizer step at which the first round starts", ge=0)
     rectify: RectifySection = section(RectifySection)
@@ -134,6 +137,7 @@ class ScheduleSection:
     step_size: int = opt(1000, "int", "steps between decays, for step", ge=1)
     gamma: float = opt(0.1, "float", "decay factor, for step", gt=0, le=1)
     min_lr: float = opt(0.0, "float", "lowest learning rate, for cosine", ge=0)
+    decay_lr_scale: float = opt(1.0, "float", "multiplies the learning rate from the first selection to the end of the decay phase", gt=0)
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ class TrainingSection:
     optimizer: OptimizerSection = section(OptimizerSection)
     schedule: ScheduleSection = section(ScheduleSection)
     eval_every: int | None = opt(None, "int", "steps between evaluations (null: once per epoch)", ge=1)
+    eval_every_decay: int | None = opt(None, "int", "steps between evaluations while structures decay and for eval_after_decay steps after they reach zero, plus one on the step they reach zero (the anytime accuracy's cadence); null: only eval_every", ge=1)
+    eval_after_decay: int = opt(10, "int", "steps after the decay (all structures zero) that eval_every_decay still covers", ge=0)
     log_every: int = opt(10, "int", "steps between log lines", ge=1)
     checkpoint_every: int = opt(100, "int", "steps between resumable state saves", ge=1)
     device: str = opt("cpu", "str", "device to train on", choices=("cpu", "cuda", "auto"))
@@ -156,6 +162,7 @@ class PretrainSection:
     enabled: bool = opt(False, "bool", "for demos: train a dense model first when no checkpoint is given")
     epochs: int = opt(3, "int", "pre-training epochs", ge=1)
     lr: float = opt(0.05, "float", "pre-training learning rate", gt=0)
+    batch_size: int | None = opt(None, "int", "pre-training batch size (null: data.batch_size)", ge=1)
 
 
 @dataclass(frozen=True)
@@ -185,7 +192,10 @@ class Recipe:
 
 
 def resolve_decay_steps(pruning: PruningSection, total_steps: int) -> int:
-    """N in optimizer steps: decay_steps as written, else the decay fraction of `total_steps`, at least 1."""
+    """N in optimizer steps: 1 in single_step mode, decay_steps as written, else the decay fraction of
+    `total_steps`, at least 1."""
+    if pruning.mode == "single_step":
+        return 1
     if pruning.decay_steps is not None:
         return pruning.decay_steps
     fraction = pruning.decay_fraction if pruning.decay_fraction is not None else DEFAULT_DECAY_FRACTION
@@ -196,6 +206,8 @@ def describe_decay(pruning: PruningSection, total_steps: int | None) -> str:
     """N for people, e.g. 'N = 46 steps (decay_fraction 0.25, of 186 fine-tuning steps)'.
 
     `total_steps` None (training.epochs, before the data is loaded) gives the rule instead of a number."""
+    if pruning.mode == "single_step":
+        return "N = 1 step (pruning.mode single_step)"
     if pruning.decay_steps is not None:
         return f"N = {pruning.decay_steps} steps (pruning.decay_steps)"
     written = pruning.decay_fraction is not None

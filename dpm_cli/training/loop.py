@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..data import set_epoch
 from ..engine import DecayPruner, recalibrate_batchnorm
+from ..engine.state import DECAYING, PRUNED
 from ..errors import TrainingError
 from .distributed import SINGLE, DistContext
 from .evaluate import evaluate
@@ -51,6 +52,11 @@ class LoopOptions:
     bf16: bool = False
     recalibrate_bn: bool = True
     recalibrate_batches: int = 20
+    recalibrate_at_zero: bool = False  # re-estimate BN statistics on every step structures reach zero
+    # The anytime accuracy's cadence: evaluate every this many steps while structures decay and for
+    # eval_after_decay steps after they are all zero, and on the step they all reach zero.
+    eval_every_decay: int | None = None
+    eval_after_decay: int = 10
 
 
 @dataclass
@@ -68,6 +74,7 @@ class TrainResult:
     # after the end of the decay phase (for single-step pruning that eval is the only one that sees the cut).
     min_decay_top1: float | None = None
     decay_evals_done: bool = False
+    decay_eval_steps: list[int] = field(default_factory=list)  # the evals min_decay_top1 covered
 
 
 class Trainer:
@@ -90,6 +97,9 @@ class Trainer:
         self._reference_loss: float | None = None  # the first loss this process saw
         self._mid_step = False
         self._shown: tuple[int, dict[str, Any]] | None = None  # the step and fields last shown
+        self._zero_step: int | None = None  # last step on which every decaying structure reached zero
+        self._zeroed_now = False  # this step made the last decaying structures zero
+        self._pruned_now = False  # this step made some structures zero
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -100,7 +110,8 @@ class Trainer:
             "pruner": self.pruner.state_dict() if self.pruner else None,
             "position": vars(self.position).copy(),
             "result": {"evals": self.result.evals, "min_decay_top1": self.result.min_decay_top1,
-                       "decay_evals_done": self.result.decay_evals_done},
+                       "decay_evals_done": self.result.decay_evals_done,
+                       "decay_eval_steps": self.result.decay_eval_steps, "zero_step": self._zero_step},
             "rng": torch.get_rng_state(),
         }
 
@@ -114,6 +125,8 @@ class Trainer:
         self.result.evals = list(state["result"]["evals"])
         self.result.min_decay_top1 = state["result"]["min_decay_top1"]
         self.result.decay_evals_done = bool(state["result"].get("decay_evals_done", False))
+        self.result.decay_eval_steps = list(state["result"].get("decay_eval_steps", []))
+        self._zero_step = state["result"].get("zero_step")
         torch.set_rng_state(state["rng"])
         self._events_written = len(self.pruner.events) if self.pruner else 0
         self._saved_step = self.position.step
@@ -207,10 +220,10 @@ class Trainer:
         else:
             pos.epoch, pos.batch = pos.epoch + 1, 0
             if opts.eval_every is None:
-                self._evaluate()
+                self._evaluate_once()
             return
         if opts.eval_every is None:
-            self._evaluate()
+            self._evaluate_once()
 
     def _autocast(self) -> Any:
         if not self.options.bf16:
@@ -243,14 +256,40 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         if self.pruner is not None:
+            before = self._counts()
             self.pruner.step()
+            after = self._counts()
+            self._pruned_now = after[1] > before[1]
+            self._zeroed_now = before[0] > 0 and after[0] == 0
+            if self._zeroed_now:
+                self._zero_step = self.position.step + 1
         return value
+
+    def _counts(self) -> tuple[int, int]:
+        """(decaying, pruned) structures: the step where decaying drops to 0 is where the decay ends."""
+        st = self.pruner.state
+        return int(st.mask(DECAYING).sum()), int(st.mask(PRUNED).sum())
+
+    def _decay_eval_due(self, step: int) -> bool:
+        """The dense cadence: every eval_every_decay steps (counted from the first selection) while
+        structures decay and for eval_after_decay steps after they are zero, and on the step they are."""
+        k, p = self.options.eval_every_decay, self.pruner
+        if k is None or p is None or p.round < 0:
+            return False
+        if self._zeroed_now:
+            return True
+        within = self._counts()[0] > 0 or (self._zero_step is not None
+                                           and step - self._zero_step <= self.options.eval_after_decay)
+        return within and (step - p.selection_steps[0]) % k == 0
 
     def _after_step(self, loss: float) -> None:
         opts, step = self.options, self.position.step
         if step % opts.log_every == 0 or step == opts.total_steps:
             self._log(step, loss)
-        if opts.eval_every and (step % opts.eval_every == 0 or step == opts.total_steps):
+        if self._pruned_now and opts.recalibrate_at_zero:
+            self.recalibrate()  # fresh running statistics for any eval or state saved from now on
+        if (opts.eval_every and (step % opts.eval_every == 0 or step == opts.total_steps)) \
+                or self._decay_eval_due(step):
             self._evaluate()
         if step % opts.checkpoint_every == 0:
             self._flush_events()
@@ -306,9 +345,19 @@ class Trainer:
             return
         low = result.min_decay_top1
         result.min_decay_top1 = metrics["top1"] if low is None else min(low, metrics["top1"])
+        result.decay_eval_steps.append(self.position.step)
         # Close the window at the phase's last step, not when every target is zero: with Self-Rectifying
-        # that can happen N steps earlier, and the evals in between belong to the decay phase too.
-        result.decay_evals_done = self.position.step >= p.decay_phase_end
+        # that can happen N steps earlier, and the evals in between belong to the decay phase too. With
+        # the dense cadence it also covers the eval_after_decay steps after the last structure is zero.
+        end = p.decay_phase_end
+        if self.options.eval_every_decay is not None and self._zero_step is not None:
+            end = max(end, self._zero_step + self.options.eval_after_decay)
+        result.decay_evals_done = self.position.step >= end
+
+    def _evaluate_once(self) -> None:
+        """The per-epoch eval, unless the dense cadence already evaluated this step."""
+        if not (self.result.evals and self.result.evals[-1]["step"] == self.position.step):
+            self._evaluate()
 
     def _evaluate(self) -> dict[str, float]:
         progress = self.pruner.progress() if self.pruner is not None else None

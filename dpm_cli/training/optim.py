@@ -29,10 +29,18 @@ def lr_factor(step: int, total: int, cfg: Any, base_lr: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """`cfg` has name, warmup_steps, step_size, gamma, min_lr (recipe training.schedule)."""
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int,
+                    decay_window: tuple[int, int] | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """`cfg` has name, warmup_steps, step_size, gamma, min_lr and optionally decay_lr_scale (recipe
+    training.schedule). decay_window (first selection step, last step of the decay phase): optimizer
+    steps first+1 .. last, the ones DPM decays in, get the rate times decay_lr_scale."""
     base_lr = optimizer.param_groups[0]["lr"]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, cfg, base_lr))
+    scale = getattr(cfg, "decay_lr_scale", 1.0)
+
+    def factor(step: int) -> float:  # `step` (0-based) sets the rate of optimizer step step + 1
+        inside = decay_window is not None and decay_window[0] <= step < decay_window[1]
+        return lr_factor(step, total_steps, cfg, base_lr) * (scale if inside else 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def retarget_lr(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:

@@ -183,5 +183,10 @@ class RunDir:
         for path in (self.metrics, self.events, self.norms):
             if path.is_file():
                 kept = [line for line in path.read_text().splitlines()
-                        if line.strip() and json.loads(line).get("step", 0) <= step]
+                        if line.strip() and _kept(json.loads(line), step)]
                 self.write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _kept(record: dict[str, Any], step: int) -> bool:
+    # Dense pre-training's evals are not redone on resume (its model is cached): keep them.
+    return record.get("phase") == "pretrain" or record.get("step", 0) <= step
