@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .. import provenance as prov
 from ..engine import DecayPruner
 from ..engine.cost import count_macs_params
 from ..errors import ConfigError
@@ -22,6 +23,7 @@ from ..training.loop import LoopOptions, Trainer, TrainerHooks
 from ..training.progress import Reporter, SilentReporter
 from ..training.rundir import RunDir
 from .context import RunContext, decay_overrun, dpm_config, load_context, total_steps
+from .reuse import output_hashes, reusable, summary_from
 
 
 @dataclass
@@ -48,6 +50,11 @@ class PruneSummary:
     outputs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     widths: list[dict[str, Any]] = field(default_factory=list)
+    # what produced the outputs (dpm_cli.provenance), their sha256, and whether --reuse found them
+    provenance: dict[str, Any] | None = None
+    output_formats: list[str] = field(default_factory=list)
+    output_sha256: dict[str, str] = field(default_factory=dict)
+    reused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,10 +93,18 @@ def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare, dis
 
 def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str | Path | None = None,
           output: str | Path | None = None, resume: bool = False, force: bool = False, trust: bool = False,
-          reporter: Reporter | None = None, dist: DistContext = SINGLE, hooks: TrainerHooks | None = None) -> PruneSummary:
+          reporter: Reporter | None = None, dist: DistContext = SINGLE, hooks: TrainerHooks | None = None,
+          reuse: bool = False) -> PruneSummary:
+    """`reuse`: return the earlier result when the run directory holds one built from the same inputs
+    (see `pipeline/reuse.py`); a mismatch is refused unless `force`, which rebuilds it."""
     reporter = reporter or SilentReporter()
     run = RunDir(run_dir or recipe.output.dir)
     outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force)
+    record = prov.record(recipe, model_path or recipe.model.checkpoint)
+    if reuse and (earlier := reusable(record, run, outputs, force=force)) is not None:
+        summary = summary_from(earlier, PruneSummary)
+        reporter.log(summary.notes[-1])
+        return summary
     outputs.check([Path(p) for p in (model_path, recipe.model.checkpoint) if p])
     if dist.is_main:
         run.check(resume=resume, force=force)
@@ -132,12 +147,12 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
     trainer.save()
     dist.agree(model, [e.to_dict() for e in pruner.events])
     return _finish(recipe, ctx, trainer, pruner, objective, outputs, run, dist, reporter,
-                   (macs_before, params_before, before), result)
+                   (macs_before, params_before, before), result, record)
 
 
 def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPruner, objective: Objective,
             outputs: OutputPlan, run: RunDir, dist: DistContext, reporter: Reporter, dense: tuple,
-            result: Any) -> PruneSummary:
+            result: Any, record: dict[str, Any]) -> PruneSummary:
     macs_before, params_before, before = dense
     model = pruner.model
     if recipe.pruning.recalibrate_bn.enabled:
@@ -153,12 +168,14 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         sum(e.kind == "release" for e in events), sum(e.kind == "suppressed" for e in events),
         result.min_decay_top1, str(run.path), before.get("ce"), after.get("ce"), ranks=dist.world_size,
         notes=list(ctx.notes),
-        widths=[asdict(w) for w in compacted.widths])
+        widths=[asdict(w) for w in compacted.widths], provenance=record, output_formats=list(outputs.formats))
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None
+        brief = {k: v for k, v in summary.to_dict().items() if k not in ("widths", "provenance")}
         written = write_outputs(compacted.model.cpu(), ctx.example_inputs.cpu(), outputs, provenance,
-                                {"summary": {k: v for k, v in summary.to_dict().items() if k != "widths"}})
+                                {"summary": brief, "provenance": record})
         summary.outputs, summary.notes = written.files, summary.notes + written.notes
+        summary.output_sha256 = output_hashes(written.files)
         run.write_text(run.path / "summary.json", _json(summary))
     dist.barrier()
     return summary
