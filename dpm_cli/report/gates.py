@@ -89,7 +89,7 @@ class Limits:
                 raise ConfigError(f"{option} {value} is out of range: give {what}")
         if self.needs_baseline and not has_baseline:
             raise ConfigError(f"{_BASELINE_GATES} compare against a baseline: pass --baseline ORIGINAL_CHECKPOINT")
-        if has_baseline and not self.needs_baseline:
+        if has_baseline and not (self.needs_baseline or self.needs_data):  # data gates evaluate both models
             raise ConfigError(f"--baseline given but no gate uses it: add {_BASELINE_GATES}, or drop --baseline")
 
 
