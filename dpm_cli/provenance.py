@@ -165,6 +165,8 @@ def recorded_in(artifact: str | Path) -> dict[str, Any] | None:
 
     from .checkpoint import is_artifact
 
+    if not Path(artifact).is_file():
+        raise CheckpointError(f"{artifact}: no such checkpoint file")
     try:  # mmap: only the small metadata is read, not the weights
         obj = torch.load(artifact, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # a pickled module or a foreign file: no metadata to read
