@@ -216,3 +216,14 @@ def test_progress_bar_only_when_asked(capsys):
         advance(10)
     captured = capsys.readouterr()
     assert captured.out == ""  # stderr only: --json and --markdown on stdout stay clean
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["second.pt"], "unexpected argument 'second.pt'"),           # a stray path is not an override
+    (["training.steps=3"], "overrides change a recipe; pass --recipe"),
+    (["--device", "tpu"], "--device 'tpu': choose cpu, cuda or auto"),
+])
+def test_bad_arguments_exit_2(world, capsys, extra, message):
+    code, _, err = run_cli(["check", world["small"], *extra, *SHAPE, "--min-accuracy", "1", "--data", world["data"]],
+                           capsys)
+    assert code == 2 and message in err

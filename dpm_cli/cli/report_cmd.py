@@ -159,21 +159,15 @@ def check(
         raise ConfigError("--data given but no gate evaluates on it: add --max-accuracy-drop, --min-accuracy, "
                           "--max-loss-increase or --min-cosine, or drop --data")
     where = _device(device)
-    overrides = list(overrides or [])
+    overrides = _overrides(overrides)
     setup = parse.resolve_setup(input_shape, recipe, factory, overrides)
-    full = _full_recipe(recipe, overrides) if limits.needs_data or built_from else None
-    if built_from is not None and full is None:
-        raise ConfigError("--built-from compares with the recipe the model was built with: pass --recipe r.yaml "
-                          "(and the same KEY.PATH=VALUE overrides as dpm prune)")
-    eval_data = _eval_data(data, full) if limits.needs_data else None
-    check_data(limits, eval_data)
-    provenance = check_built_from(model, full, built_from) if built_from is not None else None
+    eval_data, provenance, eval_batch = _data_and_provenance(limits, model, recipe, overrides, data, built_from)
     net, net_shape = parse.load_for_measuring(model, setup, trust_checkpoint)
     base, base_shape = parse.load_for_measuring(baseline, setup, trust_checkpoint) if baseline else (None, None)
     shape = parse.require_shape(setup, net_shape, base_shape)
     result = check_model(net, shape, limits, baseline=base, batch_size=batch_size, repeats=repeats,
                          warmup=warmup, threads=threads, data=eval_data, device=where,
-                         eval_batch_size=full.data.eval_batch_size if full else 256, built_from=provenance,
+                         eval_batch_size=eval_batch, built_from=provenance,
                          show_progress=not (as_json or markdown) and sys.stderr.isatty())
     _print_check(result, as_json, markdown)
     if not result.passed:
@@ -181,19 +175,33 @@ def check(
         raise GateFailure(f"check failed: {len(result.failed())} of {len(result.gates)} gates ({failed})")
 
 
-def _full_recipe(path: Optional[Path], overrides: list[str]):
-    """The recipe with its data section (files checked), for evaluation and --built-from."""
-    if path is None:
-        return None
-    from ..recipe import load_recipe
+def _overrides(args: Optional[List[str]]) -> list[str]:
+    stray = [a for a in args or [] if "=" not in a]
+    if stray:
+        raise ConfigError(f"unexpected argument {stray[0]!r}: after MODEL only KEY.PATH=VALUE recipe overrides "
+                          "may follow (the baseline goes in --baseline)")
+    return list(args or [])
 
-    return load_recipe(path, overrides)
 
+def _data_and_provenance(limits: Limits, model: str, recipe: Optional[Path], overrides: list[str],
+                         data: Optional[str], built_from: Optional[str]):
+    """The evaluation data (and its batch size) and the --built-from finding, before any model loads."""
+    full = None
+    if recipe is not None and (limits.needs_data or built_from):
+        from ..recipe import load_recipe
 
-def _eval_data(data: Optional[str], recipe):
-    from ..report.evaldata import resolve_eval_data
+        full = load_recipe(recipe, overrides)  # with its data section, files checked
+    if built_from is not None and full is None:
+        raise ConfigError("--built-from compares with the recipe the model was built with: pass --recipe r.yaml "
+                          "(and the same KEY.PATH=VALUE overrides as dpm prune)")
+    eval_data = None
+    if limits.needs_data:
+        from ..report.evaldata import resolve_eval_data
 
-    return resolve_eval_data(data, recipe)
+        eval_data = resolve_eval_data(data, full)
+    check_data(limits, eval_data)
+    provenance = check_built_from(model, full, built_from) if built_from is not None else None
+    return eval_data, provenance, full.data.eval_batch_size if full else 256
 
 
 def _device(name: str):
