@@ -82,3 +82,21 @@ def test_release_refuses_bad_input_before_any_work(tmp_path, publish, gates, mes
     run = release(tmp_path, publish, *gates)
     assert run.returncode == 2 and message in run.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "dist" / "new").exists()
+
+
+def test_ci_doc_release_job_runs_the_script_with_real_gates():
+    import re
+
+    import yaml
+
+    doc = (ROOT / "docs" / "CI.md").read_text()
+    block = doc[doc.index("# .github/workflows/release-model.yml"):]
+    job = yaml.safe_load(block[:block.index("```")])["jobs"]["compress-and-publish"]
+    run = next(s["run"] for s in job["steps"] if "scripts/release.sh" in s.get("run", ""))
+    gates = re.findall(r"(--[a-z-]+)", run.split(" -- ", 1)[1])
+    assert {"--min-macs-reduction", "--min-speedup", "--max-accuracy-drop"} <= set(gates)  # size, speed, accuracy
+    check_options = (ROOT / "dpm_cli" / "cli" / "report_cmd.py").read_text()
+    assert all(f'"{g}"' in check_options for g in gates), gates
+    publish = [s for s in job["steps"] if "gh release upload" in s.get("run", "")]
+    assert publish and "if" not in publish[0]  # runs only when the gates step succeeded
+    assert "--reuse --force" in SCRIPT.read_text()
