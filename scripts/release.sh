@@ -14,7 +14,8 @@
 #
 # Environment: DPM      how to run dpm (default: dpm; e.g. "python -m dpm_cli")
 #              RUN_DIR  the run directory, kept between jobs for --reuse (default: runs/release)
-#              REPORT   the Markdown report, written pass or fail (default: RUN_DIR/release-report.md)
+#              REPORT   the Markdown report, written pass or fail (default: RUN_DIR-report.md, outside
+#                       the run directory, which only dpm writes)
 #
 # Exit codes: 0 every gate passed and PUBLISH_DIR was written; 1 a gate failed (nothing published) or
 # a run failed; 2 bad input.
@@ -32,7 +33,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do OVERRIDES+=("$1"); shift; done
 
 read -r -a DPM_CMD <<< "${DPM:-dpm}"
 RUN_DIR=${RUN_DIR:-runs/release}
-REPORT=${REPORT:-$RUN_DIR/release-report.md}
+REPORT=${REPORT:-${RUN_DIR%/}-report.md}
 # ${OVERRIDES[@]+"${OVERRIDES[@]}"}: an empty array is an error under set -u in bash < 4.4 (macOS)
 
 dpm() { "${DPM_CMD[@]}" "$@"; }
