@@ -99,9 +99,10 @@ def test_json_output(ckpts, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["schema_version"] == 1 and doc["kind"] == "dpm.check" and doc["passed"] is False
     assert set(doc) == {"schema_version", "kind", "passed", "units", "input_shape", "batch_size", "gates", "model",
-                        "baseline", "latency"}
+                        "baseline", "latency", "evaluation", "provenance"}  # keys are only ever added
+    assert doc["evaluation"] is None and doc["provenance"] is None  # no quality or provenance gate
     gates = {g["name"]: g for g in doc["gates"]}
-    assert set(gates["max-params"]) == {"name", "limit", "measured", "unit", "passed"}
+    assert set(gates["max-params"]) == {"name", "limit", "measured", "unit", "passed", "detail"}
     assert gates["max-params"]["passed"] is False and gates["max-params"]["measured"] == PARAMS[4]
     assert gates["min-macs-reduction"]["passed"] is True
     assert gates["min-macs-reduction"]["measured"] == pytest.approx(MACS[8] / MACS[4])

@@ -19,6 +19,7 @@ ARGS = typer.Argument(None, metavar="[MODEL] [KEY.PATH=VALUE]...",
 @app.command(epilog=f"Examples:\n\n  dpm prune model.pt --recipe r.yaml\n\n"
                     f"  dpm prune --recipe recipes/mnist-demo.yaml pruning.budget.keep=0.25 --json\n\n"
                     f"  dpm prune model.pt -r r.yaml --run-dir runs/a --resume\n\n"
+                    f"  dpm prune model.pt -r r.yaml --reuse --force   # CI: train only when an input changed\n\n"
                     f"  torchrun --nproc_per_node=2 -m dpm_cli prune model.pt -r r.yaml\n\n{EXIT_CODES}")
 def prune(
     args: Optional[List[str]] = ARGS,
@@ -28,6 +29,9 @@ def prune(
                                           help="Base path of the outputs: BASE.pt, BASE.dpm.pt, BASE.pt2."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the run directory."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs and an existing run."),
+    reuse: bool = typer.Option(False, "--reuse", help="Skip training when the run directory holds outputs built "
+                               "from the same checkpoint, recipe, data and versions (seconds, for CI); a "
+                               "different earlier result is refused, or rebuilt with --force."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
                                           help="Allow a pickled module, or any factory an artifact names "
                                                "(both run code from the file)."),
@@ -45,7 +49,7 @@ def prune(
     try:
         summary = prune_job(r, model_path=model, run_dir=run_dir, output=output, resume=resume, force=force,
                             trust=trust_checkpoint, reporter=make_reporter(quiet or not dist.is_main), dist=dist,
-                            recipe_path=recipe)
+                            recipe_path=recipe, reuse=reuse)
     finally:
         dist.shutdown()
     if not dist.is_main:

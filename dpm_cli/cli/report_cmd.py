@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from ..errors import ConfigError
 from ..report import compare, count_model, example_input, measure_latency
 from ..report import inputs as parse
-from ..report.gates import GateFailure, Limits, check_model
+from ..provenance import check_built_from
+from ..report.gates import GateFailure, Limits, check_data, check_model
 from .app import app
 
 REPORT_HELP = (
@@ -28,16 +29,20 @@ REPORT_HELP = (
 )
 
 CHECK_HELP = (
-    "Check a model against size and speed gates, for CI: exit 0 if every gate passes, 1 if any fails.\n\n"
+    "Check a model against size, speed, accuracy and provenance gates, for CI: exit 0 if every gate "
+    "passes, 1 if any fails.\n\n"
     "Reductions and speed-ups are BASELINE / MODEL: --min-macs-reduction 2.0 passes when MODEL has at "
     "most half the baseline's MACs; --min-speedup 1.5 when MODEL runs at least 1.5x as fast (median of "
-    "paired, interleaved CPU timings at --batch-size). Counts accept K, M, G suffixes (125M, 1.2G).\n\n"
+    "paired, interleaved CPU timings at --batch-size). Counts accept K, M, G suffixes (125M, 1.2G). "
+    "Accuracy gates evaluate MODEL and the baseline in the same run on the recipe's validation data "
+    "(or --data). KEY.PATH=VALUE overrides change the recipe, as in dpm prune.\n\n"
     "Examples:\n\n"
     "  dpm check c.pt --input-shape 1,3,32,32 --max-macs 60M --max-params 0.5M\n"
     "  dpm check c.pt --recipe r.yaml --baseline orig.pt --min-macs-reduction 2\n"
-    "  dpm check c.pt --recipe r.yaml --max-latency-ms 5 --json > check.json\n\n"
+    "  dpm check c.dpm.pt -r r.yaml --baseline orig.pt --max-accuracy-drop 1 --min-accuracy 90\n"
+    "  dpm check c.dpm.pt -r r.yaml --built-from orig.pt --json > check.json\n\n"
     "Exit codes: 0 every gate passed, 1 a gate failed (or a runtime failure), 2 bad input (no gates "
-    "given, unreadable model, bad shape or count)."
+    "given, unreadable model, bad shape or count, a gate without the data or labels it needs)."
 )
 
 _SHAPE = typer.Option(None, "--input-shape", help="Input shape, batch first, e.g. 1,3,32,32 "
@@ -98,6 +103,8 @@ def report(
 @app.command("check", help=CHECK_HELP)
 def check(
     model: str = typer.Argument(..., help="Checkpoint to check."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY.PATH=VALUE]...",
+                                                    help="Recipe overrides, as given to dpm prune."),
     input_shape: Optional[str] = _SHAPE,
     recipe: Optional[Path] = _RECIPE,
     factory: Optional[str] = _FACTORY,
@@ -115,6 +122,20 @@ def check(
         None, "--min-macs-reduction", help="Least baseline/model MACs ratio, e.g. 2.0 = half the MACs."),
     min_params_reduction: Optional[float] = typer.Option(
         None, "--min-params-reduction", help="Least baseline/model parameters ratio."),
+    max_accuracy_drop: Optional[float] = typer.Option(
+        None, "--max-accuracy-drop", help="Most top-1 points lost against the baseline, e.g. 1.0."),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Least top-1 accuracy in %, e.g. 90."),
+    max_loss_increase: Optional[float] = typer.Option(
+        None, "--max-loss-increase", help="Most cross-entropy increase over the baseline, e.g. 0.05."),
+    min_cosine: Optional[float] = typer.Option(
+        None, "--min-cosine", help="Least mean cosine of MODEL's outputs to the baseline's (label-free models)."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="Evaluate on this instead of the recipe's validation data: a .pt/.npz file, "
+        "a source (mnist, digits) or package.module:callable."),
+    device: str = typer.Option("cpu", "--device", help="Device to evaluate on: cpu, cuda or auto."),
+    built_from: Optional[str] = typer.Option(
+        None, "--built-from", help="Pass only if MODEL (a *.dpm.pt) was built by dpm prune from this checkpoint "
+        "with --recipe (and its data)."),
     repeats: int = typer.Option(20, "--repeats", help="Timed runs for the latency gates."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up runs first."),
     threads: Optional[int] = _THREADS,
@@ -130,18 +151,70 @@ def check(
         max_params=parse.parse_count(max_params, "--max-params") if max_params is not None else None,
         max_latency_ms=max_latency_ms, min_speedup=min_speedup,
         min_macs_reduction=min_macs_reduction, min_params_reduction=min_params_reduction,
+        max_accuracy_drop=max_accuracy_drop, min_accuracy=min_accuracy, max_loss_increase=max_loss_increase,
+        min_cosine=min_cosine,
     )
-    limits.validate(baseline is not None)  # before loading anything: bad gates fail fast with exit 2
-    setup = parse.resolve_setup(input_shape, recipe, factory)
+    # before loading any model: bad gates, missing data or labels fail fast with exit 2
+    limits.validate(baseline is not None, other_gates=built_from is not None)
+    if data is not None and not limits.needs_data:
+        raise ConfigError("--data given but no gate evaluates on it: add --max-accuracy-drop, --min-accuracy, "
+                          "--max-loss-increase or --min-cosine, or drop --data")
+    where = _device(device)
+    overrides = _overrides(overrides)
+    setup = parse.resolve_setup(input_shape, recipe, factory, overrides)
+    eval_data, provenance, eval_batch = _data_and_provenance(limits, model, recipe, overrides, data, built_from)
     net, net_shape = parse.load_for_measuring(model, setup, trust_checkpoint)
     base, base_shape = parse.load_for_measuring(baseline, setup, trust_checkpoint) if baseline else (None, None)
     shape = parse.require_shape(setup, net_shape, base_shape)
     result = check_model(net, shape, limits, baseline=base, batch_size=batch_size, repeats=repeats,
-                         warmup=warmup, threads=threads)
+                         warmup=warmup, threads=threads, data=eval_data, device=where,
+                         eval_batch_size=eval_batch, built_from=provenance,
+                         show_progress=not (as_json or markdown) and sys.stderr.isatty())
     _print_check(result, as_json, markdown)
     if not result.passed:
         failed = ", ".join(g.name for g in result.failed())
         raise GateFailure(f"check failed: {len(result.failed())} of {len(result.gates)} gates ({failed})")
+
+
+def _overrides(args: Optional[List[str]]) -> list[str]:
+    stray = [a for a in args or [] if "=" not in a]
+    if stray:
+        raise ConfigError(f"unexpected argument {stray[0]!r}: after MODEL only KEY.PATH=VALUE recipe overrides "
+                          "may follow (the baseline goes in --baseline)")
+    return list(args or [])
+
+
+def _data_and_provenance(limits: Limits, model: str, recipe: Optional[Path], overrides: list[str],
+                         data: Optional[str], built_from: Optional[str]):
+    """The evaluation data (and its batch size) and the --built-from finding, before any model loads."""
+    full = None
+    if recipe is not None and (limits.needs_data or built_from):
+        from ..recipe import load_recipe
+
+        full = load_recipe(recipe, overrides)  # with its data section, files checked
+    if built_from is not None and full is None:
+        raise ConfigError("--built-from compares with the recipe the model was built with: pass --recipe r.yaml "
+                          "(and the same KEY.PATH=VALUE overrides as dpm prune)")
+    eval_data = None
+    if limits.needs_data:
+        from ..report.evaldata import resolve_eval_data
+
+        eval_data = resolve_eval_data(data, full)
+    check_data(limits, eval_data)
+    provenance = check_built_from(model, full, built_from) if built_from is not None else None
+    return eval_data, provenance, full.data.eval_batch_size if full else 256
+
+
+def _device(name: str):
+    import torch
+
+    if name not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"--device {name!r}: choose cpu, cuda or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA device is available; use cpu or auto")
+    return torch.device(name)
 
 
 def _print_report(counts, comparison, timing, layers: bool, as_json: bool, markdown: bool) -> None:

@@ -146,6 +146,16 @@ def load_tensors(
     path: str | Path, *, val_fraction: float, split_seed: int, num_samples: int | None
 ) -> DataBundle:
     path = Path(path)
+    x, y, vx, vy = read_tensors(path)
+    return from_tensors(f"tensors {path.name}", x, y, val_inputs=vx, val_labels=vy,
+                        val_fraction=val_fraction, split_seed=split_seed, num_samples=num_samples)
+
+
+def read_tensors(
+    path: str | Path,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The file's checked (inputs, labels, val_inputs, val_labels), unsplit; absent parts are None."""
+    path = Path(path)
     if path.suffix.lower() not in (".pt", ".pth", ".npz"):
         raise InputError(
             f"{path}: unsupported extension {path.suffix!r};"
@@ -169,5 +179,4 @@ def load_tensors(
         vy = None if y is None else _check_labels(named["val_labels"], "val_labels", len(vx), path)
     elif "val_labels" in named:
         raise InputError(f"{path}: has val_labels but no val_inputs")
-    return from_tensors(f"tensors {path.name}", x, y, val_inputs=vx, val_labels=vy,
-                        val_fraction=val_fraction, split_seed=split_seed, num_samples=num_samples)
+    return x, y, vx, vy

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .. import provenance as prov
 from ..engine import DecayPruner
 from ..engine.cost import count_macs_params
 from ..errors import ConfigError
@@ -24,6 +25,7 @@ from ..training.progress import Reporter, SilentReporter
 from ..training.rundir import RunDir
 from .context import RunContext, decay_overrun, dpm_config, load_context, total_steps
 from .pretrain import pretrain_dense
+from .reuse import output_hashes, reusable, summary_from
 
 
 @dataclass
@@ -54,6 +56,11 @@ class PruneSummary:
     # (training.eval_every_decay; null: the regular eval_every, or once per epoch when that is null too).
     min_decay_steps: list[int] = field(default_factory=list)
     min_decay_eval_every: int | None = None
+    # what produced the outputs (dpm_cli.provenance), their sha256, and whether --reuse found them
+    provenance: dict[str, Any] | None = None
+    output_formats: list[str] = field(default_factory=list)
+    output_sha256: dict[str, str] = field(default_factory=dict)
+    reused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,18 +93,27 @@ def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare, dis
 def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str | Path | None = None,
           output: str | Path | None = None, resume: bool = False, force: bool = False, trust: bool = False,
           reporter: Reporter | None = None, dist: DistContext = SINGLE, hooks: TrainerHooks | None = None,
-          recipe_path: str | Path | None = None) -> PruneSummary:
+          recipe_path: str | Path | None = None, reuse: bool = False) -> PruneSummary:
     """`recipe_path` (the recipe's file, if any) is an input like the checkpoint: a run directory holding
-    it is never cleared. The run directory and the output base stay locked until this returns."""
+    it is never cleared. The run directory and the output base stay locked until this returns.
+    `reuse`: return the earlier result when the run directory holds one built from the same inputs
+    (see `pipeline/reuse.py`); a mismatch is refused unless `force`, which rebuilds it."""
     reporter = reporter or SilentReporter()
     run = RunDir(run_dir or recipe.output.dir)
     outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force)
+    record = prov.record(recipe, model_path or recipe.model.checkpoint)
+    # Before outputs.check: that refuses existing outputs without --force, and a match reuses them.
+    if reuse and (earlier := reusable(record, run, outputs, force=force)) is not None:
+        summary = summary_from(earlier, PruneSummary)
+        reporter.log(summary.notes[-1])
+        return summary
     inputs = [Path(p) for p in (model_path, recipe.model.checkpoint, recipe.data.path, recipe_path) if p]
     try:
         outputs.check(inputs)
         if dist.is_main:
             run.check(resume=resume, force=force, inputs=inputs)
-        return _prune(recipe, model_path, run, outputs, inputs, resume, force, trust, reporter, dist, hooks)
+        return _prune(recipe, model_path, run, outputs, inputs, resume, force, trust, reporter, dist, hooks,
+                      record)
     finally:
         run.release()
         outputs.release()
@@ -105,7 +121,7 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
 
 def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: OutputPlan, inputs: list[Path],
            resume: bool, force: bool, trust: bool, reporter: Reporter, dist: DistContext,
-           hooks: TrainerHooks | None) -> PruneSummary:
+           hooks: TrainerHooks | None, record: dict[str, Any]) -> PruneSummary:
     def prepare() -> None:
         outputs.lock()  # first: a second run writing the same outputs stops before touching its run dir
         run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe), inputs=inputs)
@@ -155,12 +171,12 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
     trainer.save()
     dist.agree(model, [e.to_dict() for e in pruner.events])
     return _finish(recipe, ctx, trainer, pruner, objective, outputs, run, dist, reporter,
-                   (macs_before, params_before, before), result)
+                   (macs_before, params_before, before), result, record)
 
 
 def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPruner, objective: Objective,
             outputs: OutputPlan, run: RunDir, dist: DistContext, reporter: Reporter, dense: tuple,
-            result: Any) -> PruneSummary:
+            result: Any, record: dict[str, Any]) -> PruneSummary:
     macs_before, params_before, before = dense
     model = pruner.model
     if recipe.pruning.recalibrate_bn.enabled:
@@ -177,12 +193,15 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         result.min_decay_top1, str(run.path), before.get("ce"), after.get("ce"), ranks=dist.world_size,
         notes=list(ctx.notes) + [f"resume: changed {change}" for change in run.changes],
         widths=[asdict(w) for w in compacted.widths], min_decay_steps=list(result.decay_eval_steps),
-        min_decay_eval_every=recipe.training.eval_every_decay or recipe.training.eval_every)
+        min_decay_eval_every=recipe.training.eval_every_decay or recipe.training.eval_every,
+        provenance=record, output_formats=list(outputs.formats))
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None
+        brief = {k: v for k, v in summary.to_dict().items() if k not in ("widths", "provenance")}
         written = write_outputs(compacted.model.cpu(), ctx.example_inputs.cpu(), outputs, provenance,
-                                {"summary": {k: v for k, v in summary.to_dict().items() if k != "widths"}})
+                                {"summary": brief, "provenance": record})
         summary.outputs, summary.notes = written.files, summary.notes + written.notes
+        summary.output_sha256 = output_hashes(written.files)
         run.write_text(run.path / "summary.json", _json(summary))
     dist.barrier()
     return summary

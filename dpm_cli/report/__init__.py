@@ -5,6 +5,7 @@
     b = count_model(compact, torch.randn(1, 3, 32, 32), label="compact")
     run = measure_latency({"original": original, "compact": compact}, (1, 3, 32, 32), batch_sizes=(1, 32))
     cmp = compare(a, b, run)       # cmp.macs_ratio, cmp.params_ratio, cmp.speedups[1]
+    q = measure_quality(compact, val_loader, baseline=original)   # q.accuracy_drop, q.cosine, q.samples
 
 MACs are multiply-accumulates of conv, linear, matmul and attention; FLOPs = 2 x MACs. Ops with no
 rule are listed in `ModelCount.unknown_ops`, never silently counted as zero. Measuring leaves the
@@ -22,14 +23,17 @@ from .gates import (
     check_model,
     evaluate_gates,
 )
+from .evaldata import EvalData, resolve_eval_data
 from .latency import LatencyRun, LatencyStats, measure_latency
 from .plots import plot_decay_history, plot_widths
+from .quality import Quality, measure_quality
 from .schema import SCHEMA_VERSION, check_to_dict, report_to_dict
 
 __all__ = [
     "SCHEMA_VERSION",
     "CheckResult",
     "Comparison",
+    "EvalData",
     "GateFailure",
     "GateResult",
     "LatencyRun",
@@ -38,6 +42,7 @@ __all__ = [
     "LayerDiff",
     "Limits",
     "ModelCount",
+    "Quality",
     "UnknownOp",
     "check_model",
     "check_to_dict",
@@ -46,7 +51,9 @@ __all__ = [
     "evaluate_gates",
     "example_input",
     "measure_latency",
+    "measure_quality",
     "plot_decay_history",
     "plot_widths",
     "report_to_dict",
+    "resolve_eval_data",
 ]

@@ -45,3 +45,23 @@ def layer_name(name: str) -> str:
 
 def threads(n: int) -> str:
     return f"{n} thread" if n == 1 else f"{n} threads"
+
+
+def gate_value(unit: str, value: float | None) -> str:
+    """A gate's limit or measured value in its unit."""
+    if value is None:
+        return "—"
+    formats = {"ms": ms, "x": times, "points": lambda v: f"{v:.2f} points", "%": lambda v: f"{v:.2f}%",
+               "loss": lambda v: f"{v:.4f}", "cosine": lambda v: f"{v:.4f}"}
+    return formats.get(unit, count)(value)
+
+
+def quality_line(q) -> str:
+    """What the quality gates were measured on, and the raw numbers behind them."""
+    parts = [f"Evaluated on {q.data}: {q.samples} samples"]
+    for label, scores in (("model", q.model), ("baseline", q.baseline)):
+        if scores is not None and scores.top1 is not None:
+            parts.append(f"{label} top-1 {scores.top1:.2f}%, loss {scores.loss:.4f}")
+    if q.cosine is not None:
+        parts.append(f"output cosine {q.cosine:.4f}")
+    return "; ".join(parts) + "."

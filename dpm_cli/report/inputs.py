@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,15 @@ class ModelSetup:
     checkpoint: str | None = None  # the recipe's model.checkpoint, used when no MODEL is given
 
 
-def resolve_setup(input_shape: str | None, recipe: str | Path | None, factory: str | None) -> ModelSetup:
-    """Merge --input-shape/--factory with the recipe's model section; options given win."""
+def resolve_setup(input_shape: str | None, recipe: str | Path | None, factory: str | None,
+                  overrides: Sequence[str] = ()) -> ModelSetup:
+    """Merge --input-shape/--factory with the recipe's model section (after `overrides`, KEY.PATH=VALUE);
+    options given win."""
+    if overrides and recipe is None:
+        raise ConfigError(f"{overrides[0]}: KEY.PATH=VALUE overrides change a recipe; pass --recipe r.yaml")
     setup = ModelSetup(None)
     if recipe is not None:
-        setup = _from_recipe(recipe)
+        setup = _from_recipe(recipe, overrides)
     if input_shape is not None:
         setup.input_shape = parse_shape(input_shape)
         check_example_shape(setup.input_shape, f"--input-shape {input_shape}")  # before loading anything
@@ -79,7 +84,7 @@ def require_shape(setup: ModelSetup, *artifact_shapes: tuple[int, ...] | None) -
     return tuple(shape)
 
 
-def _from_recipe(path: str | Path) -> ModelSetup:
+def _from_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ModelSetup:
     try:  # imported here: the recipe package is optional for measuring
         from ..recipe import load_recipe
     except ImportError as err:
@@ -87,7 +92,7 @@ def _from_recipe(path: str | Path) -> ModelSetup:
                           "use --input-shape and --factory instead") from err
     # the data files a recipe names are not needed to measure the model
     kwargs = {"check_files": False} if "check_files" in inspect.signature(load_recipe).parameters else {}
-    model = load_recipe(path, **kwargs).model
+    model = load_recipe(path, overrides, **kwargs).model
     shape = getattr(model, "input_shape", None)
     return ModelSetup(
         input_shape=tuple(int(d) for d in shape) if shape else None,

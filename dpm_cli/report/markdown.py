@@ -78,10 +78,9 @@ def _compare_layers(cmp: Comparison) -> list[str]:
 def check_markdown(result: CheckResult) -> str:
     """The gate table as Markdown, for a CI job summary."""
     verdict = "passed" if result.passed else f"FAILED ({len(result.failed())} of {len(result.gates)} gates)"
-    rows = [[g.name, _value(g.unit, g.limit), _value(g.unit, g.measured), "pass" if g.passed else "**FAIL**"]
-            for g in result.gates]
-    return "\n".join([f"### dpm check {verdict}", ""] + _table(["Gate", "Limit", "Measured", "Result"], rows) + [""])
-
-
-def _value(unit: str, value: float | None) -> str:
-    return fmt.ms(value) if unit == "ms" else fmt.times(value) if unit == "x" else fmt.count(value)
+    rows = [[g.name, fmt.gate_value(g.unit, g.limit), fmt.gate_value(g.unit, g.measured) if g.detail is None
+             else g.detail, "pass" if g.passed else "**FAIL**"] for g in result.gates]
+    out = [f"### dpm check {verdict}", ""] + _table(["Gate", "Limit", "Measured", "Result"], rows) + [""]
+    if result.quality is not None:
+        out += [fmt.quality_line(result.quality), ""]
+    return "\n".join(out)

@@ -100,15 +100,9 @@ def gate_table(result: CheckResult) -> Table:
     for head in ("Gate", "Limit", "Measured", "Result"):
         table.add_column(head, justify="left" if head == "Gate" else "right")
     for g in result.gates:
-        limit, measured = _gate_values(g.unit, g.limit, g.measured)
+        measured = fmt.gate_value(g.unit, g.measured) if g.detail is None else g.detail
         verdict = "[green]pass[/green]" if g.passed else "[red]FAIL[/red]"
-        table.add_row(g.name, limit, measured, verdict)
+        table.add_row(g.name, fmt.gate_value(g.unit, g.limit), measured, verdict)
+    if result.quality is not None:
+        table.caption, table.caption_justify = fmt.quality_line(result.quality), "left"
     return table
-
-
-def _gate_values(unit: str, limit: float, measured: float | None) -> tuple[str, str]:
-    if unit == "ms":
-        return fmt.ms(limit), fmt.ms(measured)
-    if unit == "x":
-        return fmt.times(limit), fmt.times(measured)
-    return fmt.count(limit), fmt.count(measured)

@@ -14,6 +14,8 @@ from .compare import Comparison
 from .counting import ModelCount
 from .gates import CheckResult
 from .latency import LatencyRun
+from .quality import Quality
+from ..provenance import BuiltFrom
 
 SCHEMA_VERSION = 1
 
@@ -23,6 +25,9 @@ UNITS = {
     "flops": "2 x macs",
     "latency": "milliseconds per forward pass on CPU, eval mode, torch.inference_mode",
     "ratios": "a / b: 2.0 means b has half of a's MACs or params, or runs twice as fast",
+    "top1": "top-1 accuracy in % on the evaluation data; accuracy drop in points (baseline - model)",
+    "loss": "mean cross-entropy on the evaluation data; loss increase = model - baseline",
+    "cosine": "mean over samples of the cosine similarity of model and baseline outputs (flattened)",
 }
 
 
@@ -99,13 +104,39 @@ def check_to_dict(result: CheckResult) -> dict[str, Any]:
         "input_shape": list(result.count.input_shape),
         "batch_size": result.batch_size,
         "gates": [
-            {"name": g.name, "limit": g.limit, "measured": g.measured, "unit": g.unit, "passed": g.passed}
+            {"name": g.name, "limit": g.limit, "measured": g.measured, "unit": g.unit, "passed": g.passed,
+             "detail": g.detail}
             for g in result.gates
         ],
         "model": count_to_dict(result.count, layers=False),
         "baseline": count_to_dict(result.baseline, layers=False) if result.baseline else None,
         "latency": latency_to_dict(result.latency) if result.latency else None,
+        "evaluation": quality_to_dict(result.quality) if result.quality else None,
+        "provenance": built_from_to_dict(result.built_from) if result.built_from else None,
     }
+
+
+def quality_to_dict(q: Quality) -> dict[str, Any]:
+    return {
+        "data": q.data,
+        "samples": q.samples,
+        "labeled": q.labeled,
+        "model": {"top1": q.model.top1, "loss": q.model.loss},
+        "baseline": {"top1": q.baseline.top1, "loss": q.baseline.loss} if q.baseline else None,
+        "accuracy_drop": q.accuracy_drop,
+        "loss_increase": q.loss_increase,
+        "cosine": q.cosine,
+    }
+
+
+def built_from_to_dict(b: BuiltFrom) -> dict[str, Any]:
+    def brief(doc: dict[str, Any] | None) -> dict[str, Any] | None:  # hashes, not the whole recipe
+        if doc is None:
+            return None
+        return {**doc, "recipe": {k: v for k, v in (doc.get("recipe") or {}).items() if k != "canonical"}}
+
+    return {"passed": b.passed, "differences": b.differences, "recorded": brief(b.recorded),
+            "given": brief(b.expected), "notes": b.notes}
 
 
 def dumps(doc: dict[str, Any]) -> str:

@@ -1,0 +1,150 @@
+"""What the quality gates measure: a model and its baseline on the same data, in one pass.
+
+Per batch both models run on the same inputs, so their numbers are paired exactly:
+- top-1 accuracy (%) and mean cross-entropy, when the data has labels and the outputs are logits
+  shaped (batch, classes);
+- cosine similarity of each sample's flattened output to the baseline's, averaged over samples; for
+  label-free models (embeddings, features) this says how much of the function the compact one kept.
+Evaluation is in eval mode under torch.inference_mode; the models are left as they were.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import InputError
+
+
+@dataclass
+class Scores:
+    top1: float | None  # % (labelled data only)
+    loss: float | None  # mean cross-entropy (labelled data only)
+
+
+@dataclass
+class Quality:
+    data: str  # what was evaluated: source and part
+    samples: int
+    labeled: bool
+    model: Scores
+    baseline: Scores | None = None
+    cosine: float | None = None  # mean per-sample cosine of model vs baseline outputs
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        """Top-1 points lost against the baseline (negative: the model is better)."""
+        if self.baseline is None or self.model.top1 is None or self.baseline.top1 is None:
+            return None
+        return self.baseline.top1 - self.model.top1
+
+    @property
+    def loss_increase(self) -> float | None:
+        if self.baseline is None or self.model.loss is None or self.baseline.loss is None:
+            return None
+        return self.model.loss - self.baseline.loss
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.correct, self.ce = 0, 0.0
+
+    def add(self, out: torch.Tensor, labels: torch.Tensor) -> None:
+        self.correct += int((out.argmax(dim=-1) == labels).sum())
+        self.ce += float(F.cross_entropy(out.float(), labels, reduction="sum"))
+
+    def scores(self, n: int) -> Scores:
+        return Scores(100.0 * self.correct / n, self.ce / n)
+
+
+def primary_output(out: Any) -> torch.Tensor:
+    """The tensor a model's output stands for: itself, the first of a tuple, or a dict's embedding."""
+    if torch.is_tensor(out):
+        return out
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        for key in ("sentence_embedding", "logits", "pooler_output", "last_hidden_state"):
+            if key in out and torch.is_tensor(out[key]):
+                return out[key]
+        out = list(out.values())
+    if isinstance(out, (list, tuple)) and out and torch.is_tensor(out[0]):
+        return out[0]
+    raise InputError(f"the model returned {type(out).__name__}; dpm check compares tensors (or a tuple/dict "
+                     "whose first entry is one)")
+
+
+@torch.inference_mode()
+def measure_quality(
+    model: nn.Module,
+    batches: Iterable[Any],
+    *,
+    baseline: nn.Module | None = None,
+    labels_needed: bool = False,
+    description: str = "",
+    device: torch.device | str = "cpu",
+    progress: Any = None,
+) -> Quality:
+    """Evaluate `model` (and `baseline`) on `batches` of `x` or `(x, y)`. `progress(n)` is called with
+    the number of samples after each batch."""
+    models = [m for m in (model, baseline) if m is not None]
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    tallies = [_Tally() for _ in models]
+    cosine, seen, labeled, scorable = 0.0, 0, None, True
+    try:
+        for batch in batches:
+            x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
+            x = x.to(device)
+            outs = [_run(m, x) for m in models]
+            labeled = y is not None if labeled is None else labeled and y is not None
+            if labeled and scorable:  # accuracy and loss whenever there are labels and logits
+                y = y.to(device)
+                problem = next((p for p in map(lambda o: _logits_problem(o, y), outs) if p), None)
+                if problem and labels_needed:
+                    raise InputError(problem)
+                scorable = problem is None
+                for tally, out in zip(tallies, outs) if scorable else ():
+                    tally.add(out, y)
+            if baseline is not None:
+                a, b = outs[0].flatten(1).float(), outs[1].flatten(1).float()
+                if a.shape != b.shape:
+                    raise InputError(f"the model's outputs {tuple(outs[0].shape)} and the baseline's "
+                                     f"{tuple(outs[1].shape)} differ in shape; they cannot be compared")
+                cosine += float(F.cosine_similarity(a, b, dim=1).sum())
+            seen += x.shape[0]
+            if progress is not None:
+                progress(seen)
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+    if seen == 0:
+        raise InputError(f"{description or 'the data'}: no samples to evaluate on")
+    scored = bool(labeled and scorable)
+    scores = [t.scores(seen) if scored else Scores(None, None) for t in tallies]
+    return Quality(description, seen, bool(labeled), scores[0], scores[1] if baseline is not None else None,
+                   cosine / seen if baseline is not None else None)
+
+
+def _run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    try:
+        return primary_output(model(x))
+    except InputError:
+        raise
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise InputError(f"the model does not run on the evaluation data (samples {tuple(x.shape[1:])}: "
+                         f"{type(err).__name__}: {first}); check --data or the recipe's data") from err
+
+
+def _logits_problem(out: torch.Tensor, labels: torch.Tensor) -> str | None:
+    """Why `out` cannot be scored against `labels` as class logits, or None."""
+    if out.dim() != 2 or out.shape[0] != labels.shape[0]:
+        return (f"accuracy and loss gates need logits shaped (batch, classes); the model returned "
+                f"{tuple(out.shape)}; use --min-cosine for models without class outputs")
+    if len(labels) and int(labels.max()) >= out.shape[1]:
+        return (f"the data has class {int(labels.max())} but the model outputs {out.shape[1]} logits; "
+                "evaluate on data made for this model")
+    return None

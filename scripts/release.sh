@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Compress a model before release: prune it (reusing an earlier result built from the same inputs),
+# gate size, speed, accuracy and provenance in one `dpm check`, write the report, and publish the
+# compact artifacts only when every gate passes. docs/CI.md runs this flow as a GitHub Actions job.
+#
+#   scripts/release.sh MODEL RECIPE PUBLISH_DIR [KEY.PATH=VALUE ...] -- GATE_OPTIONS ...
+#
+#   scripts/release.sh models/dense.pt recipes/r.yaml dist/model -- \
+#       --min-macs-reduction 2 --min-speedup 1.3 --threads 2 --repeats 50 --max-accuracy-drop 1
+#
+# MODEL is the dense checkpoint (also the baseline of the gates); overrides go to the recipe, as in
+# `dpm prune`; everything after `--` goes to `dpm check` (which always adds --baseline MODEL and
+# --built-from MODEL). PUBLISH_DIR must not exist: it appears, complete, only when every gate passed.
+#
+# Environment: DPM      how to run dpm (default: dpm; e.g. "python -m dpm_cli")
+#              RUN_DIR  the run directory, kept between jobs for --reuse (default: runs/release)
+#              REPORT   the Markdown report, written pass or fail (default: RUN_DIR-report.md, outside
+#                       the run directory, which only dpm writes)
+#
+# Exit codes: 0 every gate passed and PUBLISH_DIR was written; 1 a gate failed (nothing published) or
+# a run failed; 2 bad input.
+set -euo pipefail
+
+die() { echo "error: $1" >&2; exit "${2:-2}"; }
+[ $# -ge 3 ] || die "usage: $0 MODEL RECIPE PUBLISH_DIR [KEY.PATH=VALUE ...] -- GATE_OPTIONS ..."
+MODEL=$1 RECIPE=$2 PUBLISH=$3
+shift 3
+OVERRIDES=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do OVERRIDES+=("$1"); shift; done
+[ $# -gt 0 ] && shift
+[ $# -gt 0 ] || die "no gates: give dpm check options after --, e.g. -- --min-macs-reduction 2 --max-accuracy-drop 1"
+[ -e "$PUBLISH" ] && die "$PUBLISH exists: publish into a new folder (a release is never overwritten)"
+
+read -r -a DPM_CMD <<< "${DPM:-dpm}"
+RUN_DIR=${RUN_DIR:-runs/release}
+REPORT=${REPORT:-${RUN_DIR%/}-report.md}
+# ${OVERRIDES[@]+"${OVERRIDES[@]}"}: an empty array is an error under set -u in bash < 4.4 (macOS)
+
+dpm() { "${DPM_CMD[@]}" "$@"; }
+
+# 1. Compress, or reuse the earlier result when checkpoint, recipe, data and versions all match
+#    (a mismatch trains again: --force replaces the old result, never silently reused).
+dpm prune "$MODEL" -r "$RECIPE" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --run-dir "$RUN_DIR" -o "$RUN_DIR/model" --reuse --force
+COMPACT=$RUN_DIR/model.dpm.pt
+
+# 2. The recipe as the run saw it (overrides applied), for the gates and the report.
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+dpm validate "$RECIPE" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --show > "$WORK/recipe.yaml"
+
+# 3. Gates: size, speed and accuracy against the dense model, and that the compact model was built
+#    from exactly these inputs. Exit 1 = a gate failed; anything else but 0 is an error.
+set +e
+dpm check "$COMPACT" -r "$WORK/recipe.yaml" --baseline "$MODEL" --built-from "$MODEL" "$@" --markdown > "$WORK/check.md"
+GATES=$?
+set -e
+[ "$GATES" -le 1 ] || die "dpm check could not run (exit $GATES)" "$GATES"
+
+# 4. The report (for the pull request or the job summary), pass or fail.
+mkdir -p "$(dirname "$REPORT")"
+{
+  cat "$WORK/check.md"
+  dpm report "$MODEL" --compare "$COMPACT" -r "$WORK/recipe.yaml" --markdown
+} > "$REPORT"
+# HTML report: dpm report "$MODEL" --compare "$COMPACT" -r "$WORK/recipe.yaml" --html "${REPORT%.md}.html"
+
+if [ "$GATES" -ne 0 ]; then
+  echo "gates failed: nothing published (report: $REPORT)" >&2
+  exit 1
+fi
+
+# 5. Publish: stage next to the target, then rename, so PUBLISH_DIR is never half-written.
+mkdir -p "$(dirname "$PUBLISH")"
+STAGE=$(mktemp -d "$PUBLISH.partial.XXXXXX")
+for f in model.pt model.dpm.pt model.pt2 summary.json; do
+  [ -f "$RUN_DIR/$f" ] && cp "$RUN_DIR/$f" "$STAGE/"
+done
+cp "$REPORT" "$STAGE/release-report.md"
+mv "$STAGE" "$PUBLISH"
+echo "all gates passed: published $(ls "$PUBLISH" | tr '\n' ' ')to $PUBLISH"
