@@ -81,7 +81,9 @@ def versions() -> dict[str, str | None]:
     try:
         tp = metadata.version("torch-pruning")
     except metadata.PackageNotFoundError:  # e.g. a source checkout on the path
-        tp = getattr(__import__("torch_pruning"), "__version__", None)
+        import torch_pruning
+
+        tp = getattr(torch_pruning, "__version__", None)
     return {"dpm": __version__, "torch": str(torch.__version__).split("+")[0], "torch_pruning": tp}
 
 

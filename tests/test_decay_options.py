@@ -109,5 +109,5 @@ def test_dpm_train_refuses_an_existing_run_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "dense").mkdir()
     (tmp_path / "dense" / "keep.txt").write_text("x")
     code, _, err = run_cli(["train", "-r", recipe, "--run-dir", tmp_path / "dense"], capsys)
-    assert code == 2 and "already holds a run" in err
+    assert code == 2 and "not a dpm run directory" in err
     assert sorted(p.name for p in (tmp_path / "dense").iterdir()) == ["keep.txt"]

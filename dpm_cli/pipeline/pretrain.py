@@ -79,20 +79,23 @@ def train_dense(recipe: Recipe, *, run_dir: str | Path | None = None, force: boo
     steps = [0]
 
     def build(ctx: Any) -> nn.Module:
-        from ..checkpoint import build_from_factory
+        from ..trust import build_from_factory
 
         model = build_from_factory(ctx.recipe.model.factory, dict(ctx.recipe.model.kwargs))
         run.prepare(resume=False, force=force, recipe_text=dump_recipe(recipe))  # inputs loaded: now write
         steps[0], done = pretrain_dense(model, ctx, reporter, run)
         evals.extend(done)
         return model
-    ctx = load_context(fresh, None, dense_model=build)
-    path = run.path / DENSE_FILE
-    run.save_state_file(path, ctx.model.cpu().state_dict())
-    batch = recipe.pretrain.batch_size or recipe.data.batch_size
-    summary = TrainSummary(str(path), steps[0], batch, evals, str(run.path))
-    run.write_text(run.path / "summary.json", _json(summary.to_dict()))
-    return summary
+    try:
+        ctx = load_context(fresh, None, dense_model=build)
+        path = run.path / DENSE_FILE
+        run.save_state_file(path, ctx.model.cpu().state_dict())
+        batch = recipe.pretrain.batch_size or recipe.data.batch_size
+        summary = TrainSummary(str(path), steps[0], batch, evals, str(run.path))
+        run.write_text(run.path / "summary.json", _json(summary.to_dict()))
+        return summary
+    finally:
+        run.release()  # the run directory's lock
 
 
 def _json(data: dict[str, Any]) -> str:
