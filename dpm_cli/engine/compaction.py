@@ -116,8 +116,10 @@ def compact(pruner: "DecayPruner", *, check: bool = True) -> CompactionResult:
     graph = pruner.graph
     start = len(graph.pruning_history())
     for g, st in zip(pruner.groups, pruner.states):
-        channels = torch.nonzero(st.status == PRUNED).flatten().tolist()
-        if channels:
+        channels = g.channels_of(torch.nonzero(st.status == PRUNED).flatten().tolist())
+        if channels and g.remove is not None:  # attention heads: the adapter removes and re-books them
+            g.remove(channels)
+        elif channels:
             handler = graph.get_pruner_of_module(g.root).prune_out_channels
             group = graph.get_pruning_group(g.root, handler, channels)
             group.prune()

@@ -11,6 +11,7 @@ import torch_pruning as tp
 
 from ..errors import BudgetError, ConfigError, TraceError
 from .structures import GroupSlices, Unsupported, merge_slices, slices_of_item
+from .units import grouped_conv_units
 
 ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
@@ -128,4 +129,5 @@ def _to_slices(graph: tp.DependencyGraph, tp_group, name: str, root: nn.Module) 
     slices = merge_slices(raw)
     if not slices:
         raise Unsupported(f"{name}: the group has no parameters")
-    return GroupSlices(name=name, root=root, channels=channels, slices=slices, tp_group=tp_group)
+    return GroupSlices(name=name, root=root, channels=channels, slices=slices, tp_group=tp_group,
+                       unit_of=grouped_conv_units(graph, tp_group, channels))
