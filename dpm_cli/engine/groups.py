@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..errors import BudgetError, ConfigError, TraceError
+from .heads import add_head_groups
 from .structures import GroupSlices, Unsupported, merge_slices, slices_of_item
 from .units import grouped_conv_units
 
@@ -109,6 +110,7 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
             groups.append(_to_slices(graph, tp_group, name, root))
         except Unsupported as why:
             skipped[name] = str(why)
+    groups = add_head_groups(model, groups, skipped, ignored_all)  # attention is pruned by whole heads
     if not groups:
         reason = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:2]) or "every group is ignored"
         raise BudgetError(f"nothing left to prune: no decayable channel group ({reason}); "
