@@ -181,6 +181,7 @@ class HeadRemoval:
 
     @torch.no_grad()
     def __call__(self, channels: list[int]) -> list[int]:
+        """Remove the heads that own `channels`; return their original query-head numbers."""
         lay, hd = self.layout, self.layout.head_dim
         q_heads = self.q_heads(channels)
         kv_heads = sorted({h // lay.per_kv for h in q_heads})
@@ -200,7 +201,7 @@ class HeadRemoval:
         removed = {ids[h] for h in q_heads}
         self.module.dpm_head_ids = [i for i in ids if i not in removed]
         self.module.pruned_heads = set(getattr(self.module, "pruned_heads", set())) | removed
-        return q_heads
+        return sorted(removed)
 
 
 def _drop_rows(holder: nn.Module, attr: str, rows: list[int]) -> None:
