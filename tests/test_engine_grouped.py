@@ -60,6 +60,7 @@ def test_reduced_resnext_reaches_budget_with_exact_compaction():
     assert {id(c): c.groups for c in _grouped(model)} == before
 
 
+@pytest.mark.slow
 def test_torchvision_regnet_x_400mf():
     model = torchvision.models.regnet_x_400mf(num_classes=10).eval()
     widths = [c.in_channels for c in _grouped(model)]
@@ -67,6 +68,7 @@ def test_torchvision_regnet_x_400mf():
     _check_grouped(model, pruner, result, widths)
 
 
+@pytest.mark.slow
 def test_timm_regnetx_002():
     model = timm.create_model("regnetx_002", num_classes=10).eval()
     widths = [c.in_channels for c in _grouped(model)]
