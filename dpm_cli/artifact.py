@@ -40,11 +40,18 @@ def make_artifact(model: nn.Module, provenance: Provenance, metadata: dict[str, 
         "factory": provenance.factory,
         "factory_kwargs": dict(provenance.kwargs),
         "input_shape": list(provenance.input_shape),
-        "stages": [[[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in stage]
-                   for stage in provenance.stages],
+        "stages": [[_entry(step) for step in stage] for stage in provenance.stages],
         "metadata": dict(metadata or {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
+
+
+def _entry(step: list) -> list:
+    """One pruning-history step as plain data: torch-pruning's [module, is_out, idxs], or dpm's head
+    removal [HISTORY_TAG, module, heads] (see `engine.heads.head_history`)."""
+    first, second, idxs = step
+    second = str(second) if isinstance(second, str) else bool(second)
+    return [str(first), second, [int(i) for i in idxs]]
 
 
 def provenance_of(obj: dict) -> Provenance:
@@ -70,10 +77,15 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
     was_training = model.training
     example = torch.zeros(prov.input_shape)
     for stage in prov.stages:
+        from .engine.heads import HISTORY_TAG, Unsupported, replay_heads
+
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
         try:
-            graph.load_pruning_history([list(step) for step in stage])
-        except (AttributeError, IndexError, AssertionError) as err:
+            graph.load_pruning_history([list(step) for step in stage if step[0] != HISTORY_TAG])
+            for step in stage:  # attention heads: removed by dpm after torch-pruning's steps
+                if step[0] == HISTORY_TAG:
+                    replay_heads(model, step)
+        except (AttributeError, IndexError, AssertionError, Unsupported) as err:
             raise CheckpointError(f"the pruning history does not fit the factory's model ({err}); "
                                   "was the artifact made with another version of the model code?") from err
     model.train(was_training)

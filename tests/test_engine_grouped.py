@@ -142,3 +142,14 @@ def test_units_in_the_resume_state_round_trip():
     state["units"]["a"] = list(range(16))
     with pytest.raises(Exception, match="multi-channel structures"):
         again.load_state_dict(state)
+
+
+def test_plain_cnn_has_only_single_channel_structures():
+    """Units of size 1 cost what channels cost: no unit map, one flat entry per channel."""
+    from dpm_cli.models import resnet20
+
+    pruner = DecayPruner(resnet20(num_classes=10, in_channels=1, width=8), torch.randn(1, 1, 16, 16),
+                         DPMConfig(budget=0.5, decay_steps=2))
+    assert all(g.unit_of is None for g in pruner.groups)
+    assert pruner.layout.channels == sum(g.channels for g in pruner.groups)
+    assert "units" in pruner.state_dict() and pruner.state_dict()["units"] == {}

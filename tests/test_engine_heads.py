@@ -262,3 +262,23 @@ def test_llama_adapter_keeps_query_heads_with_their_key_value_head():
         after = model(ids)
     assert attn.q_proj.out_features == 16 and attn.k_proj.out_features == 8 and attn.o_proj.in_features == 16
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_artifact_replays_head_removal(tmp_path):
+    """The pickle-free artifact rebuilds the compact model from the factory: head removals are in its
+    pruning history beside torch-pruning's steps, and survive torch.load(weights_only=True)."""
+    from dpm_cli.artifact import Provenance, make_artifact, rebuild_artifact
+
+    torch.manual_seed(0)
+    model = vit_tiny()
+    x = torch.randn(2, 3, 32, 32)
+    pruner, result = _prune(model, x, budget=0.5)
+    assert any(step[0] == "dpm:heads" for step in result.history)
+    prov = Provenance("dpm_cli.models:vit_tiny", {}, [1, 3, 32, 32]).with_stage(result.history)
+    path = tmp_path / "m.dpm.pt"
+    torch.save(make_artifact(model, prov), path)
+    rebuilt = rebuild_artifact(torch.load(path, weights_only=True))
+    model.eval(), rebuilt.eval()
+    assert torch.allclose(rebuilt(x), model(x), atol=1e-6)
+    for a, b in zip(model.blocks, rebuilt.blocks):
+        assert a.attn.num_heads == b.attn.num_heads and type(b.attn) is PrunedMultiheadAttention

@@ -15,6 +15,7 @@ import torch.nn as nn
 from ..errors import BudgetError, DpmError, EquivalenceError
 from .cost import count_macs_params
 from .groups import run_model
+from .heads import head_history
 from .state import DECAYING, PRUNED
 
 if TYPE_CHECKING:
@@ -41,8 +42,9 @@ class CompactionResult:
     params_before: float
     params_after: float
     history: list = field(default_factory=list)  # torch-pruning pruning history, for the artifact
-    # attention module name -> its query heads removed (original numbering); the module itself holds
-    # the new counts (num_heads / num_attention_heads, ...) and `pruned_heads`, `dpm_head_ids`
+    # attention module name -> its query heads removed (numbered as before this compaction); the module
+    # holds its new counts (num_heads / num_attention_heads, ...), `pruned_heads` (original numbers,
+    # cumulative over runs: Hugging Face's convention) and `dpm_head_ids` (original numbers kept)
     pruned_heads: dict[str, list[int]] = field(default_factory=dict)
 
     @property
@@ -133,7 +135,8 @@ def compact(pruner: "DecayPruner", *, check: bool = True) -> CompactionResult:
     after = layer_widths(model)
     widths = [LayerWidth(n, kind, i0, o0, *after.get(n, (kind, 0, 0))[1:]) for n, (kind, i0, o0) in before.items()]
     result = CompactionResult(model, widths, error, macs_before, macs_after, params_before, params_after,
-                              [list(h) for h in graph.pruning_history()[start:]], pruned_heads)
+                              [list(h) for h in graph.pruning_history()[start:]] + head_history(pruned_heads),
+                              pruned_heads)
     if check and error > pruner.config.max_equivalence_error:
         raise EquivalenceError(f"the compact model differs from the decayed model by {error:.2e} (relative), "
                                f"above {pruner.config.max_equivalence_error:g}; refusing to use it")

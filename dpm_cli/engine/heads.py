@@ -181,7 +181,7 @@ class HeadRemoval:
 
     @torch.no_grad()
     def __call__(self, channels: list[int]) -> list[int]:
-        """Remove the heads that own `channels`; return their original query-head numbers."""
+        """Remove the heads that own `channels`; return their query-head numbers (before removal)."""
         lay, hd = self.layout, self.layout.head_dim
         q_heads = self.q_heads(channels)
         kv_heads = sorted({h // lay.per_kv for h in q_heads})
@@ -201,7 +201,7 @@ class HeadRemoval:
         removed = {ids[h] for h in q_heads}
         self.module.dpm_head_ids = [i for i in ids if i not in removed]
         self.module.pruned_heads = set(getattr(self.module, "pruned_heads", set())) | removed
-        return sorted(removed)
+        return q_heads
 
 
 def _drop_rows(holder: nn.Module, attr: str, rows: list[int]) -> None:
@@ -296,3 +296,22 @@ def add_head_groups(model: nn.Module, groups: list[GroupSlices], skipped: dict[s
         else:
             skipped[g.name] = why
     return kept + heads
+
+
+HISTORY_TAG = "dpm:heads"  # a pruning-history entry [HISTORY_TAG, module name, query heads] (artifacts)
+
+
+def head_history(pruned_heads: dict[str, list[int]]) -> list[list]:
+    """Head removals as pruning-history entries, replayed after torch-pruning's own (`replay_heads`)."""
+    return [[HISTORY_TAG, name, list(heads)] for name, heads in pruned_heads.items()]
+
+
+def replay_heads(model: nn.Module, entry: list) -> None:
+    """Apply one recorded head removal to a model rebuilt from its factory."""
+    _, name, heads = entry
+    module = model.get_submodule(name)
+    adapter = next((a for a in ADAPTERS if a.matches(module)), None)
+    if adapter is None:
+        raise Unsupported(f"{name} is not an attention module dpm can prune by heads")
+    layout = adapter.describe(name, module)
+    HeadRemoval(adapter, name, module, layout)([h * layout.head_dim for h in heads])
