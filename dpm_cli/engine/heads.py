@@ -67,7 +67,10 @@ class TimmAttention(HeadAdapter):
     family = "timm"
 
     def matches(self, module: nn.Module) -> bool:
-        return (type(module).__module__.startswith("timm") and isinstance(getattr(module, "qkv", None), nn.Linear)
+        # Only the class whose forward reshapes by num_heads/attn_dim (other timm attention classes,
+        # e.g. EVA's with separate q/v bias parameters, have their own layouts: no adapter yet).
+        return (type(module).__module__.startswith("timm") and type(module).__name__ == "Attention"
+                and isinstance(getattr(module, "qkv", None), nn.Linear)
                 and isinstance(getattr(module, "proj", None), nn.Linear) and hasattr(module, "num_heads")
                 and hasattr(module, "head_dim"))
 
