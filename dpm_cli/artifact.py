@@ -48,8 +48,7 @@ def make_artifact(model: nn.Module, provenance: Provenance, metadata: dict[str, 
         "factory": provenance.factory,
         "factory_kwargs": dict(provenance.kwargs),
         "input_shape": list(provenance.input_shape),
-        "stages": [[[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in stage]
-                   for stage in provenance.stages],
+        "stages": [[_entry(step) for step in stage] for stage in provenance.stages],
         "metadata": dict(metadata or {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
@@ -57,6 +56,16 @@ def make_artifact(model: nn.Module, provenance: Provenance, metadata: dict[str, 
 
 def is_artifact(obj: Any) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("format"), str) and obj["format"] == ARTIFACT_FORMAT
+
+
+def _entry(step: list) -> list:
+    """One pruning-history step as plain data: torch-pruning's [module, is_out, idxs], or dpm's head
+    removal [HISTORY_TAG, module, heads] (see `engine.heads.head_history`)."""
+    first, second, idxs = step
+    second = str(second) if isinstance(second, str) else bool(second)
+    return [str(first), second, [int(i) for i in idxs]]
+
+
 
 
 def parse_artifact(obj: Any, source: str = "<artifact>") -> Provenance:
@@ -100,6 +109,9 @@ def parse_artifact(obj: Any, source: str = "<artifact>") -> Provenance:
     return Provenance(factory, dict(kwargs), list(shape), [[list(step) for step in stage] for stage in stages])
 
 
+HEADS_TAG = "dpm:heads"  # engine.heads.HISTORY_TAG, spelled out: parsing imports no engine code
+
+
 def _check_stages(stages: Any, bad) -> None:
     """A list of stages; each a list of [layer name, is-output-channel, [channel indices]]."""
     if not isinstance(stages, list):
@@ -109,11 +121,14 @@ def _check_stages(stages: Any, bad) -> None:
         if not isinstance(stage, list):
             raise bad(f"stage {s} must be a list of pruning steps")
         for step in stage:
+            # [layer, is_out, idxs] from torch-pruning, or dpm's head removal ["dpm:heads", module, heads]
             ok = (isinstance(step, (list, tuple)) and len(step) == 3 and isinstance(step[0], str)
-                  and isinstance(step[1], bool) and isinstance(step[2], (list, tuple))
+                  and isinstance(step[1], (bool, str)) and isinstance(step[2], (list, tuple))
                   and all(type(i) is int and 0 <= i < 2**31 for i in step[2]))
             if not ok:
                 raise bad(f"stage {s} has a step {show(step, 60)}; expected [layer name, bool, [channel indices]]")
+            if isinstance(step[1], str) and step[0] != HEADS_TAG:
+                raise bad(f"stage {s} has a step {show(step, 60)}; only a head removal names a module second")
             total += 1 + len(step[2])
     if total > MAX_STAGE_ENTRIES:
         raise bad(f"'stages' lists {total} steps and channel indices (at most {MAX_STAGE_ENTRIES})")
@@ -206,13 +221,18 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
     was_training = model.training
     example = torch.zeros(prov.input_shape)
     for stage in prov.stages:
+        from .engine.heads import HISTORY_TAG, replay_heads
+
         try:
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
         except Exception as err:  # the model does not run on the recorded input shape
             raise CheckpointError(f"the artifact's input_shape {prov.input_shape} does not fit its model "
                                   f"({type(err).__name__}: {show(str(err)[:120])})") from err
         try:
-            graph.load_pruning_history([list(step) for step in stage])
+            graph.load_pruning_history([list(step) for step in stage if step[0] != HISTORY_TAG])
+            for step in stage:  # attention heads: removed by dpm after torch-pruning's steps
+                if step[0] == HISTORY_TAG:
+                    replay_heads(model, step)
         except Exception as err:  # names or indices that are not in the model: torch-pruning raises anything
             raise CheckpointError(f"the pruning history does not fit the factory's model ({type(err).__name__}: "
                                   f"{show(str(err)[:120])}); was the artifact made with another version of "

@@ -15,6 +15,7 @@ import torch.nn as nn
 from ..errors import BudgetError, DpmError, EquivalenceError
 from .cost import count_macs_params
 from .groups import run_model
+from .heads import head_history
 from .state import DECAYING, PRUNED
 
 if TYPE_CHECKING:
@@ -41,6 +42,10 @@ class CompactionResult:
     params_before: float
     params_after: float
     history: list = field(default_factory=list)  # torch-pruning pruning history, for the artifact
+    # attention module name -> its query heads removed (numbered as before this compaction); the module
+    # holds its new counts (num_heads / num_attention_heads, ...), `pruned_heads` (original numbers,
+    # cumulative over runs: Hugging Face's convention) and `dpm_head_ids` (original numbers kept)
+    pruned_heads: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def macs_kept(self) -> float:
@@ -115,9 +120,12 @@ def compact(pruner: "DecayPruner", *, check: bool = True) -> CompactionResult:
     reference = _outputs(model, inputs)
     graph = pruner.graph
     start = len(graph.pruning_history())
+    pruned_heads: dict[str, list[int]] = {}
     for g, st in zip(pruner.groups, pruner.states):
-        channels = torch.nonzero(st.status == PRUNED).flatten().tolist()
-        if channels:
+        channels = g.channels_of(torch.nonzero(st.status == PRUNED).flatten().tolist())
+        if channels and g.remove is not None:  # attention heads: the adapter removes and re-books them
+            pruned_heads[g.name] = g.remove(channels)
+        elif channels:
             handler = graph.get_pruner_of_module(g.root).prune_out_channels
             group = graph.get_pruning_group(g.root, handler, channels)
             group.prune()
@@ -127,7 +135,8 @@ def compact(pruner: "DecayPruner", *, check: bool = True) -> CompactionResult:
     after = layer_widths(model)
     widths = [LayerWidth(n, kind, i0, o0, *after.get(n, (kind, 0, 0))[1:]) for n, (kind, i0, o0) in before.items()]
     result = CompactionResult(model, widths, error, macs_before, macs_after, params_before, params_after,
-                              [list(h) for h in graph.pruning_history()[start:]])
+                              [list(h) for h in graph.pruning_history()[start:]] + head_history(pruned_heads),
+                              pruned_heads)
     if check and error > pruner.config.max_equivalence_error:
         raise EquivalenceError(f"the compact model differs from the decayed model by {error:.2e} (relative), "
                                f"above {pruner.config.max_equivalence_error:g}; refusing to use it")

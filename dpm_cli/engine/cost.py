@@ -5,7 +5,8 @@ of `dpm report` (`dpm_cli.report.count_model`): multiply-accumulates of conv, li
 attention; norms, activations and bias adds count zero. Removing channels shrinks a conv's or linear's
 weight along its out and/or in dims, and its MACs are proportional to the weight's size, so each
 layer's MACs scale exactly with the kept fraction of its weight. MACs outside conv/linear layers
-(attention matmuls) count as unchanged.
+(attention matmuls) count as unchanged, except for a group of attention heads (`macs_module`): the
+matmuls of its attention module scale with the number of heads, so each head carries 1/H of them.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch.nn as nn
 from ..report.counting import count_model
 from .structures import GroupSlices
 
-Key = tuple[int, int]  # (group index, channel)
+Key = tuple[int, int]  # (group index, structure): a channel, or a unit of channels (GroupSlices.unit_of)
 
 
 @dataclass
@@ -42,15 +43,22 @@ class CostModel:
             weight = getattr(model.get_submodule(row.name), "weight", None) if row.name else None
             if isinstance(weight, nn.Parameter) and row.macs:
                 self._param_macs[id(weight)] = row.macs * per_sample
-        # per (group, channel): the (param id, dim, count) entries that removing it takes away
+        row_macs = {row.name: row.macs * per_sample for row in count.layers}
+        # per (group, structure): the (param id, dim, count) entries that removing it takes away
         self._touches: list[list[list[tuple[int, int, int]]]] = []
+        self._sizes: list[list[int]] = []  # channels per structure
+        self._extra: list[float] = []  # MACs outside conv/linear weights that one structure carries
         for g in groups:
-            per_channel: list[list[tuple[int, int, int]]] = [[] for _ in range(g.channels)]
+            unit_of = g.unit_index()
+            per_unit: list[list[tuple[int, int, int]]] = [[] for _ in range(g.n_units)]
             for s, counts in g.removal_counts():
                 self._param_size[id(s.param)] = s.param.shape
-                for c in torch.nonzero(counts).flatten().tolist():
-                    per_channel[c].append((id(s.param), s.dim, int(counts[c])))
-            self._touches.append(per_channel)
+                counts = torch.zeros(g.n_units, dtype=torch.long).index_add_(0, unit_of, counts)
+                for u in torch.nonzero(counts).flatten().tolist():
+                    per_unit[u].append((id(s.param), s.dim, int(counts[u])))
+            self._touches.append(per_unit)
+            self._sizes.append(torch.bincount(unit_of, minlength=g.n_units).tolist())
+            self._extra.append(row_macs.get(g.macs_module, 0.0) / g.n_units if g.macs_module else 0.0)
         self._unit_costs: dict[str, list[float]] = {}
         self.reset()
 
@@ -80,8 +88,8 @@ class CostModel:
         self.remove_many((key,), sign)
 
     def unit_costs(self, kind: str) -> list[float]:
-        """Per group, what removing one of its channels from the full model saves, as a fraction of
-        the original model in `kind` units (channels of one group cost the same, up to concat maps)."""
+        """Per group, what removing one of its structures from the full model saves, as a fraction of
+        the original model in `kind` units (structures of one group cost the same, up to concat maps)."""
         if kind not in self._unit_costs:
             state = self.copy_state()
             costs = []
@@ -97,11 +105,14 @@ class CostModel:
         """`remove` for many structures at once: each weight's kept fraction is recomputed once."""
         touched: set[int] = set()
         count = 0
-        for group, channel in keys:
-            for pid, dim, n in self._touches[group][channel]:
+        extra = 0.0
+        for group, unit in keys:
+            for pid, dim, n in self._touches[group][unit]:
                 self._removed[(pid, dim)] = self._removed.get((pid, dim), 0) + sign * n
                 touched.add(pid)
-            count += sign
+            count += sign * self._sizes[group][unit]
+            extra += sign * self._extra[group]
+        self.macs -= extra
         for pid in touched:
             old, new = self._frac.get(pid, 1.0), self._kept_fraction(pid)
             self._frac[pid] = new

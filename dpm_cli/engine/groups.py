@@ -10,7 +10,9 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..errors import BudgetError, ConfigError, TraceError
+from .heads import add_head_groups
 from .structures import GroupSlices, Unsupported, merge_slices, slices_of_item
+from .units import grouped_conv_units
 
 ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
@@ -108,6 +110,7 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
             groups.append(_to_slices(graph, tp_group, name, root))
         except Unsupported as why:
             skipped[name] = str(why)
+    groups = add_head_groups(model, groups, skipped, ignored_all)  # attention is pruned by whole heads
     if not groups:
         reason = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:2]) or "every group is ignored"
         raise BudgetError(f"nothing left to prune: no decayable channel group ({reason}); "
@@ -128,4 +131,5 @@ def _to_slices(graph: tp.DependencyGraph, tp_group, name: str, root: nn.Module) 
     slices = merge_slices(raw)
     if not slices:
         raise Unsupported(f"{name}: the group has no parameters")
-    return GroupSlices(name=name, root=root, channels=channels, slices=slices, tp_group=tp_group)
+    return GroupSlices(name=name, root=root, channels=channels, slices=slices, tp_group=tp_group,
+                       unit_of=grouped_conv_units(graph, tp_group, channels))

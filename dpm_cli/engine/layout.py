@@ -50,15 +50,21 @@ class Axis:
 
 
 class FlatLayout:
-    """Maps between per-channel vectors of all groups and the parameters they live in."""
+    """Maps between per-structure vectors of all groups and the parameters they live in.
+
+    The flat vector has one entry per STRUCTURE (a channel, or a unit of channels that decay
+    together: a grouped-conv block, an attention head; `GroupSlices.unit_of`). Every parameter entry
+    maps straight to its structure, so a multi-channel structure costs the hot path nothing extra:
+    its joint norm is the same one reduction, and its scale the same one gather. `channels` and
+    "channel" below count structures."""
 
     def __init__(self, groups: list[GroupSlices]):
         self.offsets = [0]
         for g in groups:
-            self.offsets.append(self.offsets[-1] + g.channels)
+            self.offsets.append(self.offsets[-1] + g.n_units)
         self.channels = self.offsets[-1]
         self.group_ids = torch.repeat_interleave(torch.arange(len(groups)),
-                                                 torch.tensor([g.channels for g in groups], dtype=torch.long))
+                                                 torch.tensor([g.n_units for g in groups], dtype=torch.long))
         self.params, self.axes = self._build_axes(groups)
         self.device = self.params[0].device if self.params else torch.device("cpu")
         if any(p.device != self.device for p in self.params):
@@ -69,7 +75,8 @@ class FlatLayout:
             for s in g.slices:
                 ai = index[(id(s.param), s.dim)]
                 positions.append(self.axes[ai].offset + s.local.cpu())
-                channels.append(self.offsets[gi] + s.root.cpu())
+                root = s.root.cpu()
+                channels.append(self.offsets[gi] + (root if g.unit_of is None else g.unit_of[root]))
                 axis_of.append(torch.full((len(s.local),), ai, dtype=torch.long))
         cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long)  # noqa: E731
         self.pos, self.chan = cat(positions).to(self.device), cat(channels).to(self.device)

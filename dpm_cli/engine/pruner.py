@@ -250,7 +250,8 @@ class DecayPruner:
         return self.round == len(self.selection_steps) - 1 and not bool(self.state.mask(DECAYING).any())
 
     def pruned_channels(self) -> dict[str, list[int]]:
-        return {g.name: torch.nonzero(st.mask(PRUNED)).flatten().tolist()
+        """Per group, the channels of its pruned structures (what compaction removes)."""
+        return {g.name: g.channels_of(torch.nonzero(st.mask(PRUNED)).flatten().tolist())
                 for g, st in zip(self.groups, self.states) if st.mask(PRUNED).any()}
 
     def decaying_norms(self) -> dict[str, float]:
@@ -288,6 +289,8 @@ class DecayPruner:
             "steps_done": self.steps_done,
             "round": self.round,
             "groups": {g.name: st.state_dict() for g, st in zip(self.groups, self.states)},
+            # the structures of multi-channel groups (grouped-conv blocks, heads): unit of each channel
+            "units": {g.name: g.unit_of.tolist() for g in self.groups if g.unit_of is not None},
             "events": [e.to_dict() for e in self.events],
         }
 
@@ -296,6 +299,10 @@ class DecayPruner:
         names = [g.name for g in self.groups]
         if sorted(state["groups"]) != sorted(names):
             raise ConfigError("the saved DPM state belongs to a different model or ignore list")
+        units = {g.name: g.unit_of.tolist() for g in self.groups if g.unit_of is not None}
+        if state.get("units", {}) != units:
+            raise ConfigError("the saved DPM state has other multi-channel structures (grouped-conv blocks or "
+                              "attention heads) than this model; resume with the same model and dpm version")
         if state["config"] != self.config.to_dict():
             raise ConfigError("the saved DPM state was made with other pruning options; resume with the same recipe")
         for g, st in zip(self.groups, self.states):

@@ -12,6 +12,7 @@ from ..errors import BudgetError, ConfigError
 from .config import DPMConfig
 from .cost import CostModel, Key
 from .structures import GroupSlices
+from .units import own_importance, unit_scores, unit_sizes
 
 
 def make_importance(criterion: str) -> tp.importance.Importance:
@@ -35,7 +36,8 @@ def needs_gradients(criterion: str) -> bool:
 
 @torch.no_grad()
 def score_groups(groups: list[GroupSlices], criterion: str, seed: int) -> list[torch.Tensor]:
-    """Importance per channel of each group; +inf where the criterion has no opinion (never chosen)."""
+    """Importance per structure of each group (a multi-channel structure scores the mean of its
+    channels); +inf where the criterion has no opinion (never chosen)."""
     if needs_gradients(criterion) and all(s.param.grad is None for g in groups for s in g.slices):
         raise ConfigError("criterion 'taylor' needs gradients: select after loss.backward(), "
                           "or use a criterion such as 'magnitude'")
@@ -45,28 +47,35 @@ def score_groups(groups: list[GroupSlices], criterion: str, seed: int) -> list[t
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for g in groups:
-            imp = importance(g.tp_group)
+            imp = importance(g.tp_group) if g.tp_group is not None else own_importance(g, criterion)
             if imp is None or imp.numel() != g.channels:
-                scores.append(torch.full((g.channels,), math.inf))
-            else:
-                scores.append(torch.nan_to_num(imp.detach().float().cpu(), nan=math.inf))
+                imp = torch.full((g.channels,), math.inf)
+            scores.append(unit_scores(torch.nan_to_num(imp.detach().float().cpu(), nan=math.inf), g.unit_of))
     return scores
 
 
 @dataclass
 class Limits:
-    """Per-group limits: at most max_prunable channels removed, counted in units of round_to."""
+    """Per-group limits: at most max_prunable structures removed, chosen in blocks of `block` (round_to
+    for one-channel structures; a multi-channel structure is its own block)."""
 
     max_prunable: list[int]
     round_to: int
+    block: list[int]
 
     @classmethod
     def from_config(cls, groups: list[GroupSlices], cfg: DPMConfig) -> "Limits":
-        caps = []
+        caps, blocks = [], []
         for g in groups:
             cap = min(int(math.floor(cfg.max_layer_ratio * g.channels)), g.channels - cfg.min_channels)
-            caps.append(max(0, cap - cap % cfg.round_to))
-        return cls(caps, cfg.round_to)
+            largest = int(unit_sizes(g.unit_of, g.channels).max()) if g.unit_of is not None else 1
+            if largest == 1:
+                caps.append(max(0, cap - cap % cfg.round_to))
+                blocks.append(cfg.round_to)
+            else:  # in structures: the kept channels stay >= min_channels whatever is removed
+                caps.append(max(0, cap // largest))
+                blocks.append(1)
+        return cls(caps, cfg.round_to, blocks)
 
 
 def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: float,
@@ -127,7 +136,7 @@ def _select_global(cost: CostModel, cfg: DPMConfig, target: float, blocked: set[
     candidates = []
     for gi, score in enumerate(scores):
         first = 0 if affordable is None or affordable[gi] else 1
-        for rank, (value, keys) in enumerate(_units(gi, score, blocked, cfg.round_to)):
+        for rank, (value, keys) in enumerate(_units(gi, score, blocked, limits.block[gi])):
             candidates.append((first, value, gi, rank, keys))
     candidates.sort(key=lambda c: c[:4])
     chosen: list[Key] = []
@@ -162,14 +171,14 @@ def _select_layerwise(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig
                       blocked: set[Key], scores: list[torch.Tensor], limits: Limits,
                       taken: list[int]) -> list[Key]:
     """Every group loses the same fraction of its channels; bisect that fraction to meet the budget."""
-    units = [_units(gi, s, blocked, cfg.round_to) for gi, s in enumerate(scores)]
+    units = [_units(gi, s, blocked, limits.block[gi]) for gi, s in enumerate(scores)]
     base = cost.copy_state()
 
     def apply(ratio: float) -> list[Key]:
         cost.restore_state(base)
         chosen: list[Key] = []
         for gi, g in enumerate(groups):
-            want = min(int(ratio * g.channels), limits.max_prunable[gi]) - taken[gi]
+            want = min(int(ratio * g.n_units), limits.max_prunable[gi]) - taken[gi]
             for _, keys in units[gi]:
                 if want < len(keys):
                     break

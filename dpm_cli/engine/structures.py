@@ -8,6 +8,7 @@ hot path is a handful of tensor ops per parameter.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -40,7 +41,29 @@ class GroupSlices:
     root: nn.Module
     channels: int
     slices: list[Slice]
-    tp_group: object = field(repr=False)  # the full-index torch-pruning Group, for importance
+    tp_group: object = field(repr=False)  # the full-index torch-pruning Group, for importance (None: heads)
+    # Structures (units): unit_of[c] is the structure of channel c; None = one structure per channel.
+    # A structure decays, is selected and removed as one (grouped-conv blocks, attention heads).
+    unit_of: torch.Tensor | None = field(default=None, repr=False)
+    # Physical removal of a list of channels when torch-pruning cannot do it (attention heads).
+    remove: Callable[[list[int]], object] | None = field(default=None, repr=False)
+    macs_module: str | None = None  # a module whose counted MACs scale with the number of structures
+
+    @property
+    def n_units(self) -> int:
+        return self.channels if self.unit_of is None else int(self.unit_of.max()) + 1
+
+    def unit_index(self) -> torch.Tensor:
+        """unit_of, or the identity when every channel is its own structure."""
+        return torch.arange(self.channels) if self.unit_of is None else self.unit_of
+
+    def channels_of(self, units: list[int]) -> list[int]:
+        """The channels of the given structures, sorted."""
+        if self.unit_of is None:
+            return sorted(units)
+        wanted = torch.zeros(self.n_units, dtype=torch.bool)
+        wanted[torch.tensor(units, dtype=torch.long)] = True
+        return torch.nonzero(wanted[self.unit_of]).flatten().tolist()
 
     def norms(self) -> torch.Tensor:
         """Joint L2 norm of each channel's slices (checks and reports; the per-step path is FlatLayout)."""
@@ -81,11 +104,17 @@ def slices_of_item(module: nn.Module, handler, is_out: bool, name: str, local: l
         add("weight", 0), add("bias", 0)
     elif isinstance(pruner, tpf.ConvPruner):
         transposed = getattr(module, "transposed", False)
+        if module.groups > 1 and transposed:
+            raise Unsupported(f"{name} is a grouped transposed convolution (groups={module.groups}); "
+                              "dpm has no exact decay rule for it")
         if is_out:
             add("weight", 1 if transposed else 0), add("bias", 0)
         elif module.groups > 1:
-            raise Unsupported(f"{name} is a grouped convolution (groups={module.groups}); "
-                              "its input channels cannot be decayed one by one")
+            # Input channel l of a grouped conv is weight[:, l % (in/groups)] of its own conv group's
+            # rows: the structures of `units.grouped_conv_units` take position l % (in/groups) out of
+            # EVERY conv group at once, which is the whole column weight[:, l % (in/groups)].
+            width = module.in_channels // module.groups
+            out.append((module.weight, f"{name}.weight", 1, [i % width for i in local], root))
         else:
             add("weight", 0 if transposed else 1)
     elif isinstance(pruner, tpf.LinearPruner):

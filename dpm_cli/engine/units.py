@@ -1,0 +1,98 @@
+"""Multi-channel structures (units) of a group: channels that decay, are selected and removed together.
+
+A grouped convolution (1 < groups < channels) stays valid only if every one of its conv groups keeps
+the same number of channels. torch-pruning's own grouped-conv handling (`MetaPruner` with
+`in/out_channel_groups`: importance averaged over `imp.view(groups, -1)`, the same in-group positions
+removed from every conv group; `ConvPruner.prune_in_channels` then keeps `keep_idxs[:n // groups]`)
+removes channel k of every conv group at once. We build the same structures: channels whose index
+inside their conv group is the same form one unit. A group touching several grouped convs gets the
+coarsest partition that satisfies all of them (union-find), so no removal can break any of them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch_pruning.pruner import function as tpf
+
+
+def is_grouped_conv(module: nn.Module, handler) -> bool:
+    """A grouped convolution that is not depthwise (torch-pruning handles depthwise as its own kind)."""
+    pruner = getattr(handler, "__self__", None)
+    return (isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1
+            and isinstance(pruner, tpf.ConvPruner) and not isinstance(pruner, tpf.DepthwiseConvPruner))
+
+
+def grouped_conv_units(graph, tp_group, channels: int) -> torch.Tensor | None:
+    """unit_of per channel of the group, or None when no grouped conv constrains it."""
+    parent = list(range(channels))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    constrained = False
+    for item in tp_group:
+        module, handler = item.dep.target.module, item.dep.handler
+        if not is_grouped_conv(module, handler):
+            continue
+        constrained = True
+        is_out = graph.is_out_channel_pruning_fn(handler)
+        width = (module.out_channels if is_out else module.in_channels) // module.groups
+        local = list(item.idxs)
+        root = list(item.root_idxs) if item.root_idxs is not None else local
+        first: dict[int, int] = {}
+        for li, ri in zip(local, root):
+            a, b = find(ri), find(first.setdefault(li % width, ri))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    if not constrained:
+        return None
+    return compress([find(c) for c in range(channels)])
+
+
+def compress(labels: list[int]) -> torch.Tensor:
+    """Labels renumbered 0..U-1 in order of first appearance."""
+    ids: dict[int, int] = {}
+    return torch.tensor([ids.setdefault(x, len(ids)) for x in labels], dtype=torch.long)
+
+
+def unit_sizes(unit_of: torch.Tensor | None, channels: int) -> torch.Tensor:
+    if unit_of is None:
+        return torch.ones(channels, dtype=torch.long)
+    return torch.bincount(unit_of)
+
+
+def unit_scores(channel_scores: torch.Tensor, unit_of: torch.Tensor | None) -> torch.Tensor:
+    """A structure's importance: the mean of its channels' (torch-pruning's reduction for grouped
+    channels and heads); +inf if any channel is +inf (the criterion has no opinion)."""
+    if unit_of is None:
+        return channel_scores
+    n = int(unit_of.max()) + 1
+    total = torch.zeros(n, dtype=channel_scores.dtype).index_add_(0, unit_of, channel_scores)
+    return total / torch.bincount(unit_of, minlength=n).to(channel_scores.dtype)
+
+
+@torch.no_grad()
+def own_importance(group, criterion: str) -> torch.Tensor | None:
+    """Per-channel importance of a group that has no torch-pruning Group (attention heads: their
+    slices span parameters such as nn.MultiheadAttention's in_proj_weight that torch-pruning's
+    importance classes cannot read). Same quantities as torch-pruning's: group L2 magnitude
+    (GroupMagnitudeImportance, mean-normalised) and first-order Taylor |w * g|; None = no opinion."""
+    if criterion == "random":
+        return torch.rand(group.channels)
+    if criterion in ("magnitude", "lamp"):
+        imp = group.norms().square()
+    elif criterion == "taylor":
+        imp = torch.zeros(group.channels)
+        for s in group.slices:
+            if s.param.grad is None:
+                continue
+            prod = (s.param.detach() * s.param.grad).abs().float()
+            dims = [d for d in range(prod.dim()) if d != s.dim]
+            per_index = prod.sum(dim=dims) if dims else prod
+            imp.index_add_(0, s.root.cpu(), per_index.index_select(0, s.local).cpu())
+    else:  # bn_scale: heads have no BatchNorm
+        return None
+    return imp / imp.mean().clamp_min(1e-12)
