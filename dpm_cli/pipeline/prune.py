@@ -77,7 +77,8 @@ def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare, dis
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pre.lr, total_steps=steps)
         objective = Objective("cross_entropy", labeled=ctx.data.labeled)
         Trainer(model, ctx.train_loader, ctx.val_loader, objective, opt, sched,
-                LoopOptions(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=10**9),
+                LoopOptions(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=10**9,
+                            description="dense pre-training"),
                 device=ctx.device, reporter=reporter).run()
         run_dir.save_state_file(cache, model.state_dict())
         return model
