@@ -59,6 +59,8 @@ def report_html(page: Page) -> str:
         body.append(f'<p class="note">Training run <code>{escape(str(page.run_dir))}</code></p>')
     if summary:
         body += ["<h2>Pruning run</h2>", run_table(summary)]
+    elif page.run_dir is not None:
+        body.append('<p class="note">The run has not finished (no summary.json yet): its logs so far.</p>')
     if page.counts:
         shape = "x".join(map(str, page.counts[0].input_shape))
         body += [f"<h2>Size per forward pass at input {escape(shape)}</h2>", totals_table(page.counts, page.comparison)]
