@@ -87,6 +87,7 @@ def test_bad_html_or_gates_fail_before_work_and_write_nothing(run, tmp_path):
     assert exit_code(["report", "--run", run, "--gates", bad, "--html", tmp_path / "r.html"]) == 2
     bad.write_text('{"passed": true}')
     assert exit_code(["report", "--run", run, "--gates", bad, "--html", tmp_path / "r.html"]) == 2
+    assert exit_code(["report", "--run", run, "--gates", bad, "--plot", tmp_path / "p"]) == 2  # nowhere to show it
     assert not (tmp_path / "r.html").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["bad.json"]  # no temporary files left either
 

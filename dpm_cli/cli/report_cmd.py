@@ -78,6 +78,8 @@ def report(
         raise ConfigError("--json and --markdown both print the report: choose one")
     if run is not None and plot is None and html is None and not markdown:
         raise ConfigError("--run reports on a training run: add --plot DIR, --html FILE or --markdown")
+    if gates is not None and html is None and not markdown:
+        raise ConfigError("--gates shows a check result in the report: add --html FILE or --markdown")
     # read and check the small inputs before loading any model
     check_doc = parse.read_check_json(gates) if gates is not None else None
     if html is not None:

@@ -106,14 +106,22 @@ def decay_figure(data: DecaySeries, name: str) -> Any:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     styles = {"released": ("tab:red", 1.4), "replacement": ("tab:green", 1.2), "plain": ("0.6", 0.6)}
+    labels = {"released": "decay until its release", "replacement": "replacement's decay", "plain": "decay to zero"}
+    plain = [c for c in data.curves if c.end != "released" and c.kind != "replacement"]
+    if plain:  # one collection: thousands of structures draw in a moment
+        from matplotlib.collections import LineCollection
+
+        ax.add_collection(LineCollection([list(zip(c.steps, c.norms)) for c in plain], colors=styles["plain"][0],
+                                         linewidths=styles["plain"][1], zorder=1, label=labels["plain"]))
+        ax.autoscale_view()
     shown: set[str] = set()
     for curve in data.curves:
-        style = "released" if curve.end == "released" else "replacement" if curve.kind == "replacement" else "plain"
+        if curve.end != "released" and curve.kind != "replacement":
+            continue
+        style = "released" if curve.end == "released" else "replacement"
         color, width = styles[style]
-        label = {"released": "decay until its release", "replacement": "replacement's decay",
-                 "plain": "decay to zero"}[style]
-        ax.plot(curve.steps, curve.norms, color=color, linewidth=width, zorder=2 if style != "plain" else 1,
-                label=None if style in shown else label)
+        ax.plot(curve.steps, curve.norms, color=color, linewidth=width, zorder=2,
+                label=None if style in shown else labels[style])
         shown.add(style)
     for kind, (marker, color, size) in _MARKERS.items():
         points = [(m.step, m.norm) for m in data.markers if m.kind == kind and m.norm is not None]
