@@ -9,6 +9,7 @@ import typer
 
 from ..errors import ConfigError
 from ..report import compare, count_model, example_input, measure_latency
+from ..report.html import Page
 from ..report import inputs as parse
 from ..provenance import check_built_from
 from ..report.gates import GateFailure, Limits, check_data, check_model
@@ -24,7 +25,8 @@ REPORT_HELP = (
     "  dpm report orig.pt --compare compact.pt --input-shape 1,3,32,32 --latency\n"
     "  dpm report orig.pt --compare compact.pt --recipe r.yaml --markdown > pr.md\n"
     "  dpm report m.pt --input-shape 1,3,224,224 --json > report.json\n"
-    "  dpm report --run runs/resnet56 --plot plots/\n\n"
+    "  dpm report --run runs/resnet56 --plot plots/\n"
+    "  dpm report orig.pt --compare runs/r/model.dpm.pt -r r.yaml --run runs/r --gates check.json --html r.html\n\n"
     "Exit codes: 0 success, 1 runtime failure, 2 bad input (options, shape, unreadable model)."
 )
 
@@ -70,15 +72,26 @@ def report(
     layers: bool = typer.Option(True, "--layers/--no-layers", help="Show the per-layer table."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (schema_version 1) instead of tables."),
     markdown: bool = typer.Option(False, "--markdown", help="Print Markdown for a pull-request comment."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots (widths, decay history) into DIR."),
-    run: Optional[Path] = typer.Option(None, "--run", help="A training run folder whose decay history to plot."),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot", help="Write PNG plots (widths; with --run also decay history, accuracy and loss) into DIR."),
+    run: Optional[Path] = typer.Option(None, "--run", help="A training run folder (dpm prune's run dir) to report on."),
+    html: Optional[Path] = typer.Option(
+        None, "--html", help="Also write one self-contained HTML page (tables, gates, plots) to FILE."),
+    gates: Optional[Path] = typer.Option(
+        None, "--gates", help="A `dpm check --json` result to show in the --html and --markdown report."),
 ) -> None:
     if as_json and markdown:
         raise ConfigError("--json and --markdown both print the report: choose one")
-    if run is not None and plot is None:
-        raise ConfigError("--run plots a decay history: add --plot DIR to say where")
+    if run is not None and plot is None and html is None and not markdown:
+        raise ConfigError("--run reports on a training run: add --plot DIR, --html FILE or --markdown")
+    if gates is not None and html is None and not markdown:
+        raise ConfigError("--gates shows a check result in the report: add --html FILE or --markdown")
+    # read and check the small inputs before loading any model
+    check_doc = parse.read_check_json(gates) if gates is not None else None
+    if html is not None:
+        parse.check_html_path(html, [p for p in (model, other, recipe, gates) if p], run)
     if model is None and recipe is None and run is not None:
-        _note(f"wrote {_plots().plot_decay_history(run, plot)}")
+        _run_only(run, plot, html, markdown, check_doc)
         return
     setup = parse.resolve_setup(input_shape, recipe, factory)
     sizes = parse.parse_batch_sizes(batch_sizes) if latency else ()
@@ -94,10 +107,46 @@ def report(
         timing = measure_latency(models, shape, batch_sizes=sizes, repeats=repeats, warmup=warmup, threads=threads)
     comparison = compare(counts[0], counts[1], timing) if other else None
     _print_report(counts, comparison, timing, layers, as_json, markdown)
+    if markdown and (run is not None or check_doc is not None):
+        typer.echo(_extra_markdown(run, check_doc))
     if plot is not None:
         _note(f"wrote {_plots().plot_widths(comparison or counts[0], plot)}")
         if run is not None:
-            _note(f"wrote {_plots().plot_decay_history(run, plot)}")
+            for path in _plots().plot_run(run, plot, widths=False):
+                _note(f"wrote {path}")
+    if html is not None:
+        _write_page(html, Page(_title(run), counts, comparison, timing, run, check_doc))
+
+
+def _run_only(run: Path, plot: Optional[Path], html: Optional[Path], markdown: bool, check_doc) -> None:
+    """`dpm report --run DIR ...` without models: everything comes from the run's logs."""
+    if markdown:
+        typer.echo(_extra_markdown(run, check_doc))
+    if plot is not None:
+        for path in _plots().plot_run(run, plot):
+            _note(f"wrote {path}")
+    if html is not None:
+        _write_page(html, Page(_title(run), run_dir=run, check=check_doc))
+
+
+def _title(run: Optional[Path]) -> str:
+    return f"dpm report: {run.name}" if run is not None else "dpm report"
+
+
+def _extra_markdown(run: Optional[Path], check_doc) -> str:
+    from ..report.markdown import gates_doc_markdown, run_markdown
+
+    parts = [run_markdown(run)] if run is not None else []
+    return "\n".join(parts + ([gates_doc_markdown(check_doc)] if check_doc is not None else []))
+
+
+def _write_page(path: Path, page) -> None:
+    from ..report.html import report_html, write_html
+
+    text = report_html(page)
+    if "Plots left out" in text:
+        _note("note: the HTML report has no plots (matplotlib is not installed: pip install matplotlib)")
+    _note(f"wrote {write_html(path, text)}")
 
 
 @app.command("check", help=CHECK_HELP)

@@ -59,6 +59,7 @@ class DecayPruner:
         self.round = -1
         self.events: list[Event] = []
         self._before: torch.Tensor | None = None  # parameters after the last step, for C_rate
+        self._step_norms: torch.Tensor | None = None  # this step's norms before decay, for release events
         self._check_reachable()
 
     # ----------------------------------------------------------------- the training-loop hook
@@ -124,7 +125,7 @@ class DecayPruner:
             st.status[done] = PRUNED
             for i in torch.nonzero(done).flatten().tolist():
                 gi, c = self.layout.key(i)
-                self.events.append(Event(t, "pruned", self.groups[gi].name, c, int(st.selected_round[i])))
+                self.events.append(Event(t, "pruned", self.groups[gi].name, c, int(st.selected_round[i]), norm=0.0))
         return scale
 
     @torch.no_grad()
@@ -166,7 +167,8 @@ class DecayPruner:
             st.l_init[idx] = norms[idx]
             st.selected_round[idx] = self.round
             for c in channels:
-                self.events.append(Event(self.steps_done, kind, self.groups[gi].name, c, self.round))
+                self.events.append(Event(self.steps_done, kind, self.groups[gi].name, c, self.round,
+                                         norm=float(norms[c])))
 
     # ----------------------------------------------------------------- self-rectifying
     def _rectify(self, t: int, decaying: torch.Tensor, sums: StepSums) -> list[Key]:
@@ -176,6 +178,7 @@ class DecayPruner:
         if not bool(evaluable.any()):
             return []
         rate = c_rate(sums, st.l_init, n_total)
+        self._step_norms = sums.norm_sq.sqrt()  # for the norm a release or suppression logs
         t_rate = rate_threshold(cfg, rate[evaluable])
         lengths = c_len(sums, st.status != PRUNED, self.layout.group_ids)
         passing = evaluable & (rate > t_rate) & (lengths > cfg.len_threshold)
@@ -222,7 +225,9 @@ class DecayPruner:
 
     def _log(self, t: int, kind: str, gi: int, c: int, rate: float | None = None, length: float | None = None,
              note: str = "") -> None:
-        self.events.append(Event(t, kind, self.groups[gi].name, c, self.round, rate, length, note))
+        norms = self._step_norms
+        norm = float(norms[self.layout.offsets[gi] + c]) if norms is not None else None
+        self.events.append(Event(t, kind, self.groups[gi].name, c, self.round, rate, length, note, norm))
 
     @torch.no_grad()
     def prune_now(self, keys: list[Key]) -> None:

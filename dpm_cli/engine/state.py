@@ -58,6 +58,9 @@ class Event:
     c_rate: float | None = None
     c_len: float | None = None
     note: str = ""
+    # The structure's joint norm right after the event's step: L_init for selected and replacement,
+    # the free norm at a release, exactly 0.0 when pruned. Plots rebuild each ramp from it.
+    norm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

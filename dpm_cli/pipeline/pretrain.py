@@ -45,7 +45,8 @@ def pretrain_dense(model: nn.Module, ctx: Any, reporter: Reporter,
         if run_dir is not None:
             run_dir.append(run_dir.metrics, evals[-1])
     Trainer(model, train_loader, ctx.val_loader, objective, opt, sched,
-            LoopOptions(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=10**9),
+            LoopOptions(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=10**9,
+                        description="dense pre-training"),
             device=ctx.device, reporter=reporter, hooks=TrainerHooks(on_eval=record)).run()
     return steps, evals
 

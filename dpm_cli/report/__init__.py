@@ -6,6 +6,7 @@
     run = measure_latency({"original": original, "compact": compact}, (1, 3, 32, 32), batch_sizes=(1, 32))
     cmp = compare(a, b, run)       # cmp.macs_ratio, cmp.params_ratio, cmp.speedups[1]
     q = measure_quality(compact, val_loader, baseline=original)   # q.accuracy_drop, q.cosine, q.samples
+    write_html("r.html", report_html(Page(counts=[a, b], comparison=cmp, run_dir=Path("runs/x"))))
 
 MACs are multiply-accumulates of conv, linear, matmul and attention; FLOPs = 2 x MACs. Ops with no
 rule are listed in `ModelCount.unknown_ops`, never silently counted as zero. Measuring leaves the
@@ -24,10 +25,12 @@ from .gates import (
     evaluate_gates,
 )
 from .evaldata import EvalData, resolve_eval_data
+from .html import Page, report_html, write_html
 from .latency import LatencyRun, LatencyStats, measure_latency
-from .plots import plot_decay_history, plot_widths
+from .plots import plot_decay_history, plot_run, plot_training, plot_widths
 from .quality import Quality, measure_quality
 from .schema import SCHEMA_VERSION, check_to_dict, report_to_dict
+from .series import decay_series, run_widths, training_series
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -41,6 +44,7 @@ __all__ = [
     "LayerCount",
     "LayerDiff",
     "Limits",
+    "Page",
     "ModelCount",
     "Quality",
     "UnknownOp",
@@ -48,12 +52,19 @@ __all__ = [
     "check_to_dict",
     "compare",
     "count_model",
+    "decay_series",
     "evaluate_gates",
     "example_input",
     "measure_latency",
     "measure_quality",
     "plot_decay_history",
+    "plot_run",
+    "plot_training",
     "plot_widths",
+    "report_html",
     "report_to_dict",
     "resolve_eval_data",
+    "run_widths",
+    "training_series",
+    "write_html",
 ]

@@ -131,3 +131,35 @@ def distinct_labels(*paths: str) -> list[str]:
     if len(set(paths)) == len(paths):
         return list(paths)
     return [f"{name} ({i + 1})" for i, name in enumerate(names)]
+
+
+def read_check_json(path: str | Path) -> dict[str, Any]:
+    """A `dpm check --json` result, to show its gates in a report."""
+    import json
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"--gates {path}: cannot read it ({err.strerror}); give the file `dpm check --json` wrote") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"--gates {path}: not JSON; give the file `dpm check --json` wrote") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("gates"), list):
+        raise ConfigError(f"--gates {path}: no \"gates\" list in it; give the file `dpm check --json` wrote")
+    return doc
+
+
+RUN_FILES = ("recipe.yaml", "metrics.jsonl", "events.jsonl", "norms.jsonl", "summary.json", "state.pt")
+
+
+def check_html_path(path: Path, inputs: list[str | Path], run: Path | None = None) -> None:
+    """Fail before measuring anything when --html cannot be written or would overwrite an input."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--html {path} is a folder: give the HTML file to write, e.g. {path / 'report.html'}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"--html {path}: the folder {folder} does not exist; create it first")
+    protected = [Path(p) for p in inputs] + ([run / name for name in RUN_FILES] if run is not None else [])
+    if any(path.resolve() == p.resolve() for p in protected):
+        raise ConfigError(f"--html {path} is one of the inputs; choose another file name")

@@ -2,11 +2,15 @@
 per-layer table folded in a <details> block."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from . import fmt
 from .compare import Comparison
 from .counting import ModelCount
 from .gates import CheckResult
 from .latency import LatencyRun
+from .runlog import read_summary
 
 
 def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> list[str]:
@@ -84,3 +88,53 @@ def check_markdown(result: CheckResult) -> str:
     if result.quality is not None:
         out += [fmt.quality_line(result.quality), ""]
     return "\n".join(out)
+
+
+def run_markdown(run_dir: str | Path) -> str:
+    """A pruning run's before/after (its summary.json) for a pull-request comment."""
+    run = Path(run_dir)
+    s = read_summary(run / "summary.json")
+    if s is None:
+        return f"### dpm run `{run.name}`\n\nNo summary.json yet: the run has not finished.\n"
+    rows = []
+    if s.get("metric") in ("top1", "loss"):
+        top1 = s["metric"] == "top1"
+        unit = "%" if top1 else ""
+        rows.append(["val top-1" if top1 else "val loss", _f(s.get("before"), unit), _f(s.get("after"), unit),
+                     _change(s.get("before"), s.get("after"))])
+    for title, key in (("Parameters", "params"), ("MACs", "macs")):
+        a, b = s.get(f"{key}_before"), s.get(f"{key}_after")
+        rows.append([title, fmt.count(a), fmt.count(b), f"{fmt.times(a / b)} smaller" if a and b else "—"])
+    out = [f"### dpm run `{run.name}`", ""] + _table(["", "dense", "compact", "change"], rows) + [""]
+    facts = [f"lowest val top-1 during the decay {_f(s['min_decay_top1'], '%')}" if s.get("min_decay_top1") is not None
+             else None, f"{s['steps']} steps" if s.get("steps") is not None else None,
+             f"{s.get('releases', 0)} releases, {s.get('suppressed', 0)} suppressed"]
+    return "\n".join(out + ["; ".join(f for f in facts if f), ""])
+
+
+def gates_doc_markdown(doc: dict[str, Any]) -> str:
+    """Any `dpm check --json` document as a gate table (every field each gate has)."""
+    gates = [g for g in doc.get("gates") or [] if isinstance(g, dict)]
+    failed = sum(g.get("passed") is False for g in gates)
+    verdict = "passed" if doc.get("passed") and not failed else f"FAILED ({failed} of {len(gates)} gates)"
+    keys = [k for k in dict.fromkeys(k for g in gates for k in g) if k not in ("name", "passed", "unit")]
+    rows = [[str(g.get("name", ""))] + [_gate_cell(g, k) for k in keys] + ["pass" if g.get("passed") else "**FAIL**"]
+            for g in gates]
+    return "\n".join([f"### dpm check {verdict}", ""] + _table(["Gate", *keys, "Result"], rows) + [""])
+
+
+def _gate_cell(gate: dict[str, Any], key: str) -> str:
+    value, unit = gate.get(key), gate.get("unit")
+    if key in ("limit", "measured") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt.gate_value(unit, value) if unit in ("ms", "x", "MACs", "params") else f"{value:.4g} {unit or ''}".strip()
+    if value is None:
+        return "—"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _f(value: Any, unit: str = "") -> str:
+    return f"{value:.2f}{unit}" if isinstance(value, (int, float)) else "—"
+
+
+def _change(a: Any, b: Any) -> str:
+    return f"{b - a:+.2f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "—"

@@ -2,7 +2,10 @@
 
     norms.jsonl   {"step": int, "norms": {"<group>:<index>": float, ...}}
     events.jsonl  {"step": int, "kind": "release"|"replacement"|"suppressed"|"selected"|"pruned",
-                   "group": str, "index": int, "c_rate": float|null, "c_len": float|null}
+                   "group": str, "index": int, "c_rate": float|null, "c_len": float|null,
+                   "norm": float|null}   (norm: L_init when a decay starts, 0.0 when pruned)
+    metrics.jsonl {"step": int, "loss": float, ...} per log step; {"step": int, "kind": "eval", ...} per eval
+    summary.json  what `dpm prune` printed at the end (accuracy before/after, widths, ...)
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ class DecayEvent:
     index: int
     c_rate: float | None = None
     c_len: float | None = None
+    norm: float | None = None  # absent in logs written before dpm logged it
 
     @property
     def key(self) -> str:
@@ -97,7 +101,8 @@ def read_events(path: str | Path) -> list[DecayEvent]:
     for number, obj in _lines(path):
         try:
             event = DecayEvent(int(obj["step"]), str(obj["kind"]), str(obj["group"]), int(obj["index"]),
-                               _opt_float(obj.get("c_rate")), _opt_float(obj.get("c_len")))
+                               _opt_float(obj.get("c_rate")), _opt_float(obj.get("c_len")),
+                               _opt_float(obj.get("norm")))
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"{path}:{number}: expected step, kind, group and index "
                               "(c_rate and c_len optional)") from None
@@ -107,3 +112,38 @@ def read_events(path: str | Path) -> list[DecayEvent]:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+@dataclass
+class Metrics:
+    """The run's metrics.jsonl split into training log lines and evaluations, in step order."""
+
+    train: list[dict[str, Any]]
+    evals: list[dict[str, Any]]
+
+
+def read_metrics(path: str | Path) -> Metrics:
+    """metrics.jsonl; a missing file means nothing was logged."""
+    path = Path(path)
+    if not path.is_file():
+        return Metrics([], [])
+    train, evals = [], []
+    for number, obj in _lines(path):
+        if not isinstance(obj.get("step"), int):
+            raise ConfigError(f"{path}:{number}: expected an integer \"step\"")
+        (evals if obj.get("kind") == "eval" else train).append(obj)
+    return Metrics(sorted(train, key=lambda r: r["step"]), sorted(evals, key=lambda r: r["step"]))
+
+
+def read_summary(path: str | Path) -> dict[str, Any] | None:
+    """summary.json, or None while the run has not finished."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the run summary ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return data

@@ -25,6 +25,10 @@ from .objective import Objective, split_batch
 from .progress import Reporter, SilentReporter, refresh
 from .rundir import RunDir
 
+# Decay curves are logged at every step of the decay phase, or at every k-th step when the phase is
+# longer than this: enough points for a ramp to look like one, and norms.jsonl stays bounded.
+NORM_POINTS = 200
+
 
 # A loss this many times the first one (at least 1) means training diverged: the weights are not kept.
 DIVERGED = 100.0
@@ -57,6 +61,8 @@ class LoopOptions:
     # eval_after_decay steps after they are all zero, and on the step they all reach zero.
     eval_every_decay: int | None = None
     eval_after_decay: int = 10
+    # what the progress bar calls this run: a dense pre-training must not read as pruning
+    description: str = "dpm fine-tune"
 
 
 @dataclass
@@ -185,7 +191,7 @@ class Trainer:
     def run(self) -> TrainResult:
         opts, pos = self.options, self.position
         self.model.train()
-        self.reporter.start(opts.total_steps, "dpm fine-tune", pos.step)
+        self.reporter.start(opts.total_steps, opts.description, pos.step)
         if self._saved_step is None and pos.step == 0:
             self.save()  # a last good state from the start: a divergence or a kill before step checkpoint_every resumes
         try:
@@ -286,6 +292,7 @@ class Trainer:
         opts, step = self.options, self.position.step
         if step % opts.log_every == 0 or step == opts.total_steps:
             self._log(step, loss)
+        self._log_norms(step)
         if self._pruned_now and opts.recalibrate_at_zero:
             self.recalibrate()  # fresh running statistics for any eval or state saved from now on
         if (opts.eval_every and (step % opts.eval_every == 0 or step == opts.total_steps)) \
@@ -312,11 +319,24 @@ class Trainer:
         self._shown = (step, fields)
         if self.run_dir is not None:
             self.run_dir.append(self.run_dir.metrics, {"step": step, "epoch": self.position.epoch, **fields})
-            if self.pruner is not None:
-                norms = self.pruner.decaying_norms()
-                if norms:
-                    self.run_dir.append(self.run_dir.norms, {"step": step, "norms": norms})
         self._flush_events()
+
+    def norm_stride(self) -> int:
+        """Log decaying norms every this many steps: 1 unless the decay phase is long."""
+        p = self.pruner
+        if p is None:
+            return 1
+        span = p.decay_phase_end - p.selection_steps[0] + 1
+        return max(1, math.ceil(span / NORM_POINTS))
+
+    def _log_norms(self, step: int) -> None:
+        if self.run_dir is None or self.pruner is None or self.pruner.round < 0:
+            return
+        if (step - self.pruner.selection_steps[0]) % self.norm_stride() != 0:
+            return
+        norms = self.pruner.decaying_norms()
+        if norms:
+            self.run_dir.append(self.run_dir.norms, {"step": step, "norms": norms})
 
     def _flush_events(self) -> None:
         if self.pruner is None or self.run_dir is None:

@@ -3,7 +3,8 @@
     RUN/recipe.yaml     the fully resolved recipe (every default filled in)
     RUN/metrics.jsonl   one line per logged step and per evaluation
     RUN/events.jsonl    selections, releases, replacements, suppressed releases, prunings
-    RUN/norms.jsonl     joint norm of every decaying structure, every log step
+    RUN/norms.jsonl     joint norm of every decaying structure, every step of the decay phase
+                        (every k-th step when the phase is long: at most ~200 lines)
     RUN/state.pt        resumable state (model, optimizer, scheduler, DPM, RNG, data position)
     RUN/.dpm-run        marks the folder as a dpm run directory (JSON: dpm version, creation time)
     RUN/.dpm-lock       the OS lock one run holds while it runs (it records the holder's pid)
