@@ -25,8 +25,13 @@ class OutputPlan:
     formats: list[str]
     force: bool = False
 
+    hf: bool = False  # also a Hugging Face folder, BASE-hf/
+
     def path(self, fmt: str) -> Path:
         return self.base.with_name(self.base.name + SUFFIXES[fmt])
+
+    def hf_path(self) -> Path:
+        return self.base.with_name(self.base.name + "-hf")
 
     def check(self, inputs: list[Path]) -> None:
         """Fail before any work when an output cannot or must not be written."""
@@ -34,8 +39,7 @@ class OutputPlan:
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder}: output location is not a folder")
         resolved_inputs = {p.resolve() for p in inputs if p is not None}
-        for fmt in self.formats:
-            path = self.path(fmt)
+        for path in [self.path(fmt) for fmt in self.formats] + ([self.hf_path()] if self.hf else []):
             if path.resolve() in resolved_inputs:
                 raise InputError(f"{path} is the input checkpoint; dpm never overwrites its input: choose another --output")
             if path.exists() and not self.force:
@@ -48,7 +52,7 @@ class Written:
     notes: list[str] = field(default_factory=list)
 
 
-def write_outputs(model: nn.Module, example_inputs: torch.Tensor, plan: OutputPlan,
+def write_outputs(model: nn.Module, example_inputs: Any, plan: OutputPlan,
                   provenance: Provenance | None, metadata: dict[str, Any]) -> Written:
     plan.base.parent.mkdir(parents=True, exist_ok=True)
     written = Written()
@@ -58,6 +62,10 @@ def write_outputs(model: nn.Module, example_inputs: torch.Tensor, plan: OutputPl
         if fmt == "module":
             atomic_save(model, path, force=plan.force)
         elif fmt == "artifact":
+            if provenance is None and _is_hf(model):
+                written.notes.append("artifact not written: a Hugging Face model has no dpm factory; "
+                                     "set output.hf: true for a folder that from_pretrained loads")
+                continue
             if provenance is None:
                 written.notes.append("artifact not written: the model came from a pickled module, so dpm "
                                      "knows no factory to rebuild it from; give model.factory with a state_dict")
@@ -72,10 +80,23 @@ def write_outputs(model: nn.Module, example_inputs: torch.Tensor, plan: OutputPl
     return written
 
 
-def _write_export(model: nn.Module, example_inputs: torch.Tensor, path: Path, force: bool) -> str | None:
+def _is_hf(model: nn.Module) -> bool:
+    return hasattr(model, "save_pretrained") and hasattr(getattr(model, "config", None), "to_dict")
+
+
+def _write_export(model: nn.Module, example_inputs: Any, path: Path, force: bool) -> str | None:
     if path.exists() and not force:
         raise CheckpointError(f"{path} exists: choose another output or pass --force to overwrite it")
     # Export with a dynamic batch dimension; an example batch of 2 keeps it from specialising to 1.
+    try:
+        if not torch.is_tensor(example_inputs):  # keyword or several inputs: exported as given
+            args, kwargs = ((), example_inputs) if isinstance(example_inputs, dict) else (tuple(example_inputs), {})
+            program = torch.export.export(model, args, kwargs=kwargs)
+            write_atomically(path, lambda tmp: torch.export.save(program, str(tmp)))
+            return None
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        return f"torch.export program not written: the model does not export ({first})"
     example = example_inputs[:1].repeat(2, *([1] * (example_inputs.dim() - 1)))
     try:
         try:

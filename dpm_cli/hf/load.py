@@ -47,6 +47,11 @@ def import_transformers() -> Any:
                        "install it with pip install transformers (and a torchvision matching torch, or none)"
                        ) from err
     transformers.utils.logging.disable_progress_bar()  # dpm draws its own progress
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        disable_progress_bars()  # save_pretrained's "Writing model shards"
+    except ImportError:
+        pass
     return transformers
 
 

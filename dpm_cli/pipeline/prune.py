@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..engine import DecayPruner
+from ..batch import move
 from ..engine.cost import count_macs_params
 from ..errors import ConfigError
 from ..outputs import OutputPlan, write_outputs
@@ -89,8 +90,9 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
           reporter: Reporter | None = None, dist: DistContext = SINGLE, hooks: TrainerHooks | None = None) -> PruneSummary:
     reporter = reporter or SilentReporter()
     run = RunDir(run_dir or recipe.output.dir)
-    outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force)
-    outputs.check([Path(p) for p in (model_path, recipe.model.checkpoint) if p])
+    outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force,
+                         hf=recipe.output.hf)
+    outputs.check([Path(p) for p in (model_path, recipe.model.checkpoint, recipe.model.hf.path) if p])
     if dist.is_main:
         run.check(resume=resume, force=force)
     prepare = lambda: run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe))  # noqa: E731
@@ -103,16 +105,17 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
     dist.barrier()
     for note in ctx.notes:
         reporter.log(f"note: {note}")
-    model, example = ctx.model, ctx.example_inputs.to(ctx.device)
+    model, example = ctx.model, move(ctx.example_inputs, ctx.device)
     dense = copy.deepcopy(model).eval()
     macs_before, params_before = count_macs_params(model, example)
     objective = Objective(recipe.objective.kind, teacher=dense, temperature=recipe.objective.temperature,
-                          distill_weight=recipe.objective.distill_weight, labeled=ctx.data.labeled).to(ctx.device)
+                          distill_weight=recipe.objective.distill_weight, labeled=ctx.data.labeled,
+                          targets=recipe.objective.targets, loss=recipe.objective.loss).to(ctx.device)
     before = evaluate(dense, ctx.val_loader, objective, ctx.device)
 
     steps = total_steps(recipe, ctx.train_loader)
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
-    pruner = DecayPruner(model, example, dpm_config(recipe, steps), optimizer=optimizer)
+    pruner = DecayPruner(model, example, dpm_config(recipe, steps, ctx.protect), optimizer=optimizer)
     overrun = decay_overrun(recipe, pruner.decay_phase_end, steps)
     if overrun:
         raise ConfigError(overrun)
@@ -145,7 +148,7 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
     decayed = evaluate(model, ctx.val_loader, objective, ctx.device)
     compacted = pruner.compact()
     after = evaluate(compacted.model, ctx.val_loader, objective, ctx.device)
-    metric = "top1" if "top1" in after else "loss"
+    metric = next(m for m in ("top1", "cosine", "loss") if m in after)
     events = pruner.events
     summary = PruneSummary(
         params_before, compacted.params_after, macs_before, compacted.macs_after, metric, before[metric],
@@ -156,12 +159,28 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         widths=[asdict(w) for w in compacted.widths])
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None
-        written = write_outputs(compacted.model.cpu(), ctx.example_inputs.cpu(), outputs, provenance,
+        written = write_outputs(compacted.model.cpu(), move(ctx.example_inputs, "cpu"), outputs, provenance,
                                 {"summary": {k: v for k, v in summary.to_dict().items() if k != "widths"}})
         summary.outputs, summary.notes = written.files, summary.notes + written.notes
+        if recipe.output.hf:
+            _write_hf(ctx, compacted.model, outputs, summary)
         run.write_text(run.path / "summary.json", _json(summary))
     dist.barrier()
     return summary
+
+
+def _write_hf(ctx: RunContext, model: nn.Module, outputs: OutputPlan, summary: PruneSummary) -> None:
+    """BASE-hf/: save_pretrained + tokenizer, checked by loading it back; a shape the architecture's
+    config cannot hold is a note (the other outputs hold the model), not a failed run."""
+    from ..hf import HFFormatError, save_hf
+
+    try:
+        folder = save_hf(model, ctx.tokenizer, outputs.hf_path(), move(ctx.example_inputs, "cpu"),
+                         force=outputs.force, source=ctx.model_path)
+    except HFFormatError as err:
+        summary.notes.append(f"Hugging Face folder not written: {err}")
+        return
+    summary.outputs["hf"] = str(folder)
 
 
 def _json(summary: PruneSummary) -> str:
