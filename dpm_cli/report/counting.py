@@ -183,8 +183,11 @@ class _OpCounter(TorchDispatchMode):
             self.active = False
 
 
-def example_input(shape: Sequence[int]) -> torch.Tensor:
-    """A random input of `shape` from a private generator (the global RNG is left alone)."""
+def example_input(shape: Sequence[int] | dict[str, torch.Tensor]) -> Any:
+    """A random input of `shape` from a private generator (the global RNG is left alone); ready
+    keyword inputs (a dict, e.g. token ids and their attention mask) are returned as they are."""
+    if isinstance(shape, dict):
+        return shape
     return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0))
 
 
@@ -211,8 +214,8 @@ def _clear_forward_errors(inputs: Any) -> Iterator[None]:
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
         shapes = describe(inputs)
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise InputError(f"the model's forward pass failed on input {shapes}: {first}; "
-                         "check --input-shape (batch first, e.g. 1,3,32,32)") from err
+        hint = "model.seq_len" if isinstance(inputs, dict) else "--input-shape (batch first, e.g. 1,3,32,32)"
+        raise InputError(f"the model's forward pass failed on input {shapes}: {first}; check {hint}") from err
 
 
 def count_model(
@@ -274,6 +277,7 @@ def _count_pass(model: nn.Module, inputs: Any, *, meta: bool) -> _Counts:
     it counts whole, the dispatch mode the ops outside them."""
     profile = import_thop().profile
     shadow = _shadow_copy(model, meta)
+    errors = _clear_forward_errors(inputs) if not meta else nullcontext()  # meta: caller falls back
     if meta:
         inputs = move(inputs, "meta")
     if isinstance(inputs, dict):
@@ -283,7 +287,6 @@ def _count_pass(model: nn.Module, inputs: Any, *, meta: bool) -> _Counts:
     counter = _OpCounter()
     counter.hook(shadow)  # the dispatch mode enters and leaves itself from these hooks
     shadow.eval()  # (thop.profile sets eval too) BatchNorm statistics do not move, dropout is off
-    errors = _clear_forward_errors(inputs) if not meta else nullcontext()  # meta: caller falls back
     try:
         with torch.no_grad(), errors:
             # ret_layer_info: thop pops the total_ops buffers of the modules it hooked before it
