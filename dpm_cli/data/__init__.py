@@ -11,6 +11,8 @@ factory    ``package.module:callable`` (``factory``) called with ``kwargs``, ret
 random     Gaussian inputs for smoke runs only (``synthetic=True``)
 text       a local text file (``path``), one example per line or JSON lines with an optional label,
            tokenised by the model's ``tokenizer`` to at most ``seq_len`` tokens (``dpm_cli.data.text``)
+pydoc      the ~2,000 paragraphs of Python's documentation topics (``pydoc_data``), as text: calibration
+           text that ships with every Python
 =========  =========================================================================================
 
 Splits are fixed by ``split_seed``; batch order is fixed by the loader ``seed`` (``make_loaders``).
@@ -29,7 +31,7 @@ from .files import load_tensors
 from .text import load_text
 from .loaders import SeededSampler, check_labels_fit, make_loaders, set_epoch
 
-SOURCES = ("mnist", "digits", "tensors", "factory", "random", "text")
+SOURCES = ("mnist", "digits", "tensors", "factory", "random", "text", "pydoc")
 
 __all__ = [
     "SOURCES", "DataBundle", "InputsDataset", "SeededSampler",
@@ -93,6 +95,8 @@ def load_data(
         return load_random(dict(kwargs or {}), val_fraction=val_fraction, **common)
     if name == "factory":
         return load_factory(factory, kwargs, **common)
+    if name == "pydoc":
+        return load_text(None, tokenizer, seq_len=seq_len, val_fraction=val_fraction, **common)
     if name == "text":
         if path is None:
             raise ConfigError("data source 'text' needs a path to a text file (recipe data.path)")

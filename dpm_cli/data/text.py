@@ -91,13 +91,24 @@ def collate_tokens(samples: list[Any]) -> Any:
     return batch
 
 
-def load_text(path: str | Path, tokenizer: Any, *, seq_len: int, val_fraction: float, split_seed: int,
+def pydoc_paragraphs() -> list[str]:
+    """The paragraphs of Python's own documentation topics (`pydoc_data.topics`, shipped with every
+    Python): about 2,000 passages of English prose and code, a calibration set on every machine."""
+    from pydoc_data.topics import topics
+
+    paragraphs = (" ".join(p.split()) for text in topics.values() for p in text.split("\n\n"))
+    return [p for p in paragraphs if len(p) >= 40]
+
+
+def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_fraction: float, split_seed: int,
               num_samples: int | None, text_field: str = "text", label_field: str = "label") -> DataBundle:
-    """Read, split (fixed by `split_seed`), truncate the training part and tokenise."""
+    """Read (`path` None: `pydoc_paragraphs()`), split (fixed by `split_seed`), truncate the training
+    part and tokenise."""
     if tokenizer is None:
-        raise InputError("data.source text needs a tokenizer, and the model folder has none; "
+        raise InputError("text data needs a tokenizer, and the model folder has none; "
                          "save one into it with tokenizer.save_pretrained")
-    texts, labels = read_text(path, text_field, label_field)
+    texts, labels = read_text(path, text_field, label_field) if path is not None else (pydoc_paragraphs(), None)
+    name = Path(path).name if path is not None else "pydoc_data topics"
     if len(texts) < 2:
         raise InputError(f"{path}: holds {len(texts)} example(s); a train/validation split needs at least 2")
     label_t = torch.tensor(labels, dtype=torch.long) if labels is not None else None
@@ -117,5 +128,5 @@ def load_text(path: str | Path, tokenizer: Any, *, seq_len: int, val_fraction: f
     train_text = f"{len(train_idx)} train" + (f" (of {total})" if len(train_idx) < total else "")
     kind = f"{num_classes} classes" if num_classes else "unlabeled"
     return DataBundle(part(train_idx), part(val_idx), num_classes, (seq_len,), label_t is not None,
-                      f"text {Path(path).name}, {train_text} / {len(val_idx)} val, up to {seq_len} tokens, {kind}",
+                      f"text {name}, {train_text} / {len(val_idx)} val, up to {seq_len} tokens, {kind}",
                       collate=collate_tokens)

@@ -58,7 +58,7 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
     seed_everything(recipe.training.seed)
     device = resolve_device(recipe.training.device, dist)
     if recipe.model.hf.path is not None:
-        return _load_hf_context(recipe, device, dist)
+        return _load_hf_context(recipe, device, dist, model_path)
     d = recipe.data
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples)
@@ -93,11 +93,14 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
     return ctx
 
 
-def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext) -> RunContext:
-    """A Hugging Face folder: model and tokenizer first (text data is tokenised by it), then the data."""
+def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
+                     model_path: str | Path | None = None) -> RunContext:
+    """A Hugging Face folder (the MODEL argument, else model.hf.path): model and tokenizer first (text
+    data is tokenised by it), then the data."""
     from ..hf import load_hf, protected_modules, token_example
 
-    loaded = load_hf(recipe.model.hf.path, recipe.model.hf.task)
+    folder = Path(model_path or recipe.model.hf.path)
+    loaded = load_hf(folder, recipe.model.hf.task)
     d, seq_len = recipe.data, recipe.model.seq_len
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples, tokenizer=loaded.tokenizer,
@@ -114,7 +117,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext) ->
     else:  # no tokenizer: the first validation sample is the example
         example = first_rows(split_batch(next(iter(val_loader)))[0], 1)
     ctx = RunContext(recipe, device, data, train_loader, val_loader, loaded.model.to(device), example, None,
-                     Path(recipe.model.hf.path), notes, loaded.tokenizer, protected_modules(loaded.model))
+                     folder, notes, loaded.tokenizer, protected_modules(loaded.model))
     _check_outputs(ctx)
     return ctx
 

@@ -237,7 +237,30 @@ def _value(spec: Spec, raw: Any, path: str, ctx: _Context) -> Any:
     return value
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def _package_path(value: str, path: str, ctx: _Context) -> str:
+    """'package:NAME/sub/dir': a folder inside an installed package (e.g. a model shipped with pip),
+    found without importing (running) the package."""
+    import importlib.util
+
+    name, _, rest = value[len(PACKAGE_PREFIX):].partition("/")
+    try:
+        spec = importlib.util.find_spec(name) if name.isidentifier() or "." in name else None
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        ctx.fail(path, f"{value!r}: no installed package {name!r}; install it or give a folder path")
+    resolved = os.path.abspath(Path(locations[0]) / rest)
+    ctx.files[path] = resolved
+    return resolved
+
+
 def _resolve(value: str, path: str, ctx: _Context) -> str:
+    if value.startswith(PACKAGE_PREFIX):
+        return _package_path(value, path, ctx)
     base = Path.cwd() if ctx.override_of(path) is not None else ctx.base_dir
     resolved = os.path.abspath(base / Path(value).expanduser())
     ctx.files[path] = resolved
@@ -290,7 +313,7 @@ def _hf_checks(recipe: Recipe, ctx: _Context) -> None:
                 ctx.fail(f"model.{key}", f"not used with model.hf.path (the folder holds the architecture, the "
                          f"weights and the tokenizer); remove model.{key}")
         return
-    if data.source == "text":
+    if data.source in ("text", "pydoc"):
         ctx.fail("data.source", "text data is tokenised by the model's tokenizer: set model.hf.path to a "
                  "Hugging Face model folder")
     if recipe.output.hf:

@@ -54,7 +54,7 @@ _TARGET = Spec("str", "distillation target", choices=("auto", "logits", "embeddi
 
 @dataclass(frozen=True)
 class HFSection:
-    path: str | None = opt(None, "path", "a Hugging Face model folder (config.json, model.safetensors, tokenizer), relative to the recipe's folder; loaded offline, no code run from it")
+    path: str | None = opt(None, "path", "a Hugging Face model folder (config.json, model.safetensors, tokenizer), relative to the recipe's folder, or package:NAME/dir inside an installed package; loaded offline, no code run from it")
     task: str = opt("AutoModel", "str", "the Auto class that loads it (the task head)", choices=_HF_TASKS)
 
 
@@ -70,7 +70,7 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random", "text"))
+    source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random", "text", "pydoc"))
     path: str | None = opt(None, "path", "a .pt or .npz file with inputs and labels (source tensors), or a text file (source text: one example per line, or JSON lines), relative to the recipe's folder")
     text_field: str = opt("text", "str", "source text, JSON lines: the key holding the text")
     label_field: str = opt("label", "str", "source text, JSON lines: the key holding an optional integer label")
