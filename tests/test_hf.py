@@ -301,3 +301,21 @@ def test_uniform_llama_kv_head_groups_save_and_reload(tmp_path):
     assert reloaded.config.num_attention_heads == 2 and reloaded.config.num_key_value_heads == 1
     with torch.no_grad():
         assert torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, rtol=0, atol=1e-6)
+
+
+def test_llama_ffn_gate_and_up_pruned_together_and_saved(tmp_path):
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    transformers.LlamaModel(cfg).save_pretrained(str(tmp_path / "llama"))
+    loaded = load_hf(tmp_path / "llama")  # no tokenizer in this folder: inputs made by hand
+    assert loaded.tokenizer is None and loaded.model.config.use_cache is False
+    x = {"input_ids": torch.randint(0, 64, (1, 12)), "attention_mask": torch.ones(1, 12, dtype=torch.long)}
+    pruner, result = _prune_now(loaded.model, x)
+    assert result.max_rel_error <= 1e-6
+    mlp = loaded.model.layers[0].mlp
+    assert mlp.gate_proj.out_features == mlp.up_proj.out_features == mlp.down_proj.in_features < 48
+    assert all(a.self_attn.q_proj.out_features == 32 for a in loaded.model.layers)  # attention protected
+    folder = save_hf(loaded.model, None, tmp_path / "out", x)
+    reloaded = _no_warning_load(folder, transformers.AutoModel)
+    assert reloaded.config.intermediate_size == mlp.up_proj.out_features and reloaded.config.use_cache is True

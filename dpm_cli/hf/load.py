@@ -112,6 +112,11 @@ def load_hf(path: str | Path, task: str = "AutoModel") -> HFLoaded:
     except Exception as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: transformers cannot load it as {task} ({type(err).__name__}: {first})") from err
+    if getattr(model.config, "use_cache", None):
+        # A decoder's key/value cache in the output is no tensor torch-pruning can trace; off while
+        # dpm works on the model, and back on in the folder `save_hf` writes.
+        model.config.use_cache = False
+        model._dpm_use_cache = True
     loaded = HFLoaded(model.float().eval(), _tokenizer(transformers, path, options), task, path)
     missing = list(info.get("missing_keys") or [])
     if missing:  # e.g. a classification head added to an encoder checkpoint: it starts random

@@ -94,7 +94,14 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        use_cache = getattr(model, "_dpm_use_cache", None)  # set aside by load_hf; saved as it was
+        if use_cache is not None:
+            model.config.use_cache = use_cache
+        try:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+        finally:
+            if use_cache is not None:
+                model.config.use_cache = False
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         _copy_extras(Path(source) if source else None, tmp)
