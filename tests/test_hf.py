@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -319,3 +320,19 @@ def test_llama_ffn_gate_and_up_pruned_together_and_saved(tmp_path):
     folder = save_hf(loaded.model, None, tmp_path / "out", x)
     reloaded = _no_warning_load(folder, transformers.AutoModel)
     assert reloaded.config.intermediate_size == mlp.up_proj.out_features and reloaded.config.use_cache is True
+
+
+def test_package_paths_and_pydoc_text(tmp_path, capsys):
+    from dpm_cli.data.text import pydoc_paragraphs
+    from dpm_cli.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parent.parent / "recipes" / "minilm-distill.yaml")
+    folder = Path(recipe.model.hf.path)
+    assert folder.is_absolute() and (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nmodel: {hf: {path: 'package:no_such_pkg_dpm/model'}}\ndata: {source: pydoc}\n"
+                   "training: {steps: 2}\n")
+    code, _, err = run_cli(["validate", bad], capsys)
+    assert code == 2 and "no installed package 'no_such_pkg_dpm'" in err
+    paragraphs = pydoc_paragraphs()
+    assert len(paragraphs) > 1000 and all(len(p) >= 40 and "\n" not in p for p in paragraphs)
