@@ -32,8 +32,13 @@ class OutputPlan:
     force: bool = False
     _lock: RunLock | None = field(default=None, repr=False, compare=False)
 
+    hf: bool = False  # also a Hugging Face folder, BASE-hf/
+
     def path(self, fmt: str) -> Path:
         return self.base.with_name(self.base.name + SUFFIXES[fmt])
+
+    def hf_path(self) -> Path:
+        return self.base.with_name(self.base.name + "-hf")
 
     def check(self, inputs: list[Path]) -> None:
         """Fail before any work when an output cannot or must not be written."""
@@ -52,6 +57,20 @@ class OutputPlan:
                 if not owned.wrote(path):
                     raise InputError(f"{shown} exists and dpm did not write it (or it changed since): dpm never "
                                      "overwrites such a file, even with --force; move it or choose another --output")
+        if self.hf:
+            self._check_hf_folder(resolved_inputs)
+
+    def _check_hf_folder(self, resolved_inputs: set[Path]) -> None:
+        """BASE-hf/ is replaced whole, so only one that dpm wrote (its config.json is in dpm's record)."""
+        folder, shown = self.hf_path(), printable(self.hf_path())
+        if folder.resolve() in resolved_inputs or any(folder.resolve() in p.parents for p in resolved_inputs):
+            raise InputError(f"{shown} holds an input; dpm never overwrites its input: choose another --output")
+        if folder.exists() or folder.is_symlink():
+            if not self.force:
+                raise InputError(f"{shown} exists: choose another --output or pass --force to overwrite it")
+            if not folder.is_dir() or not owned.wrote(folder / "config.json"):
+                raise InputError(f"{shown} exists and dpm did not write it (or it changed since): dpm never "
+                                 "replaces such a folder, even with --force; move it or choose another --output")
 
     def lock(self) -> None:
         """Create the output folder and hold a lock on this output base until `release()`."""
@@ -87,7 +106,7 @@ class Written:
     notes: list[str] = field(default_factory=list)
 
 
-def write_outputs(model: nn.Module, example_inputs: torch.Tensor, plan: OutputPlan,
+def write_outputs(model: nn.Module, example_inputs: Any, plan: OutputPlan,
                   provenance: Provenance | None, metadata: dict[str, Any]) -> Written:
     plan.check([])  # again: during a long run someone may have put their own file there
     plan.base.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +117,10 @@ def write_outputs(model: nn.Module, example_inputs: torch.Tensor, plan: OutputPl
         if fmt == "module":
             atomic_save(model, path, force=plan.force)
         elif fmt == "artifact":
+            if provenance is None and _is_hf(model):
+                written.notes.append("artifact not written: a Hugging Face model has no dpm factory; "
+                                     "set output.hf: true for a folder that from_pretrained loads")
+                continue
             if provenance is None:
                 written.notes.append("artifact not written: the model came from a pickled module, so dpm "
                                      "knows no factory to rebuild it from; give model.factory with a state_dict")
@@ -113,10 +136,23 @@ def write_outputs(model: nn.Module, example_inputs: torch.Tensor, plan: OutputPl
     return written
 
 
-def _write_export(model: nn.Module, example_inputs: torch.Tensor, path: Path, force: bool) -> str | None:
+def _is_hf(model: nn.Module) -> bool:
+    return hasattr(model, "save_pretrained") and hasattr(getattr(model, "config", None), "to_dict")
+
+
+def _write_export(model: nn.Module, example_inputs: Any, path: Path, force: bool) -> str | None:
     if path.exists() and not force:
         raise CheckpointError(f"{path} exists: choose another output or pass --force to overwrite it")
     # Export with a dynamic batch dimension; an example batch of 2 keeps it from specialising to 1.
+    try:
+        if not torch.is_tensor(example_inputs):  # keyword or several inputs: exported as given
+            args, kwargs = ((), example_inputs) if isinstance(example_inputs, dict) else (tuple(example_inputs), {})
+            program = torch.export.export(model, args, kwargs=kwargs)
+            write_atomically(path, lambda tmp: torch.export.save(program, str(tmp)))
+            return None
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        return f"torch.export program not written: the model does not export ({first})"
     example = example_inputs[:1].repeat(2, *([1] * (example_inputs.dim() - 1)))
     try:
         try:

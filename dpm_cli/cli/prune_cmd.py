@@ -68,7 +68,9 @@ def _show_summary(s) -> None:
     table.add_row("parameters", human(s.params_before), human(s.params_after), f"{s.params_after / s.params_before:.3f}")
     table.add_row("MACs", human(s.macs_before), human(s.macs_after), f"{s.macs_after / s.macs_before:.3f}")
     unit = "%" if s.metric == "top1" else ""
-    table.add_row(f"val {s.metric}", f"{s.before:.2f}{unit}", f"{s.after:.2f}{unit}", f"{s.after - s.before:+.2f}")
+    digits = 4 if s.metric == "cosine" else 2  # embedding cosine to the original: 0.9xxx
+    table.add_row(f"val {s.metric}", f"{s.before:.{digits}f}{unit}", f"{s.after:.{digits}f}{unit}",
+                  f"{s.after - s.before:+.{digits}f}")
     if s.ce_before is not None and s.ce_after is not None:
         table.add_row("val cross-entropy", f"{s.ce_before:.4f}", f"{s.ce_after:.4f}", f"{s.ce_after - s.ce_before:+.4f}")
     console.print(table)

@@ -9,6 +9,10 @@ tensors    a .pt/.npz file (``path``) of inputs with optional labels and optiona
 factory    ``package.module:callable`` (``factory``) called with ``kwargs``, returning train/val
            datasets or DataLoaders (dpm keeps the datasets and re-batches them itself)
 random     Gaussian inputs for smoke runs only (``synthetic=True``)
+text       a local text file (``path``), one example per line or JSON lines with an optional label,
+           tokenised by the model's ``tokenizer`` to at most ``seq_len`` tokens (``dpm_cli.data.text``)
+pydoc      the ~2,000 paragraphs of Python's documentation topics (``pydoc_data``), as text: calibration
+           text that ships with every Python
 =========  =========================================================================================
 
 Splits are fixed by ``split_seed``; batch order is fixed by the loader ``seed`` (``make_loaders``).
@@ -24,9 +28,10 @@ from .builtin import load_digits, load_mnist, load_random
 from .bundle import DataBundle, InputsDataset
 from .factory import load_factory
 from .files import load_tensors
+from .text import load_text
 from .loaders import SeededSampler, check_labels_fit, make_loaders, set_epoch
 
-SOURCES = ("mnist", "digits", "tensors", "factory", "random")
+SOURCES = ("mnist", "digits", "tensors", "factory", "random", "text", "pydoc")
 
 __all__ = [
     "SOURCES", "DataBundle", "InputsDataset", "SeededSampler",
@@ -36,7 +41,7 @@ __all__ = [
 
 def _check_options(source: str, path: Any, factory: Any, kwargs: Any) -> None:
     """Refuse options the source would ignore: a stray path usually means the wrong source was named."""
-    if path is not None and source != "tensors":
+    if path is not None and source not in ("tensors", "text"):
         raise ConfigError(f"data source {source!r} takes no path; use source 'tensors' to read {path}")
     if factory is not None and source != "factory":
         raise ConfigError(f"data source {source!r} takes no factory; use source 'factory' to call {factory}")
@@ -55,6 +60,10 @@ def load_data(
     val_fraction: float = 0.2,
     split_seed: int = 0,
     num_samples: int | None = None,
+    tokenizer: Any = None,
+    seq_len: int = 128,
+    text_field: str = "text",
+    label_field: str = "label",
 ) -> DataBundle:
     """Load `source` into a DataBundle with a fixed train/validation split.
 
@@ -86,6 +95,13 @@ def load_data(
         return load_random(dict(kwargs or {}), val_fraction=val_fraction, **common)
     if name == "factory":
         return load_factory(factory, kwargs, **common)
+    if name == "pydoc":
+        return load_text(None, tokenizer, seq_len=seq_len, val_fraction=val_fraction, **common)
+    if name == "text":
+        if path is None:
+            raise ConfigError("data source 'text' needs a path to a text file (recipe data.path)")
+        return load_text(path, tokenizer, seq_len=seq_len, val_fraction=val_fraction, text_field=text_field,
+                         label_field=label_field, **common)
     if path is None:
         raise ConfigError("data source 'tensors' needs a path to a .pt or .npz file (recipe data.path)")
     return load_tensors(path, val_fraction=val_fraction, **common)

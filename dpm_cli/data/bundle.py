@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -24,6 +25,7 @@ class DataBundle:
     labeled: bool
     description: str
     synthetic: bool = False  # True only for random data, so the CLI can warn that results mean nothing
+    collate: Any = None  # the DataLoader's collate_fn (None: torch's default), e.g. trimming token padding
 
 
 class InputsDataset(Dataset):

@@ -90,9 +90,9 @@ def make_loaders(
     if per_rank == 0:
         raise InputError("the training set is empty; provide at least one sample")
     train_loader = DataLoader(train, batch_size=min(batch_size, per_rank), sampler=sampler,
-                              drop_last=drop_last, num_workers=0)
+                              drop_last=drop_last, num_workers=0, collate_fn=bundle.collate)
     val_loader = DataLoader(bundle.val, batch_size=eval_batch_size, shuffle=False, drop_last=False,
-                            num_workers=0)
+                            num_workers=0, collate_fn=bundle.collate)
     return train_loader, val_loader
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..artifact import Provenance
+from ..batch import call_model, describe, first_rows, move
 from ..checkpoint import load_checkpoint
 from ..data import DataBundle, check_labels_fit, load_data, make_loaders
 from ..engine import DPMConfig, RectifyConfig
@@ -19,6 +20,7 @@ from ..limits import steps_problem
 from ..recipe import Recipe
 from ..recipe.schema import describe_decay, resolve_decay_steps
 from ..training.distributed import SINGLE, DistContext, per_rank_batch
+from ..training.objective import need_logits, split_batch
 
 
 @dataclass
@@ -29,10 +31,12 @@ class RunContext:
     train_loader: Any
     val_loader: Any
     model: nn.Module
-    example_inputs: torch.Tensor
+    example_inputs: Any  # a tensor, a tuple, or a dict of keyword inputs (token models)
     provenance: Provenance | None
     model_path: Path | None
     notes: list[str]
+    tokenizer: Any = None  # Hugging Face models: the tokenizer from the model's folder
+    protect: list[str] = field(default_factory=list)  # modules never pruned, added to pruning.ignore
 
 
 def resolve_device(name: str, dist: DistContext = SINGLE) -> torch.device:
@@ -54,6 +58,8 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
     """Load data and model as the recipe says. `dense_model` builds a model when there is no checkpoint."""
     seed_everything(recipe.training.seed)
     device = resolve_device(recipe.training.device, dist)
+    if recipe.model.hf.path is not None:
+        return _load_hf_context(recipe, device, dist, model_path)
     d = recipe.data
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples)
@@ -84,26 +90,57 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
         raise InputError("no model: give a checkpoint (dpm prune MODEL or model.checkpoint), or set "
                          "model.factory with pretrain.enabled: true to train a dense model first")
     ctx.model.to(device)
-    outputs = _num_outputs(ctx.model, example.to(device))
-    if data.labeled and recipe.objective.kind == "cross_entropy":
-        check_labels_fit(data, outputs)
+    _check_outputs(ctx)
     return ctx
 
 
-def _num_outputs(model: nn.Module, example: torch.Tensor) -> int:
+def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
+                     model_path: str | Path | None = None) -> RunContext:
+    """A Hugging Face folder (the MODEL argument, else model.hf.path): model and tokenizer first (text
+    data is tokenised by it), then the data."""
+    from ..hf import load_hf, protected_modules, token_example
+
+    folder = Path(model_path or recipe.model.hf.path)
+    loaded = load_hf(folder, recipe.model.hf.task)
+    d, seq_len = recipe.data, recipe.model.seq_len
+    data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
+                     split_seed=d.split_seed, num_samples=d.num_samples, tokenizer=loaded.tokenizer,
+                     seq_len=seq_len, text_field=d.text_field, label_field=d.label_field)
+    train_loader, val_loader = make_loaders(data, batch_size=per_rank_batch(d.batch_size, dist),
+                                            eval_batch_size=d.eval_batch_size, seed=recipe.training.seed,
+                                            distributed=(dist.rank, dist.world_size) if dist.enabled else None)
+    notes = list(loaded.notes)
+    if data.synthetic:
+        notes.append("data is RANDOM (synthetic): this is a smoke run, accuracy means nothing")
+    if loaded.tokenizer is not None:
+        example = token_example(loaded.tokenizer, seq_len)
+        notes.append(f"MACs are counted on one sequence of {seq_len} tokens (model.seq_len)")
+    else:  # no tokenizer: the first validation sample is the example
+        example = first_rows(split_batch(next(iter(val_loader)))[0], 1)
+    ctx = RunContext(recipe, device, data, train_loader, val_loader, loaded.model.to(device), example, None,
+                     folder, notes, loaded.tokenizer, protected_modules(loaded.model))
+    _check_outputs(ctx)
+    return ctx
+
+
+def _check_outputs(ctx: RunContext) -> None:
+    """Run the model once on the example: it must run, and give logits that fit the labels when classifying."""
+    model, example = ctx.model, move(ctx.example_inputs, ctx.device)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(example)
+            out = call_model(model, example)
     except Exception as err:
-        raise InputError(f"the model does not run on an input of shape {list(example.shape)} "
+        raise InputError(f"the model does not run on the example input ({describe(example)}) "
                          f"({type(err).__name__}: {str(err)[:160]}); fix model.input_shape or the data") from err
     finally:
         model.train(was_training)
-    if not torch.is_tensor(out) or out.dim() < 2:
-        raise InputError("the model must return a tensor of logits shaped (batch, classes)")
-    return int(out.shape[-1])
+    if ctx.data.labeled and ctx.recipe.objective.kind == "cross_entropy":
+        logits = need_logits(out)
+        if logits.dim() < 2:
+            raise InputError("the model must return logits shaped (batch, classes) to train with labels")
+        check_labels_fit(ctx.data, int(logits.shape[-1]))
 
 
 def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | None:
@@ -115,8 +152,8 @@ def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | Non
             "pruning.decay_steps (or decay_fraction), rounds or start_step")
 
 
-def dpm_config(recipe: Recipe, steps: int) -> DPMConfig:
-    """The engine's options for a run of `steps` optimizer steps."""
+def dpm_config(recipe: Recipe, steps: int, protect: list[str] = ()) -> DPMConfig:
+    """The engine's options for a run of `steps` optimizer steps; `protect` adds module names to ignore."""
     p = recipe.pruning
     r = p.rectify
     n = resolve_decay_steps(p, steps)
@@ -128,7 +165,8 @@ def dpm_config(recipe: Recipe, steps: int) -> DPMConfig:
     return DPMConfig(
         budget=p.budget.keep, budget_kind=p.budget.kind, criterion=p.criterion, ranking=p.ranking,
         max_layer_ratio=p.max_layer_ratio, min_channels=p.min_channels, round_to=p.round_to,
-        ignore=list(p.ignore), ignore_classifier=p.ignore_classifier, decay_steps=n, decay_shape=p.decay_shape,
+        ignore=list(p.ignore) + [n for n in protect if n not in p.ignore], ignore_classifier=p.ignore_classifier,
+        decay_steps=n, decay_shape=p.decay_shape,
         rounds=p.rounds, round_interval=p.round_interval, start_step=p.start_step,
         rectify=RectifyConfig(enabled=r.enabled and p.mode == "smooth", rate_quantile=r.rate_quantile, rate_threshold=r.rate_threshold,
                               len_threshold=r.len_threshold, patience=r.patience),

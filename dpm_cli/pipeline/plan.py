@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..batch import call_model, logits_of, move, output_fields
 from ..engine import DecayPruner
 from ..engine.selection import needs_gradients, score_groups, select
 from ..recipe import Recipe
@@ -45,9 +46,9 @@ class PlanReport:
 def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = False) -> PlanReport:
     ctx = load_context(recipe, model_path, trust=trust)
     model = copy.deepcopy(ctx.model).cpu()
-    example = ctx.example_inputs.cpu()
+    example = move(ctx.example_inputs, "cpu")
     steps = total_steps(recipe, ctx.train_loader)
-    cfg = dpm_config(recipe, steps)
+    cfg = dpm_config(recipe, steps, ctx.protect)
     pruner = DecayPruner(model, example, cfg)
     notes = list(ctx.notes)
     overrun = decay_overrun(recipe, pruner.decay_phase_end, steps)
@@ -67,6 +68,10 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
 def _gradients_on_one_batch(model: torch.nn.Module, loader: Any) -> None:
     inputs, labels = split_batch(next(iter(loader)))
     model.zero_grad()
-    out = model(inputs)
-    loss = F.cross_entropy(out, labels) if labels is not None else out.pow(2).mean()
+    out = call_model(model, inputs)
+    logits = logits_of(out)
+    if labels is not None and logits is not None:
+        loss = F.cross_entropy(logits, labels)
+    else:  # no labels: any scalar of the output gives the criterion gradients to rank by
+        loss = sum(t.float().pow(2).mean() for t in output_fields(out).values())
     loss.backward()

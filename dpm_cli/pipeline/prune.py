@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from .. import provenance as prov
 from ..engine import DecayPruner
+from ..batch import move
 from ..engine.cost import count_macs_params
 from ..errors import ConfigError
 from ..outputs import OutputPlan, write_outputs
@@ -100,14 +101,16 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
     (see `pipeline/reuse.py`); a mismatch is refused unless `force`, which rebuilds it."""
     reporter = reporter or SilentReporter()
     run = RunDir(run_dir or recipe.output.dir)
-    outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force)
+    outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force,
+                         hf=recipe.output.hf)
     record = prov.record(recipe, model_path or recipe.model.checkpoint)
     # Before outputs.check: that refuses existing outputs without --force, and a match reuses them.
     if reuse and (earlier := reusable(record, run, outputs, force=force)) is not None:
         summary = summary_from(earlier, PruneSummary)
         reporter.log(summary.notes[-1])
         return summary
-    inputs = [Path(p) for p in (model_path, recipe.model.checkpoint, recipe.data.path, recipe_path) if p]
+    inputs = [Path(p) for p in (model_path, recipe.model.checkpoint, recipe.model.hf.path, recipe.data.path,
+                                recipe_path) if p]
     try:
         outputs.check(inputs)
         if dist.is_main:
@@ -135,16 +138,17 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
     dist.barrier()
     for note in ctx.notes + [f"resume: changed {change}" for change in run.changes]:
         reporter.log(f"note: {note}")
-    model, example = ctx.model, ctx.example_inputs.to(ctx.device)
+    model, example = ctx.model, move(ctx.example_inputs, ctx.device)
     dense = copy.deepcopy(model).eval()
     macs_before, params_before = count_macs_params(model, example)
     objective = Objective(recipe.objective.kind, teacher=dense, temperature=recipe.objective.temperature,
-                          distill_weight=recipe.objective.distill_weight, labeled=ctx.data.labeled).to(ctx.device)
+                          distill_weight=recipe.objective.distill_weight, labeled=ctx.data.labeled,
+                          targets=recipe.objective.targets, loss=recipe.objective.loss).to(ctx.device)
     before = evaluate(dense, ctx.val_loader, objective, ctx.device)
 
     steps = total_steps(recipe, ctx.train_loader)
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
-    pruner = DecayPruner(model, example, dpm_config(recipe, steps), optimizer=optimizer)
+    pruner = DecayPruner(model, example, dpm_config(recipe, steps, ctx.protect), optimizer=optimizer)
     overrun = decay_overrun(recipe, pruner.decay_phase_end, steps)
     if overrun:
         raise ConfigError(overrun)
@@ -184,7 +188,7 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
     decayed = evaluate(model, ctx.val_loader, objective, ctx.device)
     compacted = pruner.compact()
     after = evaluate(compacted.model, ctx.val_loader, objective, ctx.device)
-    metric = "top1" if "top1" in after else "loss"
+    metric = next(m for m in ("top1", "cosine", "loss") if m in after)
     events = pruner.events
     summary = PruneSummary(
         params_before, compacted.params_after, macs_before, compacted.macs_after, metric, before[metric],
@@ -198,13 +202,29 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None
         brief = {k: v for k, v in summary.to_dict().items() if k not in ("widths", "provenance")}
-        written = write_outputs(compacted.model.cpu(), ctx.example_inputs.cpu(), outputs, provenance,
+        written = write_outputs(compacted.model.cpu(), move(ctx.example_inputs, "cpu"), outputs, provenance,
                                 {"summary": brief, "provenance": record})
         summary.outputs, summary.notes = written.files, summary.notes + written.notes
-        summary.output_sha256 = output_hashes(written.files)
+        if recipe.output.hf:
+            _write_hf(ctx, compacted.model, outputs, summary)
+        summary.output_sha256 = output_hashes(summary.outputs)
         run.write_text(run.path / "summary.json", _json(summary))
     dist.barrier()
     return summary
+
+
+def _write_hf(ctx: RunContext, model: nn.Module, outputs: OutputPlan, summary: PruneSummary) -> None:
+    """BASE-hf/: save_pretrained + tokenizer, checked by loading it back; a shape the architecture's
+    config cannot hold is a note (the other outputs hold the model), not a failed run."""
+    from ..hf import HFFormatError, save_hf
+
+    try:
+        folder = save_hf(model, ctx.tokenizer, outputs.hf_path(), move(ctx.example_inputs, "cpu"),
+                         force=outputs.force, source=ctx.model_path)
+    except HFFormatError as err:
+        summary.notes.append(f"Hugging Face folder not written: {err}")
+        return
+    summary.outputs["hf"] = str(folder)
 
 
 def _json(summary: PruneSummary) -> str:

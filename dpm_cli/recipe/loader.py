@@ -258,7 +258,30 @@ def _value(spec: Spec, raw: Any, path: str, ctx: _Context) -> Any:
     return value
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def _package_path(value: str, path: str, ctx: _Context) -> str:
+    """'package:NAME/sub/dir': a folder inside an installed package (e.g. a model shipped with pip),
+    found without importing (running) the package."""
+    import importlib.util
+
+    name, _, rest = value[len(PACKAGE_PREFIX):].partition("/")
+    try:
+        spec = importlib.util.find_spec(name) if name.isidentifier() or "." in name else None
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        ctx.fail(path, f"{value!r}: no installed package {name!r}; install it or give a folder path")
+    resolved = os.path.abspath(Path(locations[0]) / rest)
+    ctx.files[path] = resolved
+    return resolved
+
+
 def _resolve(value: str, path: str, ctx: _Context) -> str:
+    if value.startswith(PACKAGE_PREFIX):
+        return _package_path(value, path, ctx)
     base = Path.cwd() if ctx.override_of(path) is not None else ctx.base_dir
     resolved = os.path.abspath(base / Path(value).expanduser())
     ctx.files[path] = resolved
@@ -275,13 +298,17 @@ def _check_files(ctx: _Context) -> None:
 def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
     data, pruning, training = recipe.data, recipe.pruning, recipe.training
     for key, source, needs in (("path", "tensors", "a .pt or .npz file with inputs and labels"),
+                               ("path", "text", "a text file, one example per line or JSON lines"),
                                ("factory", "factory", "'package.module:callable' returning (train_loader, val_loader)")):
         value = getattr(data, key)
         if data.source == source and value is None:
             ctx.fail(f"data.{key}", f"required when data.source is '{source}'; set it to {needs}", at="data.source")
+        if key == "path" and data.source in ("tensors", "text"):
+            continue
         if data.source != source and value is not None:
             ctx.fail(f"data.{key}", f"only used when data.source is '{source}' (it is '{data.source}'); "
                      f"remove data.{key} or set data.source: {source}")
+    _hf_checks(recipe, ctx)
     smooth = pruning.mode == "smooth"  # single_step ignores decay_steps and decay_fraction
     if smooth and pruning.decay_steps is not None and pruning.decay_fraction is not None:
         # Usually an override of one on a recipe that writes the other: point at the override.
@@ -297,3 +324,19 @@ def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
                  f"({pruning.decay_steps}), so rounds would overlap; set it >= {pruning.decay_steps} or remove it")
     if training.epochs is None and training.steps is None:
         ctx.fail("training", "neither training.epochs nor training.steps is set; set one, e.g. epochs: 3")
+
+
+def _hf_checks(recipe: Recipe, ctx: _Context) -> None:
+    """A Hugging Face folder replaces factory + checkpoint; text data and hf output need a model that tokenises."""
+    model, data = recipe.model, recipe.data
+    if model.hf.path is not None:
+        for key in ("factory", "checkpoint", "input_shape"):
+            if getattr(model, key) is not None:
+                ctx.fail(f"model.{key}", f"not used with model.hf.path (the folder holds the architecture, the "
+                         f"weights and the tokenizer); remove model.{key}")
+        return
+    if data.source in ("text", "pydoc"):
+        ctx.fail("data.source", "text data is tokenised by the model's tokenizer: set model.hf.path to a "
+                 "Hugging Face model folder")
+    if recipe.output.hf:
+        ctx.fail("output.hf", "only for Hugging Face models: set model.hf.path, or remove output.hf")

@@ -48,18 +48,34 @@ _PATTERN = Spec("str", "module-name glob pattern, e.g. 'layer1.*'")
 _FORMAT = Spec("str", "output format", choices=("module", "artifact", "export"))
 
 
+_HF_TASKS = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+             "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForCausalLM",
+             "AutoModelForMultipleChoice")  # = dpm_cli.hf.TASKS, spelled out so recipes load without transformers
+_TARGET = Spec("str", "distillation target", choices=("auto", "logits", "embedding", "hidden"))
+
+
+@dataclass(frozen=True)
+class HFSection:
+    path: str | None = opt(None, "path", "a Hugging Face model folder (config.json, model.safetensors, tokenizer), relative to the recipe's folder, or package:NAME/dir inside an installed package; loaded offline, no code run from it")
+    task: str = opt("AutoModel", "str", "the Auto class that loads it (the task head)", choices=_HF_TASKS)
+
+
 @dataclass(frozen=True)
 class ModelSection:
     factory: str | None = opt(None, "str", "'package.module:callable' building the architecture (needed for state_dict checkpoints)", check=_factory_form)
     kwargs: dict = opt({}, "mapping", "keyword arguments for model.factory")
     checkpoint: str | None = opt(None, "path", "checkpoint file, relative to the recipe's folder; the CLI's MODEL argument overrides it")
     input_shape: tuple | None = opt(None, "list", "example input shape for tracing, batch first, e.g. [1, 3, 32, 32]", item=_POSITIVE_INT, min_len=1, check=example_bytes_problem)
+    hf: HFSection = section(HFSection)
+    seq_len: int = opt(128, "int", "token models: sequence length of the example input and of text data (MACs are counted at it)", ge=1)
 
 
 @dataclass(frozen=True)
 class DataSection:
-    source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random"))
-    path: str | None = opt(None, "path", "a .pt or .npz file with inputs and labels, relative to the recipe's folder (required when source is tensors)")
+    source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random", "text", "pydoc"))
+    path: str | None = opt(None, "path", "a .pt or .npz file with inputs and labels (source tensors), or a text file (source text: one example per line, or JSON lines), relative to the recipe's folder")
+    text_field: str = opt("text", "str", "source text, JSON lines: the key holding the text")
+    label_field: str = opt("label", "str", "source text, JSON lines: the key holding an optional integer label")
     factory: str | None = opt(None, "str", "'package.module:callable' returning (train_loader, val_loader) (required when source is factory)", check=_factory_form)
     kwargs: dict = opt({}, "mapping", "keyword arguments for data.factory")
     val_fraction: float = opt(0.2, "float", "fraction of the samples held out for validation", gt=0, lt=1)
@@ -74,6 +90,8 @@ class ObjectiveSection:
     kind: str = opt("cross_entropy", "str", "training loss; distill needs no labels", choices=("cross_entropy", "distill"))
     temperature: float = opt(4.0, "float", "distillation temperature", gt=0)
     distill_weight: float = opt(0.0, "float", "with cross_entropy, weight of distillation from the original model", ge=0, le=1)
+    targets: tuple = opt(["auto"], "list", "what distillation matches: logits (KL at temperature), embedding (mean-pooled over the attention mask), hidden (last hidden states); auto: logits if the model has them, else embedding", item=_TARGET, min_len=1, unique=True)
+    loss: str = opt("cosine", "str", "loss on embedding and hidden targets", choices=("cosine", "mse", "both"))
 
 
 @dataclass(frozen=True)
@@ -170,6 +188,7 @@ class OutputSection:
     dir: str = opt("runs/dpm", "str", "run directory, relative to the working directory (not the recipe)")
     name: str = opt("model", "str", "base name of the output files", check=_base_name)
     formats: tuple = opt(["module", "artifact", "export"], "list", "files to write", item=_FORMAT, min_len=1, unique=True)
+    hf: bool = opt(False, "bool", "Hugging Face models: also write BASE-hf/ with save_pretrained (config rewritten to the pruned shapes) and the tokenizer")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ The user's model is left as it was: no buffers, no hooks, same training flags an
 from __future__ import annotations
 
 import copy
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -41,6 +42,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 
+from ..batch import call_model, describe, move, tensors
 from ..errors import DpmError, InputError
 from .rules import counted_whole, import_thop, is_mac_free, op_name, op_rule, thop_custom_ops, width_of
 
@@ -181,36 +183,42 @@ class _OpCounter(TorchDispatchMode):
             self.active = False
 
 
-def example_input(shape: Sequence[int]) -> torch.Tensor:
-    """A random input of `shape` from a private generator (the global RNG is left alone)."""
+def example_input(shape: Sequence[int] | dict[str, torch.Tensor]) -> Any:
+    """A random input of `shape` from a private generator (the global RNG is left alone); ready
+    keyword inputs (a dict, e.g. token ids and their attention mask) are returned as they are."""
+    if isinstance(shape, dict):
+        return shape
     from ..limits import check_example_shape
 
     check_example_shape(shape)  # refused before allocating, with the size in the message
     return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0))
 
 
-def as_inputs(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...] | dict[str, Any]:
+    """Positional inputs as a tuple; a dict (keyword arguments, e.g. a tokenizer's output) as is."""
+    if isinstance(example_inputs, dict):
+        return dict(example_inputs)
     return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
 
 
-def run_forward(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
-    """model(*inputs), with a failing forward turned into one clear line."""
+def run_forward(model: nn.Module, inputs: Any) -> Any:
+    """model(*inputs) or model(**inputs), with a failing forward turned into one clear line."""
     with _clear_forward_errors(inputs):
-        return model(*inputs)
+        return call_model(model, inputs)
 
 
 @contextmanager
-def _clear_forward_errors(inputs: tuple[torch.Tensor, ...]) -> Iterator[None]:
+def _clear_forward_errors(inputs: Any) -> Iterator[None]:
     """Turn an error raised by a model's forward pass into one InputError line."""
     try:
         yield
     except DpmError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
-        shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
+        shapes = describe(inputs)
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise InputError(f"the model's forward pass failed on input {shapes}: {first}; "
-                         "check --input-shape (batch first, e.g. 1,3,32,32)") from err
+        hint = "model.seq_len" if isinstance(inputs, dict) else "--input-shape (batch first, e.g. 1,3,32,32)"
+        raise InputError(f"the model's forward pass failed on input {shapes}: {first}; check {hint}") from err
 
 
 def count_model(
@@ -244,7 +252,7 @@ def count_model(
     layers = _rows(model, macs, {layer for _, layer in unknown_calls})
     unknown = [UnknownOp(op, layer, calls) for (op, layer), calls in sorted(unknown_calls.items())]
     return ModelCount(
-        input_shape=tuple(inputs[0].shape) if inputs else (),
+        input_shape=tuple(tensors(inputs)[0].shape) if tensors(inputs) else (),
         params=sum(row.params for row in layers),
         macs=sum(macs.values()),
         layers=layers,
@@ -256,7 +264,7 @@ def count_model(
 _Counts = tuple[dict[str, int], Counter]  # MACs by module name, unknown-op calls by (op, module name)
 
 
-def _count(model: nn.Module, inputs: tuple[torch.Tensor, ...], on_meta: bool) -> _Counts:
+def _count(model: nn.Module, inputs: Any, on_meta: bool) -> _Counts:
     if on_meta:
         try:
             return _count_pass(model, inputs, meta=True)
@@ -267,17 +275,21 @@ def _count(model: nn.Module, inputs: tuple[torch.Tensor, ...], on_meta: bool) ->
     return _count_pass(model, inputs, meta=False)
 
 
-def _count_pass(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, meta: bool) -> _Counts:
+def _count_pass(model: nn.Module, inputs: Any, *, meta: bool) -> _Counts:
     """One counted forward of a copy of `model`, in eval mode under no_grad: thop counts the modules
     it counts whole, the dispatch mode the ops outside them."""
     profile = import_thop().profile
     shadow = _shadow_copy(model, meta)
+    errors = _clear_forward_errors(inputs) if not meta else nullcontext()  # meta: caller falls back
     if meta:
-        inputs = tuple(t.to("meta") for t in inputs)
+        inputs = move(inputs, "meta")
+    if isinstance(inputs, dict):
+        # thop calls model(*inputs) only: bind keyword inputs to the copy's forward instead
+        shadow.forward = functools.partial(shadow.forward, **inputs)
+        inputs = ()
     counter = _OpCounter()
     counter.hook(shadow)  # the dispatch mode enters and leaves itself from these hooks
     shadow.eval()  # (thop.profile sets eval too) BatchNorm statistics do not move, dropout is off
-    errors = _clear_forward_errors(inputs) if not meta else nullcontext()  # meta: caller falls back
     try:
         with torch.no_grad(), errors:
             # ret_layer_info: thop pops the total_ops buffers of the modules it hooked before it

@@ -55,6 +55,8 @@ class ModelSetup:
     factory: str | None = None
     factory_kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  # the recipe's model.checkpoint, used when no MODEL is given
+    hf_task: str = "AutoModel"  # Hugging Face folders: the Auto class (recipe model.hf.task)
+    seq_len: int = 128  # token models: the example is one sequence of this many tokens (recipe model.seq_len)
 
 
 def resolve_setup(input_shape: str | None, recipe: str | Path | None, factory: str | None,
@@ -74,9 +76,12 @@ def resolve_setup(input_shape: str | None, recipe: str | Path | None, factory: s
     return setup
 
 
-def require_shape(setup: ModelSetup, *artifact_shapes: tuple[int, ...] | None) -> tuple[int, ...]:
-    """--input-shape or the recipe's, else the one a dpm artifact recorded."""
-    shape = setup.input_shape or next((s for s in artifact_shapes if s), None)
+def require_shape(setup: ModelSetup, *artifact_shapes: Any) -> Any:
+    """--input-shape or the recipe's, else the one a dpm artifact recorded (or the token inputs of a
+    Hugging Face folder, a dict)."""
+    shape = setup.input_shape or next((s for s in artifact_shapes if s is not None and len(s)), None)
+    if isinstance(shape, dict):
+        return shape
     if shape is None:
         raise ConfigError("no input shape: pass --input-shape (batch first, e.g. 1,3,32,32) "
                           "or a --recipe with model.input_shape")
@@ -94,18 +99,30 @@ def _from_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ModelSetup:
     kwargs = {"check_files": False} if "check_files" in inspect.signature(load_recipe).parameters else {}
     model = load_recipe(path, overrides, **kwargs).model
     shape = getattr(model, "input_shape", None)
+    hf = getattr(model, "hf", None)
     return ModelSetup(
         input_shape=tuple(int(d) for d in shape) if shape else None,
         factory=getattr(model, "factory", None),
         factory_kwargs=dict(getattr(model, "kwargs", None) or {}),
-        checkpoint=getattr(model, "checkpoint", None),
+        checkpoint=getattr(model, "checkpoint", None) or getattr(hf, "path", None),
+        hf_task=getattr(hf, "task", "AutoModel"),
+        seq_len=getattr(model, "seq_len", 128),
     )
 
 
-def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False) -> tuple[nn.Module, tuple | None]:
+def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False) -> tuple[nn.Module, Any]:
     """Load a checkpoint the way every dpm command does (see `dpm_cli.checkpoint`); also return the
-    input shape a dpm artifact recorded (None for other checkpoints)."""
+    input shape a dpm artifact recorded (None for other checkpoints). A Hugging Face folder gives its
+    model and, in place of a shape, ready token inputs: its tokenizer's sample at `setup.seq_len` tokens."""
     from .. import checkpoint
+    from ..hf import is_hf_folder
+
+    if is_hf_folder(path):
+        from ..hf import load_hf, token_example
+
+        loaded = load_hf(path, setup.hf_task)
+        longest = getattr(loaded.model.config, "max_position_embeddings", None) or setup.seq_len
+        return loaded.model, token_example(loaded.tokenizer, min(setup.seq_len, longest))
 
     kwargs = dict(factory=setup.factory, factory_kwargs=setup.factory_kwargs, trust=trust)
     if not hasattr(checkpoint, "load_checkpoint"):  # older checkpoint module: no provenance

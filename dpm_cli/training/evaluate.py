@@ -1,4 +1,5 @@
-"""Evaluation: top-1 accuracy and cross-entropy for labelled classification, and the objective's loss."""
+"""Evaluation: top-1 accuracy and cross-entropy for labelled classification, the objective's loss, and
+for encoders the cosine of the sentence embedding to the original model's."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -7,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .objective import Objective, split_batch
+from ..batch import batch_size, call_model, move
+from .objective import Objective, embedding_of, need_logits, split_batch
 
 
 @torch.no_grad()
@@ -15,24 +17,32 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
              autocast: Any = None) -> dict[str, float]:
     """{"loss": mean objective loss, "top1": accuracy in % and "ce": mean cross-entropy (labelled data
     only; unlike "loss" it leaves out any distillation term, so runs with different objectives compare),
-    "samples": n}."""
+    "cosine": mean cosine between the model's and the original model's mean-pooled embeddings (when
+    distilling a model with hidden states), "samples": n}."""
     was_training = model.training
     model.eval()
-    total_loss, total_ce, correct, seen, labelled = 0.0, 0.0, 0, 0, 0
+    total_loss, total_ce, total_cos, correct, seen, labelled, embedded = 0.0, 0.0, 0.0, 0, 0, 0, 0
     try:
         for batch in loader:
             inputs, labels = split_batch(batch)
-            inputs = inputs.to(device)
+            inputs = move(inputs, device)
             labels = labels.to(device) if labels is not None else None
             with autocast() if autocast else _null():
-                logits = model(inputs)
-            n = inputs.shape[0]
-            if labels is not None or objective.teacher is not None:
-                total_loss += float(objective(logits, labels, inputs)) * n
+                outputs = call_model(model, inputs)
+            n = batch_size(inputs)
+            target = objective.teacher_outputs(inputs) if objective.teacher is not None else None
+            if labels is not None or target is not None:
+                total_loss += float(objective(outputs, labels, inputs, teacher=target)) * n
             if labels is not None:
+                logits = need_logits(outputs).float()
                 correct += int((logits.argmax(dim=-1) == labels).sum())
-                total_ce += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+                total_ce += float(F.cross_entropy(logits, labels, reduction="sum"))
                 labelled += n
+            if target is not None:
+                mine, theirs = embedding_of(outputs, inputs), embedding_of(target, inputs)
+                if mine is not None and theirs is not None:
+                    total_cos += float(F.cosine_similarity(mine, theirs, dim=-1).sum())
+                    embedded += n
             seen += n
     finally:
         model.train(was_training)
@@ -40,6 +50,8 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
     if labelled:
         out["top1"] = 100.0 * correct / labelled
         out["ce"] = total_ce / labelled
+    if embedded:
+        out["cosine"] = total_cos / embedded
     return out
 
 

@@ -21,6 +21,7 @@ from ..engine.state import DECAYING, PRUNED
 from ..errors import TrainingError
 from .distributed import SINGLE, DistContext
 from .evaluate import evaluate
+from ..batch import call_model, move
 from .objective import Objective, split_batch
 from .progress import Reporter, SilentReporter, refresh
 from .rundir import RunDir
@@ -238,12 +239,12 @@ class Trainer:
 
     def _train_step(self, batch: Any) -> float:
         inputs, labels = split_batch(batch)
-        inputs = inputs.to(self.device)
+        inputs = move(inputs, self.device)
         labels = labels.to(self.device) if labels is not None else None
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            logits = self.model(inputs)
-        loss = self.objective(logits, labels, inputs)
+            outputs = call_model(self.model, inputs)
+        loss = self.objective(outputs, labels, inputs)
         value = float(self.dist.mean(loss.detach()))
         self._validate_pending(value)
         if not math.isfinite(value):
@@ -347,7 +348,7 @@ class Trainer:
 
     def recalibrate(self) -> int:
         """Re-estimate BatchNorm statistics on the first training batches (a fixed, repeatable set)."""
-        batches = (split_batch(b)[0].to(self.device) for b in self._calibration_batches())
+        batches = (move(split_batch(b)[0], self.device) for b in self._calibration_batches())
         # The bare model: every rank sees the same batches, so no DDP buffer broadcast is needed.
         return recalibrate_batchnorm(self.dist.unwrap(self.model), batches, self.options.recalibrate_batches)
 
@@ -356,7 +357,8 @@ class Trainer:
         # otherwise give statistics of the first few classes only.
         generator = torch.Generator().manual_seed(12345)
         loader = torch.utils.data.DataLoader(self.train_loader.dataset, batch_size=self.train_loader.batch_size,
-                                             shuffle=True, generator=generator)
+                                             shuffle=True, generator=generator,
+                                             collate_fn=self.train_loader.collate_fn)
         return itertools.islice(iter(loader), self.options.recalibrate_batches)
 
     def _track_anytime(self, metrics: dict[str, float]) -> None:
@@ -394,6 +396,8 @@ class Trainer:
         if self._shown is not None and self._shown[0] == self.position.step and "top1" in metrics:
             refresh(self.reporter, self.position.step, {**self._shown[1], "val_top1": metrics["top1"]})
         shown = f"top1 {metrics['top1']:.2f}%" if "top1" in metrics else f"loss {metrics['loss']:.4f}"
+        if "cosine" in metrics:
+            shown += f", embedding cosine to the original {metrics['cosine']:.4f}"
         self.reporter.log(f"eval @ step {self.position.step}: {shown}")
         if self.hooks.on_eval:
             self.hooks.on_eval(self.position.step, metrics)

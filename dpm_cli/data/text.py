@@ -1,0 +1,132 @@
+"""Text data for token models: local text, tokenised by the model's own tokenizer.
+
+A file holds one example per line, or JSON lines (`{"text": ..., "label": 3}`) with an optional
+integer label (all lines or none). Every example is tokenised to at most `seq_len` tokens with an
+attention mask; batches are trimmed to their longest example (padding columns cost MACs for nothing).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import InputError
+from .bundle import DataBundle
+from .split import split_indices, truncate_indices
+
+MAX_BYTES = 256 * 2**20  # text is held and tokenised in memory: refuse files that cannot be meant for that
+
+
+def read_text(path: str | Path, text_field: str = "text", label_field: str = "label") -> tuple[list[str], list[int] | None]:
+    """(texts, labels or None) from a plain text file or a JSON lines file; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such text file")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise InputError(f"{path}: {size / 2**20:.0f} MiB is more text than dpm reads into memory "
+                         f"({MAX_BYTES // 2**20} MiB); use a sample of it")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    if not numbered:
+        raise InputError(f"{path}: holds no text")
+    if path.suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{"):
+        return _json_lines(path, numbered, text_field, label_field)
+    return [line.strip() for _, line in numbered], None
+
+
+def _json_lines(path: Path, numbered: list[tuple[int, str]], text_field: str,
+                label_field: str) -> tuple[list[str], list[int] | None]:
+    texts, labels = [], []
+    for number, line in numbered:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}:{number}: not a JSON object ({err.msg}); write one JSON object per line") from err
+        text = record.get(text_field) if isinstance(record, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"{path}:{number}: no text in field {text_field!r}; set data.text_field")
+        label = record.get(label_field)
+        if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
+            raise InputError(f"{path}:{number}: label {label!r} is not a class index >= 0")
+        texts.append(text)
+        labels.append(label)
+    present = [lab is not None for lab in labels]
+    if any(present) and not all(present):
+        first = numbered[present.index(False) if all(present[:1]) else present.index(True)][0]
+        raise InputError(f"{path}:{first}: some lines have a {label_field!r} and some do not; label all or none")
+    return texts, (labels if all(present) else None)
+
+
+class TokenDataset(Dataset):
+    """Tokenised examples: a dict of 1-D tensors, with its label as `(dict, label)` when labelled."""
+
+    def __init__(self, encoded: dict[str, torch.Tensor], labels: torch.Tensor | None) -> None:
+        self.encoded, self.labels = encoded, labels
+
+    def __len__(self) -> int:
+        return len(next(iter(self.encoded.values())))
+
+    def __getitem__(self, index: int) -> Any:
+        item = {k: v[index] for k, v in self.encoded.items()}
+        return item if self.labels is None else (item, self.labels[index])
+
+
+def collate_tokens(samples: list[Any]) -> Any:
+    """Stack, then drop the padding columns no example in the batch needs."""
+    batch = torch.utils.data.default_collate(samples)
+    inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+    mask = inputs.get("attention_mask")
+    if mask is not None and mask.dim() == 2:
+        used = int(mask.any(dim=0).nonzero().max()) + 1 if bool(mask.any()) else 1
+        trimmed = {k: (v[:, :used] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == mask.shape[1] else v)
+                   for k, v in inputs.items()}
+        batch = trimmed if isinstance(batch, dict) else [trimmed, *batch[1:]]
+    return batch
+
+
+def pydoc_paragraphs() -> list[str]:
+    """The paragraphs of Python's own documentation topics (`pydoc_data.topics`, shipped with every
+    Python): about 2,000 passages of English prose and code, a calibration set on every machine."""
+    from pydoc_data.topics import topics
+
+    paragraphs = (" ".join(p.split()) for text in topics.values() for p in text.split("\n\n"))
+    return [p for p in paragraphs if len(p) >= 40]
+
+
+def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_fraction: float, split_seed: int,
+              num_samples: int | None, text_field: str = "text", label_field: str = "label") -> DataBundle:
+    """Read (`path` None: `pydoc_paragraphs()`), split (fixed by `split_seed`), truncate the training
+    part and tokenise."""
+    if tokenizer is None:
+        raise InputError("text data needs a tokenizer, and the model folder has none; "
+                         "save one into it with tokenizer.save_pretrained")
+    texts, labels = read_text(path, text_field, label_field) if path is not None else (pydoc_paragraphs(), None)
+    name = Path(path).name if path is not None else "pydoc_data topics"
+    if len(texts) < 2:
+        raise InputError(f"{path}: holds {len(texts)} example(s); a train/validation split needs at least 2")
+    label_t = torch.tensor(labels, dtype=torch.long) if labels is not None else None
+    train_idx, val_idx = split_indices(len(texts), val_fraction, split_seed, label_t)
+    total = len(train_idx)
+    if num_samples is not None and num_samples < total:
+        keep = truncate_indices(total, num_samples, split_seed, None if label_t is None else label_t[train_idx])
+        train_idx = train_idx[keep]
+
+    def part(idx: torch.Tensor) -> TokenDataset:
+        enc = tokenizer([texts[i] for i in idx.tolist()], padding="max_length", truncation=True,
+                        max_length=seq_len, return_tensors="pt")
+        return TokenDataset({k: v for k, v in enc.items() if torch.is_tensor(v)},
+                            None if label_t is None else label_t[idx])
+
+    num_classes = int(label_t.max()) + 1 if label_t is not None else None
+    train_text = f"{len(train_idx)} train" + (f" (of {total})" if len(train_idx) < total else "")
+    kind = f"{num_classes} classes" if num_classes else "unlabeled"
+    return DataBundle(part(train_idx), part(val_idx), num_classes, (seq_len,), label_t is not None,
+                      f"text {name}, {train_text} / {len(val_idx)} val, up to {seq_len} tokens, {kind}",
+                      collate=collate_tokens)

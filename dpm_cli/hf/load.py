@@ -1,0 +1,142 @@
+"""Load a Hugging Face model and its tokenizer from a local folder, offline, running no code from it.
+
+This is the one place dpm calls `from_pretrained` to read a user's folder (`load_hf`); a project-wide
+trust module can route Hugging Face folders here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch.nn as nn
+
+from ..errors import CheckpointError, ConfigError, DpmError
+
+# The Auto classes a recipe may name in model.hf.task; each maps a folder to a model with that head.
+TASKS = (
+    "AutoModel", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+    "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForCausalLM",
+    "AutoModelForMultipleChoice",
+)
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+
+
+@dataclass
+class HFLoaded:
+    model: nn.Module
+    tokenizer: Any  # None when the folder has no tokenizer files
+    task: str
+    path: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def import_transformers() -> Any:
+    """`transformers`, or one line saying why it cannot be imported (e.g. a torchvision built for
+    another torch, which transformers imports on its own)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
+    try:
+        import transformers
+        from transformers import modeling_utils  # noqa: F401  (the import that fails when broken)
+    except Exception as err:  # ImportError, or a RuntimeError from a mismatched torchvision
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise DpmError(f"Hugging Face transformers cannot be imported ({type(err).__name__}: {first}); "
+                       "install it with pip install transformers (and a torchvision matching torch, or none)"
+                       ) from err
+    transformers.utils.logging.disable_progress_bar()  # dpm draws its own progress
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        disable_progress_bars()  # save_pretrained's "Writing model shards"
+    except ImportError:
+        pass
+    return transformers
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    """A folder holding a Hugging Face config.json."""
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def _check_folder(path: Path) -> None:
+    if not path.is_dir():
+        raise CheckpointError(f"model.hf.path {path} is not a folder; give the folder save_pretrained wrote "
+                              "(config.json and model.safetensors)")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} has no config.json: not a Hugging Face model folder")
+    if not any((path / w).is_file() for w in WEIGHTS):
+        pickled = (path / "pytorch_model.bin").is_file()
+        hint = (" (only pytorch_model.bin, a pickle dpm does not load: convert it with "
+                "model.save_pretrained(folder, safe_serialization=True))") if pickled else ""
+        raise CheckpointError(f"{path} has no model.safetensors{hint}")
+
+
+@contextmanager
+def captured_warnings() -> Iterator[list[str]]:
+    """Collect what transformers logs at WARNING and above (instead of printing it)."""
+    records: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("transformers")
+    handler, old_level, old_propagate = _Collect(logging.WARNING), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+def load_hf(path: str | Path, task: str = "AutoModel") -> HFLoaded:
+    """The model (eval mode, float32) and tokenizer saved in `path`; refuses anything but safetensors."""
+    if task not in TASKS:
+        raise ConfigError(f"model.hf.task {task!r} is not one of {' | '.join(TASKS)}")
+    path = Path(path)
+    _check_folder(path)
+    transformers = import_transformers()
+    options = dict(local_files_only=True, trust_remote_code=False)
+    try:
+        with captured_warnings() as warned:
+            model, info = getattr(transformers, task).from_pretrained(
+                str(path), use_safetensors=True, output_loading_info=True, **options)
+    except DpmError:
+        raise
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: transformers cannot load it as {task} ({type(err).__name__}: {first})") from err
+    if getattr(model.config, "use_cache", None):
+        # A decoder's key/value cache in the output is no tensor torch-pruning can trace; off while
+        # dpm works on the model, and back on in the folder `save_hf` writes.
+        model.config.use_cache = False
+        model._dpm_use_cache = True
+    loaded = HFLoaded(model.float().eval(), _tokenizer(transformers, path, options), task, path)
+    missing = list(info.get("missing_keys") or [])
+    if missing:  # e.g. a classification head added to an encoder checkpoint: it starts random
+        loaded.notes.append(f"{len(missing)} weight(s) not in {path.name} were initialised at random "
+                            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    loaded.notes += [w for w in warned if "initialized" in w.lower() and not missing][:1]
+    return loaded
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def _tokenizer(transformers: Any, path: Path, options: dict) -> Any:
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        return None  # transformers would build an empty tokenizer from the config alone
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(path), **options)
+    except Exception:  # a folder without tokenizer files: the caller says when it needs one
+        return None
+    if tok.pad_token is None and getattr(tok, "eos_token", None) is not None:
+        tok.pad_token = tok.eos_token  # decoder tokenizers (GPT-2, Llama) ship without a pad token
+    return tok

@@ -1,0 +1,50 @@
+"""What dpm prunes in a transformers model: the FFN intermediate width; everything else is protected.
+
+The FFN's input projection(s) root one group per layer whose channels are the intermediate units (the
+down projection's input slice follows). Attention projections are protected here because a hidden
+index is not a head: head pruning is a separate structure (see the coverage issue), and so are the
+pooler, the task head and the residual stream (which runs through LayerNorm and is skipped anyway).
+Protection uses dpm's ordinary mechanism, the ignore list (`DPMConfig.ignore`).
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..errors import ConfigError
+
+# Names (suffixes) of FFN input projections across the common families: BERT/RoBERTa/MiniLM/ViT,
+# DistilBERT, Llama/Mistral/Qwen (gate and up, pruned together), OPT/Phi, GPT-NeoX/Falcon, T5.
+FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
+              "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1")
+# Config keys that hold the (one, model-wide) FFN width, by family.
+FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner")
+PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def ffn_roots(model: nn.Module) -> list[str]:
+    """Names of the FFN input projections (nn.Linear) of `model`, in module order."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and any(name == s or name.endswith("." + s) for s in FFN_INPUTS)]
+
+
+def protected_modules(model: nn.Module) -> list[str]:
+    """Every Linear/Conv that is not an FFN input projection: ignore these and only FFN width is pruned.
+
+    Hook for attention-head pruning: an engine that prunes heads as whole structures removes the
+    attention projections it handles from this list."""
+    roots = set(ffn_roots(model))
+    if not roots:
+        raise ConfigError(f"dpm does not recognise the feed-forward layers of {type(model).__name__} "
+                          f"(it looks for modules named *.{', *.'.join(FFN_INPUTS[:4])}, ...); "
+                          "prune it as a plain module with your own pruning.ignore patterns")
+    return [name for name, m in model.named_modules()
+            if name and isinstance(m, PRUNABLE_TYPES) and name not in roots]
+
+
+def ffn_widths(model: nn.Module) -> list[int]:
+    """The intermediate width of every FFN, in layer order (gate and up projections count once)."""
+    widths: dict[str, int] = {}
+    for name in ffn_roots(model):
+        layer = name.rsplit(".", 2)[0] if name.count(".") >= 2 else name
+        widths.setdefault(layer, model.get_submodule(name).out_features)
+    return list(widths.values())

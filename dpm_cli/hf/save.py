@@ -1,0 +1,153 @@
+"""Save a compact transformers model as a standard Hugging Face folder that `from_pretrained` loads.
+
+After compaction the modules are smaller than the config says (`intermediate_size: 1536` with 768
+columns left), and `from_pretrained` then either fails or, with `ignore_mismatched_sizes`, silently
+re-initialises the layers. So the config is rewritten from the modules' real shapes first; a shape
+the config cannot express (a different FFN width or head count per layer) is refused with one line,
+and the dpm artifact and the torch.export program remain the way to ship such a model.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..batch import call_model, output_fields
+from ..engine.compaction import relative_error
+from .. import owned
+from ..errors import DpmError, InputError
+from .load import captured_warnings
+from .prunable import FFN_WIDTH_KEYS, ffn_widths
+
+# Files of a source folder that describe more than the transformers model (sentence-transformers'
+# pooling and module list); copied so that e.g. SentenceTransformer(folder) loads the result too.
+EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+EXTRA_DIRS = ("1_Pooling", "2_Normalize")
+
+
+class HFFormatError(DpmError):
+    """The compact model's shapes cannot be written in its architecture's standard config."""
+
+
+def standard_config_updates(model: nn.Module) -> dict[str, Any]:
+    """Config values that make the config describe the compact modules, or HFFormatError."""
+    config, updates = model.config, {}
+    widths = ffn_widths(model)
+    key = next((k for k in FFN_WIDTH_KEYS if getattr(config, k, None) is not None), None)
+    if widths and key is not None and widths != [getattr(config, key)] * len(widths):
+        if len(set(widths)) > 1:
+            raise HFFormatError(
+                f"the FFN widths differ per layer ({widths}) but {type(config).__name__} holds one {key}; "
+                "prune with pruning.ranking: layer for equal widths (the .dpm.pt artifact and .pt2 hold this model)")
+        updates[key] = widths[0]
+    updates.update(_head_updates(model))
+    return updates
+
+
+def head_counts(model: nn.Module) -> list[tuple[int, int]]:
+    """(query heads, key/value heads) of every attention layer, read from its modules' real shapes."""
+    counts = []
+    for module in model.modules():
+        q = getattr(module, "query", None) or getattr(module, "q_proj", None)
+        k = getattr(module, "key", None) or getattr(module, "k_proj", None)
+        size = getattr(module, "attention_head_size", None) or getattr(module, "head_dim", None)
+        if isinstance(q, nn.Linear) and isinstance(k, nn.Linear) and isinstance(size, int) and size > 0:
+            counts.append((q.out_features // size, k.out_features // size))
+    return counts
+
+
+def _head_updates(model: nn.Module) -> dict[str, Any]:
+    config = model.config
+    heads = getattr(config, "num_attention_heads", None)
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    counts = head_counts(model)
+    if not counts or heads is None or all(c == (heads, kv) for c in counts):
+        return {}
+    # transformers 5 dropped config.pruned_heads; a head count other than the config's is expressible
+    # only where the config states the head size itself (head_dim: Llama-style) and it is uniform.
+    if len(set(counts)) == 1 and "head_dim" in config.to_dict():
+        q, k = counts[0]
+        return {"num_attention_heads": q, **({"num_key_value_heads": k} if "num_key_value_heads" in config.to_dict() else {})}
+    raise HFFormatError(
+        f"the attention head counts per layer ({[q for q, _ in counts]}) cannot be written in a "
+        f"{type(config).__name__}: its head size is hidden_size / num_attention_heads and transformers 5 "
+        "has no pruned_heads (the .dpm.pt artifact and .pt2 hold this model)")
+
+
+def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs: Any = None, *,
+            force: bool = False, source: str | Path | None = None) -> Path:
+    """Write `model` (config rewritten to its real shapes) and `tokenizer` to `folder` with save_pretrained.
+
+    With `example_inputs`, the folder is loaded back with `from_pretrained` before it is moved into
+    place, and must load without warnings and give exactly the same outputs. `source` is the folder
+    the model came from; its sentence-transformers files are copied along. Atomic: nothing is left
+    at `folder` on failure."""
+    folder = Path(folder)
+    if folder.exists() and not force:
+        raise InputError(f"{folder} exists: choose another output or pass --force to overwrite it")
+    updates = standard_config_updates(model)
+    for key, value in updates.items():
+        setattr(model.config, key, value)  # the compact model's config now says what it is
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        use_cache = getattr(model, "_dpm_use_cache", None)  # set aside by load_hf; saved as it was
+        if use_cache is not None:
+            model.config.use_cache = use_cache
+        try:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+        finally:
+            if use_cache is not None:
+                model.config.use_cache = False
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        _copy_extras(Path(source) if source else None, tmp)
+        if example_inputs is not None:
+            verify_folder(model, tmp, example_inputs)
+        if folder.exists():
+            shutil.rmtree(folder)  # only a folder dpm wrote: OutputPlan.check refuses any other
+        tmp.rename(folder)
+        owned.record([folder / "config.json"])  # marks the folder as dpm's, for a later --force
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _copy_extras(source: Path | None, target: Path) -> None:
+    if source is None or not source.is_dir():
+        return
+    for name in EXTRA_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    for name in EXTRA_DIRS:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+
+
+@torch.no_grad()
+def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance: float = 1e-6) -> None:
+    """Load `folder` as `type(model)` and check that every output field equals the model's (the same
+    weights give the same function; kernels may round differently in the last bits)."""
+    with captured_warnings() as warned:
+        reloaded = type(model).from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    if warned:
+        raise HFFormatError(f"the saved folder loads with a warning: {warned[0].splitlines()[0][:200]}")
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        expected = output_fields(call_model(model, example_inputs))
+        got = output_fields(call_model(reloaded.to(device).eval(), example_inputs))
+    finally:
+        model.train(was_training)
+    for name, value in expected.items():
+        other = got.get(name)
+        error = relative_error(value.float(), other.float()) if other is not None else float("inf")
+        if error > tolerance:
+            raise HFFormatError(f"the saved folder does not reproduce output {name!r} of the compact model "
+                                f"(relative difference {error:.1e}, allowed {tolerance:g})")

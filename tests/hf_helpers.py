@@ -1,0 +1,80 @@
+"""Tiny random BERT folders (config + safetensors + a word-piece tokenizer) built in tmp dirs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+WORDS = ("the a of and to in is it that for on with as was by this are be from or an at which not "
+         "python module function class value list string file return import object type error data "
+         "pruning removes whole channels trained network while keeps learning").split()
+
+
+def tokenizer(folder: Path):
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
+             *"abcdefghijklmnopqrstuvwxyz.,", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizer(str(folder / "vocab.txt"))
+
+
+def bert_folder(folder: Path, task: str = "AutoModel", *, labels: int = 3, seed: int = 0,
+                intermediate: int = 64) -> Path:
+    """A 2-layer BERT (hidden 32, 4 heads, FFN 64) saved with save_pretrained, with its tokenizer."""
+    import transformers
+
+    tok = tokenizer(folder)
+    cfg = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=intermediate, max_position_embeddings=64, num_labels=labels)
+    torch.manual_seed(seed)
+    cls = {"AutoModel": transformers.BertModel,
+           "AutoModelForSequenceClassification": transformers.BertForSequenceClassification}[task]
+    model = cls(cfg).eval()
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+def text_file(path: Path, n: int = 48, labelled: bool = False) -> Path:
+    rows = []
+    for i in range(n):
+        words = " ".join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(5 + i % 9))
+        rows.append(json.dumps({"text": words, "label": i % 3}) if labelled else words)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+RECIPE = """\
+version: 1
+model:
+  hf: {{path: {folder}, task: {task}}}
+  seq_len: 24
+data:
+  source: text
+  path: {data}
+  batch_size: 8
+  eval_batch_size: 16
+objective: {objective}
+pruning:
+  budget: {{kind: macs, keep: 0.85}}
+  ranking: {ranking}
+  decay_steps: 2
+training:
+  steps: 6
+  log_every: 3
+  optimizer: {{name: adamw, lr: 1.0e-3, weight_decay: 0.0}}
+output:
+  dir: {run}
+  hf: true
+"""
+
+
+def write_recipe(tmp: Path, folder: Path, data: Path, *, task: str = "AutoModel", ranking: str = "layer",
+                 objective: str = "{kind: distill, targets: [embedding, hidden], loss: both}") -> Path:
+    path = tmp / "r.yaml"
+    path.write_text(RECIPE.format(folder=folder, task=task, data=data, objective=objective, ranking=ranking,
+                                  run=tmp / "run"))
+    return path

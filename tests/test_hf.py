@@ -1,0 +1,338 @@
+"""Hugging Face transformers models: loading a folder, token inputs, text data, objectives, saving back."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from cli_helpers import run_cli  # noqa: E402
+from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
+
+from dpm_cli import DecayPruner, DPMConfig  # noqa: E402
+from dpm_cli.data.text import load_text, read_text  # noqa: E402
+from dpm_cli.engine.selection import score_groups, select  # noqa: E402
+from dpm_cli.errors import CheckpointError, InputError  # noqa: E402
+from dpm_cli.hf import HFFormatError, load_hf, protected_modules, save_hf, token_example  # noqa: E402
+from dpm_cli.hf.save import head_counts  # noqa: E402
+from dpm_cli.report.counting import count_model  # noqa: E402
+from dpm_cli.training.objective import Objective, mean_pool  # noqa: E402
+
+
+@pytest.fixture
+def bert(tmp_path):
+    return bert_folder(tmp_path / "bert")
+
+
+def _prune_now(model, example, keep=0.8, ranking="layer"):
+    """Select and zero FFN channels at once, then compact: what a finished decay leaves."""
+    cfg = DPMConfig(budget=keep, decay_steps=1, ranking=ranking, ignore=protected_modules(model))
+    pruner = DecayPruner(model, example, cfg)
+    keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(), score_groups(pruner.groups, "magnitude", 0))
+    pruner.prune_now(keys)
+    return pruner, pruner.compact()
+
+
+# ------------------------------------------------------------------ 1. loading a folder
+def test_load_folder_offline_with_tokenizer(bert):
+    loaded = load_hf(bert, "AutoModel")
+    assert type(loaded.model).__name__ == "BertModel" and not loaded.model.training
+    assert loaded.tokenizer is not None and loaded.notes == []
+    x = token_example(loaded.tokenizer, 24)
+    assert x["input_ids"].dtype == torch.long and x["input_ids"].shape == (1, 24)
+    assert int(x["attention_mask"].sum()) < 24  # padded to the stated length, padding masked
+
+
+def test_task_head_added_to_an_encoder_says_it_starts_random(bert):
+    loaded = load_hf(bert, "AutoModelForSequenceClassification")
+    assert any("initialised at random" in n and "classifier" in n for n in loaded.notes)
+
+
+def test_load_refuses_pickle_only_and_missing_folders(tmp_path, bert):
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((bert / "config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"not read")
+    with pytest.raises(CheckpointError, match="pytorch_model.bin, a pickle"):
+        load_hf(pickled)
+    with pytest.raises(CheckpointError, match="not a folder"):
+        load_hf(tmp_path / "nope")
+
+
+def test_remote_code_in_a_folder_is_never_run(tmp_path, bert):
+    marker = tmp_path / "ran"
+    (bert / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n"
+                                  "from transformers import BertModel as EvilModel\n")
+    config = json.loads((bert / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "evil.EvilModel"}
+    (bert / "config.json").write_text(json.dumps(config))
+    try:
+        load_hf(bert)
+    except CheckpointError:
+        pass  # refusing is fine too; running the file is not
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ 2. inputs of any kind
+def test_count_model_takes_keyword_token_inputs(bert):
+    model = load_hf(bert).model
+    x = {"input_ids": torch.randint(5, 40, (1, 16)), "attention_mask": torch.ones(1, 16, dtype=torch.long)}
+    count = count_model(model, x)  # was: AttributeError: 'str' object has no attribute 'size'
+    h, ffn, t, layers = 32, 64, 16, 2
+    linear = layers * t * (4 * h * h + 2 * h * ffn) + h * h  # + the pooler on one token
+    attention = layers * 2 * t * t * h  # q @ k^T and attn @ v
+    assert count.macs == linear + attention
+    assert count.input_shape == (1, 16)
+
+
+def test_cli_report_and_check_take_a_hf_folder(bert, capsys):
+    code, out, err = run_cli(["report", bert, "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["input_shape"] == [1, 64]  # 128 tokens by default, capped at the model's 64 positions
+    code, _, err = run_cli(["check", bert, "--max-params", "10M"], capsys)
+    assert code == 0, err
+
+
+# ------------------------------------------------------------------ 3. text data
+def test_text_lines_and_json_lines(tmp_path, bert):
+    tok = load_hf(bert).tokenizer
+    plain = text_file(tmp_path / "a.txt", 20)
+    texts, labels = read_text(plain)
+    assert len(texts) == 20 and labels is None
+    data = load_text(plain, tok, seq_len=12, val_fraction=0.25, split_seed=0, num_samples=None)
+    assert not data.labeled and len(data.train) == 15 and len(data.val) == 5
+    sample = data.train[0]
+    assert set(sample) >= {"input_ids", "attention_mask"} and sample["input_ids"].shape == (12,)
+    again = load_text(plain, tok, seq_len=12, val_fraction=0.25, split_seed=0, num_samples=None)
+    assert torch.equal(again.val.encoded["input_ids"], data.val.encoded["input_ids"])  # fixed split
+    labelled = load_text(text_file(tmp_path / "b.jsonl", 30, labelled=True), tok, seq_len=12, val_fraction=0.2,
+                         split_seed=0, num_samples=None)
+    assert labelled.labeled and labelled.num_classes == 3 and isinstance(labelled.train[0], tuple)
+
+
+def test_text_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": 1}\n{"text": "b"\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2: not a JSON object"):
+        read_text(bad)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"text": "a", "label": 1}\n{"text": "b"}\n')
+    with pytest.raises(InputError, match="label all or none"):
+        read_text(mixed)
+
+
+# ------------------------------------------------------------------ 4. objectives
+def test_mean_pool_ignores_padding_and_distill_is_zero_on_the_teacher(bert):
+    model = load_hf(bert).model
+    tok = load_hf(bert).tokenizer
+    short = token_example(tok, 16)
+    long = token_example(tok, 24)
+    with torch.no_grad():
+        a = mean_pool(model(**short).last_hidden_state, short)
+        b = mean_pool(model(**long).last_hidden_state, long)
+    assert torch.allclose(a, b, atol=1e-5)  # more padding, same sentence embedding
+    objective = Objective("distill", teacher=model, labeled=False, targets=("embedding", "hidden"), loss="both")
+    with torch.no_grad():
+        assert float(objective(model(**long), None, long)) == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------ 5/6. prune end to end and save
+def _no_warning_load(folder, cls):
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        model = cls.from_pretrained(str(folder), local_files_only=True)
+    finally:
+        logger.removeHandler(handler)
+    assert records == [], [r.getMessage() for r in records]
+    return model.eval()
+
+
+def test_cli_distill_prunes_ffn_and_saves_a_folder_from_pretrained_loads(tmp_path, bert, capsys):
+    recipe = write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["metric"] == "cosine" and 0.5 < summary["after"] <= 1.0
+    assert summary["macs_after"] / summary["macs_before"] <= 0.85 + 1e-6
+    assert summary["equivalence_error"] <= 1e-4
+    folder = tmp_path / "run" / "model-hf"
+    assert summary["outputs"]["hf"] == str(folder)
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    widths = [layer.intermediate.dense.out_features for layer in compact.encoder.layer]
+    assert len(set(widths)) == 1 and widths[0] < 64
+    assert compact.pooler.dense.out_features == 32  # protected
+    assert all(layer.attention.self.query.out_features == 32 for layer in compact.encoder.layer)
+    reloaded = _no_warning_load(folder, transformers.AutoModel)
+    assert reloaded.config.intermediate_size == widths[0]
+    x = token_example(transformers.AutoTokenizer.from_pretrained(str(folder)), 24)
+    with torch.no_grad():
+        want, got = compact(**x), reloaded(**x)
+    for field in ("last_hidden_state", "pooler_output"):
+        assert torch.allclose(want[field], got[field], rtol=0, atol=1e-6)
+
+
+def test_stale_config_is_the_finding_save_hf_fixes(tmp_path, bert):
+    loaded = load_hf(bert)
+    model, tok = loaded.model, loaded.tokenizer
+    x = token_example(tok, 24)
+    _prune_now(model, x)
+    stale = tmp_path / "stale"
+    model.save_pretrained(str(stale))  # config still says intermediate_size 64
+    with pytest.raises(Exception):
+        transformers.AutoModel.from_pretrained(str(stale))
+    silently = transformers.AutoModel.from_pretrained(str(stale), ignore_mismatched_sizes=True).eval()
+    with torch.no_grad():
+        assert not torch.allclose(silently(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-3)
+    folder = save_hf(model, tok, tmp_path / "fixed", x, source=bert)
+    reloaded = _no_warning_load(folder, transformers.AutoModel)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, rtol=0, atol=1e-6)
+
+
+def test_per_layer_ffn_widths_are_refused_in_one_line_and_other_outputs_written(tmp_path, bert, capsys):
+    loaded = load_hf(bert)
+    x = token_example(loaded.tokenizer, 24)
+    _, result = _prune_now(loaded.model, x, keep=0.8, ranking="global")
+    widths = [layer.intermediate.dense.out_features for layer in loaded.model.encoder.layer]
+    assert len(set(widths)) > 1
+    with pytest.raises(HFFormatError, match="pruning.ranking: layer"):
+        save_hf(loaded.model, loaded.tokenizer, tmp_path / "x", x)
+    assert not (tmp_path / "x").exists()
+    recipe = write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt"), ranking="global")
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "pruning.budget.keep=0.7"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    if "hf" not in summary["outputs"]:  # global ranking gave unequal widths: said, .pt still written
+        assert any("Hugging Face folder not written" in n for n in summary["notes"])
+        assert not (tmp_path / "run" / "model-hf").exists()
+    assert (tmp_path / "run" / "model.pt").is_file() and (tmp_path / "run" / "model.pt2").is_file()
+
+
+def test_cli_sequence_classification_with_labels(tmp_path, capsys):
+    folder = bert_folder(tmp_path / "cls", "AutoModelForSequenceClassification")
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.jsonl", 60, labelled=True),
+                          task="AutoModelForSequenceClassification", objective="{kind: cross_entropy}")
+    code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["metric"] == "top1" and summary["ce_after"] is not None
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    assert compact.classifier.out_features == 3 and compact.bert.pooler.dense.out_features == 32
+    _no_warning_load(tmp_path / "run" / "model-hf", transformers.AutoModelForSequenceClassification)
+
+
+def test_cli_plan_on_a_token_model(tmp_path, bert, capsys):
+    recipe = write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt"))
+    code, out, err = run_cli(["plan", "-r", recipe, "--json"], capsys)
+    assert code == 0, err  # was: Expected tensor for argument #1 'indices' ... Long
+    plan = json.loads(out)
+    assert plan["macs_after"] / plan["macs_before"] <= 0.85 + 1e-6
+
+
+def test_recipe_checks_for_hf(tmp_path, bert, capsys):
+    data = text_file(tmp_path / "t.txt")
+    recipe = write_recipe(tmp_path, bert, data)
+    code, _, err = run_cli(["validate", recipe, "model.factory=dpm_cli.models:mlp"], capsys)
+    assert code == 2 and "not used with model.hf.path" in err
+    plain = tmp_path / "p.yaml"
+    plain.write_text(f"version: 1\ndata: {{source: text, path: {data}}}\ntraining: {{steps: 2}}\n")
+    code, _, err = run_cli(["validate", plain], capsys)
+    assert code == 2 and "set model.hf.path" in err
+
+
+# ------------------------------------------------------------------ heads: read from the modules
+def _drop_head(attn_self, attn_out, head: int) -> None:
+    size = attn_self.attention_head_size
+    keep = [i for i in range(attn_self.query.out_features) if i // size != head]
+    for name in ("query", "key", "value"):
+        old = getattr(attn_self, name)
+        new = torch.nn.Linear(old.in_features, len(keep))
+        new.weight.data, new.bias.data = old.weight.data[keep].clone(), old.bias.data[keep].clone()
+        setattr(attn_self, name, new)
+    dense = attn_out.dense
+    new = torch.nn.Linear(len(keep), dense.out_features)
+    new.weight.data, new.bias.data = dense.weight.data[:, keep].clone(), dense.bias.data.clone()
+    attn_out.dense = new
+    attn_self.num_attention_heads -= 1
+
+
+def test_pruned_bert_heads_are_read_from_modules_and_refused_in_one_line(tmp_path, bert):
+    loaded = load_hf(bert)
+    layer = loaded.model.encoder.layer[0].attention
+    _drop_head(layer.self, layer.output, 1)
+    assert head_counts(loaded.model) == [(3, 3), (4, 4)]
+    x = token_example(loaded.tokenizer, 24)
+    with torch.no_grad():
+        loaded.model(**x)  # the pruned model still runs
+    with pytest.raises(HFFormatError, match=r"head counts per layer \(\[3, 4\]\).*no pruned_heads"):
+        save_hf(loaded.model, loaded.tokenizer, tmp_path / "h", x)
+
+
+def test_uniform_llama_kv_head_groups_save_and_reload(tmp_path):
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                   max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = transformers.LlamaModel(cfg).eval()
+    d = 8
+    for layer in model.layers:  # drop key/value head 1 and its two query heads 2 and 3
+        a = layer.self_attn
+        q_keep, kv_keep = list(range(2 * d)), list(range(d))
+        for name, keep in (("q_proj", q_keep), ("k_proj", kv_keep), ("v_proj", kv_keep)):
+            old = getattr(a, name)
+            new = torch.nn.Linear(old.in_features, len(keep), bias=False)
+            new.weight.data = old.weight.data[keep].clone()
+            setattr(a, name, new)
+        o = torch.nn.Linear(len(q_keep), a.o_proj.out_features, bias=False)
+        o.weight.data = a.o_proj.weight.data[:, q_keep].clone()
+        a.o_proj = o
+    assert head_counts(model) == [(2, 1), (2, 1)]
+    x = {"input_ids": torch.randint(0, 64, (1, 10)), "attention_mask": torch.ones(1, 10, dtype=torch.long)}
+    folder = save_hf(model, None, tmp_path / "llama", x)
+    reloaded = _no_warning_load(folder, transformers.AutoModel)
+    assert reloaded.config.num_attention_heads == 2 and reloaded.config.num_key_value_heads == 1
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, rtol=0, atol=1e-6)
+
+
+def test_llama_ffn_gate_and_up_pruned_together_and_saved(tmp_path):
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    transformers.LlamaModel(cfg).save_pretrained(str(tmp_path / "llama"))
+    loaded = load_hf(tmp_path / "llama")  # no tokenizer in this folder: inputs made by hand
+    assert loaded.tokenizer is None and loaded.model.config.use_cache is False
+    x = {"input_ids": torch.randint(0, 64, (1, 12)), "attention_mask": torch.ones(1, 12, dtype=torch.long)}
+    pruner, result = _prune_now(loaded.model, x)
+    assert result.max_rel_error <= 1e-6
+    mlp = loaded.model.layers[0].mlp
+    assert mlp.gate_proj.out_features == mlp.up_proj.out_features == mlp.down_proj.in_features < 48
+    assert all(a.self_attn.q_proj.out_features == 32 for a in loaded.model.layers)  # attention protected
+    folder = save_hf(loaded.model, None, tmp_path / "out", x)
+    reloaded = _no_warning_load(folder, transformers.AutoModel)
+    assert reloaded.config.intermediate_size == mlp.up_proj.out_features and reloaded.config.use_cache is True
+
+
+def test_package_paths_and_pydoc_text(tmp_path, capsys):
+    from dpm_cli.data.text import pydoc_paragraphs
+    from dpm_cli.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parent.parent / "recipes" / "minilm-distill.yaml")
+    folder = Path(recipe.model.hf.path)
+    assert folder.is_absolute() and (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nmodel: {hf: {path: 'package:no_such_pkg_dpm/model'}}\ndata: {source: pydoc}\n"
+                   "training: {steps: 2}\n")
+    code, _, err = run_cli(["validate", bad], capsys)
+    assert code == 2 and "no installed package 'no_such_pkg_dpm'" in err
+    paragraphs = pydoc_paragraphs()
+    assert len(paragraphs) > 1000 and all(len(p) >= 40 and "\n" not in p for p in paragraphs)
