@@ -39,6 +39,15 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_path(path: str | Path) -> str:
+    """A file's sha256, or a folder's (e.g. a Hugging Face output): the hash of its files' names and hashes."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return sha256_json({p.relative_to(path).as_posix(): sha256_file(p) for p in files})
+
+
 def sha256_json(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 

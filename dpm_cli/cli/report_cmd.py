@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..escaping import printable
 from ..errors import ConfigError
 from ..report import compare, count_model, example_input, measure_latency
 from ..report.html import Page
@@ -190,9 +191,13 @@ def check(
     threads: Optional[int] = _THREADS,
     as_json: bool = typer.Option(False, "--json", help="Print JSON (schema_version 1) instead of a table."),
     markdown: bool = typer.Option(False, "--markdown", help="Print Markdown (e.g. for $GITHUB_STEP_SUMMARY)."),
+    save_json: Optional[Path] = typer.Option(
+        None, "--save-json", help="Also write the JSON result to FILE (for `dpm report --gates FILE --html`)."),
 ) -> None:
     if as_json and markdown:
         raise ConfigError("--json and --markdown both print the result: choose one")
+    if save_json is not None and (save_json.is_dir() or not save_json.parent.is_dir()):
+        raise ConfigError(f"--save-json {printable(save_json)}: name a file in an existing folder")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     limits = Limits(
@@ -220,6 +225,12 @@ def check(
                          eval_batch_size=eval_batch, built_from=provenance,
                          show_progress=not (as_json or markdown) and sys.stderr.isatty())
     _print_check(result, as_json, markdown)
+    if save_json is not None:
+        from ..checkpoint import write_atomically
+        from ..report.schema import check_to_dict, dumps
+
+        text = dumps(check_to_dict(result)) + "\n"
+        write_atomically(save_json, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if not result.passed:
         failed = ", ".join(g.name for g in result.failed())
         raise GateFailure(f"check failed: {len(result.failed())} of {len(result.gates)} gates ({failed})")

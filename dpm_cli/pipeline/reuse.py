@@ -21,7 +21,7 @@ from ..training.rundir import RunDir
 
 
 def output_hashes(files: dict[str, str]) -> dict[str, str]:
-    return {fmt: provenance.sha256_file(path) for fmt, path in files.items()}
+    return {fmt: provenance.sha256_path(path) for fmt, path in files.items()}
 
 
 def reusable(current: dict[str, Any], run: RunDir, outputs: OutputPlan, *, force: bool) -> dict[str, Any] | None:
