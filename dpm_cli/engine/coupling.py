@@ -39,14 +39,16 @@ def coupled_modules(graph: tp.DependencyGraph, root: nn.Module) -> list[nn.Modul
     index lists (so it may include a branch that an index mapping would cut, never fewer)."""
     pruner = graph.get_pruner_of_module(root)
     start = graph.module2node[root]
-    seen, stack = {(start, pruner.prune_out_channels)}, [(start, pruner.prune_out_channels)]
+    order = [(start, pruner.prune_out_channels)]  # a list, so that reports do not depend on hashing
+    seen, stack = set(order), list(order)
     while stack:
         node, fn = stack.pop()
         for dep in node.dependencies:
             if dep.is_triggered_by(fn) and (dep.target, dep.handler) not in seen:
                 seen.add((dep.target, dep.handler))
+                order.append((dep.target, dep.handler))
                 stack.append((dep.target, dep.handler))
-    return [node.module for node, _ in seen]
+    return [node.module for node, _ in order]
 
 
 def norm_in_group(graph: tp.DependencyGraph, root: nn.Module) -> nn.Module | None:

@@ -54,7 +54,10 @@ def build_graph(model: nn.Module, example_inputs: Any, deadline: Deadline | None
     try:
         if deadline is not None:
             deadline.status = "tracing the model"
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, output_transform=capture)
+        # Our own forward: torch-pruning's default tries model(*inputs) first, which on a 1-sample batch
+        # runs convolutions on the unbatched sample and reports output shapes without the batch dim.
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, forward_fn=run_model,
+                                                     output_transform=capture)
     except DpmError:
         _remove_new_hooks(hooks)  # interrupted mid-trace: torch-pruning's hooks are still registered
         raise

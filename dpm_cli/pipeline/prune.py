@@ -112,7 +112,7 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
 
     steps = total_steps(recipe, ctx.train_loader)
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
-    pruner = DecayPruner(model, example, dpm_config(recipe, steps), optimizer=optimizer)
+    pruner = DecayPruner(model, example, dpm_config(recipe, steps), optimizer=optimizer, progress=reporter.log)
     overrun = decay_overrun(recipe, pruner.decay_phase_end, steps)
     if overrun:
         raise ConfigError(overrun)
@@ -144,6 +144,9 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         trainer.recalibrate()  # stale BatchNorm statistics would hide the real accuracy
     decayed = evaluate(model, ctx.val_loader, objective, ctx.device)
     compacted = pruner.compact()
+    notes = list(ctx.notes)
+    if not compacted.exact:  # pruned through LayerNorm/GroupNorm: removal moved the outputs; train on
+        notes.append(_finetune_after_removal(recipe, ctx, compacted, objective, reporter, dist, result.steps))
     after = evaluate(compacted.model, ctx.val_loader, objective, ctx.device)
     metric = "top1" if "top1" in after else "loss"
     events = pruner.events
@@ -152,7 +155,7 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         after[metric], decayed[metric], compacted.max_rel_error, result.steps,
         sum(e.kind == "release" for e in events), sum(e.kind == "suppressed" for e in events),
         result.min_decay_top1, str(run.path), before.get("ce"), after.get("ce"), ranks=dist.world_size,
-        notes=list(ctx.notes),
+        notes=notes,
         widths=[asdict(w) for w in compacted.widths])
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None
@@ -162,6 +165,26 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         run.write_text(run.path / "summary.json", _json(summary))
     dist.barrier()
     return summary
+
+
+def _finetune_after_removal(recipe: Recipe, ctx: RunContext, compacted: Any, objective: Objective,
+                            reporter: Reporter, dist: DistContext, steps: int) -> str:
+    """Fine-tune the compact model with a fresh optimizer (its Parameters are new objects). Not
+    checkpointed: an interrupted run resumes from the end of the decay training and redoes this."""
+    k = recipe.pruning.post_removal_steps or max(1, steps // 10)
+    drift = compacted.max_rel_error
+    reporter.log(f"removing channels through normalisation layers moved the outputs by {drift:.2e} "
+                 f"(relative); fine-tuning the compact model for {k} steps")
+    model, t = compacted.model, recipe.training
+    model.train()
+    optimizer = build_optimizer(model.parameters(), t.optimizer)
+    Trainer(dist.wrap(model, ctx.device), ctx.train_loader, ctx.val_loader, objective, optimizer,
+            build_scheduler(optimizer, t.schedule, k),
+            LoopOptions(total_steps=k, eval_every=k, log_every=t.log_every, checkpoint_every=10**9,
+                        grad_clip=t.grad_clip, bf16=t.bf16, recalibrate_bn=False),
+            device=ctx.device, reporter=reporter, dist=dist).run()
+    model.eval()
+    return f"pruned through normalisation layers: removal drift {drift:.2e} (relative), then {k} fine-tuning steps"
 
 
 def _json(summary: PruneSummary) -> str:
