@@ -146,7 +146,22 @@ def write_doc(rows: list[dict]) -> None:
         err = f"{r['error_rel']:.1e}" if isinstance(r.get("error_rel"), float) else ""
         lines.append(f"| {r['library']} | {r['model']} | {r['input']} | {r['status']} | {r.get('groups', '')} | "
                      f"{r.get('macs_kept', '')} | {err} | {r.get('seconds', '')} |")
-    lines += ["", "## Skipped structures and refusals", ""]
+    lines += ["", "## Notes", "",
+              "- **swin_t** used to run past 300 s and 10 GB while torch-pruning enumerated its groups. Two causes,",
+              "  both now worked around in `dpm_cli/engine/coupling.py`: torch-pruning recomputes every reshape/concat",
+              "  index mapping of the whole graph before each group (its channel inference recurses without",
+              "  memoisation: 2.5 s per group on swin_t), and it reads swin's window partition",
+              "  `view(B, H/7, 7, W/7, 7, C)` as a flatten of the channel dim, so the residual groups multiply every",
+              "  channel index into thousands. dpm computes the mappings once per enumeration and recognises groups",
+              "  that pass through LayerNorm (skipped unless `prune_through_norm`) with an index-free walk before",
+              "  torch-pruning expands them. With `prune_through_norm` on, swin's residual groups are still built by",
+              "  torch-pruning and still explode (a torch-pruning limitation): the graph time limit stops it with a",
+              "  message; keep `prune_through_norm` off for swin.",
+              "- **shufflenet_v2**: torch-pruning cannot trace the channel shuffle; dpm refuses at construction.",
+              "- **Grouped convolutions and attention heads** (ResNeXt, RegNet, ViT/DeiT heads) are pruned in whole",
+              "  units by separate work; where this table shows a preflight refusal for them, the model was left",
+              "  untouched and nothing trained.",
+              "", "## Skipped structures and refusals", ""]
     for r in rows:
         notes = [f"  - {k}: {v}" for k, v in (r.get("skipped") or {}).items()]
         if r.get("error") and not isinstance(r.get("error"), float):
