@@ -40,3 +40,15 @@ class EquivalenceError(DpmError):
 
 class TrainingError(DpmError):
     """Training diverged (NaN or infinite loss) or failed at run time."""
+
+
+class GraphTimeoutError(TraceError):
+    """Building torch-pruning's dependency graph or groups took longer than the configured limit."""
+
+
+class PreflightError(InputError):
+    """Removing the structures a selection would pick breaks the model; found before any training."""
+
+
+class CompactionError(DpmError):
+    """torch-pruning failed while removing the zeroed structures (the model is left as it was)."""

@@ -1,8 +1,8 @@
 """The DPM engine: groups, selection, Smooth Pruning, Self-Rectifying, compaction."""
 from .bn import recalibrate_batchnorm
-from .compaction import CompactionResult, LayerWidth, compact
+from .compaction import CompactionResult, LayerWidth
 from .config import DPMConfig, RectifyConfig
-from .pruner import DecayPruner
+from .pruner import DecayPruner, compact
 from .state import Event, Progress
 
 __all__ = ["DecayPruner", "DPMConfig", "RectifyConfig", "CompactionResult", "LayerWidth", "Event",

@@ -1,25 +1,52 @@
-"""Physical removal of the zeroed structures with torch-pruning, and the equivalence check.
+"""Physical removal of zeroed structures with torch-pruning, and the equivalence check.
 
 A structure that is exactly zero contributes exactly zero: every consumer's input slice of that channel
 is zero. So the compact model must compute what the decayed model computes; we measure the largest
-difference on the example inputs in eval mode and refuse (EquivalenceError) above the tolerance.
+difference over every output field on the example inputs in eval mode and refuse (EquivalenceError)
+above the tolerance. Compaction is a transaction: when anything fails (torch-pruning, the forward pass,
+an output shape, the equivalence check), the model is put back exactly as it was.
+
+This module knows nothing about the pruner: the caller describes the job as a `CompactionPlan`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from ..errors import BudgetError, DpmError, EquivalenceError
+from ..errors import CompactionError, DpmError, EquivalenceError
 from .cost import count_macs_params
-from .groups import run_model
 from .heads import head_history
-from .state import DECAYING, PRUNED
+from .outputs import compare_outputs, snapshot_outputs
+from .transaction import Transaction
 
-if TYPE_CHECKING:
-    from .pruner import DecayPruner
+
+@dataclass
+class Removal:
+    """Remove `channels` (root numbering) of the dependency group rooted at `root`."""
+
+    group: str
+    root: nn.Module
+    channels: list[int]
+    # Removal when torch-pruning cannot do it (attention heads): returns the query heads it removed.
+    remove: Callable[[list[int]], Any] | None = None
+
+
+@dataclass
+class CompactionPlan:
+    """Everything compaction needs. `exact` False (groups through LayerNorm/GroupNorm) measures the
+    drift and reports it instead of refusing above `tolerance`."""
+
+    model: nn.Module
+    example_inputs: Any
+    graph: Any  # torch_pruning.DependencyGraph of `model`
+    removals: list[Removal]
+    macs_before: float
+    params_before: float
+    tolerance: float = 1e-4
+    exact: bool = True
 
 
 @dataclass
@@ -42,6 +69,8 @@ class CompactionResult:
     params_before: float
     params_after: float
     history: list = field(default_factory=list)  # torch-pruning pruning history, for the artifact
+    errors: dict[str, float] = field(default_factory=dict)  # relative error of every output field
+    exact: bool = True  # False: removal through normalisation layers, max_rel_error is the drift
     # attention module name -> its query heads removed (numbered as before this compaction); the module
     # holds its new counts (num_heads / num_attention_heads, ...), `pruned_heads` (original numbers,
     # cumulative over runs: Hugging Face's convention) and `dpm_head_ids` (original numbers kept)
@@ -69,75 +98,64 @@ def layer_widths(model: nn.Module) -> dict[str, tuple[str, int, int]]:
     return out
 
 
-def _outputs(model: nn.Module, example_inputs: Any) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = run_model(model, example_inputs)
-    finally:
-        model.train(was_training)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if isinstance(out, dict):
-        out = next(iter(out.values()))
-    return out.detach().float().clone()
-
-
-def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
-    """Largest absolute difference, relative to the largest magnitude of the reference output."""
-    if reference.shape != other.shape:
-        return float("inf")
-    scale = reference.abs().max().clamp_min(1e-12)
-    return float((reference - other).abs().max() / scale)
-
-
-def _check_ready(pruner: "DecayPruner") -> None:
-    decaying = sum(int(st.mask(DECAYING).sum()) for st in pruner.states)
-    if decaying:
-        raise DpmError(f"{decaying} structures are still decaying (step {pruner.steps_done}, the decay phase "
-                       f"ends at step {pruner.decay_phase_end}); train until then before compacting")
-    progress = pruner.progress()
-    kept = {"macs": progress.macs_kept, "params": progress.params_kept}.get(pruner.config.budget_kind)
-    if kept is not None and pruner.round == len(pruner.selection_steps) - 1 and kept > pruner.config.budget + 1e-6:
-        raise BudgetError(f"the zeroed structures keep {kept:.4f} of the {pruner.config.budget_kind}, "
-                          f"above the budget {pruner.config.budget:g}")
-    norms_by_name = {g.name: g for g in pruner.groups}
-    for name, channels in pruner.pruned_channels().items():
-        residual = float(norms_by_name[name].norms()[channels].max())
-        if residual != 0.0:
-            raise DpmError(f"group {name}: a pruned structure has norm {residual:g}, not exactly zero; "
-                           "was pruner.step() called after every optimizer.step()?")
+def remove_structures(plan: CompactionPlan) -> dict[str, list[int]]:
+    """Prune every group of the plan; a torch-pruning failure names its group. Returns the heads removed."""
+    graph, pruned_heads = plan.graph, {}
+    for removal in plan.removals:
+        if not removal.channels:
+            continue
+        try:
+            if removal.remove is not None:  # attention heads: the adapter removes and re-books them
+                pruned_heads[removal.group] = removal.remove(removal.channels)
+                continue
+            handler = graph.get_pruner_of_module(removal.root).prune_out_channels
+            graph.get_pruning_group(removal.root, handler, removal.channels).prune()
+        except Exception as err:
+            failure = CompactionError(f"torch-pruning failed to remove {len(removal.channels)} channels of group "
+                                      f"{removal.group} ({type(err).__name__}: {_first_line(err)})")
+            failure.group = removal.group  # type: ignore[attr-defined]  # the preflight names it
+            raise failure from err
+    return pruned_heads
 
 
 @torch.no_grad()
-def compact(pruner: "DecayPruner", *, check: bool = True) -> CompactionResult:
-    """Remove every pruned structure from `pruner.model` IN PLACE and verify the function is unchanged."""
-    _check_ready(pruner)
-    model, inputs = pruner.model, pruner.example_inputs
+def compact_plan(plan: CompactionPlan, *, check: bool = True, measure: bool = True) -> CompactionResult:
+    """Remove the plan's structures from `plan.model` IN PLACE and verify the function is unchanged.
+
+    check=False skips only the tolerance (shapes are always checked); measure=False skips counting
+    MACs afterwards (the preflight needs no numbers)."""
+    model, inputs = plan.model, plan.example_inputs
     before = layer_widths(model)
-    macs_before, params_before = pruner.cost.original.macs, pruner.cost.original.params
-    reference = _outputs(model, inputs)
-    graph = pruner.graph
-    start = len(graph.pruning_history())
-    pruned_heads: dict[str, list[int]] = {}
-    for g, st in zip(pruner.groups, pruner.states):
-        channels = g.channels_of(torch.nonzero(st.status == PRUNED).flatten().tolist())
-        if channels and g.remove is not None:  # attention heads: the adapter removes and re-books them
-            pruned_heads[g.name] = g.remove(channels)
-        elif channels:
-            handler = graph.get_pruner_of_module(g.root).prune_out_channels
-            group = graph.get_pruning_group(g.root, handler, channels)
-            group.prune()
-    compact_out = _outputs(model, inputs)
-    error = relative_error(reference, compact_out)
-    macs_after, params_after = count_macs_params(model, inputs)
+    reference = snapshot_outputs(model, inputs)
+    start = len(plan.graph.pruning_history())
+    try:
+        with Transaction(model, plan.graph):
+            pruned_heads = remove_structures(plan)
+            try:
+                compact_out = snapshot_outputs(model, inputs)
+            except Exception as err:
+                raise CompactionError(f"the compact model no longer runs on the example inputs "
+                                      f"({type(err).__name__}: {_first_line(err)})") from err
+            comparison = compare_outputs(reference, compact_out)
+            if check and plan.exact and comparison.max_rel_error > plan.tolerance:
+                worst = max(comparison.errors, key=comparison.errors.get)
+                raise EquivalenceError(f"the compact model differs from the decayed model by "
+                                       f"{comparison.max_rel_error:.2e} (relative, in {worst}), above "
+                                       f"{plan.tolerance:g}; refusing to use it")
+            macs_after, params_after = (count_macs_params(model, inputs) if measure
+                                        else (float("nan"), float("nan")))
+    except DpmError as err:
+        restored = type(err)(f"{err}; the model was left as it was before compact()")
+        restored.group = getattr(err, "group", None)  # type: ignore[attr-defined]
+        raise restored from err
     after = layer_widths(model)
     widths = [LayerWidth(n, kind, i0, o0, *after.get(n, (kind, 0, 0))[1:]) for n, (kind, i0, o0) in before.items()]
-    result = CompactionResult(model, widths, error, macs_before, macs_after, params_before, params_after,
-                              [list(h) for h in graph.pruning_history()[start:]] + head_history(pruned_heads),
-                              pruned_heads)
-    if check and error > pruner.config.max_equivalence_error:
-        raise EquivalenceError(f"the compact model differs from the decayed model by {error:.2e} (relative), "
-                               f"above {pruner.config.max_equivalence_error:g}; refusing to use it")
-    return result
+    return CompactionResult(model, widths, comparison.max_rel_error, plan.macs_before, macs_after,
+                            plan.params_before, params_after,
+                            [list(h) for h in plan.graph.pruning_history()[start:]] + head_history(pruned_heads),
+                            comparison.errors, plan.exact, pruned_heads)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else ""

@@ -38,6 +38,12 @@ class DPMConfig:
     rounds: K selection rounds; round k brings the cumulative budget to k/K of the target.
     round_interval: optimizer steps between round selections (default decay_steps).
     start_step: optimizer steps of plain training before the first selection.
+    preflight: when the pruner is built, zero what the run would prune, compact and check on the spot
+        (then undo it), so a model torch-pruning cannot shrink fails in seconds, not after training.
+    graph_timeout_s: stop building torch-pruning's dependency graph after this long (None: no limit).
+    prune_through_norm: also decay and remove channels coupled through LayerNorm / GroupNorm(1, C) (the
+        residual width of ConvNeXt, ViT, BERT). Not exact: compaction measures and reports the drift
+        instead of refusing it; fine-tune after removal.
     """
 
     budget: float = 0.5
@@ -57,6 +63,9 @@ class DPMConfig:
     rectify: RectifyConfig = field(default_factory=RectifyConfig)
     max_equivalence_error: float = 1e-4
     seed: int = 0
+    preflight: bool = True
+    graph_timeout_s: float | None = 300.0
+    prune_through_norm: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.rectify, dict):
@@ -94,6 +103,9 @@ class DPMConfig:
         _at_least("rectify.patience", r.patience, 1)
         if self.max_equivalence_error <= 0:
             raise ConfigError("max_equivalence_error must be > 0")
+        if self.graph_timeout_s is not None:
+            _in_range("graph_timeout_s", self.graph_timeout_s, 0.0, float("inf"), low_open=True,
+                      hint="seconds, or None for no limit")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

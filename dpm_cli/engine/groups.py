@@ -9,7 +9,10 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..errors import BudgetError, ConfigError, TraceError
+from ..errors import BudgetError, ConfigError, DpmError, TraceError
+from .coupling import iter_groups
+from .deadline import Deadline, Progress
+from .outputs import OutputCapture, protected_roots, run_model  # noqa: F401  (run_model: old import path)
 from .heads import add_head_groups
 from .structures import GroupSlices, Unsupported, merge_slices, slices_of_item
 from .units import grouped_conv_units
@@ -25,41 +28,11 @@ class GroupSet:
     groups: list[GroupSlices]
     skipped: dict[str, str] = field(default_factory=dict)  # group name -> reason
     ignored_modules: list[str] = field(default_factory=list)
-    classifier: str | None = None
+    classifier: str | None = None  # the layer computing the first output directly, if any
+    protected: dict[str, str] = field(default_factory=dict)  # layers feeding an output -> why
 
     def by_name(self) -> dict[str, GroupSlices]:
         return {g.name: g for g in self.groups}
-
-
-def run_model(model: nn.Module, example_inputs: Any) -> Any:
-    if isinstance(example_inputs, dict):
-        return model(**example_inputs)
-    if isinstance(example_inputs, (tuple, list)):
-        return model(*example_inputs)
-    return model(example_inputs)
-
-
-def find_classifier(model: nn.Module, example_inputs: Any) -> str | None:
-    """The last Linear/Conv executed whose output has the model output's shape: the classifier."""
-    names = {m: n for n, m in model.named_modules()}
-    order: list[tuple[str, tuple]] = []
-    hooks = [m.register_forward_hook(lambda mod, _i, out: order.append((names[mod], tuple(out.shape))))
-             for m in model.modules() if isinstance(m, ROOT_TYPES)]
-    was_training = model.training
-    model.eval()  # a train-mode forward would move BatchNorm running statistics
-    try:
-        with torch.no_grad():
-            out = run_model(model, example_inputs)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    if not torch.is_tensor(out):
-        return None
-    for name, shape in reversed(order):
-        if shape == tuple(out.shape):
-            return name
-    return None
 
 
 def _match(patterns: list[str], model: nn.Module) -> tuple[list[nn.Module], list[str]]:
@@ -75,12 +48,23 @@ def _match(patterns: list[str], model: nn.Module) -> tuple[list[nn.Module], list
     return modules, names
 
 
-def build_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
+def build_graph(model: nn.Module, example_inputs: Any, deadline: Deadline | None = None,
+                capture: OutputCapture | None = None) -> tp.DependencyGraph:
     """Trace the model; torch-pruning leaves it in eval mode, so restore the caller's mode."""
     was_training = model.training
+    hooks = {m: (set(m._forward_hooks), set(m._forward_pre_hooks)) for m in model.modules()}
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+        if deadline is not None:
+            deadline.status = "tracing the model"
+        # Our own forward: torch-pruning's default tries model(*inputs) first, which on a 1-sample batch
+        # runs convolutions on the unbatched sample and reports output shapes without the batch dim.
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, forward_fn=run_model,
+                                                     output_transform=capture)
+    except DpmError:
+        _remove_new_hooks(hooks)  # interrupted mid-trace: torch-pruning's hooks are still registered
+        raise
     except Exception as err:
+        _remove_new_hooks(hooks)
         raise TraceError(f"torch-pruning cannot trace the model on the example inputs "
                          f"({type(err).__name__}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}); "
                          "check the input shape and that forward() runs on it") from err
@@ -88,37 +72,64 @@ def build_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
         model.train(was_training)
 
 
+def _remove_new_hooks(before: dict[nn.Module, tuple[set, set]]) -> None:
+    for module, (forward, pre) in before.items():
+        for key in set(module._forward_hooks) - forward:
+            del module._forward_hooks[key]
+        for key in set(module._forward_pre_hooks) - pre:
+            del module._forward_pre_hooks[key]
+
+
 def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | None = None,
-                    ignore_classifier: bool = True) -> GroupSet:
-    """List every group DPM can decay exactly, skipping ignored roots and unsupported members."""
-    try:
-        classifier = find_classifier(model, example_inputs) if ignore_classifier else None
-    except Exception as err:
-        raise TraceError(f"the model does not run on the example inputs ({type(err).__name__}: {err}); "
-                         "check the input shape") from err
+                    ignore_classifier: bool = True, *, timeout_s: float | None = None,
+                    progress: Progress | None = None, through_norm: bool = False) -> GroupSet:
+    """List every group DPM can decay exactly, skipping ignored roots, the layers that feed the
+    model's outputs, and unsupported members. Stops after `timeout_s` seconds of graph building."""
     ignored, ignored_names = _match(list(ignore or []), model)
-    if classifier is not None:
-        ignored.append(model.get_submodule(classifier))
-        ignored_names.append(classifier)
-    graph = build_graph(model, example_inputs)
-    ignored_all = [sub for m in ignored for sub in m.modules()]
-    groups, skipped = [], {}
-    for tp_group in graph.get_all_groups(ignored_layers=ignored_all, root_module_types=ROOT_TYPES):
-        root = tp_group[0].dep.target.module
-        name = graph._module2name.get(root, f"<{type(root).__name__}>")
-        try:
-            groups.append(_to_slices(graph, tp_group, name, root))
-        except Unsupported as why:
-            skipped[name] = str(why)
-    groups = add_head_groups(model, groups, skipped, ignored_all)  # attention is pruned by whole heads
+    capture = OutputCapture()
+    hint = ("; or ignore the slow part with pruning.ignore (e.g. a whole stage: 'features.5*'); "
+            "see docs/COVERAGE.md")
+    with Deadline(timeout_s, "building torch-pruning's dependency graph", progress, hint=hint) as deadline:
+        graph = build_graph(model, example_inputs, deadline, capture)
+        deadline.status = "finding the layers that feed the outputs"
+        protected = protected_roots(graph, capture.tensors, ROOT_TYPES) if ignore_classifier else {}
+        ignored_all = [sub for m in ignored for sub in m.modules()] + list(protected)
+        groups, skipped = [], {}
+        for root, tp_group, why in iter_groups(graph, ignored_all, ROOT_TYPES, skip_norm_coupled=not through_norm):
+            name = graph._module2name.get(root, f"<{type(root).__name__}>")
+            deadline.status = f"{len(groups) + len(skipped)} groups so far, at {name}"
+            if tp_group is None:
+                skipped[name] = why
+                continue
+            try:
+                groups.append(_to_slices(graph, tp_group, name, root, through_norm))
+            except Unsupported as why:
+                skipped[name] = str(why)
+        deadline.status = "finding attention heads"
+        groups = add_head_groups(model, groups, skipped, ignored_all)  # attention is pruned by whole heads
+    names = {m: n for n, m in model.named_modules()}
+    for module, why in protected.items():
+        skipped.setdefault(names.get(module, type(module).__name__), f"protected: {why}")
     if not groups:
         reason = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:2]) or "every group is ignored"
         raise BudgetError(f"nothing left to prune: no decayable channel group ({reason}); "
                           "relax the ignore patterns or use a model with Conv/Linear layers")
-    return GroupSet(graph, groups, skipped, ignored_names, classifier)
+    classifier = _output_layer(graph, capture, names) if ignore_classifier else None
+    return GroupSet(graph, groups, skipped, ignored_names, classifier, {names.get(m, "?"): w for m, w in protected.items()})
 
 
-def _to_slices(graph: tp.DependencyGraph, tp_group, name: str, root: nn.Module) -> GroupSlices:
+def _output_layer(graph: tp.DependencyGraph, capture: OutputCapture, names: dict[nn.Module, str]) -> str | None:
+    """The Conv/Linear that computes the first output directly, if there is one (shown as the classifier)."""
+    if not capture.tensors:
+        return None
+    for node in graph.module2node.values():
+        if node.grad_fn is capture.tensors[0].grad_fn and isinstance(node.module, ROOT_TYPES):
+            return names.get(node.module)
+    return None
+
+
+def _to_slices(graph: tp.DependencyGraph, tp_group, name: str, root: nn.Module,
+               through_norm: bool = False) -> GroupSlices:
     raw = []
     for item in tp_group:
         dep, local = item.dep, list(item.idxs)
@@ -126,7 +137,7 @@ def _to_slices(graph: tp.DependencyGraph, tp_group, name: str, root: nn.Module) 
         mod_name = graph._module2name.get(module, type(module).__name__)
         is_out = graph.is_out_channel_pruning_fn(dep.handler)
         root_idxs = list(item.root_idxs) if item.root_idxs is not None else local
-        raw.extend(slices_of_item(module, dep.handler, is_out, mod_name, local, root_idxs))
+        raw.extend(slices_of_item(module, dep.handler, is_out, mod_name, local, root_idxs, through_norm))
     channels = graph.get_out_channels(root)
     slices = merge_slices(raw)
     if not slices:

@@ -18,11 +18,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import BudgetError, ConfigError
+from ..errors import BudgetError, ConfigError, DpmError
+from .compaction import CompactionPlan, CompactionResult, Removal, compact_plan
 from .config import DPMConfig
 from .cost import CostModel, Key
+from .deadline import Progress
 from .groups import discover_groups
 from .layout import FlatLayout
+from .preflight import preflight_keys, run_preflight
 from .schedule import remaining_fraction
 from .rectify import StepSums, c_len, c_rate, rate_threshold
 from .selection import round_targets, score_groups, select
@@ -35,16 +38,20 @@ class DecayPruner:
     """Decays the structures a base criterion selects to exact zeros over N optimizer steps."""
 
     def __init__(self, model: nn.Module, example_inputs: Any, config: DPMConfig | None = None,
-                 optimizer: torch.optim.Optimizer | None = None, **options: Any):
+                 optimizer: torch.optim.Optimizer | None = None, *, progress: Progress | None = None,
+                 **options: Any):
+        """progress: called with a line every 10 s while torch-pruning builds its graph (default: stderr)."""
         if config is not None and options:
             raise ConfigError("pass either a DPMConfig or keyword options, not both")
         self.config = config if config is not None else DPMConfig(**options)
         self.model = model
         self.example_inputs = example_inputs
         self.optimizer = optimizer
-        found = discover_groups(model, example_inputs, self.config.ignore, self.config.ignore_classifier)
+        found = discover_groups(model, example_inputs, self.config.ignore, self.config.ignore_classifier,
+                                timeout_s=self.config.graph_timeout_s, progress=progress or _stderr,
+                                through_norm=self.config.prune_through_norm)
         self.graph, self.groups = found.graph, found.groups
-        self.skipped, self.classifier = found.skipped, found.classifier
+        self.skipped, self.classifier, self.protected = found.skipped, found.classifier, found.protected
         self.cost = CostModel(model, example_inputs, self.groups)
         self.layout = FlatLayout(self.groups)
         # One state over all channels (the hot path) with per-group views (selection, reports).
@@ -61,6 +68,9 @@ class DecayPruner:
         self._before: torch.Tensor | None = None  # parameters after the last step, for C_rate
         self._step_norms: torch.Tensor | None = None  # this step's norms before decay, for release events
         self._check_reachable()
+        if self.config.preflight:  # fail now, not after training (the model is left untouched)
+            keys = preflight_keys(self.groups, self.cost, self.config)
+            run_preflight(self._compaction_plan(keys), self.groups, keys)
 
     # ----------------------------------------------------------------- the training-loop hook
     def step(self) -> None:
@@ -316,8 +326,50 @@ class DecayPruner:
         self.events = [Event(**e) for e in state["events"]]
         self._take_snapshot()
 
-    def compact(self, **kwargs: Any):
-        """Physically remove every pruned structure; see `dpm_cli.engine.compaction.compact`."""
-        from .compaction import compact
+    def compact(self, *, check: bool = True) -> CompactionResult:
+        """Physically remove every pruned structure IN PLACE and check the function is unchanged.
 
-        return compact(self, **kwargs)
+        Transactional: if anything fails, the model is exactly as before the call. With
+        prune_through_norm the output drift is measured and reported (result.exact is False)."""
+        self._check_compactable()
+        keys = [(gi, c) for gi, st in enumerate(self.states) for c in torch.nonzero(st.mask(PRUNED)).flatten().tolist()]
+        return compact_plan(self._compaction_plan(keys), check=check)
+
+    def _compaction_plan(self, keys: list[Key]) -> CompactionPlan:
+        """Keys are (group, structure); a removal lists the structures' channels."""
+        by_group: dict[int, list[int]] = {}
+        for gi, u in keys:
+            by_group.setdefault(gi, []).append(u)
+        removals = [Removal(self.groups[gi].name, self.groups[gi].root, self.groups[gi].channels_of(units),
+                            self.groups[gi].remove) for gi, units in by_group.items()]
+        return CompactionPlan(self.model, self.example_inputs, self.graph, removals, self.cost.original.macs,
+                              self.cost.original.params, self.config.max_equivalence_error,
+                              exact=not self.config.prune_through_norm)
+
+    def _check_compactable(self) -> None:
+        decaying = int(self.state.mask(DECAYING).sum())
+        if decaying:
+            raise DpmError(f"{decaying} structures are still decaying (step {self.steps_done}, the decay phase "
+                           f"ends at step {self.decay_phase_end}); train until then before compacting")
+        progress = self.progress()
+        kept = {"macs": progress.macs_kept, "params": progress.params_kept}.get(self.config.budget_kind)
+        if kept is not None and self.round == len(self.selection_steps) - 1 and kept > self.config.budget + 1e-6:
+            raise BudgetError(f"the zeroed structures keep {kept:.4f} of the {self.config.budget_kind}, "
+                              f"above the budget {self.config.budget:g}")
+        norms_by_name = {g.name: g for g in self.groups}
+        for name, channels in self.pruned_channels().items():
+            residual = float(norms_by_name[name].norms()[channels].max())
+            if residual != 0.0:
+                raise DpmError(f"group {name}: a pruned structure has norm {residual:g}, not exactly zero; "
+                               "was pruner.step() called after every optimizer.step()?")
+
+
+def compact(pruner: DecayPruner, *, check: bool = True) -> CompactionResult:
+    """`pruner.compact()` as a function (the engine's public API before compaction took a plan)."""
+    return pruner.compact(check=check)
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(f"dpm: {message}", file=sys.stderr, flush=True)

@@ -85,15 +85,20 @@ class Unsupported(Exception):
 
 
 def slices_of_item(module: nn.Module, handler, is_out: bool, name: str, local: list[int],
-                   root: list[int]) -> list[tuple[nn.Parameter, str, int, list[int], list[int]]]:
-    """Which parameter entries one group item covers, as (param, name, dim, local, root)."""
+                   root: list[int], through_norm: bool = False) -> list[tuple[nn.Parameter, str, int, list[int], list[int]]]:
+    """Which parameter entries one group item covers, as (param, name, dim, local, root).
+
+    through_norm: decay LayerNorm / GroupNorm(1, C) affine slices too (opt-in: not exact, see
+    `norm_coupled_slices`)."""
     pruner = getattr(handler, "__self__", None)
     if isinstance(pruner, _PARAMETER_FREE):
         return []
-    if isinstance(module, _CROSS_CHANNEL):
-        raise Unsupported(f"{name} ({type(module).__name__}) normalises across channels; "
-                          "removing a zeroed channel would change its statistics")
     out: list[tuple[nn.Parameter, str, int, list[int], list[int]]] = []
+    if isinstance(module, _CROSS_CHANNEL):
+        if not through_norm:
+            raise Unsupported(f"{name} ({type(module).__name__}) normalises across channels; removing a zeroed "
+                              "channel would change its statistics (opt in with prune_through_norm)")
+        return norm_coupled_slices(module, name, local, root)
 
     def add(attr: str, dim: int) -> None:
         p = getattr(module, attr, None)
@@ -143,3 +148,21 @@ def merge_slices(raw: list[tuple[nn.Parameter, str, int, list[int], list[int]]])
         root = torch.tensor(list(mapping.values()), dtype=torch.long, device=param.device)
         slices.append(Slice(param, name, dim, local, root))
     return slices
+
+
+def norm_coupled_slices(module: nn.Module, name: str, local: list[int],
+                        root: list[int]) -> list[tuple[nn.Parameter, str, int, list[int], list[int]]]:
+    """The affine slices of a LayerNorm / GroupNorm(1, C) channel. Decaying them zeroes the channel's
+    output, but its input still enters the mean and variance, so removing it changes the statistics
+    of the kept channels: the drift is measured after compaction, never assumed zero."""
+    if isinstance(module, nn.GroupNorm) and module.num_groups != 1:
+        raise Unsupported(f"{name} is a GroupNorm with {module.num_groups} groups; torch-pruning keeps "
+                          "num_groups, so its channels cannot be removed one by one")
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
+        raise Unsupported(f"{name} normalises over {len(module.normalized_shape)} dims; only the last can shrink")
+    out = []
+    for attr in ("weight", "bias"):
+        p = getattr(module, attr, None)
+        if isinstance(p, nn.Parameter):
+            out.append((p, f"{name}.{attr}", 0, local, root))
+    return out

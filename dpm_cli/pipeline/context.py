@@ -170,7 +170,8 @@ def dpm_config(recipe: Recipe, steps: int, protect: list[str] = ()) -> DPMConfig
         rounds=p.rounds, round_interval=p.round_interval, start_step=p.start_step,
         rectify=RectifyConfig(enabled=r.enabled and p.mode == "smooth", rate_quantile=r.rate_quantile, rate_threshold=r.rate_threshold,
                               len_threshold=r.len_threshold, patience=r.patience),
-        max_equivalence_error=p.max_equivalence_error, seed=recipe.training.seed)
+        max_equivalence_error=p.max_equivalence_error, seed=recipe.training.seed, preflight=p.preflight,
+        graph_timeout_s=p.graph_timeout_s, prune_through_norm=p.prune_through_norm)
 
 
 def shape_mismatch(shape: list[int], sample: list[int]) -> str | None:

@@ -148,7 +148,8 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
 
     steps = total_steps(recipe, ctx.train_loader)
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
-    pruner = DecayPruner(model, example, dpm_config(recipe, steps, ctx.protect), optimizer=optimizer)
+    pruner = DecayPruner(model, example, dpm_config(recipe, steps, ctx.protect), optimizer=optimizer,
+                         progress=reporter.log)
     overrun = decay_overrun(recipe, pruner.decay_phase_end, steps)
     if overrun:
         raise ConfigError(overrun)
@@ -187,6 +188,9 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         trainer.recalibrate()  # stale BatchNorm statistics would hide the real accuracy
     decayed = evaluate(model, ctx.val_loader, objective, ctx.device)
     compacted = pruner.compact()
+    notes = list(ctx.notes)
+    if not compacted.exact:  # pruned through LayerNorm/GroupNorm: removal moved the outputs; train on
+        notes.append(_finetune_after_removal(recipe, ctx, compacted, objective, reporter, dist, result.steps))
     after = evaluate(compacted.model, ctx.val_loader, objective, ctx.device)
     metric = next(m for m in ("top1", "cosine", "loss") if m in after)
     events = pruner.events
@@ -195,7 +199,7 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         after[metric], decayed[metric], compacted.max_rel_error, result.steps,
         sum(e.kind == "release" for e in events), sum(e.kind == "suppressed" for e in events),
         result.min_decay_top1, str(run.path), before.get("ce"), after.get("ce"), ranks=dist.world_size,
-        notes=list(ctx.notes) + [f"resume: changed {change}" for change in run.changes],
+        notes=notes + [f"resume: changed {change}" for change in run.changes],
         widths=[asdict(w) for w in compacted.widths], min_decay_steps=list(result.decay_eval_steps),
         min_decay_eval_every=recipe.training.eval_every_decay or recipe.training.eval_every,
         provenance=record, output_formats=list(outputs.formats))
@@ -225,6 +229,26 @@ def _write_hf(ctx: RunContext, model: nn.Module, outputs: OutputPlan, summary: P
         summary.notes.append(f"Hugging Face folder not written: {err}")
         return
     summary.outputs["hf"] = str(folder)
+
+
+def _finetune_after_removal(recipe: Recipe, ctx: RunContext, compacted: Any, objective: Objective,
+                            reporter: Reporter, dist: DistContext, steps: int) -> str:
+    """Fine-tune the compact model with a fresh optimizer (its Parameters are new objects). Not
+    checkpointed: an interrupted run resumes from the end of the decay training and redoes this."""
+    k = recipe.pruning.post_removal_steps or max(1, steps // 10)
+    drift = compacted.max_rel_error
+    reporter.log(f"removing channels through normalisation layers moved the outputs by {drift:.2e} "
+                 f"(relative); fine-tuning the compact model for {k} steps")
+    model, t = compacted.model, recipe.training
+    model.train()
+    optimizer = build_optimizer(model.parameters(), t.optimizer)
+    Trainer(dist.wrap(model, ctx.device), ctx.train_loader, ctx.val_loader, objective, optimizer,
+            build_scheduler(optimizer, t.schedule, k),
+            LoopOptions(total_steps=k, eval_every=k, log_every=t.log_every, checkpoint_every=10**9,
+                        grad_clip=t.grad_clip, bf16=t.bf16, recalibrate_bn=False),
+            device=ctx.device, reporter=reporter, dist=dist).run()
+    model.eval()
+    return f"pruned through normalisation layers: removal drift {drift:.2e} (relative), then {k} fine-tuning steps"
 
 
 def _json(summary: PruneSummary) -> str:

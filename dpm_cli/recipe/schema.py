@@ -125,7 +125,7 @@ class PruningSection:
     min_channels: int = opt(1, "int", "channels every group keeps", ge=1)
     round_to: int = opt(1, "int", "kept channel counts are multiples of this", ge=1)
     ignore: tuple = opt([], "list", "module-name glob patterns never pruned", item=_PATTERN)
-    ignore_classifier: bool = opt(True, "bool", "never prune the final classifier's outputs")
+    ignore_classifier: bool = opt(True, "bool", "never prune a structure that feeds the model's outputs (the classifier's classes, a returned hidden size)")
     mode: str = opt("smooth", "str", "smooth: DPM's decay over N steps; single_step: cut at once (N = 1; decay_steps, decay_fraction and rectify are ignored)", choices=("smooth", "single_step"))
     rounds: int = opt(1, "int", "number of pruning rounds", ge=1)
     decay_steps: int | None = opt(None, "int", "N: optimizer steps over which channels decay to zero (1 = single-step pruning); or set decay_fraction", ge=1, nullable=True)
@@ -136,6 +136,10 @@ class PruningSection:
     rectify: RectifySection = section(RectifySection)
     recalibrate_bn: RecalibrateSection = section(RecalibrateSection)
     max_equivalence_error: float = opt(1.0e-4, "float", "largest output difference allowed between the decayed and the compact model", gt=0)
+    preflight: bool = opt(True, "bool", "before training, zero and remove what the run would prune (then undo it), so a model torch-pruning cannot shrink fails in seconds")
+    graph_timeout_s: float = opt(300.0, "float", "stop building torch-pruning's dependency graph after this many seconds", gt=0)
+    prune_through_norm: bool = opt(False, "bool", "also prune channels coupled through LayerNorm/GroupNorm (residual width of ConvNeXt, ViT, BERT); not exact: the drift is reported and the compact model is fine-tuned after removal")
+    post_removal_steps: int | None = opt(None, "int", "with prune_through_norm: optimizer steps of fine-tuning after removal (default 10% of training.steps, at least 1)", ge=1, nullable=True)
 
 
 @dataclass(frozen=True)
