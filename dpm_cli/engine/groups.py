@@ -106,7 +106,10 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
             except Unsupported as why:
                 skipped[name] = str(why)
         deadline.status = "finding attention heads"
-        groups = add_head_groups(model, groups, skipped, ignored_all)  # attention is pruned by whole heads
+        # Attention is pruned by whole heads. Only the user's ignore list keeps a module's heads: an
+        # output-protected projection (its out-channels feed an output) keeps its input side prunable.
+        user_ignored = [sub for m in ignored for sub in m.modules()]
+        groups = add_head_groups(model, groups, skipped, user_ignored)
     names = {m: n for n, m in model.named_modules()}
     for module, why in protected.items():
         skipped.setdefault(names.get(module, type(module).__name__), f"protected: {why}")

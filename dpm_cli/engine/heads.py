@@ -272,6 +272,19 @@ def claimed_axes(groups: list[GroupSlices]) -> set[tuple[int, int]]:
     return {(id(s.param), s.dim) for g in groups for s in g.slices}
 
 
+def _fenced_axes(model: nn.Module, heads: list[GroupSlices]) -> set[tuple[int, int]]:
+    """Every axis of a recognised attention module that got no head group (ignored, or refused): cut as
+    plain channels it would break the module's head reshape, so no torch-pruning group may touch it."""
+    with_group = {id(g.root) for g in heads}
+    fenced = set()
+    for module in model.modules():
+        if id(module) in with_group or not any(a.matches(module) for a in ADAPTERS):
+            continue
+        for p in module.parameters():
+            fenced |= {(id(p), d) for d in range(min(p.dim(), 2))}
+    return fenced
+
+
 def conflict(group: GroupSlices, claimed: set[tuple[int, int]]) -> str | None:
     """Why a torch-pruning group may not be decayed as plain channels, or None: it shares an axis with
     a head group, or it cuts a fused qkv projection's rows."""
@@ -291,7 +304,7 @@ def add_head_groups(model: nn.Module, groups: list[GroupSlices], skipped: dict[s
     module; the reasons for what was left out go to `skipped`."""
     heads, heads_skipped = find_head_groups(model, ignored)
     skipped.update(heads_skipped)
-    claimed, kept = claimed_axes(heads), []
+    claimed, kept = claimed_axes(heads) | _fenced_axes(model, heads), []
     for g in groups:
         why = conflict(g, claimed)
         if why is None:

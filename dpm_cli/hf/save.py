@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..batch import call_model, output_fields
-from ..engine.compaction import relative_error
+from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import DpmError, InputError
 from .load import captured_warnings
