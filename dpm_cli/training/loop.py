@@ -22,13 +22,11 @@ from ..errors import TrainingError
 from .distributed import SINGLE, DistContext
 from .evaluate import evaluate
 from ..batch import call_model, move
+from .normlog import NORM_POINTS, log_decaying_norms, norm_stride  # noqa: F401  (NORM_POINTS: old import path)
 from .objective import Objective, split_batch
 from .progress import Reporter, SilentReporter, refresh
 from .rundir import RunDir
 
-# Decay curves are logged at every step of the decay phase, or at every k-th step when the phase is
-# longer than this: enough points for a ramp to look like one, and norms.jsonl stays bounded.
-NORM_POINTS = 200
 
 
 # A loss this many times the first one (at least 1) means training diverged: the weights are not kept.
@@ -293,7 +291,7 @@ class Trainer:
         opts, step = self.options, self.position.step
         if step % opts.log_every == 0 or step == opts.total_steps:
             self._log(step, loss)
-        self._log_norms(step)
+        log_decaying_norms(self.pruner, self.run_dir, step)
         if self._pruned_now and opts.recalibrate_at_zero:
             self.recalibrate()  # fresh running statistics for any eval or state saved from now on
         if (opts.eval_every and (step % opts.eval_every == 0 or step == opts.total_steps)) \
@@ -323,21 +321,7 @@ class Trainer:
         self._flush_events()
 
     def norm_stride(self) -> int:
-        """Log decaying norms every this many steps: 1 unless the decay phase is long."""
-        p = self.pruner
-        if p is None:
-            return 1
-        span = p.decay_phase_end - p.selection_steps[0] + 1
-        return max(1, math.ceil(span / NORM_POINTS))
-
-    def _log_norms(self, step: int) -> None:
-        if self.run_dir is None or self.pruner is None or self.pruner.round < 0:
-            return
-        if (step - self.pruner.selection_steps[0]) % self.norm_stride() != 0:
-            return
-        norms = self.pruner.decaying_norms()
-        if norms:
-            self.run_dir.append(self.run_dir.norms, {"step": step, "norms": norms})
+        return norm_stride(self.pruner)
 
     def _flush_events(self) -> None:
         if self.pruner is None or self.run_dir is None:
