@@ -61,6 +61,7 @@ objective: {objective}
 pruning:
   budget: {{kind: macs, keep: 0.85}}
   ranking: {ranking}
+  head_ratio: {head_ratio}
   decay_steps: 2
 training:
   steps: 6
@@ -73,8 +74,10 @@ output:
 
 
 def write_recipe(tmp: Path, folder: Path, data: Path, *, task: str = "AutoModel", ranking: str = "layer",
-                 objective: str = "{kind: distill, targets: [embedding, hidden], loss: both}") -> Path:
+                 objective: str = "{kind: distill, targets: [embedding, hidden], loss: both}",
+                 head_ratio: float | None = 0.0) -> Path:
+    """A 6-step recipe writing an HF folder; head_ratio 0 by default (BertConfig cannot record heads)."""
     path = tmp / "r.yaml"
     path.write_text(RECIPE.format(folder=folder, task=task, data=data, objective=objective, ranking=ranking,
-                                  run=tmp / "run"))
+                                  run=tmp / "run", head_ratio="null" if head_ratio is None else head_ratio))
     return path

@@ -14,6 +14,7 @@ from cli_helpers import run_cli  # noqa: E402
 from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
 
 from dpm_cli import DecayPruner, DPMConfig  # noqa: E402
+from dpm_cli.errors import ConfigError  # noqa: E402
 from dpm_cli.data.text import load_text, read_text  # noqa: E402
 from dpm_cli.engine.selection import score_groups, select  # noqa: E402
 from dpm_cli.errors import CheckpointError, InputError  # noqa: E402
@@ -28,9 +29,10 @@ def bert(tmp_path):
     return bert_folder(tmp_path / "bert")
 
 
-def _prune_now(model, example, keep=0.8, ranking="layer"):
+def _prune_now(model, example, keep=0.8, ranking="layer", head_ratio=0.0, heads=True):
     """Select and zero FFN channels at once, then compact: what a finished decay leaves."""
-    cfg = DPMConfig(budget=keep, decay_steps=1, ranking=ranking, ignore=protected_modules(model))
+    cfg = DPMConfig(budget=keep, decay_steps=1, ranking=ranking, ignore=protected_modules(model, heads=heads),
+                    head_ratio=head_ratio)
     pruner = DecayPruner(model, example, cfg)
     keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(), score_groups(pruner.groups, "magnitude", 0))
     pruner.prune_now(keys)
@@ -209,11 +211,11 @@ def test_per_layer_ffn_widths_are_refused_in_one_line_and_other_outputs_written(
     assert not (tmp_path / "x").exists()
     recipe = write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt"), ranking="global")
     code, out, err = run_cli(["prune", "-r", recipe, "--json", "pruning.budget.keep=0.7"], capsys)
+    # Known from the recipe: refused before training, in one line, with nothing written.
+    assert code == 2 and "pruning.ranking: layer" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "pruning.budget.keep=0.7", "output.hf=false"], capsys)
     assert code == 0, err
-    summary = json.loads(out)
-    if "hf" not in summary["outputs"]:  # global ranking gave unequal widths: said, .pt still written
-        assert any("Hugging Face folder not written" in n for n in summary["notes"])
-        assert not (tmp_path / "run" / "model-hf").exists()
     assert (tmp_path / "run" / "model.pt").is_file() and (tmp_path / "run" / "model.pt2").is_file()
 
 
@@ -312,7 +314,7 @@ def test_llama_ffn_gate_and_up_pruned_together_and_saved(tmp_path):
     loaded = load_hf(tmp_path / "llama")  # no tokenizer in this folder: inputs made by hand
     assert loaded.tokenizer is None and loaded.model.config.use_cache is False
     x = {"input_ids": torch.randint(0, 64, (1, 12)), "attention_mask": torch.ones(1, 12, dtype=torch.long)}
-    pruner, result = _prune_now(loaded.model, x)
+    pruner, result = _prune_now(loaded.model, x, heads=False)  # attention protected: FFN only
     assert result.max_rel_error <= 1e-6
     mlp = loaded.model.layers[0].mlp
     assert mlp.gate_proj.out_features == mlp.up_proj.out_features == mlp.down_proj.in_features < 48
@@ -336,3 +338,43 @@ def test_package_paths_and_pydoc_text(tmp_path, capsys):
     assert code == 2 and "no installed package 'no_such_pkg_dpm'" in err
     paragraphs = pydoc_paragraphs()
     assert len(paragraphs) > 1000 and all(len(p) >= 40 and "\n" not in p for p in paragraphs)
+
+
+def test_head_ratio_removes_the_same_heads_per_layer_within_the_budget(tmp_path, bert):
+    """pruning.head_ratio (torch-pruning's head_pruning_ratio): a quarter of BERT's 4 heads is one head
+    per layer; the FFN gives the rest of the budget; compaction is exact."""
+    loaded = load_hf(bert)
+    x = token_example(loaded.tokenizer, 24)
+    pruner, result = _prune_now(loaded.model, x, keep=0.7, head_ratio=0.25)
+    layers = loaded.model.encoder.layer
+    assert [a.attention.self.num_attention_heads for a in layers] == [3, 3]
+    assert all(a.attention.self.query.out_features == 24 and a.attention.output.dense.in_features == 24
+               for a in layers)
+    assert all(a.intermediate.dense.out_features < 64 for a in layers)
+    assert result.macs_after / result.macs_before <= 0.7 + 1e-6
+    assert result.max_rel_error <= 1e-5
+    assert loaded.model.pooler.dense.out_features == 32
+
+
+def test_head_ratio_zero_keeps_every_head(tmp_path, bert):
+    loaded = load_hf(bert)
+    x = token_example(loaded.tokenizer, 24)
+    _prune_now(loaded.model, x, keep=0.7, head_ratio=0.0)
+    assert all(a.attention.self.num_attention_heads == 4 for a in loaded.model.encoder.layer)
+
+
+def test_cli_heads_on_bert_refused_for_a_folder_before_training_and_pruned_without(tmp_path, bert, capsys):
+    recipe = write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt"), head_ratio=0.25)
+    code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
+    assert code == 2 and "cannot record pruned attention heads" in err and "head_ratio: 0" in err
+    assert not (tmp_path / "run").exists()
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "output.hf=false"], capsys)
+    assert code == 0, err
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    assert [layer.attention.self.num_attention_heads for layer in compact.encoder.layer] == [3, 3]
+    assert json.loads(out)["equivalence_error"] <= 1e-4
+
+
+def test_head_ratio_is_a_fraction_below_one():
+    with pytest.raises(ConfigError, match="head_ratio"):
+        DPMConfig(head_ratio=1.0)

@@ -41,6 +41,9 @@ class DPMConfig:
     preflight: when the pruner is built, zero what the run would prune, compact and check on the spot
         (then undo it), so a model torch-pruning cannot shrink fails in seconds, not after training.
     graph_timeout_s: stop building torch-pruning's dependency graph after this long (None: no limit).
+    head_ratio: fraction of the heads removed from every attention module pruned by heads, like
+        torch-pruning's head_pruning_ratio (0: heads are kept); the rest of the budget comes from the
+        other structures. None: heads compete with the other structures in the one budget.
     prune_through_norm: also decay and remove channels coupled through LayerNorm / GroupNorm(1, C) (the
         residual width of ConvNeXt, ViT, BERT). Not exact: compaction measures and reports the drift
         instead of refusing it; fine-tune after removal.
@@ -66,6 +69,7 @@ class DPMConfig:
     preflight: bool = True
     graph_timeout_s: float | None = 300.0
     prune_through_norm: bool = False
+    head_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.rectify, dict):
@@ -103,6 +107,9 @@ class DPMConfig:
         _at_least("rectify.patience", r.patience, 1)
         if self.max_equivalence_error <= 0:
             raise ConfigError("max_equivalence_error must be > 0")
+        if self.head_ratio is not None:
+            _in_range("head_ratio", self.head_ratio, 0.0, 1.0, high_open=True,
+                      hint="the fraction of heads removed per attention module, e.g. 0.25")
         if self.graph_timeout_s is not None:
             _in_range("graph_timeout_s", self.graph_timeout_s, 0.0, float("inf"), low_open=True,
                       hint="seconds, or None for no limit")

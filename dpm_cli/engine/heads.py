@@ -245,7 +245,8 @@ def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlice
     raw.append((lay.out.weight, f"{name}:out.weight", 1, channels, channels))
     unit_of = torch.tensor([c // hd // per_kv for c in channels], dtype=torch.long)
     return GroupSlices(name=name, root=module, channels=len(channels), slices=merge_slices(raw), tp_group=None,
-                       unit_of=unit_of, remove=HeadRemoval(adapter, name, module, lay), macs_module=lay.macs_module)
+                       unit_of=unit_of, remove=HeadRemoval(adapter, name, module, lay), macs_module=lay.macs_module,
+                       kind="heads")
 
 
 def find_head_groups(model: nn.Module, ignored: list[nn.Module]) -> tuple[list[GroupSlices], dict[str, str]]:

@@ -94,14 +94,20 @@ def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: f
     cost.remove_many(removed)
     limits = Limits.from_config(groups, cfg)
     taken = _count_per_group(removed, len(groups))
+    blocked = removed | excluded
+    chosen: list[Key] = []
+    if cfg.head_ratio is not None:  # heads by their own ratio first; they are out of the ranking below
+        chosen = _select_heads(groups, cfg, _progress(cfg, target), blocked, scores, limits, taken)
+        cost.remove_many(chosen)
+        limits.max_prunable = [0 if g.kind == "heads" else cap for g, cap in zip(groups, limits.max_prunable)]
     if cfg.ranking == "global":
         affordable = None
         if cost_cap is not None:
             affordable = [c <= cost_cap * (1 + 1e-6) for c in cost.unit_costs(cfg.budget_kind)]
-        chosen = _select_global(cost, cfg, target, removed | excluded, scores, limits, taken, affordable)
-        chosen = _give_back(cost, cfg, target, chosen)
+        rest = _select_global(cost, cfg, target, blocked, scores, limits, taken, affordable)
+        chosen += _give_back(cost, cfg, target, rest)
     else:
-        chosen = _select_layerwise(groups, cost, cfg, target, removed | excluded, scores, limits, taken)
+        chosen += _select_layerwise(groups, cost, cfg, target, blocked, scores, limits, taken)
     reached = cost.kept(cfg.budget_kind)
     cost.restore_state(state)
     if reached > target + 1e-9:
@@ -109,6 +115,26 @@ def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: f
             f"budget {cfg.budget_kind} keep={target:.3f} cannot be reached under the per-layer limits "
             f"(best reachable: {reached:.3f}); raise max_layer_ratio, lower min_channels or round_to, "
             "or ignore fewer layers")
+    return chosen
+
+
+def _progress(cfg: DPMConfig, target: float) -> float:
+    """How far `target` is along the way from the whole model to the final budget (1 in the last round)."""
+    return 1.0 if cfg.budget >= 1.0 else min(1.0, max(0.0, (1.0 - target) / (1.0 - cfg.budget)))
+
+
+def _select_heads(groups: list[GroupSlices], cfg: DPMConfig, progress: float, blocked: set[Key],
+                  scores: list[torch.Tensor], limits: Limits, taken: list[int]) -> list[Key]:
+    """`head_ratio` of the heads of every head group (so far `progress` of it), least important first:
+    the same count in every layer of a uniform model, which a config's one head count can record."""
+    chosen: list[Key] = []
+    for gi, g in enumerate(groups):
+        if g.kind != "heads":
+            continue
+        want = min(int(round(cfg.head_ratio * progress * g.n_units)), limits.max_prunable[gi]) - taken[gi]
+        picked = [key for _, keys in _units(gi, scores[gi], blocked, 1)[:max(0, want)] for key in keys]
+        taken[gi] += len(picked)
+        chosen += picked
     return chosen
 
 

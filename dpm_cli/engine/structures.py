@@ -48,6 +48,7 @@ class GroupSlices:
     # Physical removal of a list of channels when torch-pruning cannot do it (attention heads).
     remove: Callable[[list[int]], object] | None = field(default=None, repr=False)
     macs_module: str | None = None  # a module whose counted MACs scale with the number of structures
+    kind: str = "channels"  # "heads": an attention module's heads (DPMConfig.head_ratio applies)
 
     @property
     def n_units(self) -> int:

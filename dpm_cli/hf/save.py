@@ -21,7 +21,7 @@ from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import DpmError, InputError
 from .load import captured_warnings
-from .prunable import FFN_WIDTH_KEYS, ffn_widths
+from .prunable import FFN_WIDTH_KEYS, ffn_widths, head_modules
 
 # Files of a source folder that describe more than the transformers model (sentence-transformers'
 # pooling and module list); copied so that e.g. SentenceTransformer(folder) loads the result too.
@@ -46,6 +46,26 @@ def standard_config_updates(model: nn.Module) -> dict[str, Any]:
         updates[key] = widths[0]
     updates.update(_head_updates(model))
     return updates
+
+
+def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> str | None:
+    """Why pruning `model` this way would give shapes its config cannot record (so output.hf would fail
+    after training), or None. Checked before training, from the recipe alone."""
+    config, name = model.config, type(model.config).__name__
+    fix = "or set output.hf: false (BASE.dpm.pt and BASE.pt2 hold any shape)"
+    if ranking != "layer" and ffn_widths(model) and any(getattr(config, k, None) is not None for k in FFN_WIDTH_KEYS):
+        return (f"{name} holds one FFN width for all layers, but pruning.ranking {ranking} prunes each layer "
+                f"differently: set pruning.ranking: layer for a Hugging Face folder, {fix}")
+    if head_ratio == 0 or not head_modules(model):
+        return None
+    if "head_dim" not in config.to_dict():
+        return (f"{name} cannot record pruned attention heads (its head size is hidden_size / "
+                f"num_attention_heads and transformers 5 has no pruned_heads): set pruning.head_ratio: 0 "
+                f"to keep the heads, {fix}")
+    if head_ratio is None:
+        return (f"{name} holds one head count for all layers, but heads compete in the budget layer by layer: "
+                f"set pruning.head_ratio (e.g. 0.25: the same heads removed from every layer) or 0, {fix}")
+    return None
 
 
 def head_counts(model: nn.Module) -> list[tuple[int, int]]:

@@ -99,9 +99,14 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     """A Hugging Face folder (the MODEL argument, else model.hf.path): model and tokenizer first (text
     data is tokenised by it), then the data."""
     from ..hf import load_hf, protected_modules, token_example
+    from ..hf.save import format_problem
 
     folder = Path(model_path or recipe.model.hf.path)
     loaded = load_hf(folder, recipe.model.hf.task)
+    if recipe.output.hf:  # before the data and the training: a folder that cannot be written is known now
+        problem = format_problem(loaded.model, recipe.pruning.ranking, recipe.pruning.head_ratio)
+        if problem:
+            raise ConfigError(problem)
     d, seq_len = recipe.data, recipe.model.seq_len
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples, tokenizer=loaded.tokenizer,
@@ -171,7 +176,7 @@ def dpm_config(recipe: Recipe, steps: int, protect: list[str] = ()) -> DPMConfig
         rectify=RectifyConfig(enabled=r.enabled and p.mode == "smooth", rate_quantile=r.rate_quantile, rate_threshold=r.rate_threshold,
                               len_threshold=r.len_threshold, patience=r.patience),
         max_equivalence_error=p.max_equivalence_error, seed=recipe.training.seed, preflight=p.preflight,
-        graph_timeout_s=p.graph_timeout_s, prune_through_norm=p.prune_through_norm)
+        graph_timeout_s=p.graph_timeout_s, prune_through_norm=p.prune_through_norm, head_ratio=p.head_ratio)
 
 
 def shape_mismatch(shape: list[int], sample: list[int]) -> str | None:

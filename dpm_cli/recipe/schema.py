@@ -138,6 +138,7 @@ class PruningSection:
     max_equivalence_error: float = opt(1.0e-4, "float", "largest output difference allowed between the decayed and the compact model", gt=0)
     preflight: bool = opt(True, "bool", "before training, zero and remove what the run would prune (then undo it), so a model torch-pruning cannot shrink fails in seconds")
     graph_timeout_s: float = opt(300.0, "float", "stop building torch-pruning's dependency graph after this many seconds", gt=0)
+    head_ratio: float | None = opt(None, "float", "fraction of the heads removed from every attention module pruned by heads (0 keeps them; like torch-pruning's head_pruning_ratio); the rest of the budget comes from the other structures. null: heads compete in the one budget", ge=0, lt=1, nullable=True)
     prune_through_norm: bool = opt(False, "bool", "also prune channels coupled through LayerNorm/GroupNorm (residual width of ConvNeXt, ViT, BERT); not exact: the drift is reported and the compact model is fine-tuned after removal")
     post_removal_steps: int | None = opt(None, "int", "with prune_through_norm: optimizer steps of fine-tuning after removal (default 10% of training.steps, at least 1)", ge=1, nullable=True)
 
