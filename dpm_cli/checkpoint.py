@@ -98,7 +98,8 @@ def atomic_save(obj: Any, path: str | os.PathLike, *, force: bool = False) -> Pa
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary path in the target folder, then rename it onto `path`.
 
-    The temporary name keeps the target's suffix (torch.export insists on '.pt2').
+    The temporary name keeps the target's suffix (torch.export insists on '.pt2'). The file gets the
+    mode any new file gets (0666 less the umask), not mkstemp's private 0600: outputs are meant to be shared.
     """
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -110,7 +111,14 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask

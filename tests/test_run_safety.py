@@ -160,3 +160,16 @@ def test_run_dir_that_is_a_file(tmp_path, capsys, resume):
                            capsys)
     assert code == 2
     one_error_line(err)
+
+
+def test_atomic_outputs_get_the_usual_file_mode_not_a_private_one(tmp_path):
+    """mkstemp creates 0600 files; an output is meant to be shared, so it gets 0666 less the umask."""
+    from dpm_cli.checkpoint import write_atomically
+
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "model.pt"
+        write_atomically(target, lambda tmp: tmp.write_bytes(b"x"))
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644

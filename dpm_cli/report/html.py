@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -89,16 +88,9 @@ def write_html(path: str | Path, text: str) -> Path:
 
     def write(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
-        os.chmod(tmp, 0o666 & ~_umask())  # a page to share: the usual mode, not mkstemp's 0600
 
     write_atomically(path, write)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # ---------------------------------------------------------------------------------------- tables
