@@ -111,3 +111,17 @@ def test_dpm_train_refuses_an_existing_run_and_writes_nothing(tmp_path, capsys):
     code, _, err = run_cli(["train", "-r", recipe, "--run-dir", tmp_path / "dense"], capsys)
     assert code == 2 and "not a dpm run directory" in err
     assert sorted(p.name for p in (tmp_path / "dense").iterdir()) == ["keep.txt"]
+
+
+def test_batchnorm_is_re_estimated_once_at_the_last_step(tmp_path, capsys, monkeypatch):
+    """The last evaluation re-estimates the statistics; finishing the run must not do it again."""
+    from cli_helpers import run_cli, write_checkpoint, write_recipe
+
+    from dpm_cli.training.loop import Trainer
+
+    calls = []
+    real = Trainer.recalibrate
+    monkeypatch.setattr(Trainer, "recalibrate", lambda self: calls.append(self.position.step) or real(self))
+    code, _, err = run_cli(["prune", write_checkpoint(tmp_path), "-r", write_recipe(tmp_path, steps=14)], capsys)
+    assert code == 0, err
+    assert calls and calls[-1] == 14 and calls.count(14) == 1

@@ -184,8 +184,9 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
             result: Any, record: dict[str, Any]) -> PruneSummary:
     macs_before, params_before, before = dense
     model = pruner.model
-    if recipe.pruning.recalibrate_bn.enabled:
-        trainer.recalibrate()  # stale BatchNorm statistics would hide the real accuracy
+    if recipe.pruning.recalibrate_bn.enabled and trainer.recalibrated_at != trainer.position.step:
+        trainer.recalibrate()  # stale BatchNorm statistics would hide the real accuracy (the fixed
+        # batches give the same statistics again, so a re-estimation at this step is not repeated)
     decayed = evaluate(model, ctx.val_loader, objective, ctx.device)
     compacted = pruner.compact()
     notes = list(ctx.notes)

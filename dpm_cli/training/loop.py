@@ -95,6 +95,7 @@ class Trainer:
         self.reporter = reporter if (reporter is not None and dist.is_main) else SilentReporter()
         self.dist, self.hooks = dist, hooks or TrainerHooks()
         self.position = Position()
+        self.recalibrated_at: int | None = None  # the step of the last BatchNorm re-estimation
         self.result = TrainResult(0)
         self._events_written = 0
         self._saved_step: int | None = None  # step of the state on disk (all finite), None before the first save
@@ -334,6 +335,7 @@ class Trainer:
         """Re-estimate BatchNorm statistics on the first training batches (a fixed, repeatable set)."""
         batches = (move(split_batch(b)[0], self.device) for b in self._calibration_batches())
         # The bare model: every rank sees the same batches, so no DDP buffer broadcast is needed.
+        self.recalibrated_at = self.position.step
         return recalibrate_batchnorm(self.dist.unwrap(self.model), batches, self.options.recalibrate_batches)
 
     def _calibration_batches(self) -> Any:
