@@ -69,18 +69,18 @@ def describe(inputs: Any) -> str:
     return ", ".join(one(t) for t in tensors(inputs))
 
 
-def output_fields(out: Any) -> dict[str, torch.Tensor]:
-    """Every tensor of a model output by name: 'output' for a tensor, '0', '1'... for a tuple, the keys
-    of a dict or `ModelOutput` (nested tuples, e.g. hidden_states, as 'hidden_states.3')."""
+def output_fields(out: Any, prefix: str = "output") -> dict[str, torch.Tensor]:
+    """Every tensor in a (nested) tuple/list/dict/ModelOutput, keyed by where it sits: 'output' for a
+    tensor, 'output[1]' in a tuple, 'output.logits' in a dict or ModelOutput; other leaves are skipped."""
     if torch.is_tensor(out):
-        return {"output": out}
-    items = out.items() if isinstance(out, dict) else enumerate(out) if isinstance(out, (tuple, list)) else []
+        return {prefix: out}
     fields: dict[str, torch.Tensor] = {}
-    for key, value in items:
-        if torch.is_tensor(value):
-            fields[str(key)] = value
-        elif isinstance(value, (tuple, list, dict)):
-            fields.update({f"{key}.{k}": v for k, v in output_fields(value).items()})
+    if isinstance(out, dict):  # ModelOutput is an OrderedDict
+        for key, value in out.items():
+            fields.update(output_fields(value, f"{prefix}.{key}"))
+    elif isinstance(out, (tuple, list)):
+        for i, value in enumerate(out):
+            fields.update(output_fields(value, f"{prefix}[{i}]"))
     return fields
 
 

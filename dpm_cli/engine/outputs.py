@@ -17,21 +17,8 @@ import torch_pruning as tp
 from torch_pruning import utils as tp_utils
 
 from ..batch import call_model as run_model  # noqa: F401  (the engine's name for it)
+from ..batch import output_fields  # noqa: F401  (re-exported: engine callers use it from here)
 from ..errors import EquivalenceError
-
-
-def output_fields(out: Any, prefix: str = "output") -> dict[str, torch.Tensor]:
-    """Every tensor in a (nested) tuple/list/dict/ModelOutput, keyed by where it sits."""
-    if torch.is_tensor(out):
-        return {prefix: out}
-    fields: dict[str, torch.Tensor] = {}
-    if isinstance(out, dict):  # ModelOutput is an OrderedDict
-        for key, value in out.items():
-            fields.update(output_fields(value, f"{prefix}.{key}"))
-    elif isinstance(out, (tuple, list)):
-        for i, value in enumerate(out):
-            fields.update(output_fields(value, f"{prefix}[{i}]"))
-    return fields
 
 
 class OutputCapture:

@@ -169,5 +169,5 @@ def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance
         other = got.get(name)
         error = relative_error(value.float(), other.float()) if other is not None else float("inf")
         if error > tolerance:
-            raise HFFormatError(f"the saved folder does not reproduce output {name!r} of the compact model "
+            raise HFFormatError(f"the saved folder does not reproduce {name} of the compact model "
                                 f"(relative difference {error:.1e}, allowed {tolerance:g})")
