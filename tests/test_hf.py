@@ -29,9 +29,9 @@ def bert(tmp_path):
     return bert_folder(tmp_path / "bert")
 
 
-def _prune_now(model, example, keep=0.8, ranking="layer", head_ratio=0.0, heads=True):
+def _prune_now(model, example, keep=0.8, ranking="layer", head_ratio=0.0, heads=True, kind="macs"):
     """Select and zero FFN channels at once, then compact: what a finished decay leaves."""
-    cfg = DPMConfig(budget=keep, decay_steps=1, ranking=ranking, ignore=protected_modules(model, heads=heads),
+    cfg = DPMConfig(budget=keep, budget_kind=kind, decay_steps=1, ranking=ranking, ignore=protected_modules(model, heads=heads),
                     head_ratio=head_ratio)
     pruner = DecayPruner(model, example, cfg)
     keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(), score_groups(pruner.groups, "magnitude", 0))
@@ -378,3 +378,14 @@ def test_cli_heads_on_bert_refused_for_a_folder_before_training_and_pruned_witho
 def test_head_ratio_is_a_fraction_below_one():
     with pytest.raises(ConfigError, match="head_ratio"):
         DPMConfig(head_ratio=1.0)
+
+
+@pytest.mark.parametrize("head_ratio,heads", [(0.0, 4), (0.25, 3)])
+def test_channels_budget_counts_ffn_units_when_heads_are_fixed(bert, head_ratio, heads):
+    """With head_ratio set, `kind: channels, keep: 0.5` is half of the FFN units, whatever the heads do
+    (it was half of FFN units and head channels together: 62.5% of the FFN with every head kept)."""
+    loaded = load_hf(bert)
+    _prune_now(loaded.model, token_example(loaded.tokenizer, 24), keep=0.5, head_ratio=head_ratio, kind="channels")
+    layers = loaded.model.encoder.layer
+    assert [a.intermediate.dense.out_features for a in layers] == [32, 32]
+    assert [a.attention.self.num_attention_heads for a in layers] == [heads, heads]

@@ -32,10 +32,15 @@ class Totals:
 class CostModel:
     """Incremental projection of the model's cost under a growing set of removed structures."""
 
-    def __init__(self, model: nn.Module, example_inputs: Any, groups: list[GroupSlices]):
+    def __init__(self, model: nn.Module, example_inputs: Any, groups: list[GroupSlices], *,
+                 count_head_channels: bool = True):
+        """`count_head_channels=False`: the channels budget counts only the structures that are not
+        attention heads (when DPMConfig.head_ratio fixes the heads, the budget is about the rest)."""
         count = count_model(model, example_inputs)
         per_sample = 1.0 / _batch_size(example_inputs)
-        self.original = Totals(count.macs * per_sample, float(count.params), sum(g.channels for g in groups))
+        counted = [count_head_channels or g.kind != "heads" for g in groups]
+        self.original = Totals(count.macs * per_sample, float(count.params),
+                               sum(g.channels for g, c in zip(groups, counted) if c))
         self._param_size: dict[int, torch.Size] = {}
         # MACs of each conv/linear, keyed by its weight; everything else (attention matmuls, ...) is fixed
         self._param_macs: dict[int, float] = {}
@@ -48,7 +53,7 @@ class CostModel:
         self._touches: list[list[list[tuple[int, int, int]]]] = []
         self._sizes: list[list[int]] = []  # channels per structure
         self._extra: list[float] = []  # MACs outside conv/linear weights that one structure carries
-        for g in groups:
+        for g, counts_channels in zip(groups, counted):
             unit_of = g.unit_index()
             per_unit: list[list[tuple[int, int, int]]] = [[] for _ in range(g.n_units)]
             for s, counts in g.removal_counts():
@@ -57,7 +62,8 @@ class CostModel:
                 for u in torch.nonzero(counts).flatten().tolist():
                     per_unit[u].append((id(s.param), s.dim, int(counts[u])))
             self._touches.append(per_unit)
-            self._sizes.append(torch.bincount(unit_of, minlength=g.n_units).tolist())
+            sizes = torch.bincount(unit_of, minlength=g.n_units)
+            self._sizes.append((sizes if counts_channels else torch.zeros_like(sizes)).tolist())
             self._extra.append(row_macs.get(g.macs_module, 0.0) / g.n_units if g.macs_module else 0.0)
         self._unit_costs: dict[str, list[float]] = {}
         self.reset()

@@ -52,7 +52,7 @@ class DecayPruner:
                                 through_norm=self.config.prune_through_norm)
         self.graph, self.groups = found.graph, found.groups
         self.skipped, self.classifier, self.protected = found.skipped, found.classifier, found.protected
-        self.cost = CostModel(model, example_inputs, self.groups)
+        self.cost = CostModel(model, example_inputs, self.groups, count_head_channels=self.config.head_ratio is None)
         self.layout = FlatLayout(self.groups)
         # One state over all channels (the hot path) with per-group views (selection, reports).
         self.state = GroupState(self.layout.channels)
