@@ -1,8 +1,9 @@
-"""What dpm prunes in a transformers model: the FFN intermediate width; everything else is protected.
+"""What dpm prunes in a transformers model: FFN intermediate width and attention heads; nothing else.
 
 The FFN's input projection(s) root one group per layer whose channels are the intermediate units (the
-down projection's input slice follows). Attention projections are protected here because a hidden
-index is not a head: head pruning is a separate structure (see the coverage issue), and so are the
+down projection's input slice follows). Attention is pruned by whole heads: the projections of every
+attention module a head adapter recognises (`engine.heads`: BERT-style and Llama-style) are left to
+it; a hidden index of any other attention is not a head, so those are protected, and so are the
 pooler, the task head and the residual stream (which runs through LayerNorm and is skipped anyway).
 Protection uses dpm's ordinary mechanism, the ignore list (`DPMConfig.ignore`).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from ..engine.heads import ADAPTERS
 from ..errors import ConfigError
 
 # Names (suffixes) of FFN input projections across the common families: BERT/RoBERTa/MiniLM/ViT,
@@ -27,16 +29,22 @@ def ffn_roots(model: nn.Module) -> list[str]:
             if isinstance(m, nn.Linear) and any(name == s or name.endswith("." + s) for s in FFN_INPUTS)]
 
 
-def protected_modules(model: nn.Module) -> list[str]:
-    """Every Linear/Conv that is not an FFN input projection: ignore these and only FFN width is pruned.
+def head_modules(model: nn.Module) -> list[str]:
+    """Names of the attention modules the engine prunes by whole heads."""
+    return [name for name, m in model.named_modules() if any(a.matches(m) for a in ADAPTERS)]
 
-    Hook for attention-head pruning: an engine that prunes heads as whole structures removes the
-    attention projections it handles from this list."""
+
+def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
+    """Every Linear/Conv that is neither an FFN input projection nor (with `heads`) inside an attention
+    module pruned by heads: ignore these and only FFN width and heads are pruned."""
     roots = set(ffn_roots(model))
     if not roots:
         raise ConfigError(f"dpm does not recognise the feed-forward layers of {type(model).__name__} "
                           f"(it looks for modules named *.{', *.'.join(FFN_INPUTS[:4])}, ...); "
                           "prune it as a plain module with your own pruning.ignore patterns")
+    if heads:
+        roots |= {name for attn in head_modules(model)
+                  for name, m in model.get_submodule(attn).named_modules(prefix=attn) if isinstance(m, PRUNABLE_TYPES)}
     return [name for name, m in model.named_modules()
             if name and isinstance(m, PRUNABLE_TYPES) and name not in roots]
 
