@@ -206,7 +206,7 @@ def _check_hf_kwargs(kwargs: dict[str, Any], refusal: str) -> None:
                               "class name (e.g. 'BertModel'); " + _TRUST_HINT)
     why = config_problem(kwargs.get("config"))
     if why:
-        raise CheckpointError(f"{refusal} with {why}; " + _TRUST_HINT)
+        raise CheckpointError(f"{refusal}, whose {why}; " + _TRUST_HINT)
 
 
 def load_in_kwargs(kwargs: Any, where: str = "") -> str | None:
