@@ -1,6 +1,7 @@
 """The pickle-free dpm artifact: enough to rebuild a compact model without unpickling any code.
 
-It holds the model factory and its keyword arguments, the example input shape, the torch-pruning
+It holds the model factory and its keyword arguments, the example input (a float input's shape, or,
+for token models, the example tensors themselves: integer ids cannot be made up), the torch-pruning
 pruning history of every dpm run the model went through (one stage per run, so a pruned model can be
 pruned again), and the weights. Loading is one way: `parse_artifact` checks every field (no import),
 `dpm_cli.trust.artifact_builder` decides whether the factory may run, `rebuild_artifact` sizes the model
@@ -28,30 +29,50 @@ MAX_MODULES = 20_000  # submodules of one model (ResNet-1001 has about 3,000, la
 
 @dataclass
 class Provenance:
-    """How to rebuild a model's architecture: factory, arguments, input shape and pruning stages."""
+    """How to rebuild a model's architecture: factory, arguments, example input and pruning stages.
+
+    The example input is `input_shape` (a float tensor of zeros) or `example_inputs`, the tensors
+    themselves (one, or a dict passed as keyword arguments: a tokenizer's input_ids and masks)."""
 
     factory: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     input_shape: list[int] | None = None
     stages: list[list] = field(default_factory=list)
+    example_inputs: torch.Tensor | dict[str, torch.Tensor] | None = None
 
     def with_stage(self, history: list) -> "Provenance":
-        return Provenance(self.factory, dict(self.kwargs), self.input_shape, [*self.stages, history])
+        return Provenance(self.factory, dict(self.kwargs), self.input_shape, [*self.stages, history],
+                          self.example_inputs)
+
+    def example(self) -> Any:
+        """The input the stages are replayed on (and a report counts at)."""
+        if self.example_inputs is not None:
+            return self.example_inputs
+        return torch.zeros(self.input_shape)
 
 
 def make_artifact(model: nn.Module, provenance: Provenance, metadata: dict[str, Any] | None = None) -> dict:
-    if provenance.input_shape is None:
+    if provenance.input_shape is None and provenance.example_inputs is None:
         raise CheckpointError("an artifact needs the example input shape (recipe model.input_shape)")
-    return {
+    art = {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,
         "factory": provenance.factory,
         "factory_kwargs": dict(provenance.kwargs),
-        "input_shape": list(provenance.input_shape),
+        "input_shape": None if provenance.input_shape is None else list(provenance.input_shape),
         "stages": [[_entry(step) for step in stage] for stage in provenance.stages],
         "metadata": dict(metadata or {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
+    if provenance.example_inputs is not None:  # an addition: artifacts without it read as before
+        art["example_inputs"] = _plain_inputs(provenance.example_inputs)
+    return art
+
+
+def _plain_inputs(inputs: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+    if torch.is_tensor(inputs):
+        return inputs.detach().cpu().clone()
+    return {str(k): v.detach().cpu().clone() for k, v in inputs.items()}
 
 
 def is_artifact(obj: Any) -> bool:
@@ -86,14 +107,10 @@ def parse_artifact(obj: Any, source: str = "<artifact>") -> Provenance:
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
         raise bad("'factory_kwargs' must be a mapping of argument names to values")
     check_plain(kwargs, f"{source}: factory_kwargs")
+    example = _check_example_inputs(obj.get("example_inputs"), bad)
     shape = obj.get("input_shape")
-    if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8
-            or not all(type(d) is int and 0 < d <= 2**31 for d in shape)):
-        raise bad(f"'input_shape' must be a list of 1 to 8 positive integers, got {show(shape, 60)}")
-    numel = math.prod(shape)
-    if numel > MAX_INPUT_NUMEL:
-        raise bad(f"'input_shape' {list(shape)} would need a {numel * 4 / 2**30:.1f} GiB example input "
-                  f"(at most {MAX_INPUT_NUMEL * 4 / 2**30:.1f} GiB)")
+    if shape is not None or example is None:
+        _check_shape(shape, bad)
     stages = obj.get("stages", [])
     _check_stages(stages, bad)
     if not isinstance(obj.get("metadata", {}), dict):
@@ -106,7 +123,48 @@ def parse_artifact(obj: Any, source: str = "<artifact>") -> Provenance:
             raise bad(f"state_dict entry {show(key, 60)} is a {type(value).__name__}, not a tensor")
         if value.is_meta or value.layout != torch.strided:
             raise bad(f"state_dict entry {show(key, 60)} is not a dense tensor with data")
-    return Provenance(factory, dict(kwargs), list(shape), [[list(step) for step in stage] for stage in stages])
+    return Provenance(factory, dict(kwargs), None if shape is None else list(shape),
+                      [[list(step) for step in stage] for stage in stages], example)
+
+
+def _check_shape(shape: Any, bad) -> None:
+    if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8
+            or not all(type(d) is int and 0 < d <= 2**31 for d in shape)):
+        raise bad(f"'input_shape' must be a list of 1 to 8 positive integers, got {show(shape, 60)}")
+    numel = math.prod(shape)
+    if numel > MAX_INPUT_NUMEL:
+        raise bad(f"'input_shape' {list(shape)} would need a {numel * 4 / 2**30:.1f} GiB example input "
+                  f"(at most {MAX_INPUT_NUMEL * 4 / 2**30:.1f} GiB)")
+
+
+_INPUT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
+                 torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_ID_DTYPES = _INPUT_DTYPES[:5]
+MAX_INPUTS = 16  # keyword inputs of one example (input_ids, attention_mask, token_type_ids, ...)
+
+
+def _check_example_inputs(inputs: Any, bad) -> torch.Tensor | dict[str, torch.Tensor] | None:
+    """None, one tensor, or a dict of keyword names to tensors: dense, plain dtypes, bounded size,
+    integer ids in [0, 2**31) (an embedding lookup is the only thing they may index)."""
+    if inputs is None:
+        return None
+    items = {"": inputs} if torch.is_tensor(inputs) else inputs
+    if (not isinstance(items, dict) or not 1 <= len(items) <= MAX_INPUTS
+            or not all(isinstance(k, str) and (k == "" or (k.isidentifier() and not k.startswith("_")))
+                       for k in items)):
+        raise bad(f"'example_inputs' must be a tensor or a mapping of 1 to {MAX_INPUTS} argument names to tensors")
+    numel = 0
+    for key, value in items.items():
+        what = f"example input {key!r}" if key else "the example input"
+        if (not isinstance(value, torch.Tensor) or value.is_meta or value.layout != torch.strided
+                or value.dtype not in _INPUT_DTYPES or not 1 <= value.dim() <= 8):
+            raise bad(f"{what} must be a dense integer, bool or float tensor of 1 to 8 dimensions")
+        numel += value.numel()
+        if numel > MAX_INPUT_NUMEL:
+            raise bad(f"the example inputs hold more than {MAX_INPUT_NUMEL} values")
+        if value.dtype in _ID_DTYPES and value.numel() and (int(value.min()) < 0 or int(value.max()) >= 2**31):
+            raise bad(f"{what} holds integers outside [0, 2**31)")
+    return inputs
 
 
 HEADS_TAG = "dpm:heads"  # engine.heads.HISTORY_TAG, spelled out: parsing imports no engine code
@@ -218,15 +276,21 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
     """Apply each recorded pruning stage, each on a graph traced from the model as it then was."""
     import torch_pruning as tp  # here, not at the top: loading a plain state_dict needs no tracer
 
+    from .batch import call_model, describe
+    from .engine.outputs import OutputCapture
+
     was_training = model.training
-    example = torch.zeros(prov.input_shape)
+    example = prov.example()
     for stage in prov.stages:
         from .engine.heads import HISTORY_TAG, replay_heads
 
-        try:
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        except Exception as err:  # the model does not run on the recorded input shape
-            raise CheckpointError(f"the artifact's input_shape {prov.input_shape} does not fit its model "
+        try:  # traced as the engine traced it: keyword inputs, every output field (a ModelOutput)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=call_model,
+                                                          output_transform=OutputCapture())
+        except Exception as err:  # the model does not run on the recorded example input
+            what = (f"input_shape {prov.input_shape}" if prov.example_inputs is None
+                    else f"example inputs ({describe(example)})")
+            raise CheckpointError(f"the model does not run on the artifact's {what} "
                                   f"({type(err).__name__}: {show(str(err)[:120])})") from err
         try:
             graph.load_pruning_history([list(step) for step in stage if step[0] != HISTORY_TAG])

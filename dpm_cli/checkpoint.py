@@ -2,9 +2,10 @@
 
 Three kinds of checkpoint come in:
 - a state_dict (loaded with ``weights_only=True``) plus a model factory ``package.module:callable``;
-- a dpm artifact (what ``dpm prune`` writes): factory, factory kwargs, example input shape, the
-  torch-pruning history and the weights; rebuilt without unpickling any code, and its factory runs only
-  when `dpm_cli.trust` allows it (an allow-listed builder, the factory the caller named, or trust);
+- a dpm artifact (what ``dpm prune`` writes): factory, factory kwargs, example input shape (or, for
+  token models, the example inputs themselves), the torch-pruning history and the weights; rebuilt
+  without unpickling any code, and its factory runs only when `dpm_cli.trust` allows it (an
+  allow-listed builder, the factory the caller named, or trust);
 - a whole pickled module (``torch.save(model)``): loading it runs code from the file, so it is
   refused unless the caller passes ``trust=True`` (``--trust-checkpoint`` on the CLI).
 

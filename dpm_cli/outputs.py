@@ -117,9 +117,10 @@ def write_outputs(model: nn.Module, example_inputs: Any, plan: OutputPlan,
         if fmt == "module":
             atomic_save(model, path, force=plan.force)
         elif fmt == "artifact":
-            if provenance is None and _is_hf(model):
-                written.notes.append("artifact not written: a Hugging Face model has no dpm factory; "
-                                     "set output.hf: true for a folder that from_pretrained loads")
+            if provenance is None and _is_hf(model):  # the reason is a note from loading the model
+                written.notes.append("artifact not written: this Hugging Face model cannot be rebuilt from "
+                                     "its config (see the note above); a .pt2 program (output.formats: export) "
+                                     "holds it without pickle")
                 continue
             if provenance is None:
                 written.notes.append("artifact not written: the model came from a pickled module, so dpm "

@@ -111,13 +111,16 @@ def artifact_builder(factory: str, kwargs: dict[str, Any], *, named: str | None 
     key = None if is_named else _allow_listed_name(factory)
     if key is None and not is_named:
         raise CheckpointError(f"{refusal}, which is not an allowed model builder (dpm_cli.models, "
-                              "torchvision.models, timm:create_model) nor the factory you named; " + _TRUST_HINT)
+                              "torchvision.models, timm:create_model, dpm_cli.models.hf_config:from_config) nor the "
+                              "factory you named; " + _TRUST_HINT)
     # The user's own factory with the user's own kwargs may read what they name; artifact kwargs may not.
     why = None if is_named and kwargs == (named_kwargs or {}) else load_in_kwargs(kwargs)
     if why:
         raise CheckpointError(f"{refusal} with {why}, which could load or download another file; " + _TRUST_HINT)
     if is_named:
         return resolve_factory(factory)
+    if key == _HF:
+        _check_hf_kwargs(kwargs, refusal)
     try:
         fn = _allowed_builder(*key)
     except ImportError as err:  # e.g. a torchvision built for another torch: still one line, exit 2
@@ -190,6 +193,20 @@ def _check_timm_name(kwargs: dict[str, Any], refusal: str) -> None:
     if not isinstance(name, str) or name not in _import("timm").list_models():
         raise CheckpointError(f"{refusal} with model_name {show(name)}, which is not one of timm's "
                               "architectures (timm.list_models()); " + _TRUST_HINT)
+
+
+def _check_hf_kwargs(kwargs: dict[str, Any], refusal: str) -> None:
+    """A transformers class name (one identifier: the builder looks it up in `transformers` only) and a
+    config with no file, hub or remote-code keys; checked before transformers is imported."""
+    from .models.hf_config import config_problem
+
+    name = kwargs.get("architecture")
+    if not isinstance(name, str) or not _IDENT.fullmatch(name) or name.startswith("_"):
+        raise CheckpointError(f"{refusal} with architecture {show(name, 60)}, which is not a transformers model "
+                              "class name (e.g. 'BertModel'); " + _TRUST_HINT)
+    why = config_problem(kwargs.get("config"))
+    if why:
+        raise CheckpointError(f"{refusal}, whose {why}; " + _TRUST_HINT)
 
 
 def load_in_kwargs(kwargs: Any, where: str = "") -> str | None:

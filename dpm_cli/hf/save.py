@@ -4,7 +4,8 @@ After compaction the modules are smaller than the config says (`intermediate_siz
 columns left), and `from_pretrained` then either fails or, with `ignore_mismatched_sizes`, silently
 re-initialises the layers. So the config is rewritten from the modules' real shapes first; a shape
 the config cannot express (a different FFN width or head count per layer) is refused with one line,
-and the dpm artifact and the torch.export program remain the way to ship such a model.
+and the dpm artifact (`dpm_cli.hf.artifact`: rebuilt from the plain config and the pruning history)
+and the torch.export program remain the way to ship such a model.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def standard_config_updates(model: nn.Module) -> dict[str, Any]:
         if len(set(widths)) > 1:
             raise HFFormatError(
                 f"the FFN widths differ per layer ({widths}) but {type(config).__name__} holds one {key}; "
-                "prune with pruning.ranking: layer for equal widths (the .dpm.pt artifact and .pt2 hold this model)")
+                "prune with pruning.ranking: layer for equal widths, or ship the dpm artifact (.dpm.pt) or .pt2 program")
         updates[key] = widths[0]
     updates.update(_head_updates(model))
     return updates
@@ -95,7 +96,7 @@ def _head_updates(model: nn.Module) -> dict[str, Any]:
     raise HFFormatError(
         f"the attention head counts per layer ({[q for q, _ in counts]}) cannot be written in a "
         f"{type(config).__name__}: its head size is hidden_size / num_attention_heads and transformers 5 "
-        "has no pruned_heads (the .dpm.pt artifact and .pt2 hold this model)")
+        "has no pruned_heads; ship the dpm artifact (.dpm.pt) or .pt2 program instead")
 
 
 def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs: Any = None, *,

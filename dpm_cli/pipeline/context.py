@@ -99,6 +99,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     """A Hugging Face folder (the MODEL argument, else model.hf.path): model and tokenizer first (text
     data is tokenised by it), then the data."""
     from ..hf import load_hf, protected_modules, token_example
+    from ..hf.artifact import hf_provenance
     from ..hf.save import format_problem
 
     folder = Path(model_path or recipe.model.hf.path)
@@ -122,7 +123,10 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
         notes.append(f"MACs are counted on one sequence of {seq_len} tokens (model.seq_len)")
     else:  # no tokenizer: the first validation sample is the example
         example = first_rows(split_batch(next(iter(val_loader)))[0], 1)
-    ctx = RunContext(recipe, device, data, train_loader, val_loader, loaded.model.to(device), example, None,
+    provenance, why = hf_provenance(loaded.model, example)  # the config before pruning: what the artifact rebuilds
+    if why and "artifact" in recipe.output.formats:
+        notes.append(f"no .dpm.pt artifact will be written: {why}")
+    ctx = RunContext(recipe, device, data, train_loader, val_loader, loaded.model.to(device), example, provenance,
                      folder, notes, loaded.tokenizer, protected_modules(loaded.model))
     _check_outputs(ctx)
     return ctx

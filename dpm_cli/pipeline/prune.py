@@ -227,7 +227,9 @@ def _write_hf(ctx: RunContext, model: nn.Module, outputs: OutputPlan, summary: P
         folder = save_hf(model, ctx.tokenizer, outputs.hf_path(), move(ctx.example_inputs, "cpu"),
                          force=outputs.force, source=ctx.model_path)
     except HFFormatError as err:
-        summary.notes.append(f"Hugging Face folder not written: {err}")
+        kept = [summary.outputs[f] for f in ("artifact", "export") if f in summary.outputs]
+        where = f"; the compact model is in {' and '.join(kept)}" if kept else ""
+        summary.notes.append(f"Hugging Face folder not written: {err}{where}")
         return
     summary.outputs["hf"] = str(folder)
 

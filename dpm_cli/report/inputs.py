@@ -112,8 +112,9 @@ def _from_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ModelSetup:
 
 def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False) -> tuple[nn.Module, Any]:
     """Load a checkpoint the way every dpm command does (see `dpm_cli.checkpoint`); also return the
-    input shape a dpm artifact recorded (None for other checkpoints). A Hugging Face folder gives its
-    model and, in place of a shape, ready token inputs: its tokenizer's sample at `setup.seq_len` tokens."""
+    input shape a dpm artifact recorded (None for other checkpoints), or the token inputs it stored. A
+    Hugging Face folder gives its model and, in place of a shape, ready token inputs: its tokenizer's
+    sample at `setup.seq_len` tokens."""
     from .. import checkpoint
     from ..hf import is_hf_folder
 
@@ -128,6 +129,9 @@ def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False)
     if not hasattr(checkpoint, "load_checkpoint"):  # older checkpoint module: no provenance
         return checkpoint.load_model(path, **kwargs), None
     loaded = checkpoint.load_checkpoint(path, **kwargs)
+    inputs = getattr(loaded.provenance, "example_inputs", None)
+    if isinstance(inputs, dict):  # a token model's artifact: its stored inputs, at the length it was pruned at
+        return loaded.model, inputs
     shape = getattr(loaded.provenance, "input_shape", None)
     return loaded.model, tuple(int(d) for d in shape) if shape else None
 

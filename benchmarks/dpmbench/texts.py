@@ -1,0 +1,79 @@
+"""Text that ships on every machine, for calibrating and judging a pruned sentence encoder.
+
+Three kinds, so that a model tuned on one is judged on another:
+- `pydoc`: Python's documentation topics (`pydoc_data.topics`, what `data.source: pydoc` reads);
+- `docstrings`: docstrings of the standard library's own modules, read with `ast` (nothing imported);
+- `prose`: English prose that is not about Python: the licence texts Debian ships in
+  /usr/share/common-licenses, Python's LICENSE.txt, and scikit-learn's dataset descriptions.
+Every list is deterministic (sorted files, fixed seeds) and deduplicated.
+"""
+from __future__ import annotations
+
+import ast
+import random
+import re
+import sysconfig
+from pathlib import Path
+
+MIN_CHARS = 60
+
+
+def _paragraphs(text: str) -> list[str]:
+    out = []
+    for block in re.split(r"\n\s*\n", text):
+        flat = " ".join(block.split())
+        letters = sum(c.isalpha() for c in flat)
+        # prose, not tables, rules or code: mostly letters and spaces
+        if len(flat) >= MIN_CHARS and letters >= 0.7 * len(flat.replace(" ", "")) and flat.count("|") < 3:
+            out.append(flat)
+    return out
+
+
+def _sample(items: list[str], limit: int | None, seed: int) -> list[str]:
+    unique = list(dict.fromkeys(items))
+    random.Random(seed).shuffle(unique)
+    return unique if limit is None else unique[:limit]
+
+
+def pydoc(limit: int | None = None, seed: int = 0) -> list[str]:
+    from dpm_cli.data.text import pydoc_paragraphs
+
+    return _sample(pydoc_paragraphs(), limit, seed)
+
+
+def docstrings(limit: int | None = 600, seed: int = 0) -> list[str]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo", "__pycache__"}
+    texts: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        if skip & set(path.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    texts.extend(_paragraphs(doc))
+    return _sample(texts, limit, seed)
+
+
+def prose(limit: int | None = 600, seed: int = 0) -> list[str]:
+    files = sorted(p for p in Path("/usr/share/common-licenses").glob("*") if p.is_file() and not p.is_symlink())
+    files.append(Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt")
+    try:
+        import sklearn
+
+        files += sorted((Path(sklearn.__file__).parent / "datasets" / "descr").glob("*.rst"))
+    except ImportError:
+        pass
+    texts: list[str] = []
+    for path in files:
+        if path.is_file():
+            texts.extend(_paragraphs(path.read_text(encoding="utf-8", errors="replace")))
+    return _sample(texts, limit, seed)
+
+
+KINDS = {"pydoc": pydoc, "docstrings": docstrings, "prose": prose}
