@@ -53,6 +53,8 @@ def ffn_widths(model: nn.Module) -> list[int]:
     """The intermediate width of every FFN, in layer order (gate and up projections count once)."""
     widths: dict[str, int] = {}
     for name in ffn_roots(model):
-        layer = name.rsplit(".", 2)[0] if name.count(".") >= 2 else name
-        widths.setdefault(layer, model.get_submodule(name).out_features)
+        # the layer is what precedes the matched suffix: "layers.0" for layers.0.fc1 (OPT) and for
+        # layers.0.mlp.gate_proj / up_proj (Llama: counted once), "encoder.layer.0" for BERT
+        suffix = max((s for s in FFN_INPUTS if name == s or name.endswith("." + s)), key=len)
+        widths.setdefault(name[:-len(suffix)].rstrip("."), model.get_submodule(name).out_features)
     return list(widths.values())
