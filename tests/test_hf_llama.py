@@ -238,3 +238,19 @@ def test_cli_prunes_a_causal_lm_folder_and_writes_one_that_loads(tmp_path, capsy
     with torch.no_grad():
         want, got = compact(**x).logits, reloaded(**x).logits
     assert relative_error(want, got) <= 1e-6
+
+
+def test_cli_plan_and_report_on_a_causal_lm_folder(tmp_path, capsys):
+    folder = llama_folder(tmp_path / "llama", tied=True)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.txt"), run=tmp_path / "run",
+                                    formats="module"))
+    code, out, err = run_cli(["plan", "-r", recipe, "--json"], capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["macs_after"] / plan["macs_before"] <= 0.6 + 1e-6
+    code, out, err = run_cli(["report", folder, "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)["models"][0]
+    assert report["macs"] > 0 and any(layer["name"].endswith("self_attn.q_proj") for layer in report["layers"])
+    assert not (tmp_path / "run").exists()
