@@ -105,6 +105,21 @@ def test_gqa_graph_finishes_and_heads_are_key_value_groups(impl):
     assert pruner.skipped["lm_head"].startswith("protected")
 
 
+def test_attention_without_a_head_group_is_fenced_and_the_graph_still_finishes():
+    """A user-ignored projection keeps its module's heads; one key/value head (multi-query) is one
+    structure, nothing to choose from. Their q/k/v would have looped in torch-pruning's grouping too."""
+    model = llama()
+    pruner = DecayPruner(model, tokens(), DPMConfig(budget=0.8, decay_steps=1, ignore=["layers.0.self_attn.q_proj"],
+                                                    graph_timeout_s=30))
+    assert sorted(g.name for g in pruner.groups) == ["layers.0.mlp.up_proj", "layers.1.mlp.up_proj", "layers.1.self_attn"]
+    assert "pruned as whole heads" in pruner.skipped["layers.0.self_attn.k_proj"]
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=1, head_dim=HEAD_DIM)
+    mqa = transformers.LlamaModel(cfg).eval()
+    pruner = DecayPruner(mqa, tokens(), DPMConfig(budget=0.8, decay_steps=1, graph_timeout_s=30))
+    assert [g.name for g in pruner.groups] == ["layers.0.mlp.up_proj"]
+
+
 # ------------------------------------------------------------------ library: exact, saved, reloaded
 @pytest.mark.parametrize("cls, tied, auto", [
     ("LlamaModel", False, "AutoModel"),
@@ -194,7 +209,7 @@ RECIPE = """\
 version: 1
 model:
   hf: {{path: {folder}, task: AutoModelForCausalLM}}
-  seq_len: 16
+  seq_len: 12
 data: {{source: text, path: {data}, batch_size: 8, eval_batch_size: 16}}
 objective: {{kind: distill, targets: [logits]}}
 pruning:
@@ -213,7 +228,7 @@ output: {{dir: {run}, hf: true, formats: [{formats}]}}
 def test_cli_prunes_a_causal_lm_folder_and_writes_one_that_loads(tmp_path, capsys, tied, formats):
     folder = llama_folder(tmp_path / "llama", tied=tied)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.txt"), run=tmp_path / "run",
+    recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.txt", 24), run=tmp_path / "run",
                                     formats=formats))
     code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
     assert code == 0, err
@@ -243,7 +258,7 @@ def test_cli_prunes_a_causal_lm_folder_and_writes_one_that_loads(tmp_path, capsy
 def test_cli_plan_and_report_on_a_causal_lm_folder(tmp_path, capsys):
     folder = llama_folder(tmp_path / "llama", tied=True)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.txt"), run=tmp_path / "run",
+    recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.txt", 24), run=tmp_path / "run",
                                     formats="module"))
     code, out, err = run_cli(["plan", "-r", recipe, "--json"], capsys)
     assert code == 0, err

@@ -303,12 +303,15 @@ class HeadClaims:
 
     A q/k/v projection never roots a torch-pruning group (`skip_root`): such a group would only be
     dropped for cutting heads apart, and building it can run forever. torch-pruning 1.6.1 treats
-    `scaled_dot_product_attention` / `matmul` as element-wise ops, so the groups of q, k and v are
-    one group that also runs through the rotary embedding's `rotate_half` (`cat` of two slices,
-    `_ConcatIndexMapping`); with grouped-query attention (`repeat_kv`: expand + reshape, k/v narrower
-    than q) each lap of that cycle shifts the indices by the k width (0-15, 16-31, 32-47, ...), so
-    `get_pruning_group`'s `has_pruning_op` never sees a repeat and the group never finishes
-    (a 1-layer Llama with 4 query / 2 key-value heads: `_fix_dependency_graph_non_recursive` loops)."""
+    `scaled_dot_product_attention` (q, k and v) and eager attention's `matmul` (q and k) as
+    element-wise ops, so those projections form one group, which also runs through the rotary
+    embedding's `rotate_half` (`cat` of two slices, a `_ConcatIndexMapping`). With grouped-query
+    attention (`repeat_kv`: expand + reshape, k/v narrower than q) every lap of that cycle shifts the
+    indices by the k width (v_proj of a Llama with 4 query / 2 key-value heads of 8: 0-15, then
+    16-31, 32-47, ...), so `has_pruning_op` in `get_pruning_group`'s `_fix_dependency_graph_non_recursive`
+    never sees a repeat and the group never finishes (sdpa and eager alike; with as many key/value
+    heads as query heads it closes in milliseconds). Tracing itself, the causal mask and use_cache
+    are not involved: the graph is built in a fraction of a second."""
 
     def __init__(self, model: nn.Module, ignored: list[nn.Module]):
         self.heads, self.skipped = find_head_groups(model, ignored)
