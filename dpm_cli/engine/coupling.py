@@ -1,4 +1,4 @@
-"""Enumerating torch-pruning's groups without its two slow paths (the cause of swin_t's 10 GB, >300 s).
+"""Enumerating torch-pruning's groups without its slow paths (swin_t: 10 GB, >300 s; GQA attention: never finished).
 
 1. `get_pruning_group` starts by recomputing every reshape/concat/split index mapping of the whole graph
    (`index_mapping.update_index_mapping`), whose channel inference recurses without memoisation: 2.5 s
