@@ -242,7 +242,7 @@ def test_hugging_face_bert_heads_and_bookkeeping():
 
 def test_llama_adapter_keeps_query_heads_with_their_key_value_head():
     """Grouped-query attention: the structure is a key/value head with the query heads that read it.
-    (Tested at the adapter: torch-pruning 1.6.1's grouping does not finish on a Llama graph.)"""
+    (At the adapter; the whole model through DecayPruner and the CLI is tests/test_hf_llama.py.)"""
     config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                       num_attention_heads=4, num_key_value_heads=2, vocab_size=50)
     model = Hidden(transformers.LlamaModel(config)).eval()

@@ -10,10 +10,10 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..errors import BudgetError, ConfigError, DpmError, TraceError
-from .coupling import iter_groups
+from .coupling import iter_groups, rms_norm_params
 from .deadline import Deadline, Progress
 from .outputs import OutputCapture, protected_roots, run_model  # noqa: F401  (run_model: old import path)
-from .heads import add_head_groups
+from .heads import HeadClaims, add_head_groups
 from .structures import GroupSlices, Unsupported, merge_slices, slices_of_item
 from .units import grouped_conv_units
 
@@ -58,8 +58,12 @@ def build_graph(model: nn.Module, example_inputs: Any, deadline: Deadline | None
             deadline.status = "tracing the model"
         # Our own forward: torch-pruning's default tries model(*inputs) first, which on a 1-sample batch
         # runs convolutions on the unbatched sample and reports output shapes without the batch dim.
+        # RMSNorm weights are parameters torch-pruning 1.6.1 has no pruner for: naming them with the dim
+        # it would pick anyway (0) only silences its "Unwrapped parameters detected" warning.
+        norms = {id(m): m for _, m in rms_norm_params(model).values()}
+        rms = [(p, 0) for m in norms.values() for p in m.parameters(recurse=False) if p.dim() == 1]
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, forward_fn=run_model,
-                                                     output_transform=capture)
+                                                     output_transform=capture, unwrapped_parameters=rms)
     except DpmError:
         _remove_new_hooks(hooks)  # interrupted mid-trace: torch-pruning's hooks are still registered
         raise
@@ -94,8 +98,13 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
         deadline.status = "finding the layers that feed the outputs"
         protected = protected_roots(graph, capture.tensors, ROOT_TYPES) if ignore_classifier else {}
         ignored_all = [sub for m in ignored for sub in m.modules()] + list(protected)
+        # Attention is pruned by whole heads. Only the user's ignore list keeps a module's heads: an
+        # output-protected projection (its out-channels feed an output) keeps its input side prunable.
+        user_ignored = [sub for m in ignored for sub in m.modules()]
+        claims = HeadClaims(model, user_ignored)  # first: q/k/v never root a torch-pruning group
         groups, skipped = [], {}
-        for root, tp_group, why in iter_groups(graph, ignored_all, ROOT_TYPES, skip_norm_coupled=not through_norm):
+        for root, tp_group, why in iter_groups(graph, ignored_all, ROOT_TYPES, skip_norm_coupled=not through_norm,
+                                               skip_root=claims.skip_root):
             name = graph._module2name.get(root, f"<{type(root).__name__}>")
             deadline.status = f"{len(groups) + len(skipped)} groups so far, at {name}"
             if tp_group is None:
@@ -105,11 +114,8 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
                 groups.append(_to_slices(graph, tp_group, name, root, through_norm))
             except Unsupported as why:
                 skipped[name] = str(why)
-        deadline.status = "finding attention heads"
-        # Attention is pruned by whole heads. Only the user's ignore list keeps a module's heads: an
-        # output-protected projection (its out-channels feed an output) keeps its input side prunable.
-        user_ignored = [sub for m in ignored for sub in m.modules()]
-        groups = add_head_groups(model, groups, skipped, user_ignored)
+        deadline.status = "adding attention heads"
+        groups = add_head_groups(model, groups, skipped, user_ignored, claims)
     names = {m: n for n, m in model.named_modules()}
     for module, why in protected.items():
         skipped.setdefault(names.get(module, type(module).__name__), f"protected: {why}")

@@ -299,13 +299,41 @@ def conflict(group: GroupSlices, claimed: set[tuple[int, int]]) -> str | None:
     return None
 
 
+class HeadClaims:
+    """The head groups of a model and every axis they own or fence, found BEFORE torch-pruning's groups.
+
+    A q/k/v projection never roots a torch-pruning group (`skip_root`): such a group would only be
+    dropped for cutting heads apart, and building it can run forever. torch-pruning 1.6.1 treats
+    `scaled_dot_product_attention` (q, k and v) and eager attention's `matmul` (q and k) as
+    element-wise ops, so those projections form one group, which also runs through the rotary
+    embedding's `rotate_half` (`cat` of two slices, a `_ConcatIndexMapping`). With grouped-query
+    attention (`repeat_kv`: expand + reshape, k/v narrower than q) every lap of that cycle shifts the
+    indices by the k width (v_proj of a Llama with 4 query / 2 key-value heads of 8: 0-15, then
+    16-31, 32-47, ...), so `has_pruning_op` in `get_pruning_group`'s `_fix_dependency_graph_non_recursive`
+    never sees a repeat and the group never finishes (sdpa and eager alike; with as many key/value
+    heads as query heads it closes in milliseconds). Tracing itself, the causal mask and use_cache
+    are not involved: the graph is built in a fraction of a second."""
+
+    def __init__(self, model: nn.Module, ignored: list[nn.Module]):
+        self.heads, self.skipped = find_head_groups(model, ignored)
+        self.axes = claimed_axes(self.heads) | _fenced_axes(model, self.heads)
+
+    def skip_root(self, name: str, module: nn.Module) -> str | None:
+        """Why `module` may not root a torch-pruning group (its output rows belong to heads), or None."""
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, nn.Parameter) and (id(weight), 0) in self.axes:
+            return f"{name}.weight belongs to attention heads, which are pruned as whole heads"
+        return None
+
+
 def add_head_groups(model: nn.Module, groups: list[GroupSlices], skipped: dict[str, str],
-                    ignored: list[nn.Module]) -> list[GroupSlices]:
+                    ignored: list[nn.Module], claims: HeadClaims | None = None) -> list[GroupSlices]:
     """`groups` without those that cut attention heads apart, plus one head group per attention
     module; the reasons for what was left out go to `skipped`."""
-    heads, heads_skipped = find_head_groups(model, ignored)
-    skipped.update(heads_skipped)
-    claimed, kept = claimed_axes(heads) | _fenced_axes(model, heads), []
+    claims = claims if claims is not None else HeadClaims(model, ignored)
+    heads = claims.heads
+    skipped.update(claims.skipped)
+    claimed, kept = claims.axes, []
     for g in groups:
         why = conflict(g, claimed)
         if why is None:

@@ -63,9 +63,10 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
         return (f"{name} cannot record pruned attention heads (its head size is hidden_size / "
                 f"num_attention_heads and transformers 5 has no pruned_heads): set pruning.head_ratio: 0 "
                 f"to keep the heads, {fix}")
-    if head_ratio is None:
-        return (f"{name} holds one head count for all layers, but heads compete in the budget layer by layer: "
-                f"set pruning.head_ratio (e.g. 0.25: the same heads removed from every layer) or 0, {fix}")
+    if head_ratio is None and ranking != "layer":
+        return (f"{name} holds one head count for all layers, but heads compete in a {ranking} ranking: set "
+                f"pruning.ranking: layer or pruning.head_ratio (e.g. 0.25: the same heads removed from every "
+                f"layer), {fix}")
     return None
 
 
@@ -90,9 +91,14 @@ def _head_updates(model: nn.Module) -> dict[str, Any]:
         return {}
     # transformers 5 dropped config.pruned_heads; a head count other than the config's is expressible
     # only where the config states the head size itself (head_dim: Llama-style) and it is uniform.
-    if len(set(counts)) == 1 and "head_dim" in config.to_dict():
-        q, k = counts[0]
-        return {"num_attention_heads": q, **({"num_key_value_heads": k} if "num_key_value_heads" in config.to_dict() else {})}
+    if "head_dim" in config.to_dict():
+        if len(set(counts)) == 1:
+            q, k = counts[0]
+            return {"num_attention_heads": q, **({"num_key_value_heads": k} if "num_key_value_heads" in config.to_dict() else {})}
+        raise HFFormatError(
+            f"the query heads per layer ({[q for q, _ in counts]}) differ but {type(config).__name__} holds one "
+            "num_attention_heads; prune with pruning.ranking: layer for equal head counts "
+            "(the .dpm.pt artifact and .pt2 hold this model)")
     raise HFFormatError(
         f"the attention head counts per layer ({[q for q, _ in counts]}) cannot be written in a "
         f"{type(config).__name__}: its head size is hidden_size / num_attention_heads and transformers 5 "
