@@ -78,6 +78,30 @@ def cosine(original, compact, tokenizer, sentences: list[str], seq_len: int) -> 
     return total / len(sentences)
 
 
+KINDS = ("pydoc_heldout", "docstrings", "prose")
+
+
+def table(out: Path) -> str:
+    """Markdown: every run, then smooth - single_step per (calibration, heads, seed) pair."""
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
+    lines = ["| calibration | heads removed | mode | seed | MACs kept | params kept | " + " | ".join(KINDS)
+             + " | train s |", "|---" * (8 + len(KINDS) - 2) + "|"]
+    for r in sorted(rows, key=lambda r: (r["calib"], r["head_ratio"], r["seed"], r["mode"])):
+        lines.append(f"| {r['calib']} | {r['head_ratio']:g} | {r['mode']} | {r['seed']} | {r['macs_ratio']:.3f} | "
+                     f"{r['params_ratio']:.3f} | " + " | ".join(f"{r[k]:.4f}" for k in KINDS)
+                     + f" | {r['train_seconds']} |")
+    pairs = {}
+    for r in rows:
+        pairs.setdefault((r["calib"], r["head_ratio"], r["seed"], r["steps"], tuple(r["overrides"])), {})[r["mode"]] = r
+    lines += ["", "| calibration | heads removed | seed | " + " | ".join(f"smooth - single, {k}" for k in KINDS) + " |",
+              "|---" * (3 + len(KINDS)) + "|"]
+    for (calib, heads, seed, _, _), modes in sorted(pairs.items()):
+        if {"smooth", "single_step"} <= set(modes):
+            a, b = modes["smooth"], modes["single_step"]
+            lines.append(f"| {calib} | {heads:g} | {seed} | " + " | ".join(f"{a[k] - b[k]:+.4f}" for k in KINDS) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calib", default="pydoc", choices=("pydoc", "pydoc+words", "pydoc+docs"))
@@ -87,8 +111,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--set", action="append", default=[], help="more recipe overrides, key.path=value")
     ap.add_argument("--out", default="benchmarks/.cache/hf-minilm")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 when two runs share 2 cores)")
+    ap.add_argument("--table", action="store_true", help="print the Markdown tables of OUT/runs.jsonl and stop")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    if args.table:
+        print(table(Path(args.out)))
+        return
+    torch.set_num_threads(args.threads)
 
     from dpm_cli.hf import load_hf
     from dpm_cli.pipeline.prune import prune
