@@ -28,7 +28,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
             inputs = move(inputs, device)
             labels = labels.to(device) if labels is not None else None
             with autocast() if autocast else _null():
-                outputs = call_model(model, objective.model_inputs(inputs))
+                outputs = call_model(model, inputs)
             n = batch_size(inputs)
             target = objective.teacher_outputs(inputs) if objective.teacher is not None else None
             if labels is not None or target is not None:
