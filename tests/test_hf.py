@@ -143,33 +143,6 @@ def test_mean_pool_ignores_padding_and_distill_is_zero_on_the_teacher(bert):
         assert float(objective(model(**long), None, long)) == pytest.approx(0.0, abs=1e-6)
 
 
-
-def test_layers_target_matches_every_layer_and_sees_what_the_last_layer_hides(bert):
-    """targets: [layers] compares each layer's hidden states: a change inside the first layer counts
-    even where the last layer's output hardly moves, and identical models give exactly 0."""
-    from dpm_cli.training.objective import Objective
-
-    loaded = load_hf(bert)
-    model, x = loaded.model, token_example(loaded.tokenizer, 24)
-    objective = Objective("distill", teacher=model, labeled=False, targets=("layers",), loss="cosine")
-    with torch.no_grad():
-        same = model(**objective.model_inputs(x))
-        assert len(same["hidden_states"]) == 3 and float(objective(same, None, x)) == pytest.approx(0.0, abs=1e-6)
-        torch.manual_seed(1)
-        model.encoder.layer[0].output.dense.weight.add_(torch.randn_like(model.encoder.layer[0].output.dense.weight))
-        changed = float(objective(model(**objective.model_inputs(x)), None, x))
-    assert changed > 1e-3
-    with pytest.raises(ConfigError, match="no per-layer hidden states"):
-        objective(model(**x), None, x)  # called without output_hidden_states
-
-
-def test_cli_distills_on_every_layer(tmp_path, bert, capsys):
-    recipe = write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt"),
-                          objective="{kind: distill, targets: [layers, embedding], loss: cosine}")
-    code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
-    assert code == 0, err
-    assert json.loads(out)["metric"] == "cosine"
-
 # ------------------------------------------------------------------ 5/6. prune end to end and save
 def _no_warning_load(folder, cls):
     records = []

@@ -46,12 +46,6 @@ def hidden_of(out: Any) -> torch.Tensor | None:
     return None
 
 
-def layer_states_of(out: Any) -> list[torch.Tensor] | None:
-    """Every layer's hidden states (the model called with output_hidden_states=True), embeddings excluded."""
-    states = out.get("hidden_states") if isinstance(out, dict) else None
-    return list(states[1:]) if isinstance(states, (tuple, list)) and len(states) > 1 else None
-
-
 def mask_of(inputs: Any, hidden: torch.Tensor) -> torch.Tensor:
     """The attention mask of a token batch as (batch, tokens, 1) floats; all ones without one."""
     mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
@@ -95,16 +89,9 @@ class Objective:
             self.teacher.to(device)
         return self
 
-    def model_inputs(self, inputs: Any) -> Any:
-        """The inputs a forward for this objective needs: with the `layers` target, transformers' own
-        `output_hidden_states=True` is added to keyword inputs, so the output carries every layer."""
-        if "layers" in self.targets and isinstance(inputs, dict):
-            return {**inputs, "output_hidden_states": True}
-        return inputs
-
     def teacher_outputs(self, inputs: Any) -> Any:
         with torch.no_grad():
-            return call_model(self.teacher, self.model_inputs(inputs))
+            return call_model(self.teacher, inputs)
 
     def __call__(self, outputs: Any, labels: torch.Tensor | None, inputs: Any, teacher: Any = None) -> torch.Tensor:
         loss = torch.zeros((), device=_device(outputs))
@@ -126,9 +113,6 @@ class Objective:
                                       F.log_softmax(need_logits(target).float() / t, dim=-1),
                                       reduction="batchmean", log_target=True) * t * t)
                 continue
-            if kind == "layers":
-                terms.append(self._layers(outputs, target, inputs))
-                continue
             student, teacher = hidden_of(outputs), hidden_of(target)
             if student is None or teacher is None:
                 raise ConfigError(f"objective.targets {kind}: the model's output has no hidden states "
@@ -138,17 +122,6 @@ class Objective:
             else:
                 terms.append(self._distance(student.float(), teacher.float(), mask_of(inputs, student)))
         return torch.stack(terms).mean()
-
-    def _layers(self, outputs: Any, target: Any, inputs: Any) -> torch.Tensor:
-        """Every layer's hidden states matched to the original's, token by token (a local target per
-        layer, as layer-wise pruning reconstructs each layer, instead of the last layer only)."""
-        student, teacher = layer_states_of(outputs), layer_states_of(target)
-        if student is None or teacher is None or len(student) != len(teacher):
-            raise ConfigError("objective.targets layers: the model's output has no per-layer hidden states "
-                              "(a transformers model called with output_hidden_states=True gives them); "
-                              "use targets: [hidden] or [embedding]")
-        mask = mask_of(inputs, student[0])
-        return torch.stack([self._distance(s.float(), t.float(), mask) for s, t in zip(student, teacher)]).mean()
 
     def _distance(self, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Cosine distance and/or MSE along the last dim, averaged over rows (masked tokens left out)."""
