@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -81,3 +82,18 @@ def write_recipe(tmp: Path, folder: Path, data: Path, *, task: str = "AutoModel"
     path.write_text(RECIPE.format(folder=folder, task=task, data=data, objective=objective, ranking=ranking,
                                   run=tmp / "run", head_ratio="null" if head_ratio is None else head_ratio))
     return path
+
+
+def no_warning_load(folder: Path, auto):
+    """`auto.from_pretrained(folder)` offline, asserting that transformers logged no warning."""
+    records: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        model = auto.from_pretrained(str(folder), local_files_only=True)
+    finally:
+        logger.removeHandler(handler)
+    assert records == [], records
+    return model.eval()

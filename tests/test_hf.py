@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from cli_helpers import run_cli  # noqa: E402
-from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
+from hf_helpers import bert_folder, text_file, write_recipe, no_warning_load  # noqa: E402
 
 from dpm_cli import DecayPruner, DPMConfig  # noqa: E402
 from dpm_cli.errors import ConfigError  # noqa: E402
@@ -144,18 +143,6 @@ def test_mean_pool_ignores_padding_and_distill_is_zero_on_the_teacher(bert):
 
 
 # ------------------------------------------------------------------ 5/6. prune end to end and save
-def _no_warning_load(folder, cls):
-    records = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logger = logging.getLogger("transformers")
-    logger.addHandler(handler)
-    try:
-        model = cls.from_pretrained(str(folder), local_files_only=True)
-    finally:
-        logger.removeHandler(handler)
-    assert records == [], [r.getMessage() for r in records]
-    return model.eval()
 
 
 def test_cli_distill_prunes_ffn_and_saves_a_folder_from_pretrained_loads(tmp_path, bert, capsys):
@@ -173,7 +160,7 @@ def test_cli_distill_prunes_ffn_and_saves_a_folder_from_pretrained_loads(tmp_pat
     assert len(set(widths)) == 1 and widths[0] < 64
     assert compact.pooler.dense.out_features == 32  # protected
     assert all(layer.attention.self.query.out_features == 32 for layer in compact.encoder.layer)
-    reloaded = _no_warning_load(folder, transformers.AutoModel)
+    reloaded = no_warning_load(folder, transformers.AutoModel)
     assert reloaded.config.intermediate_size == widths[0]
     x = token_example(transformers.AutoTokenizer.from_pretrained(str(folder)), 24)
     with torch.no_grad():
@@ -195,7 +182,7 @@ def test_stale_config_is_the_finding_save_hf_fixes(tmp_path, bert):
     with torch.no_grad():
         assert not torch.allclose(silently(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-3)
     folder = save_hf(model, tok, tmp_path / "fixed", x, source=bert)
-    reloaded = _no_warning_load(folder, transformers.AutoModel)
+    reloaded = no_warning_load(folder, transformers.AutoModel)
     with torch.no_grad():
         assert torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, rtol=0, atol=1e-6)
 
@@ -229,7 +216,7 @@ def test_cli_sequence_classification_with_labels(tmp_path, capsys):
     assert summary["metric"] == "top1" and summary["ce_after"] is not None
     compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
     assert compact.classifier.out_features == 3 and compact.bert.pooler.dense.out_features == 32
-    _no_warning_load(tmp_path / "run" / "model-hf", transformers.AutoModelForSequenceClassification)
+    no_warning_load(tmp_path / "run" / "model-hf", transformers.AutoModelForSequenceClassification)
 
 
 def test_cli_plan_on_a_token_model(tmp_path, bert, capsys):
@@ -300,7 +287,7 @@ def test_uniform_llama_kv_head_groups_save_and_reload(tmp_path):
     assert head_counts(model) == [(2, 1), (2, 1)]
     x = {"input_ids": torch.randint(0, 64, (1, 10)), "attention_mask": torch.ones(1, 10, dtype=torch.long)}
     folder = save_hf(model, None, tmp_path / "llama", x)
-    reloaded = _no_warning_load(folder, transformers.AutoModel)
+    reloaded = no_warning_load(folder, transformers.AutoModel)
     assert reloaded.config.num_attention_heads == 2 and reloaded.config.num_key_value_heads == 1
     with torch.no_grad():
         assert torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, rtol=0, atol=1e-6)
@@ -320,7 +307,7 @@ def test_llama_ffn_gate_and_up_pruned_together_and_saved(tmp_path):
     assert mlp.gate_proj.out_features == mlp.up_proj.out_features == mlp.down_proj.in_features < 48
     assert all(a.self_attn.q_proj.out_features == 32 for a in loaded.model.layers)  # attention protected
     folder = save_hf(loaded.model, None, tmp_path / "out", x)
-    reloaded = _no_warning_load(folder, transformers.AutoModel)
+    reloaded = no_warning_load(folder, transformers.AutoModel)
     assert reloaded.config.intermediate_size == mlp.up_proj.out_features and reloaded.config.use_cache is True
 
 

@@ -4,7 +4,6 @@ Tiny random configs (hidden 32, 2 layers, 4 query heads sharing 2 key/value head
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from cli_helpers import run_cli  # noqa: E402
-from hf_helpers import WORDS, text_file  # noqa: E402
+from hf_helpers import WORDS, text_file, no_warning_load  # noqa: E402
 
 from dpm_cli import DecayPruner, DPMConfig  # noqa: E402
 from dpm_cli.batch import output_fields  # noqa: E402
@@ -40,18 +39,6 @@ def tokens(vocab: int = 64, batch: int = 2, length: int = 12) -> dict[str, torch
     return {"input_ids": torch.randint(0, vocab, (batch, length), generator=g), "attention_mask": mask}
 
 
-def no_warning_load(folder: Path, auto):
-    records: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("transformers")
-    logger.addHandler(handler)
-    try:
-        model = auto.from_pretrained(str(folder), local_files_only=True)
-    finally:
-        logger.removeHandler(handler)
-    assert records == [], records
-    return model.eval()
 
 
 def attentions(model):
