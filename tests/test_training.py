@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cli_helpers import run_cli, write_checkpoint, write_recipe
-from dpm_cli.training.objective import Objective
+from dpm_cli.training.objective import Forward, Objective
 from dpm_cli.training.optim import lr_factor
 
 
@@ -36,6 +37,28 @@ def test_distillation_needs_no_labels_and_is_zero_for_the_teacher_itself():
     x = torch.randn(8, 4)
     assert float(objective(teacher(x).detach(), None, x)) == pytest.approx(0.0, abs=1e-6)
     assert float(objective(torch.zeros(8, 3), None, x)) > 0
+
+
+def test_logit_distillation_of_a_token_model_leaves_padding_out():
+    """A causal LM's logits are (batch, tokens, vocab): KL is averaged over the tokens the attention
+    mask keeps (it used to be summed over every position, padding included)."""
+    objective = Objective("distill", teacher=torch.nn.Linear(4, 5), temperature=2.0, labeled=False, targets=("logits",))
+    torch.manual_seed(0)
+    teacher, student = torch.randn(2, 6, 5), torch.randn(2, 6, 5)
+    inputs = {"input_ids": torch.zeros(2, 6, dtype=torch.long),
+              "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])}
+    loss = float(objective.distill(Forward(student), Forward(teacher), inputs))
+    noisy = student.clone()
+    noisy[1, 3:] = 100.0  # padded positions only
+    assert float(objective.distill(Forward(noisy), Forward(teacher), inputs)) == pytest.approx(loss, rel=1e-6)
+    kept = torch.cat([student[0], student[1, :3]]), torch.cat([teacher[0], teacher[1, :3]])
+    expected = F.kl_div(F.log_softmax(kept[0] / 2, -1), F.log_softmax(kept[1] / 2, -1), reduction="batchmean",
+                        log_target=True) * 4
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+    flat = float(objective.distill(Forward(student[:, 0]), Forward(teacher[:, 0]), inputs))  # (batch, classes)
+    expected = F.kl_div(F.log_softmax(student[:, 0] / 2, -1), F.log_softmax(teacher[:, 0] / 2, -1),
+                        reduction="batchmean", log_target=True) * 4
+    assert flat == pytest.approx(float(expected), rel=1e-5)
 
 
 @pytest.mark.parametrize("extra", [["training.optimizer.name=adamw", "training.optimizer.lr=0.003"],

@@ -51,7 +51,7 @@ _FORMAT = Spec("str", "output format", choices=("module", "artifact", "export"))
 _HF_TASKS = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
              "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForCausalLM",
              "AutoModelForMultipleChoice")  # = dpm_cli.hf.TASKS, spelled out so recipes load without transformers
-_TARGET = Spec("str", "distillation target", choices=("auto", "logits", "embedding", "hidden"))
+_TARGET = Spec("str", "distillation target", choices=("auto", "logits", "embedding", "hidden", "layers"))
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class ObjectiveSection:
     kind: str = opt("cross_entropy", "str", "training loss; distill needs no labels", choices=("cross_entropy", "distill"))
     temperature: float = opt(4.0, "float", "distillation temperature", gt=0)
     distill_weight: float = opt(0.0, "float", "with cross_entropy, weight of distillation from the original model", ge=0, le=1)
-    targets: tuple = opt(["auto"], "list", "what distillation matches: logits (KL at temperature), embedding (mean-pooled over the attention mask), hidden (last hidden states); auto: logits if the model has them, else embedding", item=_TARGET, min_len=1, unique=True)
+    targets: tuple = opt(["auto"], "list", "what distillation matches: logits (KL at temperature), embedding (mean-pooled over the attention mask), hidden (last hidden states), layers (every transformer block's output); auto: logits if the model has them, else embedding", item=_TARGET, min_len=1, unique=True)
     loss: str = opt("cosine", "str", "loss on embedding and hidden targets", choices=("cosine", "mse", "both"))
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..batch import batch_size, call_model, move
+from ..batch import batch_size, move
 from .objective import Objective, embedding_of, need_logits, split_batch
 
 
@@ -28,18 +28,18 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
             inputs = move(inputs, device)
             labels = labels.to(device) if labels is not None else None
             with autocast() if autocast else _null():
-                outputs = call_model(model, inputs)
-            n = batch_size(inputs)
+                forward = objective.forward(model, inputs)
+            outputs, n = forward.outputs, batch_size(inputs)
             target = objective.teacher_outputs(inputs) if objective.teacher is not None else None
             if labels is not None or target is not None:
-                total_loss += float(objective(outputs, labels, inputs, teacher=target)) * n
+                total_loss += float(objective(forward, labels, inputs, teacher=target)) * n
             if labels is not None:
                 logits = need_logits(outputs).float()
                 correct += int((logits.argmax(dim=-1) == labels).sum())
                 total_ce += float(F.cross_entropy(logits, labels, reduction="sum"))
                 labelled += n
             if target is not None:
-                mine, theirs = embedding_of(outputs, inputs), embedding_of(target, inputs)
+                mine, theirs = embedding_of(outputs, inputs), embedding_of(target.outputs, inputs)
                 if mine is not None and theirs is not None:
                     total_cos += float(F.cosine_similarity(mine, theirs, dim=-1).sum())
                     embedded += n

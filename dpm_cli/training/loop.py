@@ -242,7 +242,7 @@ class Trainer:
         labels = labels.to(self.device) if labels is not None else None
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            outputs = call_model(self.model, inputs)
+            outputs = self.objective.forward(self.model, inputs)
         loss = self.objective(outputs, labels, inputs)
         value = float(self.dist.mean(loss.detach()))
         self._validate_pending(value)

@@ -2,13 +2,13 @@
 
 Distillation needs no labels, so a user with only unlabeled calibration data can still prune. It
 matches the teacher's logits (KL at a temperature), or, for encoders without logits, the mean-pooled
-sentence embedding (attention-mask aware, as sentence-transformers pools) and/or the last hidden
-states, with cosine and/or mean squared error. Outputs may be tensors or Hugging Face `ModelOutput`s.
+sentence embedding (attention-mask aware, as sentence-transformers pools), the last hidden states
+and/or every transformer block's output (`layers`), with cosine and/or mean squared error. Outputs may be tensors or Hugging Face `ModelOutput`s.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,13 @@ import torch.nn.functional as F
 
 from ..batch import call_model, logits_of
 from ..errors import ConfigError
+from .taps import find_blocks, tap_blocks
+
+
+class Forward(NamedTuple):
+    """A model's outputs and, when distilling on `layers`, every block's output of that forward pass."""
+    outputs: Any
+    layers: list[torch.Tensor | None] | None = None
 
 
 def split_batch(batch: Any) -> tuple[Any, torch.Tensor | None]:
@@ -83,45 +90,82 @@ class Objective:
             self.teacher = copy.deepcopy(teacher).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
+        self.wants_layers = self.teacher is not None and "layers" in self.targets
+        if self.wants_layers:
+            find_blocks(self.teacher)  # refused here, before training, when there are no blocks
 
     def to(self, device: torch.device) -> "Objective":
         if self.teacher is not None:
             self.teacher.to(device)
         return self
 
-    def teacher_outputs(self, inputs: Any) -> Any:
-        with torch.no_grad():
-            return call_model(self.teacher, inputs)
+    def forward(self, model: nn.Module, inputs: Any) -> Forward:
+        """Call the model; with the `layers` target also capture every block's output."""
+        if not self.wants_layers:
+            return Forward(call_model(model, inputs))
+        with tap_blocks(model) as layers:
+            outputs = call_model(model, inputs)
+        return Forward(outputs, layers)
 
-    def __call__(self, outputs: Any, labels: torch.Tensor | None, inputs: Any, teacher: Any = None) -> torch.Tensor:
-        loss = torch.zeros((), device=_device(outputs))
+    def teacher_outputs(self, inputs: Any) -> Forward:
+        with torch.no_grad():
+            return self.forward(self.teacher, inputs)
+
+    def __call__(self, outputs: Any, labels: torch.Tensor | None, inputs: Any,
+                 teacher: Forward | None = None) -> torch.Tensor:
+        """The loss of `outputs` (a Forward, or a model's plain outputs when not distilling on layers)."""
+        student = outputs if isinstance(outputs, Forward) else Forward(outputs)
+        loss = torch.zeros((), device=_device(student.outputs))
         if self.distill_weight < 1.0:
-            loss = (1.0 - self.distill_weight) * F.cross_entropy(need_logits(outputs).float(), labels)
+            loss = (1.0 - self.distill_weight) * F.cross_entropy(need_logits(student.outputs).float(), labels)
         if self.teacher is not None:
             target = teacher if teacher is not None else self.teacher_outputs(inputs)
-            loss = loss + self.distill_weight * self.distill(outputs, target, inputs)
+            loss = loss + self.distill_weight * self.distill(student, target, inputs)
         return loss
 
-    def distill(self, outputs: Any, target: Any, inputs: Any) -> torch.Tensor:
+    def distill(self, student: Forward, target: Forward, inputs: Any) -> torch.Tensor:
         terms = []
+        outputs = student.outputs
         for kind in self.targets:
+            if kind == "layers":
+                terms.append(self._layers(student, target, inputs))
+                continue
             if kind == "auto":
                 kind = "logits" if logits_of(outputs) is not None else "embedding"
             if kind == "logits":
-                t = self.temperature
-                terms.append(F.kl_div(F.log_softmax(need_logits(outputs).float() / t, dim=-1),
-                                      F.log_softmax(need_logits(target).float() / t, dim=-1),
-                                      reduction="batchmean", log_target=True) * t * t)
+                terms.append(self._logit_kl(need_logits(outputs), need_logits(target.outputs), inputs))
                 continue
-            student, teacher = hidden_of(outputs), hidden_of(target)
-            if student is None or teacher is None:
+            mine, theirs = hidden_of(outputs), hidden_of(target.outputs)
+            if mine is None or theirs is None:
                 raise ConfigError(f"objective.targets {kind}: the model's output has no hidden states "
                                   "(last_hidden_state); load it with model.hf.task: AutoModel or distill logits")
             if kind == "embedding":
-                terms.append(self._distance(mean_pool(student.float(), inputs), mean_pool(teacher.float(), inputs)))
+                terms.append(self._distance(mean_pool(mine.float(), inputs), mean_pool(theirs.float(), inputs)))
             else:
-                terms.append(self._distance(student.float(), teacher.float(), mask_of(inputs, student)))
+                terms.append(self._distance(mine.float(), theirs.float(), mask_of(inputs, mine)))
         return torch.stack(terms).mean()
+
+    def _logit_kl(self, student: torch.Tensor, teacher: torch.Tensor, inputs: Any) -> torch.Tensor:
+        """KL(teacher || student) at the temperature, scaled by T². Per-token logits (batch, tokens, classes)
+        are averaged over the tokens the attention mask keeps: padding is not distilled."""
+        t = self.temperature
+        kl = F.kl_div(F.log_softmax(student.float() / t, dim=-1), F.log_softmax(teacher.float() / t, dim=-1),
+                      reduction="none", log_target=True).sum(dim=-1) * t * t
+        if kl.dim() == 1:
+            return kl.mean()
+        weights = mask_of(inputs, kl).float()[..., 0]
+        return (kl * weights).sum() / weights.sum().clamp_min(1.0)
+
+    def _layers(self, student: Forward, target: Forward, inputs: Any) -> torch.Tensor:
+        """The mean over blocks of the token-wise distance between each block's outputs."""
+        if student.layers is None or target.layers is None:
+            raise ConfigError("objective.targets layers: the outputs were computed without layer taps; "
+                              "call the model through Objective.forward")
+        pairs = list(zip(student.layers, target.layers))
+        if not pairs or any(a is None or b is None or a.shape != b.shape for a, b in pairs):
+            raise ConfigError("objective.targets layers: a transformer block returned no hidden-state tensor "
+                              "of the teacher's shape; use targets: [hidden]")
+        return torch.stack([self._distance(a.float(), b.float(), mask_of(inputs, a)) for a, b in pairs]).mean()
 
     def _distance(self, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Cosine distance and/or MSE along the last dim, averaged over rows (masked tokens left out)."""
