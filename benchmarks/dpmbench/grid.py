@@ -198,10 +198,10 @@ INGREDIENTS_600 = Plan(comparisons=(_DIGITS_STUDY[0], _MNIST_STUDY[0]),
 _EVERY5 = {"eval_every_decay": 5}
 STUDY_INGREDIENTS = (
     ("distill 0.5", {**_EVERY5, "distill_weight": 0.5}, ("single", "sp_sr"), "distillation, the same teacher"),
-    ("cosine", {**_EVERY5, "decay_shape": "cosine"}, ("sp_sr",), "decay shape"),
-    ("N 10%", {**_EVERY5, "decay_frac": 0.1}, ("sp_sr",), "N as a fraction of T"),
     ("BN at zero only", {**_EVERY5, "bn_at_zero": True, "recalibrate_bn": False}, ("single", "sp_sr"),
      "BN statistics re-estimated once when channels reach zero, not before every eval"),
+    ("cosine", {**_EVERY5, "decay_shape": "cosine"}, ("sp_sr",), "decay shape"),
+    ("N 40%", {**_EVERY5, "decay_frac": 0.4}, ("sp_sr",), "N as a fraction of T: a slower fade"),
     ("decay lr x0.5", {**_EVERY5, "decay_lr_scale": 0.5}, ("sp_sr",), "learning rate during the decay"),
     ("SR q 0.95", {**_EVERY5, "rate_quantile": 0.95}, ("sp_sr",), "Self-Rectifying: more releases"),
 )
@@ -211,11 +211,21 @@ def _study15(setup: str, protocol: Protocol, seeds: int = 8) -> Plan:
     main = Comparison(setup, protocol, {0.25: seeds, 0.125: seeds}, {}, keep_models=False,
                       modes=("single", "sp", "sp_sr"))
     two_x = Ablation("2x", setup, 0.5, seeds, _EVERY5, ("single", "sp_sr"), "never worse at 2x?")
-    return Plan(comparisons=(main,), ablations=(two_x,) + tuple(_ablate(setup, seeds, *a) for a in STUDY_INGREDIENTS),
-                run_overhead=False)
+    first, last = STUDY_INGREDIENTS[:-1], STUDY_INGREDIENTS[-1:]  # run in this order: the SR variant last
+    return Plan(comparisons=(main,), ablations=tuple(_ablate(setup, seeds, *a) for a in first) + (two_x,)
+                + tuple(_ablate(setup, seeds, *a) for a in last), run_overhead=False)
 
 
-STUDY_15_DIGITS, STUDY_15_MNIST = _study15(V, ANYTIME_DIGITS), _study15(M, ANYTIME_MNIST)
+STUDY_15_DIGITS = _study15(V, ANYTIME_DIGITS)
+# ResNet-20/MNIST: an evaluation (20 BN batches + 1000 held-out digits) costs about 17 training steps, so
+# the every-step cadence made one 600-step run take 12-20 min here (every 5 steps: 6.5 and 17 min for
+# single-step and SP+SR). MNIST gets the goal's comparison only, single-step against the default SP+SR at
+# 8x and 4x, evaluated every 25 steps inside the window (and always on the step the channels reach zero,
+# i.e. right after a single-step cut). The cadence does not change training (evaluation re-estimates BN
+# on its own batches; checked: identical final loss at cadence 1 and 5), so runs made at cadence 5
+# before the switch stay paired on final top-1; their anytime figure is re-read at cadence 25.
+STUDY_15_MNIST = Plan(comparisons=(Comparison(M, replace(ANYTIME_MNIST, eval_every_decay=25), {0.25: 8, 0.125: 8}, {},
+                                              keep_models=False, modes=("single", "sp_sr")),), run_overhead=False)
 
 # The pilot that was run (docs/BENCHMARKS.md, "pilot"): the smallest suite model, 3 paired seeds, 8x,
 # single-step against SP+SR with and without distillation, at T = 150 and T = 600.
