@@ -31,9 +31,10 @@ from dpm_cli.report.counting import count_model  # noqa: E402
 HIDDEN, HEADS, HEAD_DIM, VOCAB = 32, 4, 8, 64
 
 
-def gpt2(cls=None, *, inner: int | None = 64, vocab: int = VOCAB, use_cache: bool = False, seed: int = 0):
+def gpt2(cls=None, *, inner: int | None = 64, vocab: int = VOCAB, use_cache: bool = False, seed: int = 0,
+         **extra):
     cfg = transformers.GPT2Config(vocab_size=vocab, n_embd=HIDDEN, n_layer=2, n_head=HEADS, n_inner=inner,
-                                  n_positions=40, bos_token_id=0, eos_token_id=0, use_cache=use_cache)
+                                  n_positions=40, bos_token_id=0, eos_token_id=0, use_cache=use_cache, **extra)
     torch.manual_seed(seed)
     return (cls or transformers.GPT2Model)(cfg).eval()
 
@@ -120,9 +121,13 @@ def test_macs_count_conv1d_as_a_matmul():
 
 
 # ------------------------------------------------------------------ library: exact, saved, reloaded
-@pytest.mark.parametrize("cls, inner", [("GPT2Model", 64), ("GPT2LMHeadModel", None)])
-def test_heads_and_ffn_removed_exactly(cls, inner):
-    model = gpt2(getattr(transformers, cls), inner=inner)
+EAGER = dict(attn_implementation="eager", reorder_and_upcast_attn=True, scale_attn_by_inverse_layer_idx=True)
+
+
+@pytest.mark.parametrize("cls, inner, extra", [("GPT2Model", 64, {}), ("GPT2LMHeadModel", None, {}),
+                                               ("GPT2LMHeadModel", 64, EAGER)])
+def test_heads_and_ffn_removed_exactly(cls, inner, extra):
+    model = gpt2(getattr(transformers, cls), inner=inner, **extra)
     x = tokens()
     wte = model.get_input_embeddings().weight.detach().clone()
     width = inner or 4 * HIDDEN
@@ -145,6 +150,16 @@ def test_heads_and_ffn_removed_exactly(cls, inner):
     assert torch.equal(model.get_input_embeddings().weight, wte)  # residual width untouched
     if cls != "GPT2Model":
         assert model.lm_head.weight is model.get_input_embeddings().weight  # still tied
+
+
+def test_cross_attention_is_fenced_and_self_attention_still_loses_heads():
+    model = gpt2(add_cross_attention=True)
+    x = {**tokens(), "encoder_hidden_states": torch.randn(2, 5, HIDDEN, generator=torch.Generator().manual_seed(2))}
+    pruner, zeroed, result = prune_by_hand(model, x, {0: 1}, ffn_every=2)
+    assert "cross-attention" in pruner.skipped["h.0.crossattention"]
+    assert result.max_rel_error <= 1e-5 and result.pruned_heads == {"h.0.attn": [1]}
+    assert [tuple(b.crossattention.c_attn.weight.shape) for b in model.h] == [(HIDDEN, 2 * HIDDEN)] * 2
+    assert [tuple(b.crossattention.q_attn.weight.shape) for b in model.h] == [(HIDDEN, HIDDEN)] * 2
 
 
 @pytest.mark.parametrize("inner", [64, None])
@@ -331,3 +346,12 @@ def test_cli_heads_on_gpt2_refused_for_a_folder_before_training_and_pruned_witho
     rebuilt = dpm_cli.load(tmp_path / "run" / "model.dpm.pt").eval()
     assert [b.attn.num_heads for b in rebuilt.transformer.h] == [3, 3]
     assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in compact.state_dict().items())
+
+
+def test_an_unrecognised_family_is_refused_naming_the_ones_dpm_knows():
+    from dpm_cli.errors import ConfigError
+
+    cfg = transformers.GPTJConfig(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=1, n_head=HEADS, rotary_dim=4,
+                                  n_positions=40, bos_token_id=0, eos_token_id=0)
+    with pytest.raises(ConfigError, match=r"feed-forward layers of GPTJModel \(it knows .*GPT-2/GPT-Neo: .*mlp\.c_fc"):
+        protected_modules(transformers.GPTJModel(cfg))

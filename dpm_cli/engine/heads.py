@@ -169,11 +169,10 @@ class LlamaAttention(HeadAdapter):
 
 
 class GPT2Attention(HeadAdapter):
-    """Hugging Face GPT-2 attention: `c_attn` is one transformers Conv1D (weight [hidden, 3 x hidden])
-    whose output columns are [q | k | v], each num_heads x head_dim; `c_proj` (Conv1D) reads the heads.
-    The forward splits c_attn's output at `split_size` and reshapes with -1, so after removal only
-    num_heads and split_size change (embed_dim stays the residual width; head_dim and the score scaling
-    are unchanged). Cross-attention (q from its own `q_attn`) is recognised but not pruned by heads."""
+    """Hugging Face GPT-2 attention: `c_attn`, one Conv1D (weight [hidden, 3 x hidden]), outputs [q | k | v],
+    each num_heads x head_dim; `c_proj` reads the heads. The forward splits at `split_size` and reshapes
+    with -1: only num_heads and split_size change (embed_dim is the residual width). Cross-attention
+    (queries from `q_attn`) is recognised, so fenced, but not pruned by heads."""
 
     family = "hf-gpt2"
 

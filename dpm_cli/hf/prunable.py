@@ -20,6 +20,7 @@ from ..errors import ConfigError
 # GPT-2 (a transformers Conv1D) and GPT-Neo (c_fc as nn.Linear).
 FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
               "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc")
+FAMILIES = "BERT-style, DistilBERT, Llama-style, OPT/Phi, GPT-NeoX/Falcon, T5 and GPT-2/GPT-Neo"
 # Config keys that hold the (one, model-wide) FFN width, by family.
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner")
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)  # + transformers' Conv1D (`root_types`)
@@ -42,7 +43,7 @@ def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
     roots = set(ffn_roots(model))
     if not roots:
         raise ConfigError(f"dpm does not recognise the feed-forward layers of {type(model).__name__} "
-                          f"(it looks for modules named *.{', *.'.join(FFN_INPUTS[:4])}, ...); "
+                          f"(it knows {FAMILIES}: modules named *.{', *.'.join(FFN_INPUTS[:4])}, *.mlp.c_fc, ...); "
                           "prune it as a plain module with your own pruning.ignore patterns")
     types = root_types(PRUNABLE_TYPES)
     if heads:
