@@ -307,6 +307,7 @@ def _recipe(tmp_path, head_ratio, keep) -> Path:
 
 def test_cli_prunes_a_gpt2_folder_to_the_budget_and_writes_one_that_loads(tmp_path, capsys):
     recipe = _recipe(tmp_path, 0.0, 0.75)  # the FFN alone (heads kept): 0.625 is the most it can take
+    capsys.readouterr()  # save_pretrained's progress bar, when this test runs first
     code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
     assert code == 0, err
     summary = json.loads(out)
@@ -334,11 +335,14 @@ def test_cli_prunes_a_gpt2_folder_to_the_budget_and_writes_one_that_loads(tmp_pa
 
 def test_cli_heads_on_gpt2_refused_for_a_folder_before_training_and_pruned_without(tmp_path, capsys):
     recipe = _recipe(tmp_path, 0.25, 0.6)
+    capsys.readouterr()  # save_pretrained's progress bar, when this test runs first
     code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
     assert code == 2 and "GPT2Config cannot record pruned attention heads" in err and "head_ratio: 0" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
-    code, out, err = run_cli(["prune", "-r", recipe, "--json", "output.hf=false"], capsys)
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "output.hf=false",
+                              "output.formats=[module, artifact, export]"], capsys)
     assert code == 0, err
+    assert (tmp_path / "run" / "model.pt2").is_file()
     summary = json.loads(out)
     assert summary["equivalence_error"] <= 1e-5 and summary["macs_after"] / summary["macs_before"] <= 0.6 + 1e-6
     compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()

@@ -2,7 +2,7 @@
 
 The FFN's input projection(s) root one group per layer whose channels are the intermediate units (the
 down projection's input slice follows). Attention is pruned by whole heads: the projections of every
-attention module a head adapter recognises (`engine.heads`: BERT-style and Llama-style) are left to
+attention module a head adapter recognises (`engine.heads`: BERT-style, Llama-style, GPT-2) are left to
 it; a hidden index of any other attention is not a head, so those are protected, and so are the
 pooler, the task head and the residual stream (which runs through LayerNorm and is skipped anyway).
 Protection uses dpm's ordinary mechanism, the ignore list (`DPMConfig.ignore`).
