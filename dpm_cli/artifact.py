@@ -277,6 +277,8 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
     import torch_pruning as tp  # here, not at the top: loading a plain state_dict needs no tracer
 
     from .batch import call_model, describe
+    from .engine.conv1d import customized_pruners
+    from .engine.kv_cache import cache_off
     from .engine.outputs import OutputCapture
 
     was_training = model.training
@@ -285,8 +287,10 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
         from .engine.heads import HISTORY_TAG, replay_heads
 
         try:  # traced as the engine traced it: keyword inputs, every output field (a ModelOutput)
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=call_model,
-                                                          output_transform=OutputCapture())
+            with cache_off(model):
+                graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=call_model,
+                                                              output_transform=OutputCapture(),
+                                                              customized_pruners=customized_pruners())
         except Exception as err:  # the model does not run on the recorded example input
             what = (f"input_shape {prov.input_shape}" if prov.example_inputs is None
                     else f"example inputs ({describe(example)})")

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CompactionError, DpmError, EquivalenceError
+from .conv1d import is_conv1d
 from .cost import count_macs_params
 from .heads import head_history
 from .outputs import compare_outputs, snapshot_outputs
@@ -93,6 +94,8 @@ def layer_widths(model: nn.Module) -> dict[str, tuple[str, int, int]]:
             out[name] = (type(m).__name__, m.in_channels, m.out_channels)
         elif isinstance(m, nn.Linear):
             out[name] = (type(m).__name__, m.in_features, m.out_features)
+        elif is_conv1d(m):  # transformers' Conv1D (GPT-2): weight [in, out]
+            out[name] = (type(m).__name__, *m.weight.shape)
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             out[name] = (type(m).__name__, m.num_features, m.num_features)
     return out

@@ -10,8 +10,10 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..errors import BudgetError, ConfigError, DpmError, TraceError
+from .conv1d import customized_pruners, root_types
 from .coupling import iter_groups, rms_norm_params
 from .deadline import Deadline, Progress
+from .kv_cache import cache_off
 from .outputs import OutputCapture, protected_roots, run_model  # noqa: F401  (run_model: old import path)
 from .heads import HeadClaims, add_head_groups
 from .structures import GroupSlices, Unsupported, merge_slices, slices_of_item
@@ -62,8 +64,10 @@ def build_graph(model: nn.Module, example_inputs: Any, deadline: Deadline | None
         # it would pick anyway (0) only silences its "Unwrapped parameters detected" warning.
         norms = {id(m): m for _, m in rms_norm_params(model).values()}
         rms = [(p, 0) for m in norms.values() for p in m.parameters(recurse=False) if p.dim() == 1]
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, forward_fn=run_model,
-                                                     output_transform=capture, unwrapped_parameters=rms)
+        with cache_off(model):  # a decoder's key/value cache: nothing to prune, and untraceable
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, forward_fn=run_model,
+                                                         output_transform=capture, unwrapped_parameters=rms,
+                                                         customized_pruners=customized_pruners())
     except DpmError:
         _remove_new_hooks(hooks)  # interrupted mid-trace: torch-pruning's hooks are still registered
         raise
@@ -96,14 +100,15 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
     with Deadline(timeout_s, "building torch-pruning's dependency graph", progress, hint=hint) as deadline:
         graph = build_graph(model, example_inputs, deadline, capture)
         deadline.status = "finding the layers that feed the outputs"
-        protected = protected_roots(graph, capture.tensors, ROOT_TYPES) if ignore_classifier else {}
+        roots = root_types(ROOT_TYPES)  # + transformers' Conv1D (GPT-2) when loaded
+        protected = protected_roots(graph, capture.tensors, roots) if ignore_classifier else {}
         ignored_all = [sub for m in ignored for sub in m.modules()] + list(protected)
         # Attention is pruned by whole heads. Only the user's ignore list keeps a module's heads: an
         # output-protected projection (its out-channels feed an output) keeps its input side prunable.
         user_ignored = [sub for m in ignored for sub in m.modules()]
         claims = HeadClaims(model, user_ignored)  # first: q/k/v never root a torch-pruning group
         groups, skipped = [], {}
-        for root, tp_group, why in iter_groups(graph, ignored_all, ROOT_TYPES, skip_norm_coupled=not through_norm,
+        for root, tp_group, why in iter_groups(graph, ignored_all, roots, skip_norm_coupled=not through_norm,
                                                skip_root=claims.skip_root):
             name = graph._module2name.get(root, f"<{type(root).__name__}>")
             deadline.status = f"{len(groups) + len(skipped)} groups so far, at {name}"
@@ -132,7 +137,7 @@ def _output_layer(graph: tp.DependencyGraph, capture: OutputCapture, names: dict
     if not capture.tensors:
         return None
     for node in graph.module2node.values():
-        if node.grad_fn is capture.tensors[0].grad_fn and isinstance(node.module, ROOT_TYPES):
+        if node.grad_fn is capture.tensors[0].grad_fn and isinstance(node.module, root_types(ROOT_TYPES)):
             return names.get(node.module)
     return None
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from .conv1d import CONV1D_PRUNER, in_axis, is_conv1d, out_axis
 from .structures import GroupSlices, Unsupported, merge_slices
 
 # Last name parts of Linear layers that project to q, k and v at once: never pruned as plain channels.
@@ -29,7 +30,8 @@ FUSED_QKV_NAMES = ("qkv", "in_proj", "qkv_proj", "c_attn", "Wqkv", "query_key_va
 
 @dataclass
 class HeadLayout:
-    """Where each head lives. Projections are (Linear or Parameter holder, attribute, row offset)."""
+    """Where each head lives. Projections are (Linear, Conv1D or Parameter holder, attribute, row offset);
+    a "row" is an output channel (a column of a Conv1D's [in, out] weight)."""
 
     family: str
     heads: int  # query heads
@@ -38,7 +40,7 @@ class HeadLayout:
     q: tuple[nn.Module, str, int]  # (module, weight attribute, first row)
     k: tuple[nn.Module, str, int]
     v: tuple[nn.Module, str, int]
-    out: nn.Linear  # the output projection: its input columns follow the q channels
+    out: nn.Module  # the output projection (Linear or Conv1D): its input channels follow the q channels
     extra_rows: list[nn.Linear] = field(default_factory=list)  # other per-channel producers (timm gate)
     macs_module: str = ""  # the module whose counted MACs (attention matmuls) scale with the heads
 
@@ -166,7 +168,37 @@ class LlamaAttention(HeadAdapter):
                 setattr(module, attr, value)
 
 
-ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention()]
+class GPT2Attention(HeadAdapter):
+    """Hugging Face GPT-2 attention: `c_attn`, one Conv1D (weight [hidden, 3 x hidden]), outputs [q | k | v],
+    each num_heads x head_dim; `c_proj` reads the heads. The forward splits at `split_size` and reshapes
+    with -1: only num_heads and split_size change (embed_dim is the residual width). Cross-attention
+    (queries from `q_attn`) is recognised, so fenced, but not pruned by heads."""
+
+    family = "hf-gpt2"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (is_conv1d(getattr(module, "c_attn", None)) and is_conv1d(getattr(module, "c_proj", None))
+                and all(hasattr(module, a) for a in ("num_heads", "head_dim", "split_size")))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        if getattr(module, "is_cross_attention", False) or hasattr(module, "q_attn"):
+            raise Unsupported(f"{name}: cross-attention (keys and values from c_attn, queries from q_attn) "
+                              "has no head rule in dpm")
+        heads, dim = module.num_heads, module.head_dim
+        inner = heads * dim
+        if module.split_size != inner or module.c_attn.weight.shape[1] != 3 * inner:
+            raise Unsupported(f"{name}: c_attn has {module.c_attn.weight.shape[1]} columns, not 3 x {heads} x {dim}")
+        return HeadLayout(self.family, heads, heads, dim, (module.c_attn, "weight", 0),
+                          (module.c_attn, "weight", inner), (module.c_attn, "weight", 2 * inner), module.c_proj,
+                          [], name)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        module.num_heads = heads
+        module.split_size = heads * layout.head_dim
+
+
+ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
+                               GPT2Attention()]
 
 
 class HeadRemoval:
@@ -197,7 +229,10 @@ class HeadRemoval:
             _drop_rows(holder, attr, sorted(idxs))
         for linear in lay.extra_rows:
             tp.prune_linear_out_channels(linear, q_cols)
-        tp.prune_linear_in_channels(lay.out, q_cols)
+        if is_conv1d(lay.out):
+            CONV1D_PRUNER.prune_in_channels(lay.out, q_cols)
+        else:
+            tp.prune_linear_in_channels(lay.out, q_cols)
         self.adapter.rebook(self.module, lay, lay.heads - len(q_heads))
         # Original head numbers, for savers (Hugging Face's config.pruned_heads convention).
         ids = list(getattr(self.module, "dpm_head_ids", range(lay.heads)))
@@ -210,6 +245,9 @@ class HeadRemoval:
 def _drop_rows(holder: nn.Module, attr: str, rows: list[int]) -> None:
     if isinstance(holder, nn.Linear) and attr == "weight":
         tp.prune_linear_out_channels(holder, rows)
+        return
+    if is_conv1d(holder) and attr == "weight":
+        CONV1D_PRUNER.prune_out_channels(holder, rows)
         return
     # nn.MultiheadAttention's packed in_proj_weight / in_proj_bias: torch-pruning's MHA pruner
     # removes embedding channels, not heads, so the rows are selected here.
@@ -235,14 +273,14 @@ def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlice
         for a in (attr, attr.replace("weight", "bias")):
             param = getattr(holder, a, None)
             if isinstance(param, nn.Parameter):
-                raw.append((param, f"{name}:{a}", 0, [first + i for i in local], root))
+                raw.append((param, f"{name}:{a}", out_axis(holder, a), [first + i for i in local], root))
 
     rows(*lay.q, channels, channels)
     rows(*lay.k, kv_local, kv_root)
     rows(*lay.v, kv_local, kv_root)
     for linear in lay.extra_rows:
         rows(linear, "weight", 0, channels, channels)
-    raw.append((lay.out.weight, f"{name}:out.weight", 1, channels, channels))
+    raw.append((lay.out.weight, f"{name}:out.weight", in_axis(lay.out), channels, channels))
     unit_of = torch.tensor([c // hd // per_kv for c in channels], dtype=torch.long)
     return GroupSlices(name=name, root=module, channels=len(channels), slices=merge_slices(raw), tp_group=None,
                        unit_of=unit_of, remove=HeadRemoval(adapter, name, module, lay), macs_module=lay.macs_module,
@@ -286,14 +324,15 @@ def _fenced_axes(model: nn.Module, heads: list[GroupSlices]) -> set[tuple[int, i
     return fenced
 
 
-def conflict(group: GroupSlices, claimed: set[tuple[int, int]]) -> str | None:
+def conflict(group: GroupSlices, claimed: set[tuple[int, int]], transposed: set[int] = frozenset()) -> str | None:
     """Why a torch-pruning group may not be decayed as plain channels, or None: it shares an axis with
-    a head group, or it cuts a fused qkv projection's rows."""
+    a head group, or it cuts a fused qkv projection's rows (`transposed`: ids of Conv1D weights, whose
+    output channels are dim 1)."""
     for s in group.slices:
         if (id(s.param), s.dim) in claimed:
             return f"{s.name} belongs to attention heads, which are pruned as whole heads"
         module_name = s.name.rsplit(".", 1)[0]
-        if s.dim == 0 and module_name.rsplit(".", 1)[-1] in FUSED_QKV_NAMES:
+        if s.dim == int(id(s.param) in transposed) and module_name.rsplit(".", 1)[-1] in FUSED_QKV_NAMES:
             return (f"{module_name} is a fused q/k/v projection that no head adapter recognises; it is "
                     "never pruned as plain channels")
     return None
@@ -317,11 +356,12 @@ class HeadClaims:
     def __init__(self, model: nn.Module, ignored: list[nn.Module]):
         self.heads, self.skipped = find_head_groups(model, ignored)
         self.axes = claimed_axes(self.heads) | _fenced_axes(model, self.heads)
+        self.transposed = {id(m.weight) for m in model.modules() if is_conv1d(m)}
 
     def skip_root(self, name: str, module: nn.Module) -> str | None:
         """Why `module` may not root a torch-pruning group (its output rows belong to heads), or None."""
         weight = getattr(module, "weight", None)
-        if isinstance(weight, nn.Parameter) and (id(weight), 0) in self.axes:
+        if isinstance(weight, nn.Parameter) and (id(weight), out_axis(module)) in self.axes:
             return f"{name}.weight belongs to attention heads, which are pruned as whole heads"
         return None
 
@@ -335,7 +375,7 @@ def add_head_groups(model: nn.Module, groups: list[GroupSlices], skipped: dict[s
     skipped.update(claims.skipped)
     claimed, kept = claims.axes, []
     for g in groups:
-        why = conflict(g, claimed)
+        why = conflict(g, claimed, claims.transposed)
         if why is None:
             kept.append(g)
         else:

@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch_pruning.pruner import function as tpf
 
+from .conv1d import Conv1DPruner
+
 # Pruners whose handlers touch no parameters (element-wise ops, reshape, concat, split, ...).
 _PARAMETER_FREE = (tp.ops.DummyPruner,)
 # Layers that normalise ACROSS channels: a zeroed channel still changes their statistics, so removing
@@ -128,6 +130,11 @@ def slices_of_item(module: nn.Module, handler, is_out: bool, name: str, local: l
             add("weight", 0), add("bias", 0)
         else:
             add("weight", 1)
+    elif isinstance(pruner, Conv1DPruner):  # transformers' Conv1D: weight [in, out]
+        if is_out:
+            add("weight", 1), add("bias", 0)
+        else:
+            add("weight", 0)
     elif isinstance(pruner, tpf.BatchnormPruner):
         add("weight", 0), add("bias", 0)
     else:

@@ -21,6 +21,7 @@ from ..batch import call_model, output_fields
 from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import DpmError, InputError
+from ..engine.conv1d import is_conv1d
 from .load import captured_warnings
 from .prunable import FFN_WIDTH_KEYS, ffn_widths, head_modules
 
@@ -38,7 +39,7 @@ def standard_config_updates(model: nn.Module) -> dict[str, Any]:
     """Config values that make the config describe the compact modules, or HFFormatError."""
     config, updates = model.config, {}
     widths = ffn_widths(model)
-    key = next((k for k in FFN_WIDTH_KEYS if getattr(config, k, None) is not None), None)
+    key = ffn_width_key(config)
     if widths and key is not None and widths != [getattr(config, key)] * len(widths):
         if len(set(widths)) > 1:
             raise HFFormatError(
@@ -49,12 +50,20 @@ def standard_config_updates(model: nn.Module) -> dict[str, Any]:
     return updates
 
 
+def ffn_width_key(config: Any) -> str | None:
+    """The config key holding the model-wide FFN width: the first of FFN_WIDTH_KEYS set, else one the
+    config has but leaves None (GPT-2's n_inner: None means 4 x n_embd, and is written when pruned)."""
+    keys = config.to_dict()
+    return next((k for k in FFN_WIDTH_KEYS if getattr(config, k, None) is not None), None) or \
+        next((k for k in FFN_WIDTH_KEYS if k in keys), None)
+
+
 def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> str | None:
     """Why pruning `model` this way would give shapes its config cannot record (so output.hf would fail
     after training), or None. Checked before training, from the recipe alone."""
     config, name = model.config, type(model.config).__name__
     fix = "or set output.hf: false (BASE.dpm.pt and BASE.pt2 hold any shape)"
-    if ranking != "layer" and ffn_widths(model) and any(getattr(config, k, None) is not None for k in FFN_WIDTH_KEYS):
+    if ranking != "layer" and ffn_widths(model) and ffn_width_key(config) is not None:
         return (f"{name} holds one FFN width for all layers, but pruning.ranking {ranking} prunes each layer "
                 f"differently: set pruning.ranking: layer for a Hugging Face folder, {fix}")
     if head_ratio == 0 or not head_modules(model):
@@ -74,6 +83,12 @@ def head_counts(model: nn.Module) -> list[tuple[int, int]]:
     """(query heads, key/value heads) of every attention layer, read from its modules' real shapes."""
     counts = []
     for module in model.modules():
+        fused = getattr(module, "c_attn", None)  # GPT-2: [q | k | v] columns of one Conv1D
+        if is_conv1d(fused) and isinstance(getattr(module, "head_dim", None), int) and module.head_dim > 0:
+            parts = 2 if hasattr(module, "q_attn") else 3  # cross-attention: [k | v] only
+            heads = fused.weight.shape[1] // parts // module.head_dim
+            counts.append((heads, heads))
+            continue
         q = getattr(module, "query", None) or getattr(module, "q_proj", None)
         k = getattr(module, "key", None) or getattr(module, "k_proj", None)
         size = getattr(module, "attention_head_size", None) or getattr(module, "head_dim", None)

@@ -197,7 +197,8 @@ def _our_hook(rule: ModuleRule, take_call: Callable[[nn.Module], dict | None]) -
 
 def width_of(module: nn.Module) -> int | None:
     """The layer's width: output channels or features (what pruning shrinks)."""
-    for attr in ("out_channels", "out_features", "num_features", "embed_dim", "embedding_dim",
+    # nf: transformers' Conv1D (GPT-2), whose MACs are its addmm, counted by the op counter
+    for attr in ("out_channels", "out_features", "nf", "num_features", "embed_dim", "embedding_dim",
                  "hidden_size", "num_channels"):
         value = getattr(module, attr, None)
         if isinstance(value, int):
@@ -276,6 +277,7 @@ _MAC_FREE_OPS = (
     "_log_softmax", "softmax", "log_softmax", "split", "unsafe_split", "unsafe_chunk", "unbind", "chunk", "im2col", "col2im",
     "_local_scalar_dense", "item", "detach", "alias", "device", "layout", "sym_", "size", "stride",
     "numel", "dim", "is_", "contiguous", "resize_", "set_", "_reshape_alias", "expand", "unfold",
+    "cumsum",  # running sums (GPT-2's position ids from the attention mask): additions only
 )
 _FREE_CACHE: dict[Any, bool] = {}
 
