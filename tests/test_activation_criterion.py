@@ -274,3 +274,15 @@ def test_cli_prune_bert_with_activation(tmp_path, capsys):
     assert summary["equivalence_error"] <= 1e-4
     compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
     assert hook_count(compact) == 0 and not any(hasattr(m, "_importance") for m in compact.modules())
+
+
+@pytest.mark.slow
+def test_two_ranks_pick_the_same_channels_by_activation(tmp_path):
+    from test_distributed import torchrun
+
+    recipe, ckpt = activation_recipe(tmp_path), write_checkpoint(tmp_path)
+    done = torchrun(["prune", ckpt, "-r", recipe, "--json", "-q"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["ranks"] == 2  # the run fails if the ranks' parameters or event logs differ
+    assert summary["macs_after"] / summary["macs_before"] <= 0.5
