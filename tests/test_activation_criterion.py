@@ -130,6 +130,33 @@ def test_nothing_is_left_on_the_model_even_when_a_forward_fails():
     assert not any(hasattr(m, "_importance") for m in model.modules())
 
 
+class DropoutNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.drop, self.fc2, self.fc3 = nn.Linear(3, 6), nn.Dropout(0.5), nn.Linear(6, 5), nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return self.fc3(torch.relu(self.fc2(self.drop(torch.relu(self.fc1(x * scale))))))
+
+
+def test_trainer_collection_runs_in_eval_mode_with_keyword_inputs_and_restores_train_mode():
+    from dpm_cli.training.calibration import collect_activations
+
+    torch.manual_seed(0)
+    model = DropoutNet().train()
+    x = torch.randn(16, 3)
+    pruner = pruner_for(model, x[:1])
+    batches = [({"x": x, "scale": 2.0}, torch.zeros(16, dtype=torch.long))]  # (inputs, labels) as loaders give
+    collect_activations(pruner, model, batches, "cpu")
+    assert model.training
+    first = dict(pruner.activations.rms)
+    collect_activations(pruner, model, batches, "cpu")
+    assert all(torch.equal(first[k], pruner.activations.rms[k]) for k in first)  # no dropout: eval mode
+    with torch.no_grad():
+        want = torch.relu(model.fc1(2 * x)).square().mean(0).sqrt()  # dropout is identity in eval mode
+    assert torch.allclose(pruner.activations.rms["fc2"], want)
+
+
 def test_state_round_trip_gives_the_same_scores():
     model = mlp()
     x = torch.randn(8, 3)

@@ -10,18 +10,6 @@ Timeline (t counts optimizer steps, 1-based): round k selects its targets at the
 s_k = start_step + k * round_interval + 1; each target then decays over the next N steps and is exactly
 zero after step s_k + N. With Self-Rectifying the decay phase lasts N more steps, so that a
 replacement chosen late can still fade completely; `decay_phase_end` is the last step of the phase.
-
-With `criterion="activation"` the selection needs the activations of calibration data at the current
-weights, collected right before the step that selects (after opt.step(), before pruner.step()):
-
-        opt.step()
-        if pruner.needs_activations():
-            model.eval()
-            with torch.no_grad(), pruner.collect_activations():
-                for x in calibration_batches:      # the same few batches every time
-                    model(x)
-            model.train()
-        pruner.step()
 """
 from __future__ import annotations
 
@@ -48,7 +36,20 @@ EPS = 1e-12
 
 
 class DecayPruner:
-    """Decays the structures a base criterion selects to exact zeros over N optimizer steps."""
+    """Decays the structures a base criterion selects to exact zeros over N optimizer steps.
+
+    With `criterion="activation"` a selection needs the activations of calibration data at the current
+    weights, collected right before the step that selects (after opt.step(), before pruner.step()):
+
+        opt.step()
+        if pruner.needs_activations():
+            model.eval()
+            with torch.no_grad(), pruner.collect_activations():
+                for x in calibration_batches:      # the same few batches every time
+                    model(x)
+            model.train()
+        pruner.step()                              # raises ConfigError if they were not collected
+    """
 
     def __init__(self, model: nn.Module, example_inputs: Any, config: DPMConfig | None = None,
                  optimizer: torch.optim.Optimizer | None = None, *, progress: Progress | None = None,
