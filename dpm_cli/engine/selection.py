@@ -45,7 +45,7 @@ def score_groups(groups: list[GroupSlices], criterion: str, seed: int,
     """Importance per structure of each group (a multi-channel structure scores the mean of its
     channels); +inf where the criterion has no opinion (never chosen).
 
-    activations: for criterion 'activation', {module: RMS of each input channel} (activation.bind).
+    activations: for criterion 'activation', {module: RMS of each input channel} (`CalibrationActivations.bound`).
     A group none of whose consumers a calibration forward reached (no Linear/Conv takes its channels
     as inputs, or nn.MultiheadAttention's functional out_proj) scores by magnitude instead; both are
     normalised by their group mean, so the global ranking stays on one scale. Its name goes to
