@@ -28,7 +28,8 @@ from .transaction import Transaction
 
 def preflight_keys(groups: list[GroupSlices], cost: CostModel, config: DPMConfig) -> list[Key]:
     """The final budget's selection, plus the least important unit of every group it leaves alone."""
-    criterion = "magnitude" if config.criterion == "taylor" else config.criterion  # no gradients yet
+    # no gradients or activations yet: any criterion's selection exercises the same removal paths
+    criterion = "magnitude" if config.criterion in ("taylor", "activation") else config.criterion
     scores = score_groups(groups, criterion, config.seed)
     try:
         keys = select(groups, cost, config, config.budget, set(), set(), scores)

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import BudgetError, ConfigError, DpmError
+from .activation import NOT_COLLECTED, CalibrationActivations
 from .compaction import CompactionPlan, CompactionResult, Removal, compact_plan
 from .config import DPMConfig
 from .cost import CostModel, Key
@@ -35,7 +36,20 @@ EPS = 1e-12
 
 
 class DecayPruner:
-    """Decays the structures a base criterion selects to exact zeros over N optimizer steps."""
+    """Decays the structures a base criterion selects to exact zeros over N optimizer steps.
+
+    With `criterion="activation"` a selection needs the activations of calibration data at the current
+    weights, collected right before the step that selects (after opt.step(), before pruner.step()):
+
+        opt.step()
+        if pruner.needs_activations():
+            model.eval()
+            with torch.no_grad(), pruner.collect_activations():
+                for x in calibration_batches:      # the same few batches every time
+                    model(x)
+            model.train()
+        pruner.step()                              # raises ConfigError if they were not collected
+    """
 
     def __init__(self, model: nn.Module, example_inputs: Any, config: DPMConfig | None = None,
                  optimizer: torch.optim.Optimizer | None = None, *, progress: Progress | None = None,
@@ -67,6 +81,8 @@ class DecayPruner:
         self.events: list[Event] = []
         self._before: torch.Tensor | None = None  # parameters after the last step, for C_rate
         self._step_norms: torch.Tensor | None = None  # this step's norms before decay, for release events
+        self.activations = CalibrationActivations()  # criterion "activation": what the selection ranks by
+        self.activation_fallback: list[str] = []  # groups the last scoring ranked by magnitude (activation.py)
         self._check_reachable()
         if self.config.preflight:  # fail now, not after training (the model is left untouched)
             keys = preflight_keys(self.groups, self.cost, self.config)
@@ -156,13 +172,37 @@ class DecayPruner:
         return {(gi, c) for gi, st in enumerate(self.states)
                 for c in torch.nonzero(st.released_round == round_index).flatten().tolist()}
 
-    def _scores(self) -> list[torch.Tensor]:
-        return score_groups(self.groups, self.config.criterion, self.config.seed + self.steps_done)
+    def needs_activations(self) -> bool:
+        """True when the criterion is 'activation' and the next step() starts a selection round: collect
+        with `collect_activations()` first. Self-Rectifying replacements within a round reuse the
+        activations of the round's selection (the weights are read afresh), so no other step needs them."""
+        return self.config.criterion == "activation" and self.steps_done + 1 in self.selection_steps
+
+    def collect_activations(self) -> Any:
+        """A context manager: forward passes of calibration data inside it (no_grad, eval mode: the
+        caller's choice) give the 'activation' criterion its statistics, accumulated over all of them.
+        Hooks are removed on exit, also when a forward fails (nothing is kept then); no attribute is left
+        on any module."""
+        return self.activations.collect(self.model, self.steps_done)
+
+    def scores(self) -> list[torch.Tensor]:
+        """The criterion's importance of every structure now (what the next selection ranks by)."""
+        activations = None
+        if self.config.criterion == "activation":
+            activations = self.activations.bound(self.model)
+        fallbacks: list[str] = []
+        scores = score_groups(self.groups, self.config.criterion, self.config.seed + self.steps_done,
+                              activations, fallbacks)
+        self.activation_fallback = fallbacks
+        return scores
 
     def _start_round(self, k: int) -> None:
+        # A round's selection must see the activations at this step's weights, not an earlier round's.
+        if self.config.criterion == "activation" and self.activations.step != self.steps_done - 1:
+            raise ConfigError(NOT_COLLECTED)
         self.round = k
         keys = select(self.groups, self.cost, self.config, self.targets[k], self._removed(),
-                      self._released_in(k), self._scores())
+                      self._released_in(k), self.scores())
         self._begin_decay(keys, "selected")
 
     def _begin_decay(self, keys: list[Key], kind: str) -> None:
@@ -197,7 +237,7 @@ class DecayPruner:
         ready = [(float(rate[i]), float(lengths[i]), *self.layout.key(i))
                  for i in torch.nonzero(passing & (st.streak >= cfg.patience)).flatten().tolist()]
         ready.sort(key=lambda r: -r[0])
-        return self._release(t, ready, self._scores() if ready else [], [])
+        return self._release(t, ready, self.scores() if ready else [], [])
 
     def _release(self, t: int, ready: list[tuple[float, float, int, int]], scores: list[torch.Tensor],
                  pending: list[Key]) -> list[Key]:
@@ -307,6 +347,8 @@ class DecayPruner:
             # the structures of multi-channel groups (grouped-conv blocks, heads): unit of each channel
             "units": {g.name: g.unit_of.tolist() for g in self.groups if g.unit_of is not None},
             "events": [e.to_dict() for e in self.events],
+            # the round's activations, which its Self-Rectifying replacements rank by after a resume
+            "activations": self.activations.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -324,6 +366,7 @@ class DecayPruner:
             st.load_state_dict(state["groups"][g.name])
         self.steps_done, self.round = int(state["steps_done"]), int(state["round"])
         self.events = [Event(**e) for e in state["events"]]
+        self.activations.load_state_dict(state.get("activations"))
         self._take_snapshot()
 
     def compact(self, *, check: bool = True) -> CompactionResult:

@@ -9,14 +9,19 @@ import torch
 import torch_pruning as tp
 
 from ..errors import BudgetError, ConfigError
+from .activation import NOT_COLLECTED, WandaImportance
 from .config import DPMConfig
 from .cost import CostModel, Key
 from .structures import GroupSlices
 from .units import own_importance, unit_scores, unit_sizes
 
 
-def make_importance(criterion: str) -> tp.importance.Importance:
+def make_importance(criterion: str, activations: dict | None = None) -> tp.importance.Importance:
     """The base method's criterion, from torch-pruning's own importance classes."""
+    if criterion == "activation":  # Wanda-style ||W[:, j]|| * rms(x_j), see activation.py
+        if activations is None:
+            raise ConfigError(NOT_COLLECTED)
+        return WandaImportance(activations)
     if criterion == "magnitude":  # DepGraph's group L2 norm, normalised per group
         return tp.importance.GroupMagnitudeImportance(p=2)
     if criterion == "taylor":
@@ -35,23 +40,38 @@ def needs_gradients(criterion: str) -> bool:
 
 
 @torch.no_grad()
-def score_groups(groups: list[GroupSlices], criterion: str, seed: int) -> list[torch.Tensor]:
+def score_groups(groups: list[GroupSlices], criterion: str, seed: int,
+                 activations: dict | None = None, fallbacks: list[str] | None = None) -> list[torch.Tensor]:
     """Importance per structure of each group (a multi-channel structure scores the mean of its
-    channels); +inf where the criterion has no opinion (never chosen)."""
+    channels); +inf where the criterion has no opinion (never chosen).
+
+    activations: for criterion 'activation', {module: RMS of each input channel} (`CalibrationActivations.bound`).
+    A group none of whose consumers a calibration forward reached (no Linear/Conv takes its channels
+    as inputs, or nn.MultiheadAttention's functional out_proj) scores by magnitude instead; both are
+    normalised by their group mean, so the global ranking stays on one scale. Its name goes to
+    `fallbacks`."""
     if needs_gradients(criterion) and all(s.param.grad is None for g in groups for s in g.slices):
         raise ConfigError("criterion 'taylor' needs gradients: select after loss.backward(), "
                           "or use a criterion such as 'magnitude'")
-    importance = make_importance(criterion)
+    importance = make_importance(criterion, activations)
     scores = []
     # Seeded so that every process of a distributed run, and a resumed run, picks the same channels.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for g in groups:
-            imp = importance(g.tp_group) if g.tp_group is not None else own_importance(g, criterion)
+            imp = importance(g.tp_group) if g.tp_group is not None else own_importance(g, criterion, activations)
+            if imp is None and criterion == "activation":
+                imp = _magnitude(g)
+                if fallbacks is not None:
+                    fallbacks.append(g.name)
             if imp is None or imp.numel() != g.channels:
                 imp = torch.full((g.channels,), math.inf)
             scores.append(unit_scores(torch.nan_to_num(imp.detach().float().cpu(), nan=math.inf), g.unit_of))
     return scores
+
+
+def _magnitude(g: GroupSlices) -> torch.Tensor | None:
+    return make_importance("magnitude")(g.tp_group) if g.tp_group is not None else own_importance(g, "magnitude")
 
 
 @dataclass

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torch_pruning.pruner import function as tpf
 
+from .activation import head_importance
+
 
 def is_grouped_conv(module: nn.Module, handler) -> bool:
     """A grouped convolution that is not depthwise (torch-pruning handles depthwise as its own kind)."""
@@ -75,11 +77,14 @@ def unit_scores(channel_scores: torch.Tensor, unit_of: torch.Tensor | None) -> t
 
 
 @torch.no_grad()
-def own_importance(group, criterion: str) -> torch.Tensor | None:
+def own_importance(group, criterion: str, activations: dict | None = None) -> torch.Tensor | None:
     """Per-channel importance of a group that has no torch-pruning Group (attention heads: their
     slices span parameters such as nn.MultiheadAttention's in_proj_weight that torch-pruning's
     importance classes cannot read). Same quantities as torch-pruning's: group L2 magnitude
-    (GroupMagnitudeImportance, mean-normalised) and first-order Taylor |w * g|; None = no opinion."""
+    (GroupMagnitudeImportance, mean-normalised) and first-order Taylor |w * g|; activation: the
+    output projection's ||W[:, j]|| * rms(x_j) (activation.py); None = no opinion."""
+    if criterion == "activation":
+        return head_importance(group, activations or {})
     if criterion == "random":
         return torch.rand(group.channels)
     if criterion in ("magnitude", "lamp"):

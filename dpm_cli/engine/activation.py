@@ -1,0 +1,184 @@
+"""The `activation` criterion: a channel matters as much as the signal it feeds to the next layer.
+
+Wanda/FLAP-style, weight-aware: for every Linear/Conv that takes a group's channel j as an INPUT
+channel, score(j) = ||W[:, j]||_2 * ||x_j||_2, with ||x_j||_2 the root mean square of channel j's input
+over the calibration tokens (or pixels). A unit that never fires on the data scores 0 whatever its
+weights, which magnitude cannot see, and unlike Taylor it is not degenerate at the first selection of a
+pure distillation (student == teacher: zero loss, zero gradients).
+
+This wraps torch-pruning's `ActivationImportance` (its reduction over a group's in-channel deps and
+its normalisation are reused as they are); `WandaImportance` differs from it in three places:
+- the hook ACCUMULATES sums of squares and a count over every forward inside `compute_importance`
+  (torch-pruning keeps |x| summed over the last forward only), so several calibration batches count;
+- the statistics live in a dict, never on the modules, and torch-pruning's `module._importance`
+  exists only while one group is scored (then it is deleted): the model is pickled after compaction,
+  and the hooks are removed even when a forward fails (torch-pruning's context manager has no finally);
+- a module's importance is the column norm of its weight times the RMS of its input (torch-pruning:
+  the mean |input| alone), and it is normalised by the group mean like dpm's other criteria, so the
+  global ranking compares groups on one scale.
+Token inputs with an `attention_mask` keyword (Hugging Face models) count real tokens only.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from ..errors import ConfigError
+
+# What a library user who chose the criterion but never collected must do (pruner.step or scores()).
+NOT_COLLECTED = ("criterion 'activation' needs the activations of calibration data right before each "
+                 "selection: `if pruner.needs_activations(): with torch.no_grad(), pruner.collect_activations(): "
+                 "model(x)` for a few batches, then pruner.step()")
+
+_TARGETS = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def _mean_normalize(imp: torch.Tensor) -> torch.Tensor:
+    """torch-pruning's "mean" normaliser, without the 0/0 of a group whose inputs are all zero."""
+    return imp / imp.mean().clamp_min(1e-12)
+
+
+def input_column_norms(module: nn.Module) -> torch.Tensor:
+    """||W[:, j]||_2 for every input channel j of a Linear or convolution (on the CPU, float32)."""
+    w = module.weight.detach().float()
+    if isinstance(module, nn.Linear):
+        return w.norm(dim=0).cpu()
+    if getattr(module, "transposed", False):  # [in, out / groups, *kernel]
+        return w.flatten(1).norm(dim=1).cpu()
+    # [out, in / groups, *kernel]: input channel j is column j % (in/groups) of its conv group's rows
+    groups, per_in = module.groups, w.shape[1]
+    sq = w.square().flatten(2).sum(2)  # [out, in / groups]
+    return sq.reshape(groups, -1, per_in).sum(1).reshape(-1).sqrt().cpu()
+
+
+class WandaImportance(tp.importance.ActivationImportance):
+    """torch-pruning's ActivationImportance, accumulated over batches and weight-aware (see above).
+
+    Collect: `with imp.compute_importance(model): <forwards>`, then `imp.rms_by_name(model)`.
+    Score: `WandaImportance(rms)(group)` with rms {module: RMS of each input channel}."""
+
+    def __init__(self, rms: dict[nn.Module, torch.Tensor] | None = None):
+        super().__init__(p=2, group_reduction="mean", normalizer=_mean_normalize, target_types=list(_TARGETS))
+        self.rms = rms or {}
+        self._sums: dict[nn.Module, list[Any]] = {}  # module -> [sum of squares (float64), count]
+        self._mask: torch.Tensor | None = None
+
+    # ------------------------------------------------------------ collection
+    @contextmanager
+    def compute_importance(self, model: nn.Module) -> Iterator["WandaImportance"]:
+        hooks = []
+        try:
+            hooks.append(model.register_forward_pre_hook(self._take_mask, with_kwargs=True))
+            hooks += [m.register_forward_hook(self._accumulate) for m in model.modules() if isinstance(m, _TARGETS)]
+            yield self
+        finally:
+            for h in hooks:
+                h.remove()
+            self._mask = None
+
+    def _take_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        mask = kwargs.get("attention_mask")
+        self._mask = mask.detach() if torch.is_tensor(mask) and mask.dim() == 2 else None
+
+    @torch.no_grad()
+    def _accumulate(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if not inputs or not torch.is_tensor(inputs[0]):
+            return
+        x = inputs[0].detach()
+        if isinstance(module, nn.Linear):
+            flat = x.reshape(-1, x.shape[-1]).float()
+            mask = self._mask
+            if mask is not None and tuple(x.shape[:-1]) == tuple(mask.shape):  # real tokens only
+                weight = mask.reshape(-1, 1).to(flat.dtype)
+                sq, n = (flat.square() * weight).sum(0), float(weight.sum())
+            else:
+                sq, n = flat.square().sum(0), float(flat.shape[0])
+        else:  # convolutions: channels on dim 1, every batch element and position counts
+            flat = x.transpose(0, 1).reshape(x.shape[1], -1).float()
+            sq, n = flat.square().sum(1), float(flat.shape[1])
+        entry = self._sums.setdefault(module, [torch.zeros_like(sq, dtype=torch.float64), 0.0])
+        entry[0] += sq.double()
+        entry[1] += n
+
+    def rms_by_name(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """RMS input per channel of every module a forward reached, by qualified name (CPU, float32)."""
+        return {name: (self._sums[m][0] / max(self._sums[m][1], 1.0)).sqrt().float().cpu()
+                for name, m in model.named_modules() if m in self._sums}
+
+    # ------------------------------------------------------------ scoring
+    @torch.no_grad()
+    def module_scores(self, module: nn.Module) -> torch.Tensor | None:
+        """||W[:, j]|| * rms(x_j) per input channel j, or None if no forward reached the module."""
+        rms = self.rms.get(module)
+        if rms is None:
+            return None
+        return input_column_norms(module) * rms
+
+    @torch.no_grad()
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        layers = {dep.target.module for dep, _ in group if dep.target.module in self.rms}
+        try:
+            for m in layers:
+                m._importance = self.module_scores(m)
+            with warnings.catch_warnings():  # torch-pruning warns for every consumer a forward never reached
+                warnings.simplefilter("ignore")
+                return super().__call__(group)
+        finally:
+            for m in layers:
+                if hasattr(m, "_importance"):
+                    del m._importance
+
+
+@torch.no_grad()
+def head_importance(group: Any, rms: dict[nn.Module, torch.Tensor]) -> torch.Tensor | None:
+    """The same score for an attention head group: a head's channels are the output projection's input
+    columns (the slices of the group along dim 1). None when no forward reached that projection
+    (nn.MultiheadAttention applies its out_proj's weight inside its own forward, never calling it)."""
+    modules = {id(m.weight): m for m in rms if isinstance(m, nn.Linear)}
+    imp, seen = torch.zeros(group.channels), False
+    for s in group.slices:
+        module = modules.get(id(s.param))
+        if module is None or s.dim != 1:
+            continue
+        per_column = input_column_norms(module) * rms[module]
+        imp.index_add_(0, s.root.cpu(), per_column.index_select(0, s.local.cpu()))
+        seen = True
+    return _mean_normalize(imp) if seen else None
+
+
+class CalibrationActivations:
+    """The statistics a pruner's 'activation' selection ranks by: RMS input per channel by module name
+    (names, not modules: saved with the pruner's state, so a resumed run ranks exactly as before), and
+    the number of optimizer steps done when they were collected."""
+
+    def __init__(self) -> None:
+        self.rms: dict[str, torch.Tensor] | None = None
+        self.step: int | None = None
+
+    @contextmanager
+    def collect(self, model: nn.Module, step: int) -> Iterator[None]:
+        importance = WandaImportance()
+        with importance.compute_importance(model):
+            yield
+        stats = importance.rms_by_name(model)  # only after every forward succeeded
+        if not stats:
+            raise ConfigError("collect_activations() saw no forward pass through a Linear or convolution; "
+                              "call the model on calibration batches inside the with-block")
+        self.rms, self.step = stats, step
+
+    def bound(self, model: nn.Module) -> dict[nn.Module, torch.Tensor]:
+        """The statistics keyed by the model's modules, as WandaImportance reads them."""
+        if self.rms is None:
+            raise ConfigError(NOT_COLLECTED)
+        return {m: self.rms[name] for name, m in model.named_modules() if name in self.rms}
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return None if self.rms is None else {"rms": self.rms, "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        self.rms, self.step = (None, None) if state is None else (state["rms"], state["step"])
