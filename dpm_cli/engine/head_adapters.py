@@ -1,0 +1,188 @@
+"""Head adapters: one small class per attention family that says where each head lives.
+
+An adapter is three methods: `matches(module)`, `describe(name, module) -> HeadLayout` (which parameter
+rows/columns belong to which head) and `rebook(module, layout, kept_q_heads)` (attribute updates after
+the rows are gone). Adding an attention family (e.g. another fused-qkv layout) is one small class here;
+`heads.py` turns layouts into head groups and removes heads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from .conv1d import is_conv1d
+from .structures import Unsupported
+
+
+@dataclass
+class HeadLayout:
+    """Where each head lives. Projections are (Linear, Conv1D or Parameter holder, attribute, row offset);
+    a "row" is an output channel (a column of a Conv1D's [in, out] weight)."""
+
+    family: str
+    heads: int  # query heads
+    kv_heads: int  # key/value heads (== heads unless grouped-query attention)
+    head_dim: int
+    q: tuple[nn.Module, str, int]  # (module, weight attribute, first row)
+    k: tuple[nn.Module, str, int]
+    v: tuple[nn.Module, str, int]
+    out: nn.Module  # the output projection (Linear or Conv1D): its input channels follow the q channels
+    extra_rows: list[nn.Linear] = field(default_factory=list)  # other per-channel producers (timm gate)
+    macs_module: str = ""  # the module whose counted MACs (attention matmuls) scale with the heads
+
+    @property
+    def per_kv(self) -> int:
+        return self.heads // self.kv_heads
+
+
+class HeadAdapter:
+    family = "base"
+
+    def matches(self, module: nn.Module) -> bool:
+        raise NotImplementedError
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        raise NotImplementedError
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        """Update the module's own head count after removal (`heads` query heads kept)."""
+        raise NotImplementedError
+
+
+class TimmAttention(HeadAdapter):
+    """timm's fused-qkv `Attention` (ViT, DeiT, ...): qkv rows [q | k | v], each heads x head_dim."""
+
+    family = "timm"
+
+    def matches(self, module: nn.Module) -> bool:
+        # Only the class whose forward reshapes by num_heads/attn_dim (other timm attention classes,
+        # e.g. EVA's with separate q/v bias parameters, have their own layouts: no adapter yet).
+        return (type(module).__module__.startswith("timm") and type(module).__name__ == "Attention"
+                and isinstance(getattr(module, "qkv", None), nn.Linear)
+                and isinstance(getattr(module, "proj", None), nn.Linear) and hasattr(module, "num_heads")
+                and hasattr(module, "head_dim"))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        if not isinstance(getattr(module, "norm", nn.Identity()), nn.Identity):
+            raise Unsupported(f"{name}: attention output normalisation (scale_norm) mixes heads")
+        heads, dim = module.num_heads, module.head_dim
+        if module.qkv.out_features != 3 * heads * dim:
+            raise Unsupported(f"{name}: qkv has {module.qkv.out_features} rows, not 3 x {heads} x {dim}")
+        inner = heads * dim
+        gate = [module.gate] if isinstance(getattr(module, "gate", None), nn.Linear) else []
+        return HeadLayout(self.family, heads, heads, dim, (module.qkv, "weight", 0), (module.qkv, "weight", inner),
+                          (module.qkv, "weight", 2 * inner), module.proj, gate, name)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        module.num_heads = heads
+        if hasattr(module, "attn_dim"):
+            module.attn_dim = heads * layout.head_dim
+
+
+class TorchMultiheadAttention(HeadAdapter):
+    """torch's nn.MultiheadAttention with one packed in_proj_weight (torchvision's ViT, dpm's vit_tiny)."""
+
+    family = "torch"
+
+    def matches(self, module: nn.Module) -> bool:
+        return isinstance(module, nn.MultiheadAttention)
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+            raise Unsupported(f"{name}: nn.MultiheadAttention with separate kdim/vdim, bias_k/bias_v or "
+                              "add_zero_attn has no head rule in dpm")
+        heads, dim = module.num_heads, module.head_dim
+        inner = heads * dim
+        return HeadLayout(self.family, heads, heads, dim, (module, "in_proj_weight", 0),
+                          (module, "in_proj_weight", inner), (module, "in_proj_weight", 2 * inner),
+                          module.out_proj, [], name)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        from .mha import PrunedMultiheadAttention
+
+        module.num_heads = heads
+        # nn.MultiheadAttention's forward requires num_heads * head_dim == embed_dim; the subclass
+        # (same parameters and state_dict keys) computes attention at the pruned inner width.
+        module.__class__ = PrunedMultiheadAttention
+
+
+class HFSelfAttention(HeadAdapter):
+    """Hugging Face BERT-style attention: `.self` holds query/key/value Linears and the head counts,
+    `.output.dense` is the output projection (BERT, RoBERTa, MiniLM, ELECTRA, ...)."""
+
+    family = "hf-bert"
+
+    def matches(self, module: nn.Module) -> bool:
+        inner = getattr(module, "self", None)
+        return (isinstance(inner, nn.Module) and all(isinstance(getattr(inner, n, None), nn.Linear)
+                                                     for n in ("query", "key", "value"))
+                and hasattr(inner, "num_attention_heads") and hasattr(inner, "attention_head_size")
+                and isinstance(getattr(getattr(module, "output", None), "dense", None), nn.Linear))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        s = module.self
+        return HeadLayout(self.family, s.num_attention_heads, s.num_attention_heads, s.attention_head_size,
+                          (s.query, "weight", 0), (s.key, "weight", 0), (s.value, "weight", 0),
+                          module.output.dense, [], f"{name}.self")
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        module.self.num_attention_heads = heads
+        module.self.all_head_size = heads * layout.head_dim
+
+
+class LlamaAttention(HeadAdapter):
+    """Hugging Face Llama-style attention (q/k/v/o_proj, grouped-query): a structure is one key/value
+    head with the query heads that share it. The forward reshapes with -1, so only counts change."""
+
+    family = "hf-llama"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+                and hasattr(module, "head_dim") and hasattr(module, "num_key_value_groups"))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        dim = module.head_dim
+        heads, kv = module.q_proj.out_features // dim, module.k_proj.out_features // dim
+        if heads % kv or heads // kv != module.num_key_value_groups:
+            raise Unsupported(f"{name}: {heads} query heads do not share {kv} key/value heads evenly")
+        return HeadLayout(self.family, heads, kv, dim, (module.q_proj, "weight", 0), (module.k_proj, "weight", 0),
+                          (module.v_proj, "weight", 0), module.o_proj, [], name)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        for attr, value in (("num_heads", heads), ("num_key_value_heads", heads // layout.per_kv)):
+            if hasattr(module, attr):
+                setattr(module, attr, value)
+
+
+class GPT2Attention(HeadAdapter):
+    """Hugging Face GPT-2 attention: `c_attn`, one Conv1D (weight [hidden, 3 x hidden]), outputs [q | k | v],
+    each num_heads x head_dim; `c_proj` reads the heads. The forward splits at `split_size` and reshapes
+    with -1: only num_heads and split_size change (embed_dim is the residual width). Cross-attention
+    (queries from `q_attn`) is recognised, so fenced, but not pruned by heads."""
+
+    family = "hf-gpt2"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (is_conv1d(getattr(module, "c_attn", None)) and is_conv1d(getattr(module, "c_proj", None))
+                and all(hasattr(module, a) for a in ("num_heads", "head_dim", "split_size")))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        if getattr(module, "is_cross_attention", False) or hasattr(module, "q_attn"):
+            raise Unsupported(f"{name}: cross-attention (keys and values from c_attn, queries from q_attn) "
+                              "has no head rule in dpm")
+        heads, dim = module.num_heads, module.head_dim
+        inner = heads * dim
+        if module.split_size != inner or module.c_attn.weight.shape[1] != 3 * inner:
+            raise Unsupported(f"{name}: c_attn has {module.c_attn.weight.shape[1]} columns, not 3 x {heads} x {dim}")
+        return HeadLayout(self.family, heads, heads, dim, (module.c_attn, "weight", 0),
+                          (module.c_attn, "weight", inner), (module.c_attn, "weight", 2 * inner), module.c_proj,
+                          [], name)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        module.num_heads = heads
+        module.split_size = heads * layout.head_dim
+
+
+ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
+                               GPT2Attention()]
