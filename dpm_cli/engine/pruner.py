@@ -27,6 +27,7 @@ from .deadline import Progress
 from .groups import discover_groups
 from .layout import FlatLayout
 from .preflight import preflight_keys, run_preflight
+from .pruner_state import load_pruner_state, pruner_state
 from .schedule import remaining_fraction
 from .rectify import StepSums, c_len, c_rate, rate_threshold
 from .selection import round_targets, score_groups, select
@@ -336,37 +337,13 @@ class DecayPruner:
                 f"per-layer limits (best reachable: {best:.3f}); raise max_layer_ratio, lower min_channels "
                 "or round_to, or ignore fewer layers")
 
-    # ----------------------------------------------------------------- resume
+    # ----------------------------------------------------------------- resume (pruner_state.py)
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "config": self.config.to_dict(),
-            "steps_done": self.steps_done,
-            "round": self.round,
-            "groups": {g.name: st.state_dict() for g, st in zip(self.groups, self.states)},
-            # the structures of multi-channel groups (grouped-conv blocks, heads): unit of each channel
-            "units": {g.name: g.unit_of.tolist() for g in self.groups if g.unit_of is not None},
-            "events": [e.to_dict() for e in self.events],
-            # the round's activations, which its Self-Rectifying replacements rank by after a resume
-            "activations": self.activations.state_dict(),
-        }
+        return pruner_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a run mid-decay. Load the model's weights (and the optimizer's) first."""
-        names = [g.name for g in self.groups]
-        if sorted(state["groups"]) != sorted(names):
-            raise ConfigError("the saved DPM state belongs to a different model or ignore list")
-        units = {g.name: g.unit_of.tolist() for g in self.groups if g.unit_of is not None}
-        if state.get("units", {}) != units:
-            raise ConfigError("the saved DPM state has other multi-channel structures (grouped-conv blocks or "
-                              "attention heads) than this model; resume with the same model and dpm version")
-        if state["config"] != self.config.to_dict():
-            raise ConfigError("the saved DPM state was made with other pruning options; resume with the same recipe")
-        for g, st in zip(self.groups, self.states):
-            st.load_state_dict(state["groups"][g.name])
-        self.steps_done, self.round = int(state["steps_done"]), int(state["round"])
-        self.events = [Event(**e) for e in state["events"]]
-        self.activations.load_state_dict(state.get("activations"))
+        load_pruner_state(self, state)
         self._take_snapshot()
 
     def compact(self, *, check: bool = True) -> CompactionResult:
