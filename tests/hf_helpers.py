@@ -22,6 +22,20 @@ def tokenizer(folder: Path):
     return BertTokenizer(str(folder / "vocab.txt"))
 
 
+def decoder_tokenizer(specials: list[str], bos: str, eos: str, unk: str):
+    """A word-level fast tokenizer over WORDS that, like a decoder's own, has bos/eos but no pad token and
+    returns no token_type_ids."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate([*specials, *dict.fromkeys(WORDS)])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=unk))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=core, bos_token=bos, eos_token=eos,
+                                               unk_token=unk, model_input_names=["input_ids", "attention_mask"])
+    assert tok.pad_token is None
+    return tok
+
 def bert_folder(folder: Path, task: str = "AutoModel", *, labels: int = 3, seed: int = 0,
                 intermediate: int = 64) -> Path:
     """A 2-layer BERT (hidden 32, 4 heads, FFN 64) saved with save_pretrained, with its tokenizer."""

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 import dpm_cli  # noqa: E402
 from artifact_helpers import save  # noqa: E402
 from cli_helpers import run_cli  # noqa: E402
-from hf_helpers import WORDS, no_warning_load, text_file  # noqa: E402
+from hf_helpers import decoder_tokenizer, no_warning_load, text_file  # noqa: E402
 
 from dpm_cli import DecayPruner, DPMConfig  # noqa: E402
 from dpm_cli.artifact import make_artifact, rebuild_artifact  # noqa: E402
@@ -263,16 +263,9 @@ def test_hostile_gpt2_artifacts_are_refused(tmp_path):
 def gpt2_folder(folder: Path) -> Path:
     """A GPT2LMHeadModel saved with save_pretrained beside a word-level fast tokenizer that, like
     GPT-2's own, has an end-of-text token but no pad token."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {w: i for i, w in enumerate(["<|endoftext|>", *dict.fromkeys(WORDS)])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|endoftext|>",
-                                               eos_token="<|endoftext|>", unk_token="<|endoftext|>",
-                                               model_input_names=["input_ids", "attention_mask"])
-    assert tok.pad_token is None
-    gpt2(transformers.GPT2LMHeadModel, vocab=len(vocab), use_cache=True).save_pretrained(str(folder))
+    end = "<|endoftext|>"
+    tok = decoder_tokenizer([end], bos=end, eos=end, unk=end)
+    gpt2(transformers.GPT2LMHeadModel, vocab=len(tok), use_cache=True).save_pretrained(str(folder))
     tok.save_pretrained(str(folder))
     return folder
 

@@ -12,7 +12,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from cli_helpers import run_cli  # noqa: E402
-from hf_helpers import WORDS, text_file, no_warning_load  # noqa: E402
+from hf_helpers import decoder_tokenizer, text_file, no_warning_load  # noqa: E402
 
 from dpm_cli import DecayPruner, DPMConfig  # noqa: E402
 from dpm_cli.batch import output_fields  # noqa: E402
@@ -189,15 +189,8 @@ def test_which_recipes_a_llama_config_can_record_is_known_before_training():
 def llama_folder(folder: Path, *, tied: bool) -> Path:
     """A LlamaForCausalLM saved with save_pretrained beside a word-level fast tokenizer that, like
     Llama's own, has bos/eos but no pad token and returns no token_type_ids."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", *dict.fromkeys(WORDS)])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>",
-                                               unk_token="<unk>", model_input_names=["input_ids", "attention_mask"])
-    assert tok.pad_token is None
-    llama(transformers.LlamaForCausalLM, tied=tied, vocab=len(vocab), use_cache=True).save_pretrained(str(folder))
+    tok = decoder_tokenizer(["<unk>", "<s>", "</s>"], bos="<s>", eos="</s>", unk="<unk>")
+    llama(transformers.LlamaForCausalLM, tied=tied, vocab=len(tok), use_cache=True).save_pretrained(str(folder))
     tok.save_pretrained(str(folder))
     return folder
 
