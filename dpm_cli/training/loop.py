@@ -21,7 +21,7 @@ from ..engine.state import DECAYING, PRUNED
 from ..errors import TrainingError
 from .distributed import SINGLE, DistContext
 from .evaluate import evaluate
-from ..batch import call_model, move
+from ..batch import move
 from .calibration import calibration_batches, collect_activations
 from .normlog import NORM_POINTS, log_decaying_norms, norm_stride  # noqa: F401  (NORM_POINTS: old import path)
 from .objective import Objective, split_batch
