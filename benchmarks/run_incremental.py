@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs")
+    parser.add_argument("--shard", default="0/1", metavar="K/N",
+                        help="run only every N-th job of the plan, starting at the K-th (one process per core, "
+                             "each with its own --out; study15.py reads them together)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     plan, began = PLANS[args.plan], time.perf_counter()
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     info = {"machine": machine.describe(), "workers": 1, "threads_per_worker": 1}
     dense = {s: ensure_dense(SETUPS[s], args.cache) for s in sorted({c.setup for c in plan.comparisons})}
     jobs = [j for j in ordered(plan_runs(plan, args.out / "models")) if not MODES[j.mode].sparse]
+    shard, shards = (int(n) for n in args.shard.split("/"))
+    jobs = jobs[shard::shards]
     todo = [j for j in jobs if (j.setup, j.variant, j.budget, j.mode, j.seed) not in seen]
     print(f"{len(jobs)} runs in the plan, {len(jobs) - len(todo)} already done", flush=True)
     for i, job in enumerate(todo[:args.max_runs], 1):
