@@ -164,7 +164,8 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
                                   recalibrate_batches=recipe.pruning.recalibrate_bn.batches,
                                   recalibrate_at_zero=recipe.pruning.recalibrate_bn.at_zero,
                                   eval_every_decay=t.eval_every_decay, eval_after_decay=t.eval_after_decay),
-                      pruner=pruner, device=ctx.device, run_dir=run, reporter=reporter, dist=dist, hooks=hooks)
+                      pruner=pruner, device=ctx.device, run_dir=run, reporter=reporter, dist=dist, hooks=hooks,
+                      reference=dense if recipe.pruning.reconstruct else None)
     if resume and run.state.is_file():
         trainer.load_state_dict(run.load_state())
         run.truncate_logs(trainer.position.step) if dist.is_main else None

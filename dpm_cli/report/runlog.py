@@ -4,7 +4,8 @@
     events.jsonl  {"step": int, "kind": "release"|"replacement"|"suppressed"|"selected"|"pruned",
                    "group": str, "index": int, "c_rate": float|null, "c_len": float|null,
                    "norm": float|null}   (norm: L_init when a decay starts, 0.0 when pruned)
-    metrics.jsonl {"step": int, "loss": float, ...} per log step; {"step": int, "kind": "eval", ...} per eval
+    metrics.jsonl {"step": int, "loss": float, ...} per log step; {"step": int, "kind": "eval", ...} per eval;
+                  {"step": int, "kind": "reconstruct", "layers": {name: [error before, after]}} per refit
     summary.json  what `dpm prune` printed at the end (accuracy before/after, widths, ...)
 """
 from __future__ import annotations
@@ -131,7 +132,10 @@ def read_metrics(path: str | Path) -> Metrics:
     for number, obj in _lines(path):
         if not isinstance(obj.get("step"), int):
             raise ConfigError(f"{path}:{number}: expected an integer \"step\"")
-        (evals if obj.get("kind") == "eval" else train).append(obj)
+        if obj.get("kind") == "eval":
+            evals.append(obj)
+        elif obj.get("kind") is None:  # other kinds (reconstruct) are not training curves
+            train.append(obj)
     return Metrics(sorted(train, key=lambda r: r["step"]), sorted(evals, key=lambda r: r["step"]))
 
 

@@ -43,3 +43,21 @@ def collect_activations(pruner: Any, model: nn.Module, batches: Iterable[Any], d
                     call_model(model, move(split_batch(batch)[0], device))
     finally:
         model.train(was_training)
+
+
+def reconstruct(pruner: Any, model: nn.Module, original: nn.Module, batches: Callable[[], Iterable[Any]],
+                device: torch.device | str) -> tuple[list[Any], list[str]]:
+    """Least-squares reconstruction (`pruning.reconstruct`) on the calibration batches, right after
+    structures reach zero: the linear layers reading them are refitted to the original model's outputs.
+    Returns the refits and the consumers that are not linear (left as they are)."""
+    from ..engine.reconstruct import consumers, refit
+
+    found, others = consumers(pruner, model)
+    was_training = model.training
+    model.eval()
+    try:
+        done = refit(model, original, found, lambda: (move(split_batch(b)[0], device) for b in batches()),
+                     call_model)
+    finally:
+        model.train(was_training)
+    return done, others

@@ -22,7 +22,7 @@ from ..errors import TrainingError
 from .distributed import SINGLE, DistContext
 from .evaluate import evaluate
 from ..batch import move
-from .calibration import calibration_batches, collect_activations
+from .calibration import calibration_batches, collect_activations, reconstruct
 from .normlog import NORM_POINTS, log_decaying_norms, norm_stride  # noqa: F401  (NORM_POINTS: old import path)
 from .objective import Objective, split_batch
 from .progress import Reporter, SilentReporter, refresh
@@ -88,8 +88,10 @@ class Trainer:
                  optimizer: torch.optim.Optimizer, scheduler: Any, options: LoopOptions, *,
                  pruner: DecayPruner | None = None, device: torch.device = torch.device("cpu"),
                  run_dir: RunDir | None = None, reporter: Reporter | None = None,
-                 dist: DistContext = SINGLE, hooks: TrainerHooks | None = None):
+                 dist: DistContext = SINGLE, hooks: TrainerHooks | None = None,
+                 reference: nn.Module | None = None):
         self.model, self.train_loader, self.val_loader = model, train_loader, val_loader
+        self.reference = reference  # the original model, frozen: set to reconstruct when structures reach zero
         self.objective, self.optimizer, self.scheduler = objective, optimizer, scheduler
         self.options, self.pruner, self.device = options, pruner, device
         self.run_dir = run_dir if dist.is_main else None
@@ -276,6 +278,8 @@ class Trainer:
             self._zeroed_now = before[0] > 0 and after[0] == 0
             if self._zeroed_now:
                 self._zero_step = self.position.step + 1
+                if self.reference is not None:
+                    self.reconstruct()
         return value
 
     def _counts(self) -> tuple[int, int]:
@@ -349,6 +353,18 @@ class Trainer:
         """The activation criterion's statistics on the calibration batches, right before a step that selects."""
         collect_activations(self.pruner, self.dist.unwrap(self.model), self._calibration_batches(), self.device,
                             self._autocast)
+
+    def reconstruct(self) -> None:
+        """Refit the linear layers reading the structures that just reached zero (`pruning.reconstruct`)."""
+        refits, others = reconstruct(self.pruner, self.dist.unwrap(self.model), self.reference,
+                                     self._calibration_batches, self.device)
+        step, applied = self.position.step + 1, [r for r in refits if r.applied]
+        errors = ", ".join(f"{r.name} {r.before:.3f}->{r.after:.3f}" for r in applied)
+        self.reporter.log(f"reconstruct at step {step}: relative output error {errors or 'unchanged'}"
+                          + (f"; not linear, left as they are: {', '.join(others)}" if others else ""))
+        if self.run_dir is not None:
+            self.run_dir.append(self.run_dir.metrics, {"step": step, "kind": "reconstruct",
+                                                       "layers": {r.name: [r.before, r.after] for r in applied}})
 
     def _calibration_batches(self) -> Any:
         return calibration_batches(self.train_loader, self.options.recalibrate_batches)
