@@ -78,9 +78,9 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
     if head_ratio == 0 or not head_modules(model):
         return None
     if not _head_size_free(model):
-        return (f"{name} cannot record pruned attention heads (its head size is hidden_size / "
-                f"num_attention_heads and transformers 5 has no pruned_heads): set pruning.head_ratio: 0 "
-                f"to keep the heads, {fix}")
+        return (f"{name} cannot record pruned attention heads (with fewer heads its model derives another "
+                f"head size, or per-head norm size, from hidden_size / num_attention_heads, and transformers 5 "
+                f"has no pruned_heads): set pruning.head_ratio: 0 to keep the heads, {fix}")
     if head_ratio is None and ranking != "layer":
         return (f"{name} holds one head count for all layers, but heads compete in a {ranking} ranking: set "
                 f"pruning.ranking: layer or pruning.head_ratio (e.g. 0.25: the same heads removed from every "
