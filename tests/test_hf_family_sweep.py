@@ -1,6 +1,7 @@
 """The common transformers families beyond the ones with their own test files, from tiny random configs
-(hidden 32, 2 layers (encoder-decoders: 1 + 1), 4 heads, vocab 64, FFN 64): each either has half its FFN width pruned exactly and
-saved as a folder `from_pretrained` loads, or is refused in one line before any training."""
+(hidden 32, 2 layers (encoder-decoders: 1 + 1), 4 heads, vocab 64, FFN 64): each either has half its FFN
+width pruned exactly and saved as a folder `from_pretrained` loads, or is refused in one line before any
+training. docs/HF_FAMILIES.md is the table of these results."""
 from __future__ import annotations
 
 import pytest

@@ -133,12 +133,15 @@ def _head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
     if not counts or heads is None or all(c == (heads, kv) for c in counts):
         return {}
     # transformers 5 dropped config.pruned_heads; a head count other than the config's is expressible
-    # only where the config states the head size itself (head_dim: Llama-style) and it is uniform.
+    # only where the architecture takes the head size from the config (head_dim: Llama-style, asked of
+    # the class itself, `head_size_free`) and the count is uniform.
     if _head_size_free(model, ffn):
         if len(set(counts)) == 1:
             q, k = counts[0]
             keys = config.to_dict()
-            updates = {"num_attention_heads": q, **({"num_key_value_heads": k} if "num_key_value_heads" in keys else {})}
+            updates = {"num_attention_heads": q}
+            if "num_key_value_heads" in keys:
+                updates["num_key_value_heads"] = k
             if "head_dim" not in keys:  # Qwen2: head_dim = getattr(config, "head_dim", hidden / heads)
                 updates["head_dim"] = _head_size(model)
             return updates

@@ -107,7 +107,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     loaded = load_hf(folder, recipe.model.hf.task)
     protected = protected_modules(loaded.model)  # refuses a family whose FFN dpm cannot prune
     problem = head_problem(loaded.model, recipe.pruning.head_ratio)
-    if not problem and recipe.output.hf:  # before the data and the training: a folder that cannot be written is known now
+    if not problem and recipe.output.hf:  # before data and training: a folder that cannot be written is known now
         problem = format_problem(loaded.model, recipe.pruning.ranking, recipe.pruning.head_ratio)
     if problem:
         raise ConfigError(problem)
