@@ -164,11 +164,14 @@ def test_head_ratio_without_a_head_rule_is_refused_instead_of_ignored(family):
     assert head_problem(model, 0.0) is None and head_problem(model, None) is None
 
 
-@pytest.mark.parametrize("family, phrase", [("phi3", "dpm cannot prune Phi3Model"),
-                                            ("bloom", "BloomConfig has no config key for the FFN width")])
-def test_cli_refuses_in_one_line_before_training(tmp_path, capsys, family, phrase):
+@pytest.mark.parametrize("family, head_ratio, phrase", [
+    ("phi3", 0.0, "dpm cannot prune Phi3Model"),
+    ("bloom", 0.0, "BloomConfig has no config key for the FFN width"),
+    ("gpt_neox", 0.25, "dpm prunes no attention heads of GPTNeoXModel"),
+])
+def test_cli_refuses_in_one_line_before_training(tmp_path, capsys, family, head_ratio, phrase):
     build(family).save_pretrained(str(tmp_path / family))
-    recipe = write_recipe(tmp_path, tmp_path / family, text_file(tmp_path / "t.txt", 8))
+    recipe = write_recipe(tmp_path, tmp_path / family, text_file(tmp_path / "t.txt", 8), head_ratio=head_ratio)
     capsys.readouterr()
     code, out, err = run_cli(["prune", "-r", recipe], capsys)
     assert code == 2 and phrase in err and len(err.strip().splitlines()) == 1, err
