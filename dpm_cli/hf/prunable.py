@@ -28,14 +28,16 @@ FAMILIES = "BERT-style, DistilBERT, Llama-style, OPT/Phi, GPT-NeoX/Falcon, T5, G
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
 # An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.
 STACK_WIDTH_KEYS = {"encoder": "encoder_ffn_dim", "decoder": "decoder_ffn_dim"}
-# FFN layouts dpm recognises but cannot prune exactly, and why (checked when no FFN_INPUTS match).
+# FFN layouts dpm recognises but cannot prune exactly, and why: a model with one is refused whole.
 UNSUPPORTED_FFN = {
-    "mlp.gate_up_proj": "fuses the gate and up projections in one Linear (mlp.gate_up_proj, Phi-3 style), "
+    "mlp.gate_up_proj": "fuses the gate and up projections in one Linear (mlp.gate_up_proj: Phi-3, GLM), "
                         "whose two halves dpm has no rule to prune as one unit yet",
     "mlp.Wi": "fuses the gate and up projections in one Linear (mlp.Wi, ModernBERT style), whose two halves "
               "dpm has no rule to prune as one unit yet",
     "ffn_output": "shares one set of layer weights across all its layers (ALBERT: albert_layer_groups), so a "
                   "channel is one channel of every layer at once; dpm does not prune shared weights",
+    "mlp.experts": "routes tokens to a mixture of experts (mlp.experts: Mixtral, Qwen-MoE), whose stacked expert "
+                   "weights dpm has no rule to prune",
 }
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)  # + transformers' Conv1D (`root_types`)
 
@@ -54,13 +56,13 @@ def head_modules(model: nn.Module) -> list[str]:
 def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
     """Every Linear/Conv that is neither an FFN input projection nor (with `heads`) inside an attention
     module pruned by heads: ignore these and only FFN width and heads are pruned."""
+    names = [name for name, _ in model.named_modules()]
+    why = next((w for s, w in UNSUPPORTED_FFN.items() if any(n.endswith("." + s) for n in names)), None)
+    if why:
+        raise ConfigError(f"dpm cannot prune {type(model).__name__}: it {why} "
+                          "(docs/HF_FAMILIES.md lists the families dpm prunes)")
     roots = set(ffn_roots(model))
     if not roots:
-        names = [name for name, _ in model.named_modules()]
-        why = next((w for s, w in UNSUPPORTED_FFN.items() if any(n.endswith("." + s) for n in names)), None)
-        if why:
-            raise ConfigError(f"dpm cannot prune {type(model).__name__}: it {why} "
-                              "(docs/HF_FAMILIES.md lists the families dpm prunes)")
         raise ConfigError(f"dpm does not recognise the feed-forward layers of {type(model).__name__} "
                           f"(it knows {FAMILIES}: modules named *.{', *.'.join(FFN_INPUTS[:4])}, *.mlp.c_fc, ...); "
                           "prune it as a plain module with your own pruning.ignore patterns")
