@@ -133,12 +133,14 @@ class HFSelfAttention(HeadAdapter):
 
 class LlamaAttention(HeadAdapter):
     """Hugging Face Llama-style attention (q/k/v/o_proj, grouped-query): a structure is one key/value
-    head with the query heads that share it. The forward reshapes with -1, so only counts change."""
+    head with the query heads that share it. The forward reshapes with -1, so only counts change.
+    Phi (phi-2) is the same layout with the output projection named `dense`."""
 
     family = "hf-llama"
 
     def matches(self, module: nn.Module) -> bool:
-        return (all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+        return (all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj"))
+                and isinstance(_out_proj(module), nn.Linear)
                 and hasattr(module, "head_dim") and hasattr(module, "num_key_value_groups"))
 
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
@@ -147,12 +149,16 @@ class LlamaAttention(HeadAdapter):
         if heads % kv or heads // kv != module.num_key_value_groups:
             raise Unsupported(f"{name}: {heads} query heads do not share {kv} key/value heads evenly")
         return HeadLayout(self.family, heads, kv, dim, (module.q_proj, "weight", 0), (module.k_proj, "weight", 0),
-                          (module.v_proj, "weight", 0), module.o_proj, [], name)
+                          (module.v_proj, "weight", 0), _out_proj(module), [], name)
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         for attr, value in (("num_heads", heads), ("num_key_value_heads", heads // layout.per_kv)):
             if hasattr(module, attr):
                 setattr(module, attr, value)
+
+
+def _out_proj(module: nn.Module) -> nn.Module | None:
+    return getattr(module, "o_proj", None) if hasattr(module, "o_proj") else getattr(module, "dense", None)
 
 
 class GPT2Attention(HeadAdapter):

@@ -9,20 +9,36 @@ Protection uses dpm's ordinary mechanism, the ignore list (`DPMConfig.ignore`).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn as nn
 
 from ..engine.conv1d import is_conv1d, out_axis, root_types
 from ..engine.heads import ADAPTERS
 from ..errors import ConfigError
 
-# Names (suffixes) of FFN input projections across the common families: BERT/RoBERTa/MiniLM/ViT,
-# DistilBERT, Llama/Mistral/Qwen (gate and up, pruned together), OPT/Phi, GPT-NeoX/Falcon, T5,
-# GPT-2 (a transformers Conv1D) and GPT-Neo (c_fc as nn.Linear).
+# Names (suffixes) of FFN input projections across the common families: BERT/RoBERTa/MiniLM/ViT/MPNet/
+# DeBERTa, DistilBERT, Llama/Mistral/Qwen/Gemma (gate and up, pruned together), OPT/Phi/BART, GPT-NeoX/
+# Falcon/BLOOM, T5, GPT-2 (a transformers Conv1D), GPT-Neo (c_fc as nn.Linear) and GPT-J/CodeGen.
 FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
-              "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc")
-FAMILIES = "BERT-style, DistilBERT, Llama-style, OPT/Phi, GPT-NeoX/Falcon, T5 and GPT-2/GPT-Neo"
-# Config keys that hold the (one, model-wide) FFN width, by family.
-FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner")
+              "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
+              "mlp.fc_in")
+FAMILIES = "BERT-style, DistilBERT, Llama-style, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo and GPT-J/CodeGen"
+# Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
+FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
+# An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.
+STACK_WIDTH_KEYS = {"encoder": "encoder_ffn_dim", "decoder": "decoder_ffn_dim"}
+# FFN layouts dpm recognises but cannot prune exactly, and why: a model with one is refused whole.
+UNSUPPORTED_FFN = {
+    "mlp.gate_up_proj": "fuses the gate and up projections in one Linear (mlp.gate_up_proj: Phi-3, GLM), "
+                        "whose two halves dpm has no rule to prune as one unit yet",
+    "mlp.Wi": "fuses the gate and up projections in one Linear (mlp.Wi, ModernBERT style), whose two halves "
+              "dpm has no rule to prune as one unit yet",
+    "ffn_output": "shares one set of layer weights across all its layers (ALBERT: albert_layer_groups), so a "
+                  "channel is one channel of every layer at once; dpm does not prune shared weights",
+    "mlp.experts": "routes tokens to a mixture of experts (mlp.experts: Mixtral, Qwen-MoE), whose stacked expert "
+                   "weights dpm has no rule to prune",
+}
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)  # + transformers' Conv1D (`root_types`)
 
 
@@ -40,6 +56,11 @@ def head_modules(model: nn.Module) -> list[str]:
 def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
     """Every Linear/Conv that is neither an FFN input projection nor (with `heads`) inside an attention
     module pruned by heads: ignore these and only FFN width and heads are pruned."""
+    names = [name for name, _ in model.named_modules()]
+    why = next((w for s, w in UNSUPPORTED_FFN.items() if any(n.endswith("." + s) for n in names)), None)
+    if why:
+        raise ConfigError(f"dpm cannot prune {type(model).__name__}: it {why} "
+                          "(docs/HF_FAMILIES.md lists the families dpm prunes)")
     roots = set(ffn_roots(model))
     if not roots:
         raise ConfigError(f"dpm does not recognise the feed-forward layers of {type(model).__name__} "
@@ -55,6 +76,11 @@ def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
 
 def ffn_widths(model: nn.Module) -> list[int]:
     """The intermediate width of every FFN, in layer order (gate and up projections count once)."""
+    return list(ffn_layers(model).values())
+
+
+def ffn_layers(model: nn.Module) -> dict[str, int]:
+    """Layer name -> intermediate width of its FFN, in layer order."""
     widths: dict[str, int] = {}
     for name in ffn_roots(model):
         # the layer is what precedes the matched suffix: "layers.0" for layers.0.fc1 (OPT) and for
@@ -63,4 +89,35 @@ def ffn_widths(model: nn.Module) -> list[int]:
         module = model.get_submodule(name)
         width = module.weight.shape[out_axis(module)]  # out_features; a Conv1D's weight is [in, out]
         widths.setdefault(name[:-len(suffix)].rstrip("."), width)
-    return list(widths.values())
+    return widths
+
+
+def ffn_width_key(config: Any) -> str | None:
+    """The config key holding the model-wide FFN width: the first of FFN_WIDTH_KEYS set, else one the
+    config has but leaves None (GPT-2's n_inner: None means 4 x n_embd, and is written when pruned)."""
+    keys = config.to_dict()
+    return next((k for k in FFN_WIDTH_KEYS if getattr(config, k, None) is not None), None) or \
+        next((k for k in FFN_WIDTH_KEYS if k in keys), None)
+
+
+def width_keys(model: nn.Module, layers: dict[str, int]) -> dict[str, str | None]:
+    """Layer name -> the config key holding its FFN width: a stack's own (encoder_ffn_dim under an
+    `encoder` module) where the config has one, else the model-wide key (None: the config has none)."""
+    config, default = model.config, ffn_width_key(model.config)
+    keys = {}
+    for layer in layers:
+        stacks = [STACK_WIDTH_KEYS[p] for p in layer.split(".") if p in STACK_WIDTH_KEYS]
+        keys[layer] = next((k for k in stacks if getattr(config, k, None) is not None), default)
+    return keys
+
+
+def head_problem(model: nn.Module, head_ratio: float | None) -> str | None:
+    """Why `pruning.head_ratio` cannot be honoured (dpm has no head rule for any attention of the
+    model, so no head would be removed), or None. Checked before training."""
+    if not head_ratio or head_modules(model):
+        return None
+    kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Attention")})
+    rule = f"no head rule for {', '.join(kinds[:2])}" if kinds else "no attention module it recognises"
+    return (f"pruning.head_ratio is {head_ratio:g} but dpm prunes no attention heads of {type(model).__name__} "
+            f"({rule}; it knows BERT-style, Llama-style and GPT-2 attention): set pruning.head_ratio: 0 to "
+            "prune the FFN width only")

@@ -23,7 +23,9 @@ from .. import owned
 from ..errors import DpmError, InputError
 from ..engine.conv1d import is_conv1d
 from .load import captured_warnings
-from .prunable import FFN_WIDTH_KEYS, ffn_widths, head_modules
+from ..engine.heads import ADAPTERS
+from .expressible import head_size_free, shape_mismatch, width_key_governs
+from .prunable import FFN_WIDTH_KEYS, ffn_layers, ffn_width_key, head_modules, width_keys  # noqa: F401
 
 # Files of a source folder that describe more than the transformers model (sentence-transformers'
 # pooling and module list); copied so that e.g. SentenceTransformer(folder) loads the result too.
@@ -38,24 +40,25 @@ class HFFormatError(DpmError):
 def standard_config_updates(model: nn.Module) -> dict[str, Any]:
     """Config values that make the config describe the compact modules, or HFFormatError."""
     config, updates = model.config, {}
-    widths = ffn_widths(model)
-    key = ffn_width_key(config)
-    if widths and key is not None and widths != [getattr(config, key)] * len(widths):
+    layers = ffn_layers(model)
+    keys = width_keys(model, layers)
+    for key in dict.fromkeys(k for k in keys.values() if k is not None):
+        widths = [w for layer, w in layers.items() if keys[layer] == key]
         if len(set(widths)) > 1:
             raise HFFormatError(
                 f"the FFN widths differ per layer ({widths}) but {type(config).__name__} holds one {key}; "
                 "prune with pruning.ranking: layer for equal widths, or ship the dpm artifact (.dpm.pt) or .pt2 program")
-        updates[key] = widths[0]
-    updates.update(_head_updates(model))
+        if widths[0] != getattr(config, key):
+            updates[key] = widths[0]
+    updates.update(_head_updates(model, dict(updates)))
+    # Whatever the keys say, the architecture built from the new config must have the compact shapes
+    # (BLOOM's FFN is 4 x hidden_size whatever its config holds): else saving would write a folder
+    # that from_pretrained refuses or, worse, re-initialises.
+    mismatch = shape_mismatch(model, updates)
+    if mismatch:
+        raise HFFormatError(f"{type(config).__name__} cannot describe the compact model ({mismatch}); "
+                            "ship the dpm artifact (.dpm.pt) or .pt2 program instead")
     return updates
-
-
-def ffn_width_key(config: Any) -> str | None:
-    """The config key holding the model-wide FFN width: the first of FFN_WIDTH_KEYS set, else one the
-    config has but leaves None (GPT-2's n_inner: None means 4 x n_embd, and is written when pruned)."""
-    keys = config.to_dict()
-    return next((k for k in FFN_WIDTH_KEYS if getattr(config, k, None) is not None), None) or \
-        next((k for k in FFN_WIDTH_KEYS if k in keys), None)
 
 
 def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> str | None:
@@ -63,20 +66,45 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
     after training), or None. Checked before training, from the recipe alone."""
     config, name = model.config, type(model.config).__name__
     fix = "or set output.hf: false (BASE.dpm.pt and BASE.pt2 hold any shape)"
-    if ranking != "layer" and ffn_widths(model) and ffn_width_key(config) is not None:
+    layers = ffn_layers(model)
+    keys = width_keys(model, layers)
+    if ranking != "layer" and any(keys.values()):
         return (f"{name} holds one FFN width for all layers, but pruning.ranking {ranking} prunes each layer "
                 f"differently: set pruning.ranking: layer for a Hugging Face folder, {fix}")
+    problem = _width_key_problem(model, layers, keys)
+    if problem:
+        return f"{problem}, so a pruned FFN cannot be saved as a Hugging Face folder: set output.hf: false " \
+               "(BASE.dpm.pt and BASE.pt2 hold any shape)"
     if head_ratio == 0 or not head_modules(model):
         return None
-    if "head_dim" not in config.to_dict():
-        return (f"{name} cannot record pruned attention heads (its head size is hidden_size / "
-                f"num_attention_heads and transformers 5 has no pruned_heads): set pruning.head_ratio: 0 "
-                f"to keep the heads, {fix}")
+    if not _head_size_free(model):
+        return (f"{name} cannot record pruned attention heads (with fewer heads its model derives another "
+                f"head size, or per-head norm size, from hidden_size / num_attention_heads, and transformers 5 "
+                f"has no pruned_heads): set pruning.head_ratio: 0 to keep the heads, {fix}")
     if head_ratio is None and ranking != "layer":
         return (f"{name} holds one head count for all layers, but heads compete in a {ranking} ranking: set "
                 f"pruning.ranking: layer or pruning.head_ratio (e.g. 0.25: the same heads removed from every "
                 f"layer), {fix}")
     return None
+
+
+def _width_key_problem(model: nn.Module, layers: dict[str, int], keys: dict[str, str | None]) -> str | None:
+    name = type(model.config).__name__
+    missing = [layer for layer, key in keys.items() if key is None]
+    if missing:
+        return (f"{name} has no config key for the FFN width of {missing[0]} (dpm knows "
+                f"{', '.join(FFN_WIDTH_KEYS)}; BLOOM-style configs fix it at 4 x hidden_size)")
+    for key in dict.fromkeys(keys.values()):
+        if width_key_governs(model, key, {layer: w for layer, w in layers.items() if keys[layer] == key}) is False:
+            return f"{name}.{key} does not set the width of every FFN dpm prunes"
+    return None
+
+
+def _head_size_free(model: nn.Module, ffn: dict[str, Any] | None = None) -> bool:
+    """Whether the config states the head size apart from the head count (asked of the architecture,
+    `ffn`: the config's FFN width updates; where it cannot be built, whether the config has a head_dim)."""
+    free = head_size_free(model, ffn)
+    return "head_dim" in model.config.to_dict() if free is None else free
 
 
 def head_counts(model: nn.Module) -> list[tuple[int, int]]:
@@ -97,7 +125,7 @@ def head_counts(model: nn.Module) -> list[tuple[int, int]]:
     return counts
 
 
-def _head_updates(model: nn.Module) -> dict[str, Any]:
+def _head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
     config = model.config
     heads = getattr(config, "num_attention_heads", None)
     kv = getattr(config, "num_key_value_heads", None) or heads
@@ -105,11 +133,18 @@ def _head_updates(model: nn.Module) -> dict[str, Any]:
     if not counts or heads is None or all(c == (heads, kv) for c in counts):
         return {}
     # transformers 5 dropped config.pruned_heads; a head count other than the config's is expressible
-    # only where the config states the head size itself (head_dim: Llama-style) and it is uniform.
-    if "head_dim" in config.to_dict():
+    # only where the architecture takes the head size from the config (head_dim: Llama-style, asked of
+    # the class itself, `head_size_free`) and the count is uniform.
+    if _head_size_free(model, ffn):
         if len(set(counts)) == 1:
             q, k = counts[0]
-            return {"num_attention_heads": q, **({"num_key_value_heads": k} if "num_key_value_heads" in config.to_dict() else {})}
+            keys = config.to_dict()
+            updates = {"num_attention_heads": q}
+            if "num_key_value_heads" in keys:
+                updates["num_key_value_heads"] = k
+            if "head_dim" not in keys:  # Qwen2: head_dim = getattr(config, "head_dim", hidden / heads)
+                updates["head_dim"] = _head_size(model)
+            return updates
         raise HFFormatError(
             f"the query heads per layer ({[q for q, _ in counts]}) differ but {type(config).__name__} holds one "
             "num_attention_heads; prune with pruning.ranking: layer for equal head counts "
@@ -118,6 +153,14 @@ def _head_updates(model: nn.Module) -> dict[str, Any]:
         f"the attention head counts per layer ({[q for q, _ in counts]}) cannot be written in a "
         f"{type(config).__name__}: its head size is hidden_size / num_attention_heads and transformers 5 "
         "has no pruned_heads; ship the dpm artifact (.dpm.pt) or .pt2 program instead")
+
+
+def _head_size(model: nn.Module) -> int:
+    for module in model.modules():
+        adapter = next((a for a in ADAPTERS if a.matches(module)), None)
+        if adapter is not None:
+            return adapter.describe("", module).head_dim
+    raise HFFormatError(f"{type(model).__name__} has head counts but no attention module dpm recognises")
 
 
 def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs: Any = None, *,
@@ -176,7 +219,11 @@ def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance
     """Load `folder` as `type(model)` and check that every output field equals the model's (the same
     weights give the same function; kernels may round differently in the last bits)."""
     with captured_warnings() as warned:
-        reloaded = type(model).from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        try:
+            reloaded = type(model).from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        except Exception as err:  # e.g. a size mismatch: a folder dpm must not hand over
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise HFFormatError(f"the saved folder does not load as {type(model).__name__} ({first})") from err
     if warned:
         raise HFFormatError(f"the saved folder loads with a warning: {warned[0].splitlines()[0][:200]}")
     was_training = model.training

@@ -100,14 +100,17 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     data is tokenised by it), then the data."""
     from ..hf import load_hf, protected_modules, token_example
     from ..hf.artifact import hf_provenance
+    from ..hf.prunable import head_problem
     from ..hf.save import format_problem
 
     folder = Path(model_path or recipe.model.hf.path)
     loaded = load_hf(folder, recipe.model.hf.task)
-    if recipe.output.hf:  # before the data and the training: a folder that cannot be written is known now
+    protected = protected_modules(loaded.model)  # refuses a family whose FFN dpm cannot prune
+    problem = head_problem(loaded.model, recipe.pruning.head_ratio)
+    if not problem and recipe.output.hf:  # before data and training: a folder that cannot be written is known now
         problem = format_problem(loaded.model, recipe.pruning.ranking, recipe.pruning.head_ratio)
-        if problem:
-            raise ConfigError(problem)
+    if problem:
+        raise ConfigError(problem)
     d, seq_len = recipe.data, recipe.model.seq_len
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples, tokenizer=loaded.tokenizer,
@@ -127,7 +130,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     if why and "artifact" in recipe.output.formats:
         notes.append(f"no .dpm.pt artifact will be written: {why}")
     ctx = RunContext(recipe, device, data, train_loader, val_loader, loaded.model.to(device), example, provenance,
-                     folder, notes, loaded.tokenizer, protected_modules(loaded.model))
+                     folder, notes, loaded.tokenizer, protected)
     _check_outputs(ctx)
     return ctx
 

@@ -1,0 +1,101 @@
+"""Whether an architecture's config can record a pruned shape, asked of the architecture itself.
+
+Families differ in which config key sets the FFN width (intermediate_size, ffn_hidden_size, n_inner,
+none at all: BLOOM's is 4 x hidden_size) and in whether the head size is free (Llama reads
+config.head_dim; BERT and GPT-2 derive it from hidden_size / num_attention_heads). Rather than a table
+per family, dpm builds the model class from a changed config on the meta device (no memory, no
+weights) and looks at the shapes it gets. That answers before training, from the recipe alone, and
+at save time it checks every parameter of the compact model against the config about to be written.
+A class that cannot be built this way gives no answer (None): the reload check after saving decides.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..engine.heads import ADAPTERS
+from .load import captured_warnings
+
+
+def build_meta(model: nn.Module, updates: dict[str, Any]) -> nn.Module | None:
+    """`type(model)` built from its config with `updates`, parameters on the meta device; None when
+    the class cannot be built that way."""
+    config = copy.deepcopy(model.config)
+    try:
+        for key, value in updates.items():
+            setattr(config, key, value)
+        with torch.device("meta"), captured_warnings():
+            return type(model)(config)
+    except Exception:  # a config the class rejects, or a class that allocates on construction
+        return None
+
+
+def shape_mismatch(model: nn.Module, updates: dict[str, Any]) -> str | None:
+    """The first parameter whose shape a model built from config + `updates` would not share with
+    `model` ("name: config gives [..], model has [..]"), or None (also when the class cannot be built)."""
+    built = build_meta(model, updates)
+    if built is None:
+        return None
+    return _first_difference(built, model)
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    # buffers too: a rotary table sized from the head size is rebuilt, not loaded, by from_pretrained
+    return {**dict(model.named_buffers()), **dict(model.named_parameters())}
+
+
+def _first_difference(built: nn.Module, model: nn.Module, skip: tuple[str, ...] = ()) -> str | None:
+    shapes = {name: tuple(t.shape) for name, t in _tensors(built).items()}
+    for name, t in _tensors(model).items():
+        if name in shapes and shapes[name] != tuple(t.shape) and not name.startswith(skip):
+            return f"{name}: the config gives {list(shapes[name])}, the model has {list(t.shape)}"
+    return None
+
+
+def width_key_governs(model: nn.Module, key: str, layers: dict[str, int]) -> bool | None:
+    """Whether setting `key` to another value changes the width of every FFN in `layers` (layer name ->
+    width) to that value; None when the class cannot be built."""
+    from .prunable import ffn_layers
+
+    probe = max(layers.values()) + 1  # any other width will do; one more than the widest is valid
+    built = build_meta(model, {key: probe})
+    if built is None:
+        return None
+    got = ffn_layers(built)
+    return all(got.get(name) == probe for name in layers)
+
+
+def head_size_free(model: nn.Module, base: dict[str, Any] | None = None) -> bool | None:
+    """Whether a config can state other head counts at the same head size: the model built with twice
+    the query and key/value heads and config.head_dim must have attention layouts of exactly that, and
+    every other shape unchanged (`base`: config updates that already describe the model, e.g. a
+    pruned FFN width). Twice, not fewer: fewer heads are not always a valid config, more always are.
+    None: no answer."""
+    names = [name for name, m in model.named_modules() if any(a.matches(m) for a in ADAPTERS)]
+    if not names:
+        return None
+    first = model.get_submodule(names[0])
+    layout = next(a for a in ADAPTERS if a.matches(first)).describe(names[0], first)
+    config = model.config.to_dict()
+    updates = {**(base or {}), "num_attention_heads": 2 * layout.heads, "head_dim": layout.head_dim}
+    if "num_key_value_heads" in config:
+        updates["num_key_value_heads"] = 2 * layout.kv_heads
+    built = build_meta(model, updates)
+    if built is None:
+        return None
+    try:
+        for name in names:
+            module = built.get_submodule(name)
+            adapter = next(a for a in ADAPTERS if a.matches(module))
+            got = adapter.describe(name, module)
+            if (got.heads, got.kv_heads, got.head_dim) != (2 * layout.heads, 2 * layout.kv_heads, layout.head_dim):
+                return False
+    except Exception:  # the attention no longer matches, or its layout is inconsistent: not expressible
+        return False
+    # Nothing else may change shape (Phi's qk-LayerNorm is sized hidden_size / num_attention_heads).
+    projections = tuple(f"{name}.{attr}." for name in names for attr, m in model.get_submodule(name).named_children()
+                        if isinstance(m, nn.Linear))
+    return _first_difference(built, model, projections) is None

@@ -1,0 +1,180 @@
+"""The common transformers families beyond the ones with their own test files, from tiny random configs
+(hidden 32, 2 layers (encoder-decoders: 1 + 1), 4 heads, vocab 64, FFN 64): each either has half its FFN
+width pruned exactly and saved as a folder `from_pretrained` loads, or is refused in one line before any
+training. docs/HF_FAMILIES.md is the table of these results."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from cli_helpers import run_cli  # noqa: E402
+from hf_helpers import no_warning_load, text_file, write_recipe  # noqa: E402
+
+from dpm_cli import DecayPruner, DPMConfig  # noqa: E402
+from dpm_cli.engine.selection import score_groups, select  # noqa: E402
+from dpm_cli.errors import ConfigError  # noqa: E402
+from dpm_cli.hf import HFFormatError, load_hf, protected_modules, save_hf  # noqa: E402
+from dpm_cli.hf.prunable import ffn_layers, head_problem  # noqa: E402
+from dpm_cli.hf.save import format_problem, head_counts  # noqa: E402
+
+T = transformers
+LM = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+          max_position_embeddings=64)
+GQA = dict(LM, num_key_value_heads=2)
+GPTJ = dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_inner=64, rotary_dim=4, n_positions=64,
+            bos_token_id=0, eos_token_id=0)
+SEQ2SEQ = dict(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+               decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=48, max_position_embeddings=64)
+
+# family -> (model class, config class, config kwargs)
+PRUNED = {
+    "qwen2": (T.Qwen2Model, T.Qwen2Config, GQA),  # no head_dim in its config: dpm writes one
+    "mistral": (T.MistralModel, T.MistralConfig, dict(GQA, head_dim=8)),
+    "gemma": (T.GemmaModel, T.GemmaConfig, dict(GQA, head_dim=8)),
+    "phi": (T.PhiModel, T.PhiConfig, LM),  # phi-2: mlp.fc1, attention output named dense
+    "gptj": (T.GPTJModel, T.GPTJConfig, GPTJ),  # mlp.fc_in / fc_out, width in n_inner
+    "codegen": (T.CodeGenModel, T.CodeGenConfig, dict(GPTJ, n_ctx=64)),
+    "gpt_neox": (T.GPTNeoXModel, T.GPTNeoXConfig, LM),
+    "falcon": (T.FalconModel, T.FalconConfig, dict(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                                    num_attention_heads=4, ffn_hidden_size=64)),
+    "mpnet": (T.MPNetModel, T.MPNetConfig, LM),  # all-mpnet-base-v2's family
+    "xlm_roberta": (T.XLMRobertaModel, T.XLMRobertaConfig, LM),
+    "deberta_v2": (T.DebertaV2Model, T.DebertaV2Config, LM),
+    "bart": (T.BartModel, T.BartConfig, SEQ2SEQ),  # one width per stack: encoder_ffn_dim, decoder_ffn_dim
+    "t5": (T.T5Model, T.T5Config, dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                                        decoder_start_token_id=0)),
+}
+REFUSED = {
+    "phi3": (T.Phi3Model, T.Phi3Config, dict(GQA, pad_token_id=0, eos_token_id=0, bos_token_id=0)),
+    "modernbert": (T.ModernBertModel, T.ModernBertConfig, dict(LM, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                                                cls_token_id=1, sep_token_id=2)),
+    "albert": (T.AlbertModel, T.AlbertConfig, dict(LM, embedding_size=16)),
+    "bloom": (T.BloomModel, T.BloomConfig, dict(vocab_size=64, hidden_size=32, n_layer=2, n_head=4)),
+    "phi_qk_norm": (T.PhiModel, T.PhiConfig, dict(LM, qk_layernorm=True)),
+    "mixtral": (T.MixtralModel, T.MixtralConfig, dict(GQA, head_dim=8, num_local_experts=4)),
+}
+SEQ2SEQ_FAMILIES = ("bart", "t5")
+
+
+def build(family: str):
+    cls, config, kwargs = {**PRUNED, **REFUSED}[family]
+    torch.manual_seed(0)
+    return cls(config(**kwargs)).eval()
+
+
+def folder(tmp_path, family):
+    build(family).save_pretrained(str(tmp_path / family))
+    return load_hf(tmp_path / family).model  # as dpm loads it (a decoder's use_cache set aside)
+
+
+def inputs(family):
+    g = torch.Generator().manual_seed(1)
+    x = {"input_ids": torch.randint(3, 64, (1, 12), generator=g), "attention_mask": torch.ones(1, 12, dtype=torch.long)}
+    if family in SEQ2SEQ_FAMILIES:
+        x["decoder_input_ids"] = torch.randint(3, 64, (1, 6), generator=g)
+    return x
+
+
+def prune(model, x, head_ratio):
+    cfg = DPMConfig(budget=0.5, budget_kind="channels", decay_steps=1, ranking="layer",
+                    ignore=protected_modules(model), head_ratio=head_ratio)
+    pruner = DecayPruner(model, x, cfg)
+    pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
+                            score_groups(pruner.groups, "magnitude", 0)))
+    return pruner.compact()
+
+
+def reload_matches(model, saved, x):
+    """AutoModel loads the folder with no warning and gives the compact model's outputs. (save_hf is
+    called without example inputs, so that this is the one reload: from_pretrained is the slow part.)"""
+    reloaded = no_warning_load(saved, T.AutoModel)
+    with torch.no_grad():
+        return reloaded, torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", sorted(PRUNED))
+def test_ffn_half_pruned_exactly_and_saved_as_a_folder(tmp_path, family):
+    model, x = folder(tmp_path, family), inputs(family)
+    before = ffn_layers(model)
+    assert format_problem(model, "layer", 0.0) is None and head_problem(model, 0.0) is None
+    result = prune(model, x, 0.0)
+    assert result.max_rel_error <= 1e-5
+    assert list(ffn_layers(model).values()) == [w // 2 for w in before.values()]
+    reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out"), x)
+    assert same
+    assert list(ffn_layers(reloaded).values()) == [w // 2 for w in before.values()]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "phi"])
+def test_llama_style_heads_whose_config_lacks_head_dim_are_saved_with_one(tmp_path, family):
+    model, x = folder(tmp_path, family), inputs(family)
+    assert "head_dim" not in model.config.to_dict() or family == "phi"
+    assert format_problem(model, "layer", 0.5) is None
+    assert prune(model, x, 0.5).max_rel_error <= 1e-5
+    counts = head_counts(model)
+    assert counts == [counts[0]] * 2 and counts[0][0] == 2  # half the query heads of every layer
+    reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out"), x)
+    assert same and reloaded.config.head_dim == 8 and reloaded.config.num_attention_heads == 2
+
+
+@pytest.mark.parametrize("family, phrase", [
+    ("phi3", "fuses the gate and up projections in one Linear (mlp.gate_up_proj"),
+    ("modernbert", "fuses the gate and up projections in one Linear (mlp.Wi"),
+    ("albert", "shares one set of layer weights across all its layers"),
+    ("mixtral", "routes tokens to a mixture of experts (mlp.experts"),
+])
+def test_families_dpm_cannot_prune_are_refused_before_the_pruner_is_built(family, phrase):
+    with pytest.raises(ConfigError, match=r"dpm cannot prune \w+Model: it ") as err:
+        protected_modules(build(family))
+    assert phrase in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bloom_ffn_is_refused_for_a_folder_before_training():
+    # BLOOM's FFN is 4 x hidden_size whatever its config holds: a pruned one has no standard folder.
+    problem = format_problem(build("bloom"), "layer", 0.0)
+    assert "BloomConfig has no config key for the FFN width" in problem and "output.hf: false" in problem
+
+
+def test_a_shape_the_config_cannot_hold_is_a_format_error_at_save_and_nothing_is_written(tmp_path, monkeypatch):
+    model, x = build("bloom"), inputs("bloom")
+    assert prune(model, x, 0.0).max_rel_error <= 1e-5  # exact: only the folder is impossible
+    with pytest.raises(HFFormatError, match=r"BloomConfig cannot describe the compact model \(h\.0\.mlp"):
+        save_hf(model, None, tmp_path / "out", x)
+    assert not (tmp_path / "out").exists()
+    # Where the architecture cannot be asked, the reload check says the same instead of a RuntimeError.
+    monkeypatch.setattr("dpm_cli.hf.save.shape_mismatch", lambda *a: None)
+    with pytest.raises(HFFormatError, match="the saved folder does not load as BloomModel"):
+        save_hf(model, None, tmp_path / "out", x)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+@pytest.mark.parametrize("family", ["phi_qk_norm", "xlm_roberta"])
+def test_heads_a_config_cannot_record_are_refused_for_a_folder(family):
+    # Phi's qk-LayerNorm is sized hidden_size / num_attention_heads; XLM-R's head size is.
+    problem = format_problem(build(family), "layer", 0.5)
+    assert "cannot record pruned attention heads" in problem and "head_ratio: 0" in problem
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "falcon", "mpnet", "t5"])
+def test_head_ratio_without_a_head_rule_is_refused_instead_of_ignored(family):
+    model = build(family)
+    problem = head_problem(model, 0.25)
+    assert f"pruning.head_ratio is 0.25 but dpm prunes no attention heads of {type(model).__name__}" in problem
+    assert "set pruning.head_ratio: 0" in problem
+    assert head_problem(model, 0.0) is None and head_problem(model, None) is None
+
+
+@pytest.mark.parametrize("family, head_ratio, phrase", [
+    ("phi3", 0.0, "dpm cannot prune Phi3Model"),
+    ("bloom", 0.0, "BloomConfig has no config key for the FFN width"),
+    ("gpt_neox", 0.25, "dpm prunes no attention heads of GPTNeoXModel"),
+])
+def test_cli_refuses_in_one_line_before_training(tmp_path, capsys, family, head_ratio, phrase):
+    build(family).save_pretrained(str(tmp_path / family))
+    recipe = write_recipe(tmp_path, tmp_path / family, text_file(tmp_path / "t.txt", 8), head_ratio=head_ratio)
+    capsys.readouterr()
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and phrase in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
