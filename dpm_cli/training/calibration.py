@@ -46,18 +46,21 @@ def collect_activations(pruner: Any, model: nn.Module, batches: Iterable[Any], d
 
 
 def reconstruct(pruner: Any, model: nn.Module, original: nn.Module, batches: Callable[[], Iterable[Any]],
-                device: torch.device | str) -> tuple[list[Any], list[str]]:
+                device: torch.device | str, step: int) -> tuple[str, dict[str, Any]]:
     """Least-squares reconstruction (`pruning.reconstruct`) on the calibration batches, right after
     structures reach zero: the linear layers reading them are refitted to the original model's outputs.
-    Returns the refits and the consumers that are not linear (left as they are)."""
+    Returns the log line and the metrics.jsonl record (each refit's relative output error before, after)."""
     from ..engine.reconstruct import consumers, refit
 
     found, others = consumers(pruner, model)
     was_training = model.training
     model.eval()
     try:
-        done = refit(model, original, found, lambda: (move(split_batch(b)[0], device) for b in batches()),
-                     call_model)
+        done = [r for r in refit(model, original, found, lambda: (move(split_batch(b)[0], device) for b in batches()),
+                                 call_model) if r.applied]
     finally:
         model.train(was_training)
-    return done, others
+    errors = ", ".join(f"{r.name} {r.before:.3f}->{r.after:.3f}" for r in done)
+    message = (f"reconstruct at step {step}: relative output error {errors or 'unchanged'}"
+               + (f"; not linear, left as they are: {', '.join(others)}" if others else ""))
+    return message, {"step": step, "kind": "reconstruct", "layers": {r.name: [r.before, r.after] for r in done}}

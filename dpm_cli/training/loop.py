@@ -356,15 +356,11 @@ class Trainer:
 
     def reconstruct(self) -> None:
         """Refit the linear layers reading the structures that just reached zero (`pruning.reconstruct`)."""
-        refits, others = reconstruct(self.pruner, self.dist.unwrap(self.model), self.reference,
-                                     self._calibration_batches, self.device)
-        step, applied = self.position.step + 1, [r for r in refits if r.applied]
-        errors = ", ".join(f"{r.name} {r.before:.3f}->{r.after:.3f}" for r in applied)
-        self.reporter.log(f"reconstruct at step {step}: relative output error {errors or 'unchanged'}"
-                          + (f"; not linear, left as they are: {', '.join(others)}" if others else ""))
+        message, record = reconstruct(self.pruner, self.dist.unwrap(self.model), self.reference,
+                                      self._calibration_batches, self.device, self.position.step + 1)
+        self.reporter.log(message)
         if self.run_dir is not None:
-            self.run_dir.append(self.run_dir.metrics, {"step": step, "kind": "reconstruct",
-                                                       "layers": {r.name: [r.before, r.after] for r in applied}})
+            self.run_dir.append(self.run_dir.metrics, record)
 
     def _calibration_batches(self) -> Any:
         return calibration_batches(self.train_loader, self.options.recalibrate_batches)
