@@ -119,3 +119,27 @@ def test_prune_with_reconstruct_refits_and_logs_it(tmp_path, capsys):
     assert all(after < before for before, after in fit["layers"].values())
     code, _, err = run_cli(["report", "--run", tmp_path / "run", "--plot", tmp_path / "plots"], capsys)
     assert code == 0, err  # the run's plots read a metrics log with a reconstruct line
+
+
+def test_bert_ffn_and_heads_are_refitted_with_real_tokens_and_stay_exact():
+    transformers = __import__("pytest").importorskip("transformers")
+    from dpm_cli.hf import protected_modules
+
+    torch.manual_seed(0)
+    model = transformers.BertModel(transformers.BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=40)).eval()
+    original = copy.deepcopy(model)
+    batch = {"input_ids": torch.randint(3, 64, (4, 12)),
+             "attention_mask": torch.tensor([[1] * 12, [1] * 9 + [0] * 3, [1] * 12, [1] * 5 + [0] * 7])}
+    cfg = DPMConfig(budget=0.5, budget_kind="channels", decay_steps=1, ranking="layer",
+                    ignore=protected_modules(model), head_ratio=0.5)
+    pruner = DecayPruner(model, batch, cfg)
+    pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
+                            score_groups(pruner.groups, "magnitude", 0)))
+    found, others = consumers(pruner, model)
+    assert {c.name for c in found} == {f"encoder.layer.{i}.{m}.dense" for i in (0, 1)
+                                       for m in ("output", "attention.output")} and others == []
+    fits = refit(model, original, found, lambda: [batch], call_model)
+    assert all(f.applied and f.after < f.before for f in fits)
+    assert pruner.compact().max_rel_error <= 1e-5
