@@ -128,10 +128,11 @@ def refit(model: nn.Module, original: nn.Module, found: list[Consumer], batches:
 
 def _refit_one(model: nn.Module, target_layer: nn.Module, original: nn.Module, c: Consumer,
                batches: Callable[[], Iterable[Any]], call: Callable[[nn.Module, Any], Any], ridge: float) -> Refit:
-    kept, live, bias = c.kept(), c.live(), c.module.bias is not None
+    device = c.module.weight.device  # the sums live beside the layer (float64: the normal equations need it)
+    kept, live, bias = c.kept().to(device), c.live().to(device), c.module.bias is not None
     width = len(kept) + int(bias)
-    gram = torch.zeros(width, width, dtype=torch.float64)
-    cross = torch.zeros(width, len(live), dtype=torch.float64)
+    gram = torch.zeros(width, width, dtype=torch.float64, device=device)
+    cross = torch.zeros(width, len(live), dtype=torch.float64, device=device)
     y_sq = err_sq = 0.0
     for inputs in batches():
         x = _capture(c.module, model, inputs, call, want_input=True)
@@ -146,13 +147,13 @@ def _refit_one(model: nn.Module, target_layer: nn.Module, original: nn.Module, c
         err_sq += float((now - y).square().sum())
         xk = x[:, kept]
         if bias:
-            xk = torch.cat([xk, torch.ones(len(xk), 1, dtype=xk.dtype)], 1)
+            xk = torch.cat([xk, torch.ones(len(xk), 1, dtype=xk.dtype, device=device)], 1)
         gram += xk.T @ xk
         cross += xk.T @ y
     before = (err_sq / max(y_sq, 1e-30)) ** 0.5
     damp = ridge * float(gram.diagonal().mean()) + 1e-12
     try:
-        coef = torch.linalg.solve(gram + damp * torch.eye(width, dtype=gram.dtype), cross)
+        coef = torch.linalg.solve(gram + damp * torch.eye(width, dtype=gram.dtype, device=device), cross)
     except RuntimeError:
         return Refit(c.name, before, before, applied=False)
     # ||Y - X A||^2 = sum Y^2 - 2 tr(A^T X^T Y) + tr(A^T X^T X A), from the sums already accumulated
@@ -162,7 +163,7 @@ def _refit_one(model: nn.Module, target_layer: nn.Module, original: nn.Module, c
         return Refit(c.name, before, before, applied=False)
     w = c.module.weight
     w[live.unsqueeze(1), kept.unsqueeze(0)] = coef[:len(kept)].T.to(w.dtype)
-    w[:, c.pruned] = 0.0
+    w[:, c.pruned.to(device)] = 0.0
     if bias:
         c.module.bias[live] = coef[len(kept)].to(w.dtype)
     return Refit(c.name, before, after, applied=True)
