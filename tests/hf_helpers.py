@@ -111,3 +111,18 @@ def no_warning_load(folder: Path, auto):
         logger.removeHandler(handler)
     assert records == [], records
     return model.eval()
+
+
+def cut_half(model, x, head_ratio: float = 0.0, ignore: list[str] | None = None):
+    """Half the channels of every layer (and `head_ratio` of its heads) cut at once by magnitude, as
+    single-step pruning does; `ignore` defaults to what the Hugging Face path protects. The pruner."""
+    from dpm_cli import DecayPruner, DPMConfig
+    from dpm_cli.engine.selection import score_groups, select
+    from dpm_cli.hf import protected_modules
+
+    cfg = DPMConfig(budget=0.5, budget_kind="channels", decay_steps=1, ranking="layer", head_ratio=head_ratio,
+                    ignore=protected_modules(model) if ignore is None else ignore)
+    pruner = DecayPruner(model, x, cfg)
+    pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
+                            score_groups(pruner.groups, "magnitude", 0)))
+    return pruner

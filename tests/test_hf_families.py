@@ -7,9 +7,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from dpm_cli import DecayPruner, DPMConfig  # noqa: E402
-from dpm_cli.engine.selection import score_groups, select  # noqa: E402
-from dpm_cli.hf import load_hf, protected_modules, save_hf  # noqa: E402
+from hf_helpers import cut_half  # noqa: E402
+from dpm_cli.hf import load_hf, save_hf  # noqa: E402
 from dpm_cli.hf.prunable import ffn_widths  # noqa: E402
 from dpm_cli.hf.save import format_problem  # noqa: E402
 
@@ -35,12 +34,7 @@ def _folder(tmp_path, family):
 
 
 def _prune(model, x, head_ratio):
-    cfg = DPMConfig(budget=0.5, budget_kind="channels", decay_steps=1, ranking="layer",
-                    ignore=protected_modules(model), head_ratio=head_ratio)
-    pruner = DecayPruner(model, x, cfg)
-    pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
-                            score_groups(pruner.groups, "magnitude", 0)))
-    return pruner.compact()
+    return cut_half(model, x, head_ratio).compact()
 
 
 def _inputs():

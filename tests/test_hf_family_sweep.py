@@ -10,10 +10,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from cli_helpers import run_cli  # noqa: E402
-from hf_helpers import no_warning_load, text_file, write_recipe  # noqa: E402
+from hf_helpers import cut_half, no_warning_load, text_file, write_recipe  # noqa: E402
 
-from dpm_cli import DecayPruner, DPMConfig  # noqa: E402
-from dpm_cli.engine.selection import score_groups, select  # noqa: E402
 from dpm_cli.errors import ConfigError  # noqa: E402
 from dpm_cli.hf import HFFormatError, load_hf, protected_modules, save_hf  # noqa: E402
 from dpm_cli.hf.prunable import ffn_layers, head_problem  # noqa: E402
@@ -78,12 +76,7 @@ def inputs(family):
 
 
 def prune(model, x, head_ratio):
-    cfg = DPMConfig(budget=0.5, budget_kind="channels", decay_steps=1, ranking="layer",
-                    ignore=protected_modules(model), head_ratio=head_ratio)
-    pruner = DecayPruner(model, x, cfg)
-    pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
-                            score_groups(pruner.groups, "magnitude", 0)))
-    return pruner.compact()
+    return cut_half(model, x, head_ratio).compact()
 
 
 def reload_matches(model, saved, x):

@@ -9,20 +9,16 @@ import torch
 import torch.nn as nn
 
 from cli_helpers import run_cli, write_checkpoint, write_recipe
-from dpm_cli import DecayPruner, DPMConfig
+from hf_helpers import cut_half
+from dpm_cli import DecayPruner
 from dpm_cli.batch import call_model
 from dpm_cli.engine.reconstruct import consumers, refit
-from dpm_cli.engine.selection import score_groups, select
 
 from test_training_loop import trainer
 
 
 def _prune_half(model: nn.Module, x, ignore=("2",)) -> DecayPruner:
-    cfg = DPMConfig(budget=0.5, budget_kind="channels", decay_steps=1, ranking="layer", ignore=list(ignore))
-    pruner = DecayPruner(model, x, cfg)
-    pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
-                            score_groups(pruner.groups, "magnitude", 0)))
-    return pruner
+    return cut_half(model, x, ignore=list(ignore))
 
 
 def test_units_that_duplicate_kept_units_are_reconstructed_exactly():
@@ -123,8 +119,6 @@ def test_prune_with_reconstruct_refits_and_logs_it(tmp_path, capsys):
 
 def test_bert_ffn_and_heads_are_refitted_with_real_tokens_and_stay_exact():
     transformers = __import__("pytest").importorskip("transformers")
-    from dpm_cli.hf import protected_modules
-
     torch.manual_seed(0)
     model = transformers.BertModel(transformers.BertConfig(
         vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -132,11 +126,7 @@ def test_bert_ffn_and_heads_are_refitted_with_real_tokens_and_stay_exact():
     original = copy.deepcopy(model)
     batch = {"input_ids": torch.randint(3, 64, (4, 12)),
              "attention_mask": torch.tensor([[1] * 12, [1] * 9 + [0] * 3, [1] * 12, [1] * 5 + [0] * 7])}
-    cfg = DPMConfig(budget=0.5, budget_kind="channels", decay_steps=1, ranking="layer",
-                    ignore=protected_modules(model), head_ratio=0.5)
-    pruner = DecayPruner(model, batch, cfg)
-    pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
-                            score_groups(pruner.groups, "magnitude", 0)))
+    pruner = cut_half(model, batch, head_ratio=0.5)
     found, others = consumers(pruner, model)
     assert {c.name for c in found} == {f"encoder.layer.{i}.{m}.dense" for i in (0, 1)
                                        for m in ("output", "attention.output")} and others == []
