@@ -79,12 +79,12 @@ def consumers(pruner: Any, model: nn.Module) -> tuple[list[Consumer], list[str]]
                 pruned_inputs.setdefault(hit[0], set()).update(local)
             elif s.dim == 1:
                 others.append(s.name)
-    order = [n for n, _ in model.named_modules()]
-    modules = dict(model.named_modules())
+    order = {n: i for i, n in enumerate(name for name, _ in model.named_modules())}
+    modules = {name: module for name, module in linear.values()}
     found = [Consumer(n, modules[n], torch.tensor(sorted(idx), dtype=torch.long),
                       torch.tensor(sorted(pruned_outputs.get(n, ())), dtype=torch.long))
              for n, idx in pruned_inputs.items() if idx]
-    return sorted(found, key=lambda c: order.index(c.name)), sorted(set(others))
+    return sorted(found, key=lambda c: order[c.name]), sorted(set(others))
 
 
 def _token_rows(inputs: Any, rows: int) -> torch.Tensor | None:
