@@ -31,11 +31,20 @@ import torch_pruning as tp
 from ..errors import ConfigError
 
 # What a library user who chose the criterion but never collected must do (pruner.step or scores()).
-NOT_COLLECTED = ("criterion 'activation' needs the activations of calibration data right before each "
+NOT_COLLECTED = ("criterion 'activation' or 'obs' needs the activations of calibration data right before each "
                  "selection: `if pruner.needs_activations(): with torch.no_grad(), pruner.collect_activations(): "
                  "model(x)` for a few batches, then pruner.step()")
 
 _TARGETS = (nn.Linear, nn.modules.conv._ConvNd)
+
+CALIBRATED = ("activation", "obs")  # criteria that rank by statistics of calibration forwards
+
+
+def fallback_note(criterion: str, groups: list[str]) -> str:
+    """What the last scoring did with the groups its calibrated criterion could not rank."""
+    if criterion == "obs":
+        return f"criterion obs: no Linear reads {', '.join(groups)}; ranked as criterion activation"
+    return f"criterion activation: no calibration forward reached a consumer of {', '.join(groups)}; ranked by magnitude"
 
 
 def _mean_normalize(imp: torch.Tensor) -> torch.Tensor:
@@ -152,24 +161,29 @@ def head_importance(group: Any, rms: dict[nn.Module, torch.Tensor]) -> torch.Ten
 
 
 class CalibrationActivations:
-    """The statistics a pruner's 'activation' selection ranks by: RMS input per channel by module name
-    (names, not modules: saved with the pruner's state, so a resumed run ranks exactly as before), and
-    the number of optimizer steps done when they were collected."""
+    """The statistics a pruner's 'activation' (and 'obs') selection ranks by: RMS input per channel by
+    module name (names, not modules: saved with the pruner's state, so a resumed run ranks exactly as
+    before), for 'obs' the input moments of the Linear layers named in `collect` (obs.py), and the
+    number of optimizer steps done when they were collected."""
 
     def __init__(self) -> None:
         self.rms: dict[str, torch.Tensor] | None = None
+        self.moments: dict[str, dict[str, torch.Tensor]] | None = None
         self.step: int | None = None
 
     @contextmanager
-    def collect(self, model: nn.Module, step: int) -> Iterator[None]:
-        importance = WandaImportance()
-        with importance.compute_importance(model):
+    def collect(self, model: nn.Module, step: int, moments_for: set[str] | None = None) -> Iterator[None]:
+        from .obs import InputMoments
+
+        importance, moments = WandaImportance(), InputMoments(moments_for or set())
+        with importance.compute_importance(model), moments.collect(model):
             yield
         stats = importance.rms_by_name(model)  # only after every forward succeeded
         if not stats:
             raise ConfigError("collect_activations() saw no forward pass through a Linear or convolution; "
                               "call the model on calibration batches inside the with-block")
         self.rms, self.step = stats, step
+        self.moments = moments.result() if moments_for else None
 
     def bound(self, model: nn.Module) -> dict[nn.Module, torch.Tensor]:
         """The statistics keyed by the model's modules, as WandaImportance reads them."""
@@ -177,8 +191,18 @@ class CalibrationActivations:
             raise ConfigError(NOT_COLLECTED)
         return {m: self.rms[name] for name, m in model.named_modules() if name in self.rms}
 
+    def bound_moments(self, model: nn.Module) -> dict[nn.Module, dict[str, torch.Tensor]]:
+        """The input moments keyed by the model's modules, as obs_importance reads them."""
+        if self.rms is None:
+            raise ConfigError(NOT_COLLECTED)
+        moments = self.moments or {}
+        return {m: moments[name] for name, m in model.named_modules() if name in moments}
+
     def state_dict(self) -> dict[str, Any] | None:
-        return None if self.rms is None else {"rms": self.rms, "step": self.step}
+        if self.rms is None:
+            return None
+        return {"rms": self.rms, "step": self.step, **({"moments": self.moments} if self.moments else {})}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         self.rms, self.step = (None, None) if state is None else (state["rms"], state["step"])
+        self.moments = None if state is None else state.get("moments")

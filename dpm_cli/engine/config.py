@@ -7,7 +7,7 @@ from typing import Any
 from ..errors import ConfigError
 
 BUDGET_KINDS = ("macs", "params", "channels")
-CRITERIA = ("magnitude", "taylor", "bn_scale", "lamp", "random", "activation")
+CRITERIA = ("magnitude", "taylor", "bn_scale", "lamp", "random", "activation", "obs")
 RANKINGS = ("global", "layer")
 DECAY_SHAPES = ("linear", "cosine")  # see schedule.py
 
@@ -33,9 +33,10 @@ class DPMConfig:
     """Everything that decides what is pruned and how it fades.
 
     budget: fraction of the ORIGINAL model kept (0 < budget <= 1), measured in `budget_kind`.
-    criterion: how structures are ranked (selection.py): magnitude, taylor, bn_scale, lamp, random, or
+    criterion: how structures are ranked (selection.py): magnitude, taylor, bn_scale, lamp, random,
         activation (||W[:, j]|| * rms of input j on calibration data; the caller collects it before each
-        selection, see DecayPruner.collect_activations).
+        selection, see DecayPruner.collect_activations), or obs (the output error removing j leaves after
+        least-squares compensation by the rest, obs.py; collected the same way).
     decay_steps: N, optimizer steps from selection to exact zero; 1 = single-step pruning.
     decay_shape: the norm's path to zero, "linear" (the paper's ramp) or "cosine" (schedule.py).
     rounds: K selection rounds; round k brings the cumulative budget to k/K of the target.

@@ -29,7 +29,7 @@ from .transaction import Transaction
 def preflight_keys(groups: list[GroupSlices], cost: CostModel, config: DPMConfig) -> list[Key]:
     """The final budget's selection, plus the least important unit of every group it leaves alone."""
     # no gradients or activations yet: any criterion's selection exercises the same removal paths
-    criterion = "magnitude" if config.criterion in ("taylor", "activation") else config.criterion
+    criterion = "magnitude" if config.criterion in ("taylor", "activation", "obs") else config.criterion
     scores = score_groups(groups, criterion, config.seed)
     try:
         keys = select(groups, cost, config, config.budget, set(), set(), scores)

@@ -19,13 +19,14 @@ import torch
 import torch.nn as nn
 
 from ..errors import BudgetError, ConfigError, DpmError
-from .activation import NOT_COLLECTED, CalibrationActivations
+from .activation import CALIBRATED, NOT_COLLECTED, CalibrationActivations
 from .compaction import CompactionPlan, CompactionResult, Removal, compact_plan
 from .config import DPMConfig
 from .cost import CostModel, Key
 from .deadline import Progress
 from .groups import discover_groups
 from .layout import FlatLayout
+from .obs import linear_consumers
 from .preflight import preflight_keys, run_preflight
 from .pruner_state import load_pruner_state, pruner_state
 from .schedule import remaining_fraction
@@ -39,7 +40,7 @@ EPS = 1e-12
 class DecayPruner:
     """Decays the structures a base criterion selects to exact zeros over N optimizer steps.
 
-    With `criterion="activation"` a selection needs the activations of calibration data at the current
+    With `criterion="activation"` or `"obs"` a selection needs the activations of calibration data at the current
     weights, collected right before the step that selects (after opt.step(), before pruner.step()):
 
         opt.step()
@@ -83,7 +84,7 @@ class DecayPruner:
         self._before: torch.Tensor | None = None  # parameters after the last step, for C_rate
         self._step_norms: torch.Tensor | None = None  # this step's norms before decay, for release events
         self.activations = CalibrationActivations()  # criterion "activation": what the selection ranks by
-        self.activation_fallback: list[str] = []  # groups the last scoring ranked by magnitude (activation.py)
+        self.activation_fallback: list[str] = []  # groups the last scoring could not rank by its criterion
         self._check_reachable()
         if self.config.preflight:  # fail now, not after training (the model is left untouched)
             keys = preflight_keys(self.groups, self.cost, self.config)
@@ -177,29 +178,32 @@ class DecayPruner:
         """True when the criterion is 'activation' and the next step() starts a selection round: collect
         with `collect_activations()` first. Self-Rectifying replacements within a round reuse the
         activations of the round's selection (the weights are read afresh), so no other step needs them."""
-        return self.config.criterion == "activation" and self.steps_done + 1 in self.selection_steps
+        return self.config.criterion in CALIBRATED and self.steps_done + 1 in self.selection_steps
 
     def collect_activations(self) -> Any:
         """A context manager: forward passes of calibration data inside it (no_grad, eval mode: the
         caller's choice) give the 'activation' criterion its statistics, accumulated over all of them.
         Hooks are removed on exit, also when a forward fails (nothing is kept then); no attribute is left
         on any module."""
-        return self.activations.collect(self.model, self.steps_done)
+        moments_for = linear_consumers(self.groups, self.model) if self.config.criterion == "obs" else None
+        return self.activations.collect(self.model, self.steps_done, moments_for)
 
     def scores(self) -> list[torch.Tensor]:
         """The criterion's importance of every structure now (what the next selection ranks by)."""
-        activations = None
-        if self.config.criterion == "activation":
+        activations = moments = None
+        if self.config.criterion in CALIBRATED:
             activations = self.activations.bound(self.model)
+        if self.config.criterion == "obs":
+            moments = self.activations.bound_moments(self.model)
         fallbacks: list[str] = []
         scores = score_groups(self.groups, self.config.criterion, self.config.seed + self.steps_done,
-                              activations, fallbacks)
+                              activations, fallbacks, moments)
         self.activation_fallback = fallbacks
         return scores
 
     def _start_round(self, k: int) -> None:
         # A round's selection must see the activations at this step's weights, not an earlier round's.
-        if self.config.criterion == "activation" and self.activations.step != self.steps_done - 1:
+        if self.config.criterion in CALIBRATED and self.activations.step != self.steps_done - 1:
             raise ConfigError(NOT_COLLECTED)
         self.round = k
         keys = select(self.groups, self.cost, self.config, self.targets[k], self._removed(),

@@ -12,6 +12,7 @@ from ..errors import BudgetError, ConfigError
 from .activation import NOT_COLLECTED, WandaImportance
 from .config import DPMConfig
 from .cost import CostModel, Key
+from .obs import obs_importance
 from .structures import GroupSlices
 from .units import own_importance, unit_scores, unit_sizes
 
@@ -40,8 +41,8 @@ def needs_gradients(criterion: str) -> bool:
 
 
 @torch.no_grad()
-def score_groups(groups: list[GroupSlices], criterion: str, seed: int,
-                 activations: dict | None = None, fallbacks: list[str] | None = None) -> list[torch.Tensor]:
+def score_groups(groups: list[GroupSlices], criterion: str, seed: int, activations: dict | None = None,
+                 fallbacks: list[str] | None = None, moments: dict | None = None) -> list[torch.Tensor]:
     """Importance per structure of each group (a multi-channel structure scores the mean of its
     channels); +inf where the criterion has no opinion (never chosen).
 
@@ -49,10 +50,15 @@ def score_groups(groups: list[GroupSlices], criterion: str, seed: int,
     A group none of whose consumers a calibration forward reached (no Linear/Conv takes its channels
     as inputs, or nn.MultiheadAttention's functional out_proj) scores by magnitude instead; both are
     normalised by their group mean, so the global ranking stays on one scale. Its name goes to
-    `fallbacks`."""
+    `fallbacks`.
+
+    moments: for criterion 'obs', {Linear: its input moments} (obs.py); a group no such Linear reads
+    (convolution consumers) scores as 'activation' does and is named in `fallbacks`."""
     if needs_gradients(criterion) and all(s.param.grad is None for g in groups for s in g.slices):
         raise ConfigError("criterion 'taylor' needs gradients: select after loss.backward(), "
                           "or use a criterion such as 'magnitude'")
+    if criterion == "obs":
+        return [_obs_scores(g, seed, activations, moments or {}, fallbacks) for g in groups]
     importance = make_importance(criterion, activations)
     scores = []
     # Seeded so that every process of a distributed run, and a resumed run, picks the same channels.
@@ -68,6 +74,17 @@ def score_groups(groups: list[GroupSlices], criterion: str, seed: int,
                 imp = torch.full((g.channels,), math.inf)
             scores.append(unit_scores(torch.nan_to_num(imp.detach().float().cpu(), nan=math.inf), g.unit_of))
     return scores
+
+
+def _obs_scores(g: GroupSlices, seed: int, activations: dict | None, moments: dict,
+                fallbacks: list[str] | None) -> torch.Tensor:
+    imp = obs_importance(g, moments)
+    if imp is not None:
+        return unit_scores(torch.nan_to_num(imp, nan=math.inf), g.unit_of)
+    if fallbacks is not None:
+        fallbacks.append(g.name)
+    inner: list[str] = []  # a group 'activation' cannot score either falls back to magnitude
+    return score_groups([g], "activation", seed, activations, inner)[0]
 
 
 def _magnitude(g: GroupSlices) -> torch.Tensor | None:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..batch import call_model, logits_of, move, output_fields
 from ..engine import DecayPruner
+from ..engine.activation import CALIBRATED, fallback_note
 from ..engine.selection import needs_gradients, select
 from ..recipe import Recipe
 from ..training.calibration import calibration_batches, collect_activations
@@ -57,13 +58,12 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
         notes.append(f"dpm prune will refuse this recipe: {overrun}")
     if needs_gradients(cfg.criterion):
         _gradients_on_one_batch(model, ctx.train_loader)
-    if cfg.criterion == "activation":  # the calibration batches `dpm prune` collects on, at the checkpoint's weights
+    if cfg.criterion in CALIBRATED:  # the calibration batches `dpm prune` collects on, at the checkpoint's weights
         collect_activations(pruner, model, calibration_batches(ctx.train_loader, recipe.pruning.recalibrate_bn.batches),
                             "cpu")
     keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(), pruner.scores())
     if pruner.activation_fallback:
-        notes.append(f"criterion activation: no calibration forward reached a consumer of "
-                     f"{', '.join(pruner.activation_fallback)}; ranked by magnitude")
+        notes.append(fallback_note(cfg.criterion, pruner.activation_fallback))
     pruner.prune_now(keys)  # zero the chosen structures, as the decay would
     result = pruner.compact()
     return PlanReport(len(pruner.groups), pruner.skipped, pruner.classifier, len(keys), result.macs_before,

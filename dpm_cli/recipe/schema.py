@@ -120,7 +120,7 @@ class RecalibrateSection:
 class PruningSection:
     budget: BudgetSection = section(BudgetSection)
     reconstruct: bool = opt(False, "bool", "when structures reach zero, refit the linear layers that read them (an FFN's down projection) by least squares to the original model's outputs on the calibration batches (pruning.recalibrate_bn.batches)")
-    criterion: str = opt("magnitude", "str", "channel importance criterion (activation: weight column norm x RMS input on the calibration batches, Wanda-style)", choices=("magnitude", "taylor", "bn_scale", "lamp", "random", "activation"))
+    criterion: str = opt("magnitude", "str", "channel importance criterion (activation: weight column norm x RMS input on the calibration batches, Wanda-style; obs: the output error removing a channel leaves after least-squares compensation, Optimal Brain Surgeon, pairs with reconstruct)", choices=("magnitude", "taylor", "bn_scale", "lamp", "random", "activation", "obs"))
     ranking: str = opt("global", "str", "rank channels across the model or within each layer", choices=("global", "layer"))
     max_layer_ratio: float = opt(0.9, "float", "at most this fraction of one group's channels is pruned", gt=0, lt=1)
     min_channels: int = opt(1, "int", "channels every group keeps", ge=1)

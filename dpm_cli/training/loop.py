@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..data import set_epoch
 from ..engine import DecayPruner, recalibrate_batchnorm
+from ..engine.activation import fallback_note
 from ..engine.state import DECAYING, PRUNED
 from ..errors import TrainingError
 from .distributed import SINGLE, DistContext
@@ -222,8 +223,7 @@ class Trainer:
             before = self._counts()
             self.pruner.step()
             if collected and self.pruner.activation_fallback:
-                self.reporter.log(f"note: criterion activation: no calibration forward reached a consumer of "
-                                  f"{', '.join(self.pruner.activation_fallback)}; ranked by magnitude")
+                self.reporter.log("note: " + fallback_note(self.pruner.config.criterion, self.pruner.activation_fallback))
             after = self._counts()
             self._pruned_now = after[1] > before[1]
             self._zeroed_now = before[0] > 0 and after[0] == 0
