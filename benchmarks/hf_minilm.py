@@ -58,6 +58,11 @@ def calibration(kind: str, tokenizer, seed: int) -> list[str]:
         return base + random_words(tokenizer, len(base), seed=100)
     if kind == "pydoc+docs":  # both Python documentation kinds: judged on prose only
         return base + texts.docstrings(None, seed=1)[EVAL_SIZE:EVAL_SIZE + len(base)]
+    if kind == "local-docs":  # what `data.source: local-docs` reads, less every judged paragraph
+        from dpm_cli.data.local_docs import local_docs_paragraphs
+
+        judged = {p for sentences in eval_sets().values() for p in sentences}
+        return [p for p in local_docs_paragraphs() if p not in judged]
     if kind == "prose":  # the ceiling check: prose paragraphs disjoint from the judged ones (judged on its own kind)
         return texts.prose(None, seed=2)[EVAL_SIZE:]
     raise SystemExit(f"unknown calibration {kind!r}")
@@ -106,7 +111,7 @@ def table(out: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--calib", default="pydoc", choices=("pydoc", "pydoc+words", "pydoc+docs", "prose"))
+    ap.add_argument("--calib", default="pydoc", choices=("pydoc", "pydoc+words", "pydoc+docs", "prose", "local-docs"))
     ap.add_argument("--mode", default="smooth", choices=("smooth", "single_step"))
     ap.add_argument("--head-ratio", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)

@@ -13,6 +13,8 @@ text       a local text file (``path``), one example per line or JSON lines with
            tokenised by the model's ``tokenizer`` to at most ``seq_len`` tokens (``dpm_cli.data.text``)
 pydoc      the ~2,000 paragraphs of Python's documentation topics (``pydoc_data``), as text: calibration
            text that ships with every Python
+local-docs pydoc's paragraphs plus the prose of every installed distribution's description (READMEs,
+           ``importlib.metadata``; licence text left out): broader calibration text (``data.local_docs``)
 =========  =========================================================================================
 
 Splits are fixed by ``split_seed``; batch order is fixed by the loader ``seed`` (``make_loaders``).
@@ -31,7 +33,7 @@ from .files import load_tensors
 from .text import load_text
 from .loaders import SeededSampler, check_labels_fit, make_loaders, set_epoch
 
-SOURCES = ("mnist", "digits", "tensors", "factory", "random", "text", "pydoc")
+SOURCES = ("mnist", "digits", "tensors", "factory", "random", "text", "pydoc", "local-docs")
 
 __all__ = [
     "SOURCES", "DataBundle", "InputsDataset", "SeededSampler",
@@ -95,8 +97,8 @@ def load_data(
         return load_random(dict(kwargs or {}), val_fraction=val_fraction, **common)
     if name == "factory":
         return load_factory(factory, kwargs, **common)
-    if name == "pydoc":
-        return load_text(None, tokenizer, seq_len=seq_len, val_fraction=val_fraction, **common)
+    if name in ("pydoc", "local-docs"):
+        return load_text(None, tokenizer, seq_len=seq_len, val_fraction=val_fraction, builtin=name, **common)
     if name == "text":
         if path is None:
             raise ConfigError("data source 'text' needs a path to a text file (recipe data.path)")

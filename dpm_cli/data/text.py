@@ -100,15 +100,28 @@ def pydoc_paragraphs() -> list[str]:
     return [p for p in paragraphs if len(p) >= 40]
 
 
+BUILTIN_TEXT = {"pydoc": "pydoc_data topics", "local-docs": "local documentation"}
+
+
+def builtin_paragraphs(source: str) -> list[str]:
+    """The paragraphs of a built-in text source (`pydoc`, `local-docs`): text already on the machine."""
+    if source == "local-docs":
+        from .local_docs import local_docs_paragraphs
+
+        return local_docs_paragraphs()
+    return pydoc_paragraphs()
+
+
 def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_fraction: float, split_seed: int,
-              num_samples: int | None, text_field: str = "text", label_field: str = "label") -> DataBundle:
-    """Read (`path` None: `pydoc_paragraphs()`), split (fixed by `split_seed`), truncate the training
-    part and tokenise."""
+              num_samples: int | None, text_field: str = "text", label_field: str = "label",
+              builtin: str = "pydoc") -> DataBundle:
+    """Read (`path` None: the built-in source `builtin`), split (fixed by `split_seed`), truncate the
+    training part and tokenise."""
     if tokenizer is None:
         raise InputError("text data needs a tokenizer, and the model folder has none; "
                          "save one into it with tokenizer.save_pretrained")
-    texts, labels = read_text(path, text_field, label_field) if path is not None else (pydoc_paragraphs(), None)
-    name = Path(path).name if path is not None else "pydoc_data topics"
+    texts, labels = read_text(path, text_field, label_field) if path is not None else (builtin_paragraphs(builtin), None)
+    name = Path(path).name if path is not None else BUILTIN_TEXT[builtin]
     if len(texts) < 2:
         raise InputError(f"{path}: holds {len(texts)} example(s); a train/validation split needs at least 2")
     label_t = torch.tensor(labels, dtype=torch.long) if labels is not None else None

@@ -335,7 +335,7 @@ def _hf_checks(recipe: Recipe, ctx: _Context) -> None:
                 ctx.fail(f"model.{key}", f"not used with model.hf.path (the folder holds the architecture, the "
                          f"weights and the tokenizer); remove model.{key}")
         return
-    if data.source in ("text", "pydoc"):
+    if data.source in ("text", "pydoc", "local-docs"):
         ctx.fail("data.source", "text data is tokenised by the model's tokenizer: set model.hf.path to a "
                  "Hugging Face model folder")
     if recipe.output.hf:

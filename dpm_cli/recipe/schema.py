@@ -72,7 +72,7 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random", "text", "pydoc"))
+    source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random", "text", "pydoc", "local-docs"))
     path: str | None = opt(None, "path", "a .pt or .npz file with inputs and labels (source tensors), or a text file (source text: one example per line, or JSON lines), relative to the recipe's folder")
     text_field: str = opt("text", "str", "source text, JSON lines: the key holding the text")
     label_field: str = opt("label", "str", "source text, JSON lines: the key holding an optional integer label")
