@@ -133,3 +133,26 @@ def test_bert_ffn_and_heads_are_refitted_with_real_tokens_and_stay_exact():
     fits = refit(model, original, found, lambda: [batch], call_model)
     assert all(f.applied and f.after < f.before for f in fits)
     assert pruner.compact().max_rel_error <= 1e-5
+
+
+def test_a_layer_called_twice_per_forward_is_refused_not_refitted():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down, self.head = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.down(self.down(torch.relu(self.up(x)))))
+
+    torch.manual_seed(0)
+    model, x = Twice(), torch.randn(16, 4)
+    original = copy.deepcopy(model).eval()
+    found = [c for c in consumers(_prune_half(model, x[:2], ignore=("head",)), model)[0] if c.name == "down"]
+    before = model.down.weight.clone()
+    try:
+        refit(model.eval(), original, found, lambda: [x, x], call_model)
+    except RuntimeError as err:
+        assert "one call of the layer per forward" in str(err)
+    else:
+        raise AssertionError("a shared layer was refitted")
+    assert torch.equal(model.down.weight, before)

@@ -95,16 +95,27 @@ def _token_rows(inputs: Any, rows: int) -> torch.Tensor | None:
     return mask.reshape(-1).bool()
 
 
+class _Captured(Exception):
+    """Raised by the capture hook: the rest of the forward pass is not needed."""
+
+
 def _capture(module: nn.Module, model: nn.Module, inputs: Any, call: Callable[[nn.Module, Any], Any],
-             want_input: bool) -> torch.Tensor:
+             want_input: bool, stop: bool = True) -> torch.Tensor:
+    """The input (or output) of `module` on `inputs`. With `stop` the forward ends right there, since
+    nothing after the layer matters to its refit (a refit's cost then grows with the layer's depth);
+    without it the whole forward runs, which checks that the layer is called once (not shared)."""
     got: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, args: tuple, out: torch.Tensor) -> None:
         got.append((args[0] if want_input else out).detach())
+        if stop:
+            raise _Captured
 
     handle = module.register_forward_hook(hook)
     try:
         call(model, inputs)
+    except _Captured:
+        pass
     finally:
         handle.remove()
     if len(got) != 1:
@@ -134,9 +145,9 @@ def _refit_one(model: nn.Module, target_layer: nn.Module, original: nn.Module, c
     gram = torch.zeros(width, width, dtype=torch.float64, device=device)
     cross = torch.zeros(width, len(live), dtype=torch.float64, device=device)
     y_sq = err_sq = 0.0
-    for inputs in batches():
-        x = _capture(c.module, model, inputs, call, want_input=True)
-        y = _capture(target_layer, original, inputs, call, want_input=False)
+    for i, inputs in enumerate(batches()):
+        x = _capture(c.module, model, inputs, call, want_input=True, stop=i > 0)
+        y = _capture(target_layer, original, inputs, call, want_input=False, stop=i > 0)
         x = x.reshape(-1, x.shape[-1]).double()
         y = y.reshape(-1, y.shape[-1]).double()[:, live]  # outputs pruned themselves stay zero
         rows = _token_rows(inputs, len(x))
