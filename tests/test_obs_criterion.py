@@ -149,3 +149,23 @@ def test_cli_prune_and_plan_with_obs(tmp_path, capsys):
     summary = json.loads(out)
     assert summary["macs_after"] / summary["macs_before"] <= 0.5
     assert summary["equivalence_error"] <= 1e-4
+
+
+def test_the_inverse_is_computed_once_per_collection(monkeypatch):
+    import dpm_cli.engine.obs as obs
+
+    model, x = duplicated_mlp(), torch.randn(32, 4)
+    pruner = pruner_for(model, x, "obs")
+    collect(pruner, model, [x])
+    calls = []
+    real = obs.inverse_diagonal
+    monkeypatch.setattr(obs, "inverse_diagonal", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = pruner.scores()
+    with torch.no_grad():
+        model[2].weight.mul_(2.0)  # Self-Rectifying rescoring reads the weights afresh ...
+    again = pruner.scores()
+    assert len(calls) == 1  # ... but not the calibration statistics
+    assert torch.allclose(again[0], first[0])  # a uniform scale leaves the group-normalised score as it was
+    collect(pruner, model, [x])
+    pruner.scores()
+    assert len(calls) == 2

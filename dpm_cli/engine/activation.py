@@ -170,6 +170,9 @@ class CalibrationActivations:
         self.rms: dict[str, torch.Tensor] | None = None
         self.moments: dict[str, dict[str, torch.Tensor]] | None = None
         self.step: int | None = None
+        # [H^-1]_jj by layer name, computed from `moments` on first use: Self-Rectifying rescores on every
+        # release, and one inverse of a 1,536-wide layer per step was half of a MiniLM step
+        self._inverse: dict[str, torch.Tensor] = {}
 
     @contextmanager
     def collect(self, model: nn.Module, step: int, moments_for: set[str] | None = None) -> Iterator[None]:
@@ -184,6 +187,7 @@ class CalibrationActivations:
                               "call the model on calibration batches inside the with-block")
         self.rms, self.step = stats, step
         self.moments = moments.result() if moments_for else None
+        self._inverse = {}
 
     def bound(self, model: nn.Module) -> dict[nn.Module, torch.Tensor]:
         """The statistics keyed by the model's modules, as WandaImportance reads them."""
@@ -192,11 +196,19 @@ class CalibrationActivations:
         return {m: self.rms[name] for name, m in model.named_modules() if name in self.rms}
 
     def bound_moments(self, model: nn.Module) -> dict[nn.Module, dict[str, torch.Tensor]]:
-        """The input moments keyed by the model's modules, as obs_importance reads them."""
+        """The input moments keyed by the model's modules, as obs_importance reads them, with each
+        layer's [H^-1]_jj (computed once per collection)."""
+        from .obs import inverse_diagonal
+
         if self.rms is None:
             raise ConfigError(NOT_COLLECTED)
-        moments = self.moments or {}
-        return {m: moments[name] for name, m in model.named_modules() if name in moments}
+        moments, bound = self.moments or {}, {}
+        for name, m in model.named_modules():
+            if name in moments:
+                if name not in self._inverse:
+                    self._inverse[name] = inverse_diagonal(moments[name])
+                bound[m] = {**moments[name], "inverse_diagonal": self._inverse[name]}
+        return bound
 
     def state_dict(self) -> dict[str, Any] | None:
         if self.rms is None:
@@ -206,3 +218,4 @@ class CalibrationActivations:
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         self.rms, self.step = (None, None) if state is None else (state["rms"], state["step"])
         self.moments = None if state is None else state.get("moments")
+        self._inverse = {}

@@ -81,14 +81,23 @@ def linear_consumers(groups: list[Any], model: nn.Module) -> set[str]:
 
 
 @torch.no_grad()
-def column_scores(weight: torch.Tensor, moments: dict[str, torch.Tensor], damping: float = DAMPING) -> torch.Tensor:
-    """||W[:, j]||^2 / [H^-1]_jj per input column j, H the damped centred second moment (CPU, float32)."""
+def inverse_diagonal(moments: dict[str, torch.Tensor], damping: float = DAMPING) -> torch.Tensor:
+    """[H^-1]_jj, H the damped centred second moment of a layer's inputs (float64, CPU). It depends on
+    the calibration data only, so a pruner computes it once per collection (CalibrationActivations)."""
     n = float(moments["count"])
     mean = moments["sum"].double() / n
     h = moments["gram"].double() / n - torch.outer(mean, mean)
     h = h + (damping * float(h.diagonal().mean()) + 1e-12) * torch.eye(len(h), dtype=h.dtype)
-    inverse_diagonal = torch.linalg.inv(h).diagonal()
-    return (weight.detach().double().cpu().square().sum(0) / inverse_diagonal).float()
+    return torch.linalg.inv(h).diagonal().clone()
+
+
+@torch.no_grad()
+def column_scores(weight: torch.Tensor, moments: dict[str, torch.Tensor], damping: float = DAMPING) -> torch.Tensor:
+    """||W[:, j]||^2 / [H^-1]_jj per input column j (CPU, float32); `moments["inverse_diagonal"]`, when
+    present, is [H^-1]_jj already computed."""
+    inverse = moments.get("inverse_diagonal")
+    inverse = inverse_diagonal(moments, damping) if inverse is None else inverse
+    return (weight.detach().double().cpu().square().sum(0) / inverse).float()
 
 
 @torch.no_grad()
