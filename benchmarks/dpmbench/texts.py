@@ -11,22 +11,14 @@ from __future__ import annotations
 
 import ast
 import random
-import re
 import sysconfig
 from pathlib import Path
 
-MIN_CHARS = 60
-
 
 def _paragraphs(text: str) -> list[str]:
-    out = []
-    for block in re.split(r"\n\s*\n", text):
-        flat = " ".join(block.split())
-        letters = sum(c.isalpha() for c in flat)
-        # prose, not tables, rules or code: mostly letters and spaces
-        if len(flat) >= MIN_CHARS and letters >= 0.7 * len(flat.replace(" ", "")) and flat.count("|") < 3:
-            out.append(flat)
-    return out
+    from dpm_cli.data.local_docs import prose_paragraphs
+
+    return prose_paragraphs(text, licences=True)  # the prose set IS licences: judged as text of another kind
 
 
 def _sample(items: list[str], limit: int | None, seed: int) -> list[str]:

@@ -20,15 +20,15 @@ MIN_CHARS = 60
 _LICENCE = re.compile(r"licen[cs]e|copyright|warrant|redistribut|hereby|rights reserved", re.IGNORECASE)
 
 
-def prose_paragraphs(text: str) -> list[str]:
+def prose_paragraphs(text: str, licences: bool = False) -> list[str]:
     """Blank-line separated paragraphs that read as prose: long enough, mostly letters, not a table,
-    not licence text; whitespace collapsed."""
+    not licence text unless `licences`; whitespace collapsed."""
     out = []
     for block in re.split(r"\n\s*\n", text):
         flat = " ".join(block.split())
         letters = sum(c.isalpha() for c in flat)
         if (len(flat) >= MIN_CHARS and letters >= 0.7 * len(flat.replace(" ", "")) and flat.count("|") < 3
-                and not _LICENCE.search(flat)):
+                and (licences or not _LICENCE.search(flat))):
             out.append(flat)
     return out
 
