@@ -282,3 +282,12 @@ def test_artifact_replays_head_removal(tmp_path):
     assert torch.allclose(rebuilt(x), model(x), atol=1e-6)
     for a, b in zip(model.blocks, rebuilt.blocks):
         assert a.attn.num_heads == b.attn.num_heads and type(b.attn) is PrunedMultiheadAttention
+
+
+def test_head_ratio_on_a_model_without_heads_is_refused_not_ignored():
+    from dpm_cli.errors import ConfigError
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ConfigError, match="head_ratio 0.25 asks for attention heads"):
+        DecayPruner(model, torch.zeros(1, 4), DPMConfig(budget=0.5, budget_kind="channels", head_ratio=0.25))
+    DecayPruner(model, torch.zeros(1, 4), DPMConfig(budget=0.5, budget_kind="channels", head_ratio=0.0))
