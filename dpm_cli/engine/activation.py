@@ -65,7 +65,30 @@ def input_column_norms(module: nn.Module) -> torch.Tensor:
     return sq.reshape(groups, -1, per_in).sum(1).reshape(-1).sqrt().cpu()
 
 
-class WandaImportance(tp.importance.ActivationImportance):
+class MaskedHooks:
+    """Forward hooks on a model that know the current forward's `attention_mask` keyword (so statistics
+    count real tokens only), all removed on exit, also when a forward fails."""
+
+    _mask: torch.Tensor | None = None
+
+    @contextmanager
+    def hooked(self, model: nn.Module, layers: list[tuple[nn.Module, Any]]) -> Iterator[None]:
+        hooks = []
+        try:
+            hooks.append(model.register_forward_pre_hook(self._take_mask, with_kwargs=True))
+            hooks += [m.register_forward_hook(hook) for m, hook in layers]
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
+            self._mask = None
+
+    def _take_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        mask = kwargs.get("attention_mask")
+        self._mask = mask.detach() if torch.is_tensor(mask) and mask.dim() == 2 else None
+
+
+class WandaImportance(MaskedHooks, tp.importance.ActivationImportance):
     """torch-pruning's ActivationImportance, accumulated over batches and weight-aware (see above).
 
     Collect: `with imp.compute_importance(model): <forwards>`, then `imp.rms_by_name(model)`.
@@ -80,19 +103,8 @@ class WandaImportance(tp.importance.ActivationImportance):
     # ------------------------------------------------------------ collection
     @contextmanager
     def compute_importance(self, model: nn.Module) -> Iterator["WandaImportance"]:
-        hooks = []
-        try:
-            hooks.append(model.register_forward_pre_hook(self._take_mask, with_kwargs=True))
-            hooks += [m.register_forward_hook(self._accumulate) for m in model.modules() if isinstance(m, _TARGETS)]
+        with self.hooked(model, [(m, self._accumulate) for m in model.modules() if isinstance(m, _TARGETS)]):
             yield self
-        finally:
-            for h in hooks:
-                h.remove()
-            self._mask = None
-
-    def _take_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        mask = kwargs.get("attention_mask")
-        self._mask = mask.detach() if torch.is_tensor(mask) and mask.dim() == 2 else None
 
     @torch.no_grad()
     def _accumulate(self, module: nn.Module, inputs: tuple, output: Any) -> None:

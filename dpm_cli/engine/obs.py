@@ -23,34 +23,24 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
+from .activation import MaskedHooks
+
 DAMPING = 1e-2  # of the mean diagonal of H: keeps H^-1 finite for dead or collinear inputs
 
 
-class InputMoments:
+class InputMoments(MaskedHooks):
     """Hooks that accumulate, per named Linear, the first and second moments of its input rows."""
 
     def __init__(self, names: set[str]):
         self.names = names
         self._sums: dict[str, list[Any]] = {}  # name -> [x^T x (float64), sum x (float64), count]
-        self._mask: torch.Tensor | None = None
 
     @contextmanager
     def collect(self, model: nn.Module) -> Iterator["InputMoments"]:
-        hooks = []
-        try:
-            hooks.append(model.register_forward_pre_hook(self._take_mask, with_kwargs=True))
-            for name, m in model.named_modules():
-                if name in self.names and isinstance(m, nn.Linear):
-                    hooks.append(m.register_forward_hook(self._accumulator(name)))
+        layers = [(m, self._accumulator(name)) for name, m in model.named_modules()
+                  if name in self.names and isinstance(m, nn.Linear)]
+        with self.hooked(model, layers):
             yield self
-        finally:
-            for h in hooks:
-                h.remove()
-            self._mask = None
-
-    def _take_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        mask = kwargs.get("attention_mask")
-        self._mask = mask.detach() if torch.is_tensor(mask) and mask.dim() == 2 else None
 
     def _accumulator(self, name: str) -> Any:
         @torch.no_grad()

@@ -31,7 +31,7 @@ from .preflight import preflight_keys, run_preflight
 from .pruner_state import load_pruner_state, pruner_state
 from .schedule import remaining_fraction
 from .rectify import StepSums, c_len, c_rate, rate_threshold
-from .selection import round_targets, score_groups, select
+from .selection import check_head_ratio, round_targets, score_groups, select
 from .state import ACTIVE, DECAYING, PRUNED, Event, GroupState, Progress
 
 EPS = 1e-12
@@ -68,9 +68,7 @@ class DecayPruner:
                                 through_norm=self.config.prune_through_norm)
         self.graph, self.groups = found.graph, found.groups
         self.skipped, self.classifier, self.protected = found.skipped, found.classifier, found.protected
-        if self.config.head_ratio and not any(g.kind == "heads" for g in self.groups):
-            raise ConfigError(f"head_ratio {self.config.head_ratio:g} asks for attention heads to be removed, and this "
-                              "model has none that dpm can prune (or they are ignored); set head_ratio to 0 or leave it unset")
+        check_head_ratio(self.config, self.groups)
         self.cost = CostModel(model, example_inputs, self.groups, count_head_channels=self.config.head_ratio is None)
         self.layout = FlatLayout(self.groups)
         # One state over all channels (the hot path) with per-group views (selection, reports).

@@ -155,6 +155,13 @@ def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: f
     return chosen
 
 
+def check_head_ratio(cfg: DPMConfig, groups: list[GroupSlices]) -> None:
+    """head_ratio above 0 needs head groups to act on: without them it would silently remove none."""
+    if cfg.head_ratio and not any(g.kind == "heads" for g in groups):
+        raise ConfigError(f"head_ratio {cfg.head_ratio:g} asks for attention heads to be removed, and this model "
+                          "has none that dpm can prune (or they are ignored); set head_ratio to 0 or leave it unset")
+
+
 def _progress(cfg: DPMConfig, target: float) -> float:
     """How far `target` is along the way from the whole model to the final budget (1 in the last round)."""
     return 1.0 if cfg.budget >= 1.0 else min(1.0, max(0.0, (1.0 - target) / (1.0 - cfg.budget)))
