@@ -66,9 +66,11 @@ def load_data(
     seq_len: int = 128,
     text_field: str = "text",
     label_field: str = "label",
+    augment: tuple[float, float] = (0.0, 0.0),
 ) -> DataBundle:
     """Load `source` into a DataBundle with a fixed train/validation split.
 
+    ``augment`` = (replace_words, share) word-replaces text training data (data/augment.py).
     ``val_fraction`` is used when the data has no validation part of its own (not for ``factory``,
     nor for tensor files with ``val_inputs``). ``num_samples`` keeps a seeded, class-balanced subset
     of that many training samples (after the split) for quick runs; validation is never truncated.
@@ -98,12 +100,13 @@ def load_data(
     if name == "factory":
         return load_factory(factory, kwargs, **common)
     if name in ("pydoc", "local-docs"):
-        return load_text(None, tokenizer, seq_len=seq_len, val_fraction=val_fraction, builtin=name, **common)
+        return load_text(None, tokenizer, seq_len=seq_len, val_fraction=val_fraction, builtin=name,
+                         augment=augment, **common)
     if name == "text":
         if path is None:
             raise ConfigError("data source 'text' needs a path to a text file (recipe data.path)")
         return load_text(path, tokenizer, seq_len=seq_len, val_fraction=val_fraction, text_field=text_field,
-                         label_field=label_field, **common)
+                         label_field=label_field, augment=augment, **common)
     if path is None:
         raise ConfigError("data source 'tensors' needs a path to a .pt or .npz file (recipe data.path)")
     return load_tensors(path, val_fraction=val_fraction, **common)

@@ -114,9 +114,9 @@ def builtin_paragraphs(source: str) -> list[str]:
 
 def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_fraction: float, split_seed: int,
               num_samples: int | None, text_field: str = "text", label_field: str = "label",
-              builtin: str = "pydoc") -> DataBundle:
+              builtin: str = "pydoc", augment: tuple[float, float] = (0.0, 0.0)) -> DataBundle:
     """Read (`path` None: the built-in source `builtin`), split (fixed by `split_seed`), truncate the
-    training part and tokenise."""
+    training part, augment it (`augment` = (replace_words, share), see augment.py) and tokenise."""
     if tokenizer is None:
         raise InputError("text data needs a tokenizer, and the model folder has none; "
                          "save one into it with tokenizer.save_pretrained")
@@ -130,6 +130,7 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
     if num_samples is not None and num_samples < total:
         keep = truncate_indices(total, num_samples, split_seed, None if label_t is None else label_t[train_idx])
         train_idx = train_idx[keep]
+    texts = _augmented(texts, train_idx, tokenizer, augment, split_seed)
 
     def part(idx: torch.Tensor) -> TokenDataset:
         enc = tokenizer([texts[i] for i in idx.tolist()], padding="max_length", truncation=True,
@@ -138,8 +139,26 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
                             None if label_t is None else label_t[idx])
 
     num_classes = int(label_t.max()) + 1 if label_t is not None else None
+    if augment[0] > 0:
+        name += f", {augment[1]:.0%} of the training paragraphs with {augment[0]:.0%} of words replaced"
     train_text = f"{len(train_idx)} train" + (f" (of {total})" if len(train_idx) < total else "")
     kind = f"{num_classes} classes" if num_classes else "unlabeled"
     return DataBundle(part(train_idx), part(val_idx), num_classes, (seq_len,), label_t is not None,
                       f"text {name}, {train_text} / {len(val_idx)} val, up to {seq_len} tokens, {kind}",
                       collate=collate_tokens)
+
+
+def _augmented(texts: list[str], train_idx: torch.Tensor, tokenizer: Any, augment: tuple[float, float],
+               seed: int) -> list[str]:
+    """`texts` with the training paragraphs word-replaced as `augment` says; validation untouched."""
+    rate, share = augment
+    if rate <= 0 or share <= 0:
+        return texts
+    from .augment import replace_words, vocabulary_words
+
+    idx = train_idx.tolist()
+    out = list(texts)
+    for i, text in zip(idx, replace_words([texts[i] for i in idx], vocabulary_words(tokenizer),
+                                          rate=rate, share=share, seed=seed)):
+        out[i] = text
+    return out

@@ -114,7 +114,8 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     d, seq_len = recipe.data, recipe.model.seq_len
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples, tokenizer=loaded.tokenizer,
-                     seq_len=seq_len, text_field=d.text_field, label_field=d.label_field)
+                     seq_len=seq_len, text_field=d.text_field, label_field=d.label_field,
+                     augment=(d.augment.replace_words, d.augment.share))
     train_loader, val_loader = make_loaders(data, batch_size=per_rank_batch(d.batch_size, dist),
                                             eval_batch_size=d.eval_batch_size, seed=recipe.training.seed,
                                             distributed=(dist.rank, dist.world_size) if dist.enabled else None)

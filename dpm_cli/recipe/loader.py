@@ -326,6 +326,9 @@ def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
         ctx.fail("training", "neither training.epochs nor training.steps is set; set one, e.g. epochs: 3")
 
 
+TEXT_SOURCES = ("text", "pydoc", "local-docs")  # tokenised by the model's tokenizer
+
+
 def _hf_checks(recipe: Recipe, ctx: _Context) -> None:
     """A Hugging Face folder replaces factory + checkpoint; text data and hf output need a model that tokenises."""
     model, data = recipe.model, recipe.data
@@ -334,8 +337,12 @@ def _hf_checks(recipe: Recipe, ctx: _Context) -> None:
             if getattr(model, key) is not None:
                 ctx.fail(f"model.{key}", f"not used with model.hf.path (the folder holds the architecture, the "
                          f"weights and the tokenizer); remove model.{key}")
+    if data.augment.replace_words > 0 and data.source not in TEXT_SOURCES:
+        ctx.fail("data.augment.replace_words", f"replaces words of text data, and data.source is "
+                 f"'{data.source}'; set it to 0 or use a text source ({', '.join(TEXT_SOURCES)})")
+    if model.hf.path is not None:
         return
-    if data.source in ("text", "pydoc", "local-docs"):
+    if data.source in TEXT_SOURCES:
         ctx.fail("data.source", "text data is tokenised by the model's tokenizer: set model.hf.path to a "
                  "Hugging Face model folder")
     if recipe.output.hf:

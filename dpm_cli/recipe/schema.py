@@ -71,6 +71,12 @@ class ModelSection:
 
 
 @dataclass(frozen=True)
+class AugmentSection:
+    replace_words: float = opt(0.0, "float", "text data: in the augmented paragraphs, the fraction of words replaced by whole words drawn from the tokenizer's vocabulary (0: off); broadens what calibration and distillation see", ge=0, le=1)
+    share: float = opt(0.5, "float", "text data: the fraction of the training paragraphs augmented (validation text is never changed)", ge=0, le=1)
+
+
+@dataclass(frozen=True)
 class DataSection:
     source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random", "text", "pydoc", "local-docs"))
     path: str | None = opt(None, "path", "a .pt or .npz file with inputs and labels (source tensors), or a text file (source text: one example per line, or JSON lines), relative to the recipe's folder")
@@ -83,6 +89,7 @@ class DataSection:
     eval_batch_size: int = opt(256, "int", "evaluation batch size", ge=1)
     num_samples: int | None = opt(None, "int", "use only the first N training samples, for quick runs", ge=1)
     split_seed: int = opt(0, "int", "seed of the train/validation split")
+    augment: AugmentSection = section(AugmentSection)
 
 
 @dataclass(frozen=True)

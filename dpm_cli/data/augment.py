@@ -1,0 +1,33 @@
+"""Word-replacement augmentation of training text: broader input for calibration and distillation.
+
+A pruned encoder is calibrated (which units go, what the refit fits) and distilled on the text it is
+given, and it keeps the units that text excites. Replacing some of the words of some paragraphs by
+whole words drawn from the tokenizer's own vocabulary keeps the sentences' structure while reaching
+words the calibration text never uses: on all-MiniLM-L6-v2 calibrated on pydoc topics, replacing half
+the words of half the paragraphs lifts the one-shot cosine on English prose by 0.018 (docs/BENCHMARKS.md).
+Labels are kept as they are, so it is meant for label-free distillation. Validation text is never changed.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+
+def vocabulary_words(tokenizer: Any) -> list[str]:
+    """The tokenizer's whole words (alphabetic, ASCII, two letters or more; no '##' pieces), sorted."""
+    return sorted(w for w in tokenizer.get_vocab() if len(w) > 1 and w.isascii() and w.isalpha())
+
+
+def replace_words(texts: list[str], words: list[str], *, rate: float, share: float, seed: int) -> list[str]:
+    """A copy of `texts` where `share` of the paragraphs (chosen with `seed`) have each word replaced,
+    with probability `rate`, by one of `words`. The same seed gives the same text."""
+    if not words or rate <= 0 or share <= 0:
+        return list(texts)
+    rng = random.Random(seed)
+    chosen = set(rng.sample(range(len(texts)), round(share * len(texts))))
+    out = []
+    for i, text in enumerate(texts):
+        if i in chosen:
+            text = " ".join(rng.choice(words) if rng.random() < rate else w for w in text.split())
+        out.append(text)
+    return out

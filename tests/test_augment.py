@@ -1,0 +1,56 @@
+"""`data.augment`: some words of some training paragraphs replaced by vocabulary words; validation untouched."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dpm_cli.data import load_data
+from dpm_cli.data.augment import replace_words, vocabulary_words
+from dpm_cli.errors import ConfigError
+from dpm_cli.recipe import load_recipe
+
+from hf_helpers import WORDS, tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TEXTS = [f"the value of pruning number {i} is that it removes whole channels of a trained network" for i in range(40)]
+
+
+def test_vocabulary_words_are_whole_words_only(tmp_path):
+    words = vocabulary_words(tokenizer(tmp_path / "tok"))
+    assert words == sorted(w for w in set(WORDS) if len(w) > 1)  # no [PAD], no single letters, no ##pieces
+
+
+def test_replace_words_changes_exactly_the_share_and_keeps_word_counts():
+    out = replace_words(TEXTS, ["zebra"], rate=1.0, share=0.25, seed=3)
+    changed = [i for i, (a, b) in enumerate(zip(TEXTS, out)) if a != b]
+    assert len(changed) == 10 and all(set(out[i].split()) == {"zebra"} for i in changed)
+    assert [len(t.split()) for t in out] == [len(t.split()) for t in TEXTS]
+    assert out == replace_words(TEXTS, ["zebra"], rate=1.0, share=0.25, seed=3)  # seeded
+    assert out != replace_words(TEXTS, ["zebra"], rate=1.0, share=0.25, seed=4)
+    half = replace_words(TEXTS, ["zebra"], rate=0.5, share=1.0, seed=0)
+    replaced = sum(w == "zebra" for t in half for w in t.split()) / sum(len(t.split()) for t in TEXTS)
+    assert 0.4 < replaced < 0.6
+    assert replace_words(TEXTS, ["zebra"], rate=0.0, share=1.0, seed=0) == TEXTS
+
+
+def test_text_data_augments_training_paragraphs_and_never_validation(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join(TEXTS) + "\n")
+    tok = tokenizer(tmp_path / "tok")
+    kw = {"tokenizer": tok, "seq_len": 24, "val_fraction": 0.25, "split_seed": 0}
+    plain = load_data("text", path=str(path), **kw)
+    noisy = load_data("text", path=str(path), augment=(0.5, 0.5), **kw)
+    val = lambda b: torch.stack([b.val[i]["input_ids"] for i in range(len(b.val))])  # noqa: E731
+    train = lambda b: torch.stack([b.train[i]["input_ids"] for i in range(len(b.train))])  # noqa: E731
+    assert torch.equal(val(plain), val(noisy))
+    differs = (train(plain) != train(noisy)).any(dim=1)
+    assert int(differs.sum()) == 15  # half of the 30 training paragraphs (each has ~16 words at rate 0.5)
+    assert "50% of the training paragraphs with 50% of words replaced" in noisy.description
+
+
+def test_recipe_refuses_augmentation_of_data_that_is_not_text():
+    with pytest.raises(ConfigError, match="data.augment.replace_words: replaces words of text data"):
+        load_recipe(ROOT / "recipes" / "mnist-demo.yaml", ["data.augment.replace_words=0.3"])
