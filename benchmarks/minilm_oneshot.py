@@ -11,6 +11,8 @@ with the embedding cosine to the original on the three held-out sets of hf_minil
     python benchmarks/minilm_oneshot.py --select var --toward comp --ridge 0.1 # FLAP: fluctuation + bias compensation
     python benchmarks/minilm_oneshot.py --select obs --calib pydoc+docs+meta+tp   # broader calibration
     python benchmarks/minilm_oneshot.py --select obs --n 1600         # more calibration paragraphs
+    python benchmarks/minilm_oneshot.py --select obs1 --alloc curve   # widths chosen across layers (and global, global-rel, curve-rel)
+    python benchmarks/minilm_oneshot.py --select obs1 --calib pydoc+aug50   # half the paragraphs with 50% of words replaced
 
 A study script, not the library: the pipeline's own runs are hf_minilm.py's.
 """
@@ -45,6 +47,9 @@ ap.add_argument("--ridge", type=float, default=1e-3)
 ap.add_argument("--toward", default="zero")
 ap.add_argument("--n", type=int, default=768)  # calibration paragraphs
 ap.add_argument("--keep", type=float, default=0.5)
+ap.add_argument("--alloc", default="layer", help="layer: the same width everywhere; global: one-shot OBS "
+                "scores ranked across layers; global-rel: each divided by its layer's output variance; "
+                "curve / curve-rel: greedy OBS error curves, removals taken by smallest error increment")
 args = ap.parse_args()
 torch.set_num_threads(int(os.environ.get("T", "2")))
 SEQ = 64
@@ -76,6 +81,11 @@ def thirdparty_docstrings(limit=None, seed=0):
                     if d: out += paras(d)
     return texts._sample(out, limit, seed)
 
+def augmented(paragraphs, rate, seed):
+    vocab = sorted(w for w in tok.get_vocab() if w.isalpha() and w.isascii() and len(w) > 1)
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(vocab) if rng.random() < rate else w for w in p.split()) for p in paragraphs]
+
 EVAL = 200
 def evalsets():
     return {"pydoc": texts.pydoc(seed=0)[:EVAL], "docs": texts.docstrings(EVAL, seed=1), "prose": texts.prose(EVAL, seed=2)}
@@ -89,6 +99,8 @@ def calib(kind, n):
         elif k == "prose": parts.append(texts.prose(None, seed=2)[EVAL:])
         elif k == "meta": parts.append(metadata(seed=3))
         elif k == "tp": parts.append(thirdparty_docstrings(seed=4))
+        elif k.startswith("aug"):  # aug25: pydoc with 25% of its words replaced by whole vocabulary words
+            parts.append(augmented(base[::-1], int(k[3:]) / 100, seed=5))  # other paragraphs than the pydoc share
     # equal share of each kind
     per = n // len(parts)
     out = []
@@ -148,12 +160,46 @@ def capture_all():
     for h in hs: h.remove()
     return [torch.cat(y) for y in ys]
 YS = capture_all()
+
+@torch.no_grad()
+def allocate():
+    """Units to keep per layer when half of ALL FFN units go, chosen across layers (on the original's inputs)."""
+    D = model.encoder.layer[0].output.dense.weight.shape[1]
+    if args.alloc == "layer":
+        return [int(round(D * args.keep))] * L
+    incs = []
+    for l in range(L):
+        X = capture(orig, orig.encoder.layer[l].output.dense, True)
+        W = orig.encoder.layer[l].output.dense.weight.double().clone()
+        Xc = X - X.mean(0)
+        H = Xc.T @ Xc; H += 1e-2 * H.diagonal().mean() * torch.eye(D, dtype=H.dtype)
+        Hinv = torch.linalg.inv(H)
+        scale = float((YS[l] - YS[l].mean(0)).square().sum()) if args.alloc.endswith("-rel") else 1.0
+        if args.alloc.startswith("global"):
+            incs.append((W.square().sum(0) / Hinv.diagonal() / scale).sort().values)
+            continue
+        alive = torch.ones(D, dtype=torch.bool); curve = []
+        for _ in range(int(D * 0.9)):
+            cost = W.square().sum(0) / Hinv.diagonal(); cost[~alive] = float("inf")
+            j = int(cost.argmin()); curve.append(float(cost[j]) / scale)
+            W -= torch.outer(W[:, j], Hinv[j]) / Hinv[j, j]
+            Hinv -= torch.outer(Hinv[:, j], Hinv[j]) / Hinv[j, j]
+            alive[j] = False
+        incs.append(torch.tensor(curve).cummax(0).values)  # increments made monotone
+    cand = sorted((float(v), l) for l in range(L) for v in incs[l][:int(D * 0.9)])
+    removed = [0] * L
+    for _, l in cand[:int(round(L * D * (1 - args.keep)))]:
+        removed[l] += 1
+    print("kept per layer:", [D - r for r in removed], flush=True)
+    return [D - r for r in removed]
+
+KEEP = allocate()
 for l in range(L):
     down = model.encoder.layer[l].output.dense
     X = capture(model, down, True)           # pruned model's inputs (sequential)
     Y = YS[l]
     W0 = down.weight.double(); b0 = down.bias.double()
-    D = W0.shape[1]; k = int(round(D * args.keep))
+    D = W0.shape[1]; k = KEEP[l]
     G = X.T @ X
     if args.select == "act":
         score = W0.norm(dim=0) * (X.square().mean(0)).sqrt()
@@ -204,7 +250,7 @@ for l in range(L):
         down.weight.copy_(W); down.bias.copy_(coef[-1].float())
         # zero the intermediate outputs too (no effect on output since W cols are zero)
 res = {k: round(cos(v), 4) for k, v in evalsets().items()}
-res.update(vars(args)); res["s"] = round(time.time() - t0)
+res.update(vars(args)); res["kept"] = KEEP; res["s"] = round(time.time() - t0)
 print(json.dumps(res), flush=True)
 out = HERE / ".cache" / "minilm-oneshot"
 out.mkdir(parents=True, exist_ok=True)
