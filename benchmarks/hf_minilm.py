@@ -45,7 +45,9 @@ def eval_sets() -> dict[str, list[str]]:
 
 def random_words(tokenizer, n: int, seed: int) -> list[str]:
     """Sentences of whole words drawn uniformly from the tokenizer's vocabulary: coverage, not grammar."""
-    vocab = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 1)
+    from dpm_cli.data.augment import vocabulary_words
+
+    vocab = vocabulary_words(tokenizer)
     rng = random.Random(seed)
     return [" ".join(rng.choice(vocab) for _ in range(rng.randint(8, 48))) for _ in range(n)]
 

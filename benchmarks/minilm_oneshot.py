@@ -82,7 +82,9 @@ def thirdparty_docstrings(limit=None, seed=0):
     return texts._sample(out, limit, seed)
 
 def augmented(paragraphs, rate, seed):
-    vocab = sorted(w for w in tok.get_vocab() if w.isalpha() and w.isascii() and len(w) > 1)
+    from dpm_cli.data.augment import vocabulary_words
+
+    vocab = vocabulary_words(tok)  # the library's word list; the replacement below consumes the RNG as the recorded runs did
     rng = random.Random(seed)
     return [" ".join(rng.choice(vocab) if rng.random() < rate else w for w in p.split()) for p in paragraphs]
 

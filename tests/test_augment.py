@@ -11,6 +11,7 @@ from dpm_cli.data.augment import replace_words, vocabulary_words
 from dpm_cli.errors import ConfigError
 from dpm_cli.recipe import load_recipe
 
+from cli_helpers import run_cli
 from hf_helpers import WORDS, tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +55,14 @@ def test_text_data_augments_training_paragraphs_and_never_validation(tmp_path):
 def test_recipe_refuses_augmentation_of_data_that_is_not_text():
     with pytest.raises(ConfigError, match="data.augment.replace_words: replaces words of text data"):
         load_recipe(ROOT / "recipes" / "mnist-demo.yaml", ["data.augment.replace_words=0.3"])
+
+
+@pytest.mark.parametrize("override, says", [
+    ("data.augment.replace_words=abc", "expected a number"),
+    ("data.augment.replace_words=[1]", "expected a number"),
+    ("data.augment.replace_words=2", "out of range [0, 1]"),
+    ("data.augment.share=-1", "out of range [0, 1]"),
+])
+def test_bad_augment_values_fail_validation_in_one_line(override, says, capsys):
+    code, out, err = run_cli(["validate", ROOT / "recipes" / "minilm-distill.yaml", override], capsys)
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err + out

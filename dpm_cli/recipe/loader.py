@@ -295,6 +295,9 @@ def _check_files(ctx: _Context) -> None:
             ctx.fail(path, f"no such file '{resolved}' (relative paths resolve against {base}); fix the path")
 
 
+TEXT_SOURCES = ("text", "pydoc", "local-docs")  # tokenised by the model's tokenizer
+
+
 def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
     data, pruning, training = recipe.data, recipe.pruning, recipe.training
     for key, source, needs in (("path", "tensors", "a .pt or .npz file with inputs and labels"),
@@ -308,6 +311,9 @@ def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
         if data.source != source and value is not None:
             ctx.fail(f"data.{key}", f"only used when data.source is '{source}' (it is '{data.source}'); "
                      f"remove data.{key} or set data.source: {source}")
+    if data.augment.replace_words > 0 and data.source not in TEXT_SOURCES:
+        ctx.fail("data.augment.replace_words", f"replaces words of text data, and data.source is "
+                 f"'{data.source}'; set it to 0 or use a text source ({', '.join(TEXT_SOURCES)})")
     _hf_checks(recipe, ctx)
     smooth = pruning.mode == "smooth"  # single_step ignores decay_steps and decay_fraction
     if smooth and pruning.decay_steps is not None and pruning.decay_fraction is not None:
@@ -326,9 +332,6 @@ def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
         ctx.fail("training", "neither training.epochs nor training.steps is set; set one, e.g. epochs: 3")
 
 
-TEXT_SOURCES = ("text", "pydoc", "local-docs")  # tokenised by the model's tokenizer
-
-
 def _hf_checks(recipe: Recipe, ctx: _Context) -> None:
     """A Hugging Face folder replaces factory + checkpoint; text data and hf output need a model that tokenises."""
     model, data = recipe.model, recipe.data
@@ -337,10 +340,6 @@ def _hf_checks(recipe: Recipe, ctx: _Context) -> None:
             if getattr(model, key) is not None:
                 ctx.fail(f"model.{key}", f"not used with model.hf.path (the folder holds the architecture, the "
                          f"weights and the tokenizer); remove model.{key}")
-    if data.augment.replace_words > 0 and data.source not in TEXT_SOURCES:
-        ctx.fail("data.augment.replace_words", f"replaces words of text data, and data.source is "
-                 f"'{data.source}'; set it to 0 or use a text source ({', '.join(TEXT_SOURCES)})")
-    if model.hf.path is not None:
         return
     if data.source in TEXT_SOURCES:
         ctx.fail("data.source", "text data is tokenised by the model's tokenizer: set model.hf.path to a "
