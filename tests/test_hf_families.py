@@ -24,6 +24,24 @@ FAMILIES = {
     "electra": lambda: transformers.ElectraModel(transformers.ElectraConfig(
         vocab_size=64, hidden_size=32, embedding_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=40)),
+    "gptj": lambda: transformers.GPTJModel(transformers.GPTJConfig(
+        vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_inner=64, rotary_dim=4, n_positions=40,
+        bos_token_id=0, eos_token_id=0)),
+    "gpt_neo": lambda: transformers.GPTNeoModel(transformers.GPTNeoConfig(
+        vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+        attention_types=[[["global", "local"], 1]], max_position_embeddings=40, bos_token_id=0, eos_token_id=0)),
+    "bart": lambda: transformers.BartModel(transformers.BartConfig(
+        vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=40)),
+}
+# Where each family keeps its attention modules' head counts (ProjectionAttention's families).
+HEAD_COUNTS = {
+    "distilbert": lambda m: [layer.attention.n_heads for layer in m.transformer.layer],
+    "opt": lambda m: [layer.self_attn.num_heads for layer in m.decoder.layers],
+    "gptj": lambda m: [block.attn.num_attention_heads for block in m.h],
+    "gpt_neo": lambda m: [block.attn.attention.num_heads for block in m.h],
+    "bart": lambda m: [layer.self_attn.num_heads for layer in m.encoder.layers]
+    + [a.num_heads for layer in m.decoder.layers for a in (layer.self_attn, layer.encoder_attn)],
 }
 
 
@@ -37,18 +55,23 @@ def _prune(model, x, head_ratio):
     return cut_half(model, x, head_ratio).compact()
 
 
-def _inputs():
-    return {"input_ids": torch.randint(3, 64, (1, 12)), "attention_mask": torch.ones(1, 12, dtype=torch.long)}
+def _inputs(family: str = ""):
+    g = torch.Generator().manual_seed(1)
+    x = {"input_ids": torch.randint(3, 64, (2, 12), generator=g), "attention_mask": torch.ones(2, 12, dtype=torch.long)}
+    x["attention_mask"][1, 9:] = 0  # one padded row
+    if family == "bart":
+        x["decoder_input_ids"] = torch.randint(3, 64, (2, 5), generator=g)
+    return x
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_ffn_half_pruned_exactly_and_saved_as_a_folder(tmp_path, family):
     loaded = _folder(tmp_path, family)
-    x = _inputs()
+    x = _inputs(family)
     assert format_problem(loaded.model, "layer", 0.0) is None
     result = _prune(loaded.model, x, 0.0)
     assert result.max_rel_error <= 1e-5
-    assert ffn_widths(loaded.model) == [32, 32]
+    assert set(ffn_widths(loaded.model)) == {32}
     folder = save_hf(loaded.model, None, tmp_path / "out", x)  # reloads it and compares every field
     reloaded = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
     with torch.no_grad():
@@ -63,3 +86,55 @@ def test_bert_style_families_lose_whole_heads_exactly(tmp_path, family):
     assert result.max_rel_error <= 1e-5
     assert [layer.attention.self.num_attention_heads for layer in loaded.model.encoder.layer] == [3, 3]
     assert "cannot record pruned attention heads" in format_problem(loaded.model, "layer", 0.25)
+
+
+@pytest.mark.parametrize("family", sorted(HEAD_COUNTS))
+def test_separate_projection_attention_loses_whole_heads_exactly_and_replays(tmp_path, family):
+    """OPT, BART (encoder, decoder and cross-attention), GPT-J, GPT-Neo and DistilBERT: a quarter of the
+    heads of every attention module and half the FFN go, the outputs are the zeroed model's, the config
+    cannot say so (known before training), and the dpm artifact replays the same shapes and outputs."""
+    import dpm_cli
+    from artifact_helpers import save
+    from dpm_cli.artifact import make_artifact
+    from dpm_cli.hf.artifact import hf_provenance
+
+    loaded = _folder(tmp_path, family)
+    model, x = loaded.model, _inputs(family)
+    prov, why = hf_provenance(model, x)
+    assert why is None
+    heads_before = HEAD_COUNTS[family](model)
+    result = _prune(model, x, 0.25)
+    assert result.max_rel_error <= 1e-5
+    assert HEAD_COUNTS[family](model) == [h - 1 for h in heads_before]
+    assert "cannot record pruned attention heads" in format_problem(model, "layer", 0.25)
+    path = save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")
+    rebuilt = dpm_cli.load(path).eval()
+    assert HEAD_COUNTS[family](rebuilt) == HEAD_COUNTS[family](model)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
+
+
+def test_cli_prunes_opt_heads_with_dpm_and_refuses_a_folder_it_cannot_write(tmp_path, capsys):
+    """`dpm prune` on an OPT folder with heads: refused before training with output.hf (OPTConfig derives
+    the head size), then decayed, rectified and removed exactly into the dpm artifact without it."""
+    import json
+
+    import dpm_cli
+    from cli_helpers import run_cli
+    from hf_helpers import decoder_tokenizer, text_file, write_recipe
+
+    folder = tmp_path / "opt"
+    torch.manual_seed(0)
+    FAMILIES["opt"]().save_pretrained(str(folder))
+    decoder_tokenizer(["<unk>", "<s>", "</s>"], "<s>", "</s>", "<unk>").save_pretrained(str(folder))
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt", 24), head_ratio=0.25)
+    capsys.readouterr()
+    code, _, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
+    assert code == 2 and "OPTConfig cannot record pruned attention heads" in err and not (tmp_path / "run").exists()
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "output.hf=false"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["equivalence_error"] <= 1e-5
+    rebuilt = dpm_cli.load(tmp_path / "run" / "model.dpm.pt").eval()
+    assert HEAD_COUNTS["opt"](rebuilt) == [3, 3]
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in compact.state_dict().items())

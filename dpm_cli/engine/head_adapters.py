@@ -190,5 +190,41 @@ class GPT2Attention(HeadAdapter):
         module.split_size = heads * layout.head_dim
 
 
+class ProjectionAttention(HeadAdapter):
+    """Hugging Face multi-head attention with separate q/k/v/output Linears and one head count, whose
+    forward splits heads by `head_dim` (or by the head count it reads back): OPT, BART and its copies
+    (mBART, Marian, Pegasus, Whisper, ...), GPT-J, GPT-Neo (q/k/v/out_proj), DistilBERT (q/k/v/out_lin).
+    Grouped-query attention (`num_key_value_groups`) is LlamaAttention's."""
+
+    family = "hf-qkv"
+    # (query, key, value, output, head count attribute, head size attribute)
+    LAYOUTS = (("q_proj", "k_proj", "v_proj", "out_proj", "num_heads", "head_dim"),
+               ("q_proj", "k_proj", "v_proj", "out_proj", "num_attention_heads", "head_dim"),
+               ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "attention_head_size"))
+
+    def _layout(self, module: nn.Module) -> tuple[str, ...] | None:
+        if hasattr(module, "num_key_value_groups"):
+            return None
+        return next((lay for lay in self.LAYOUTS
+                     if all(isinstance(getattr(module, n, None), nn.Linear) for n in lay[:4])
+                     and all(isinstance(getattr(module, n, None), int) for n in lay[4:])), None)
+
+    def matches(self, module: nn.Module) -> bool:
+        return self._layout(module) is not None
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        q, k, v, out, heads_attr, dim_attr = self._layout(module)
+        heads, dim = getattr(module, heads_attr), getattr(module, dim_attr)
+        widths = {n: getattr(module, n).out_features for n in (q, k, v)}
+        if set(widths.values()) != {heads * dim}:
+            raise Unsupported(f"{name}: {widths} rows, not {heads} heads x {dim} each")
+        return HeadLayout(self.family, heads, heads, dim, (getattr(module, q), "weight", 0),
+                          (getattr(module, k), "weight", 0), (getattr(module, v), "weight", 0),
+                          getattr(module, out), [], name)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        setattr(module, self._layout(module)[4], heads)
+
+
 ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
-                               GPT2Attention()]
+                               GPT2Attention(), ProjectionAttention()]

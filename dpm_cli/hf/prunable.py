@@ -2,7 +2,8 @@
 
 The FFN's input projection(s) root one group per layer whose channels are the intermediate units (the
 down projection's input slice follows). Attention is pruned by whole heads: the projections of every
-attention module a head adapter recognises (`engine.heads`: BERT-style, Llama-style, GPT-2) are left to
+attention module a head adapter recognises (`engine.heads`: BERT-style, Llama-style, GPT-2, OPT/BART/GPT-J/
+GPT-Neo/DistilBERT) are left to
 it; a hidden index of any other attention is not a head, so those are protected, and so are the
 pooler, the task head and the residual stream (which runs through LayerNorm and is skipped anyway).
 Protection uses dpm's ordinary mechanism, the ignore list (`DPMConfig.ignore`).
@@ -119,5 +120,5 @@ def head_problem(model: nn.Module, head_ratio: float | None) -> str | None:
     kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Attention")})
     rule = f"no head rule for {', '.join(kinds[:2])}" if kinds else "no attention module it recognises"
     return (f"pruning.head_ratio is {head_ratio:g} but dpm prunes no attention heads of {type(model).__name__} "
-            f"({rule}; it knows BERT-style, Llama-style and GPT-2 attention): set pruning.head_ratio: 0 to "
+            f"({rule}; it knows BERT-style, Llama-style, GPT-2 and separate q/k/v/out projection attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT)): set pruning.head_ratio: 0 to "
             "prune the FFN width only")
