@@ -43,11 +43,13 @@ PRUNED = {
     "bart": (T.BartModel, T.BartConfig, SEQ2SEQ),  # one width per stack: encoder_ffn_dim, decoder_ffn_dim
     "t5": (T.T5Model, T.T5Config, dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
                                         decoder_start_token_id=0)),
-}
-REFUSED = {
+    # gate and up fused in one Linear, split in halves (mlp.gate_up_proj, mlp.Wi): a unit is two rows
     "phi3": (T.Phi3Model, T.Phi3Config, dict(GQA, pad_token_id=0, eos_token_id=0, bos_token_id=0)),
+    "glm": (T.GlmModel, T.GlmConfig, dict(GQA, head_dim=8, pad_token_id=0, eos_token_id=0)),
     "modernbert": (T.ModernBertModel, T.ModernBertConfig, dict(LM, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                                                 cls_token_id=1, sep_token_id=2)),
+}
+REFUSED = {
     "albert": (T.AlbertModel, T.AlbertConfig, dict(LM, embedding_size=16)),
     "bloom": (T.BloomModel, T.BloomConfig, dict(vocab_size=64, hidden_size=32, n_layer=2, n_head=4)),
     "phi_qk_norm": (T.PhiModel, T.PhiConfig, dict(LM, qk_layernorm=True)),
@@ -113,8 +115,6 @@ def test_llama_style_heads_whose_config_lacks_head_dim_are_saved_with_one(tmp_pa
 
 
 @pytest.mark.parametrize("family, phrase", [
-    ("phi3", "fuses the gate and up projections in one Linear (mlp.gate_up_proj"),
-    ("modernbert", "fuses the gate and up projections in one Linear (mlp.Wi"),
     ("albert", "shares one set of layer weights across all its layers"),
     ("mixtral", "routes tokens to a mixture of experts (mlp.experts"),
 ])
@@ -160,7 +160,7 @@ def test_head_ratio_without_a_head_rule_is_refused_instead_of_ignored(family):
 
 
 @pytest.mark.parametrize("family, head_ratio, phrase", [
-    ("phi3", 0.0, "dpm cannot prune Phi3Model"),
+    ("albert", 0.0, "dpm cannot prune AlbertModel"),
     ("bloom", 0.0, "BloomConfig has no config key for the FFN width"),
     ("gpt_neox", 0.25, "dpm prunes no attention heads of GPTNeoXModel"),
 ])
@@ -171,3 +171,29 @@ def test_cli_refuses_in_one_line_before_training(tmp_path, capsys, family, head_
     code, out, err = run_cli(["prune", "-r", recipe], capsys)
     assert code == 2 and phrase in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_prunes_a_phi3_folder_with_obs_and_refit_and_writes_one_that_loads(tmp_path, capsys):
+    """Phi-3's fused gate_up_proj through `dpm prune`: the OBS criterion and the refit read the down
+    projection's columns, each the unit of one row of each half; the folder records the width."""
+    import json
+
+    from hf_helpers import decoder_tokenizer
+
+    path = tmp_path / "phi3"
+    build("phi3").save_pretrained(str(path))
+    decoder_tokenizer(["<unk>", "<s>", "</s>"], "<s>", "</s>", "<unk>").save_pretrained(str(path))
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24))
+    capsys.readouterr()
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "pruning.criterion=obs", "pruning.reconstruct=true"],
+                             capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["equivalence_error"] <= 1e-5 and summary["macs_after"] / summary["macs_before"] <= 0.85 + 1e-6
+    reloaded = no_warning_load(tmp_path / "run" / "model-hf", T.AutoModel)
+    width = reloaded.config.intermediate_size
+    assert width < 64 and all(layer.mlp.gate_up_proj.out_features == 2 * width for layer in reloaded.layers)
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    x = inputs("phi3")
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**x).last_hidden_state, compact(**x).last_hidden_state, atol=1e-5)

@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch_pruning.pruner import function as tpf
 
 from .activation import head_importance
+from .structures import Unsupported
 
 
 def is_grouped_conv(module: nn.Module, handler) -> bool:
@@ -24,8 +25,31 @@ def is_grouped_conv(module: nn.Module, handler) -> bool:
             and isinstance(pruner, tpf.ConvPruner) and not isinstance(pruner, tpf.DepthwiseConvPruner))
 
 
-def grouped_conv_units(graph, tp_group, channels: int) -> torch.Tensor | None:
-    """unit_of per channel of the group, or None when no grouped conv constrains it."""
+def split_period(graph, root: nn.Module, tp_group, channels: int) -> int | None:
+    """p when torch-pruning couples channel c of the root with c + p, c + 2p, ... (a fused projection
+    split into equal parts that are combined again: Phi-3's `gate, up = gate_up_proj(x).chunk(2)`, then
+    `act(gate) * up`), else None. Removing channel c removes them all, so they form one unit.
+
+    torch-pruning keeps one root index per member index, so such a group shows as a member with fewer
+    indices than the root has channels (the down projection's I columns for 2I root rows); only then
+    is the root's channel 0 probed on its own, to read which of its rows go with it."""
+    if all(len(item.idxs) == channels for item in tp_group):
+        return None
+    own = next(item.dep for item in tp_group if item.dep.target.module is root)
+    probe = graph.get_pruning_group(root, own.handler, [0])
+    rows = sorted({int(i) for item in probe if item.dep.target.module is root for i in item.idxs})
+    if len(rows) < 2:
+        return None
+    period = rows[1]
+    if channels % period or rows != list(range(0, channels, period)):
+        raise Unsupported(f"removing channel 0 of {type(root).__name__} also removes its channels {rows[1:5]}, "
+                          "a coupling dpm has no structure for")
+    return period
+
+
+def grouped_conv_units(graph, tp_group, channels: int, period: int | None = None) -> torch.Tensor | None:
+    """unit_of per channel of the group, or None when neither a grouped conv nor a split of the root
+    into `period`-sized parts (`split_period`) constrains it."""
     parent = list(range(channels))
 
     def find(a: int) -> int:
@@ -34,7 +58,9 @@ def grouped_conv_units(graph, tp_group, channels: int) -> torch.Tensor | None:
             a = parent[a]
         return a
 
-    constrained = False
+    constrained = period is not None
+    for c in range(period or channels, channels):
+        parent[c] = c % period
     for item in tp_group:
         module, handler = item.dep.target.module, item.dep.handler
         if not is_grouped_conv(module, handler):

@@ -23,18 +23,18 @@ from ..errors import ConfigError
 # Falcon/BLOOM, T5, GPT-2 (a transformers Conv1D), GPT-Neo (c_fc as nn.Linear) and GPT-J/CodeGen.
 FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
               "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
-              "mlp.fc_in")
-FAMILIES = "BERT-style, DistilBERT, Llama-style, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo and GPT-J/CodeGen"
+              "mlp.fc_in", "mlp.gate_up_proj", "mlp.Wi")
+# FFN input projections that fuse gate and up in one Linear split in two halves (Phi-3, GLM:
+# gate_up_proj; ModernBERT: Wi): unit i is rows i and i + width (`engine.units.split_period`).
+FUSED_PARTS = {"mlp.gate_up_proj": 2, "mlp.Wi": 2}
+FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo "
+            "and GPT-J/CodeGen")
 # Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
 # An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.
 STACK_WIDTH_KEYS = {"encoder": "encoder_ffn_dim", "decoder": "decoder_ffn_dim"}
 # FFN layouts dpm recognises but cannot prune exactly, and why: a model with one is refused whole.
 UNSUPPORTED_FFN = {
-    "mlp.gate_up_proj": "fuses the gate and up projections in one Linear (mlp.gate_up_proj: Phi-3, GLM), "
-                        "whose two halves dpm has no rule to prune as one unit yet",
-    "mlp.Wi": "fuses the gate and up projections in one Linear (mlp.Wi, ModernBERT style), whose two halves "
-              "dpm has no rule to prune as one unit yet",
     "ffn_output": "shares one set of layer weights across all its layers (ALBERT: albert_layer_groups), so a "
                   "channel is one channel of every layer at once; dpm does not prune shared weights",
     "mlp.experts": "routes tokens to a mixture of experts (mlp.experts: Mixtral, Qwen-MoE), whose stacked expert "
@@ -89,6 +89,7 @@ def ffn_layers(model: nn.Module) -> dict[str, int]:
         suffix = max((s for s in FFN_INPUTS if name == s or name.endswith("." + s)), key=len)
         module = model.get_submodule(name)
         width = module.weight.shape[out_axis(module)]  # out_features; a Conv1D's weight is [in, out]
+        width //= FUSED_PARTS.get(suffix, 1)  # gate and up fused: each half is the width
         widths.setdefault(name[:-len(suffix)].rstrip("."), width)
     return widths
 
