@@ -197,3 +197,34 @@ def test_cli_prunes_a_phi3_folder_with_obs_and_refit_and_writes_one_that_loads(t
     x = inputs("phi3")
     with torch.no_grad():
         assert torch.allclose(reloaded(**x).last_hidden_state, compact(**x).last_hidden_state, atol=1e-5)
+
+
+def test_t5_encoder_alone_through_the_cli_and_a_hint_for_the_whole_model(tmp_path, capsys):
+    """T5Model needs decoder inputs that text data has not: the error says to name the encoder alone
+    (model.hf.task: AutoModelForTextEncoding, T5EncoderModel), which is pruned and saved as a folder."""
+    import json
+
+    from hf_helpers import tokenizer
+
+    path = tmp_path / "t5"
+    tok = tokenizer(path)
+    torch.manual_seed(0)
+    T.T5Model(T.T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                         decoder_start_token_id=0)).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    data = text_file(tmp_path / "t.txt", 24)
+    recipe = write_recipe(tmp_path, path, data)
+    capsys.readouterr()
+    code, _, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and "set model.hf.task: AutoModelForTextEncoding" in err and len(err.strip().splitlines()) == 1
+    recipe = write_recipe(tmp_path, path, data, task="AutoModelForTextEncoding")
+    code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["equivalence_error"] <= 1e-5
+    reloaded = no_warning_load(tmp_path / "run" / "model-hf", T.AutoModelForTextEncoding)
+    assert type(reloaded).__name__ == "T5EncoderModel" and reloaded.config.d_ff < 64
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    x = dict(tok(["the data of this module", "pruning removes whole channels"], padding=True, return_tensors="pt"))
+    x.pop("token_type_ids", None)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**x).last_hidden_state, compact(**x).last_hidden_state, atol=1e-5)

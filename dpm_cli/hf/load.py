@@ -15,13 +15,8 @@ from typing import Any, Iterator
 import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError, DpmError
+from ..recipe.schema import HF_TASKS as TASKS  # the Auto classes model.hf.task may name
 
-# The Auto classes a recipe may name in model.hf.task; each maps a folder to a model with that head.
-TASKS = (
-    "AutoModel", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
-    "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForCausalLM",
-    "AutoModelForMultipleChoice",
-)
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 

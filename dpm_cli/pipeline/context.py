@@ -146,7 +146,7 @@ def _check_outputs(ctx: RunContext) -> None:
             out = call_model(model, example)
     except Exception as err:
         raise InputError(f"the model does not run on the example input ({describe(example)}) "
-                         f"({type(err).__name__}: {str(err)[:160]}); fix model.input_shape or the data") from err
+                         f"({type(err).__name__}: {str(err)[:160]}); {_input_fix(ctx)}") from err
     finally:
         model.train(was_training)
     if ctx.data.labeled and ctx.recipe.objective.kind == "cross_entropy":
@@ -154,6 +154,16 @@ def _check_outputs(ctx: RunContext) -> None:
         if logits.dim() < 2:
             raise InputError("the model must return logits shaped (batch, classes) to train with labels")
         check_labels_fit(ctx.data, int(logits.shape[-1]))
+
+
+def _input_fix(ctx: RunContext) -> str:
+    """What to change when the model does not run on its example input."""
+    config = getattr(ctx.model, "config", None)
+    if ctx.recipe.model.hf is not None and getattr(config, "is_encoder_decoder", False):
+        # T5Model wants decoder inputs that text data does not have; its encoder alone needs none
+        return ("an encoder-decoder needs decoder inputs: to prune its encoder alone (a sentence encoder such "
+                "as sentence-t5), set model.hf.task: AutoModelForTextEncoding")
+    return "fix model.input_shape or the data"
 
 
 def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | None:

@@ -48,16 +48,18 @@ _PATTERN = Spec("str", "module-name glob pattern, e.g. 'layer1.*'")
 _FORMAT = Spec("str", "output format", choices=("module", "artifact", "export"))
 
 
-_HF_TASKS = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
-             "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForCausalLM",
-             "AutoModelForMultipleChoice")  # = dpm_cli.hf.TASKS, spelled out so recipes load without transformers
+# The transformers Auto classes model.hf.task may name (dpm_cli.hf.TASKS); each maps a folder to a model
+# with that head. AutoModelForTextEncoding is the encoder alone of an encoder-decoder (T5's T5EncoderModel).
+HF_TASKS = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+            "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForCausalLM",
+            "AutoModelForMultipleChoice", "AutoModelForTextEncoding")
 _TARGET = Spec("str", "distillation target", choices=("auto", "logits", "embedding", "hidden", "layers"))
 
 
 @dataclass(frozen=True)
 class HFSection:
     path: str | None = opt(None, "path", "a Hugging Face model folder (config.json, model.safetensors, tokenizer), relative to the recipe's folder, or package:NAME/dir inside an installed package; loaded offline, no code run from it")
-    task: str = opt("AutoModel", "str", "the Auto class that loads it (the task head)", choices=_HF_TASKS)
+    task: str = opt("AutoModel", "str", "the Auto class that loads it (the task head)", choices=HF_TASKS)
 
 
 @dataclass(frozen=True)
