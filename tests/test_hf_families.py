@@ -30,6 +30,9 @@ FAMILIES = {
     "gpt_neo": lambda: transformers.GPTNeoModel(transformers.GPTNeoConfig(
         vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
         attention_types=[[["global", "local"], 1]], max_position_embeddings=40, bos_token_id=0, eos_token_id=0)),
+    "gpt_neox": lambda: transformers.GPTNeoXModel(transformers.GPTNeoXConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=40)),
     "bart": lambda: transformers.BartModel(transformers.BartConfig(
         vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=40)),
@@ -40,6 +43,8 @@ HEAD_COUNTS = {
     "opt": lambda m: [layer.self_attn.num_heads for layer in m.decoder.layers],
     "gptj": lambda m: [block.attn.num_attention_heads for block in m.h],
     "gpt_neo": lambda m: [block.attn.attention.num_heads for block in m.h],
+    # rows grouped by head, [q | k | v] of each (no head count attribute: the rows are the count)
+    "gpt_neox": lambda m: [layer.attention.query_key_value.out_features // 24 for layer in m.layers],
     "bart": lambda m: [layer.self_attn.num_heads for layer in m.encoder.layers]
     + [a.num_heads for layer in m.decoder.layers for a in (layer.self_attn, layer.encoder_attn)],
 }
@@ -90,7 +95,8 @@ def test_bert_style_families_lose_whole_heads_exactly(tmp_path, family):
 
 @pytest.mark.parametrize("family", sorted(HEAD_COUNTS))
 def test_separate_projection_attention_loses_whole_heads_exactly_and_replays(tmp_path, family):
-    """OPT, BART (encoder, decoder and cross-attention), GPT-J, GPT-Neo and DistilBERT: a quarter of the
+    """OPT, BART (encoder, decoder and cross-attention), GPT-J, GPT-Neo, DistilBERT, and GPT-NeoX's
+    query_key_value with its rows grouped by head: a quarter of the
     heads of every attention module and half the FFN go, the outputs are the zeroed model's, the config
     cannot say so (known before training), and the dpm artifact replays the same shapes and outputs."""
     import dpm_cli

@@ -30,10 +30,15 @@ class HeadLayout:
     out: nn.Module  # the output projection (Linear or Conv1D): its input channels follow the q channels
     extra_rows: list[nn.Linear] = field(default_factory=list)  # other per-channel producers (timm gate)
     macs_module: str = ""  # the module whose counted MACs (attention matmuls) scale with the heads
+    stride: int = 0  # rows from one head's first row to the next head's; 0: head_dim (heads contiguous)
 
     @property
     def per_kv(self) -> int:
         return self.heads // self.kv_heads
+
+    def row(self, first: int, channel: int) -> int:
+        """The row of head channel `channel` (head * head_dim + d) in a projection whose heads start at `first`."""
+        return first + (channel // self.head_dim) * (self.stride or self.head_dim) + channel % self.head_dim
 
 
 class HeadAdapter:
@@ -226,5 +231,29 @@ class ProjectionAttention(HeadAdapter):
         setattr(module, self._layout(module)[4], heads)
 
 
+class GPTNeoXAttention(HeadAdapter):
+    """Hugging Face GPT-NeoX (Pythia) attention: `query_key_value` rows are grouped by head ([q | k | v]
+    of head 0, then of head 1, ...), `dense` reads the heads. The forward reshapes with -1: no head
+    count to rebook."""
+
+    family = "hf-neox"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (isinstance(getattr(module, "query_key_value", None), nn.Linear)
+                and isinstance(getattr(module, "dense", None), nn.Linear)
+                and isinstance(getattr(module, "head_size", None), int) and hasattr(module, "rotary_ndims"))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        dim, fused = module.head_size, module.query_key_value
+        heads = fused.out_features // (3 * dim)
+        if fused.out_features != 3 * heads * dim or module.dense.in_features != heads * dim:
+            raise Unsupported(f"{name}: query_key_value has {fused.out_features} rows, not 3 x heads x {dim}")
+        return HeadLayout(self.family, heads, heads, dim, (fused, "weight", 0), (fused, "weight", dim),
+                          (fused, "weight", 2 * dim), module.dense, [], name, stride=3 * dim)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        pass
+
+
 ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
-                               GPT2Attention(), ProjectionAttention()]
+                               GPT2Attention(), ProjectionAttention(), GPTNeoXAttention()]

@@ -51,7 +51,7 @@ class HeadRemoval:
         kv_rows = [j * hd + d for j in kv_heads for d in range(hd)]
         rows: dict[int, tuple[nn.Module, str, list[int]]] = {}
         for (holder, attr, first), idxs in ((lay.q, q_cols), (lay.k, kv_rows), (lay.v, kv_rows)):
-            rows.setdefault(id(holder), (holder, attr, []))[2].extend(first + i for i in idxs)
+            rows.setdefault(id(holder), (holder, attr, []))[2].extend(lay.row(first, i) for i in idxs)
         for holder, attr, idxs in rows.values():
             _drop_rows(holder, attr, sorted(idxs))
         for linear in lay.extra_rows:
@@ -100,7 +100,7 @@ def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlice
         for a in (attr, attr.replace("weight", "bias")):
             param = getattr(holder, a, None)
             if isinstance(param, nn.Parameter):
-                raw.append((param, f"{name}:{a}", out_axis(holder, a), [first + i for i in local], root))
+                raw.append((param, f"{name}:{a}", out_axis(holder, a), [lay.row(first, i) for i in local], root))
 
     rows(*lay.q, channels, channels)
     rows(*lay.k, kv_local, kv_root)

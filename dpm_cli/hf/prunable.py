@@ -121,5 +121,5 @@ def head_problem(model: nn.Module, head_ratio: float | None) -> str | None:
     kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Attention")})
     rule = f"no head rule for {', '.join(kinds[:2])}" if kinds else "no attention module it recognises"
     return (f"pruning.head_ratio is {head_ratio:g} but dpm prunes no attention heads of {type(model).__name__} "
-            f"({rule}; it knows BERT-style, Llama-style, GPT-2 and separate q/k/v/out projection attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT)): set pruning.head_ratio: 0 to "
+            f"({rule}; it knows BERT-style, Llama-style, GPT-2, GPT-NeoX and separate q/k/v/out projection attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT)): set pruning.head_ratio: 0 to "
             "prune the FFN width only")
