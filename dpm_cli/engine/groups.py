@@ -17,7 +17,7 @@ from .kv_cache import cache_off
 from .outputs import OutputCapture, protected_roots, run_model  # noqa: F401  (run_model: old import path)
 from .heads import HeadClaims, add_head_groups
 from .structures import GroupSlices, Unsupported, merge_slices, slices_of_item
-from .units import grouped_conv_units, split_period
+from .units import channel_units, split_period
 
 ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
@@ -156,5 +156,6 @@ def _to_slices(graph: tp.DependencyGraph, tp_group, name: str, root: nn.Module,
     slices = merge_slices(raw)
     if not slices:
         raise Unsupported(f"{name}: the group has no parameters")
+    period = split_period(graph, root, tp_group, channels)  # a fused gate/up projection: one row per part
     return GroupSlices(name=name, root=root, channels=channels, slices=slices, tp_group=tp_group,
-                       unit_of=grouped_conv_units(graph, tp_group, channels, split_period(graph, root, tp_group, channels)))
+                       unit_of=channel_units(graph, tp_group, channels, period))

@@ -119,7 +119,7 @@ def slices_of_item(module: nn.Module, handler, is_out: bool, name: str, local: l
             add("weight", 1 if transposed else 0), add("bias", 0)
         elif module.groups > 1:
             # Input channel l of a grouped conv is weight[:, l % (in/groups)] of its own conv group's
-            # rows: the structures of `units.grouped_conv_units` take position l % (in/groups) out of
+            # rows: the structures of `units.channel_units` take position l % (in/groups) out of
             # EVERY conv group at once, which is the whole column weight[:, l % (in/groups)].
             width = module.in_channels // module.groups
             out.append((module.weight, f"{name}.weight", 1, [i % width for i in local], root))

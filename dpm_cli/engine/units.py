@@ -7,6 +7,9 @@ removed from every conv group; `ConvPruner.prune_in_channels` then keeps `keep_i
 removes channel k of every conv group at once. We build the same structures: channels whose index
 inside their conv group is the same form one unit. A group touching several grouped convs gets the
 coarsest partition that satisfies all of them (union-find), so no removal can break any of them.
+
+A projection split in equal parts that are combined again (a fused gate/up projection) is the other
+kind: row c of every part is one unit (`split_period`), merged into the same partition.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def split_period(graph, root: nn.Module, tp_group, channels: int) -> int | None:
     return period
 
 
-def grouped_conv_units(graph, tp_group, channels: int, period: int | None = None) -> torch.Tensor | None:
+def channel_units(graph, tp_group, channels: int, period: int | None = None) -> torch.Tensor | None:
     """unit_of per channel of the group, or None when neither a grouped conv nor a split of the root
     into `period`-sized parts (`split_period`) constrains it."""
     parent = list(range(channels))

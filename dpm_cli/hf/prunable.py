@@ -2,9 +2,8 @@
 
 The FFN's input projection(s) root one group per layer whose channels are the intermediate units (the
 down projection's input slice follows). Attention is pruned by whole heads: the projections of every
-attention module a head adapter recognises (`engine.heads`: BERT-style, Llama-style, GPT-2, OPT/BART/GPT-J/
-GPT-Neo/DistilBERT) are left to
-it; a hidden index of any other attention is not a head, so those are protected, and so are the
+attention module a head adapter recognises (`engine.heads`, HEAD_FAMILIES below) are left to it; a
+hidden index of any other attention is not a head, so those are protected, and so are the
 pooler, the task head and the residual stream (which runs through LayerNorm and is skipped anyway).
 Protection uses dpm's ordinary mechanism, the ignore list (`DPMConfig.ignore`).
 """
@@ -21,14 +20,17 @@ from ..errors import ConfigError
 # Names (suffixes) of FFN input projections across the common families: BERT/RoBERTa/MiniLM/ViT/MPNet/
 # DeBERTa, DistilBERT, Llama/Mistral/Qwen/Gemma (gate and up, pruned together), OPT/Phi/BART, GPT-NeoX/
 # Falcon/BLOOM, T5, GPT-2 (a transformers Conv1D), GPT-Neo (c_fc as nn.Linear) and GPT-J/CodeGen.
-FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
-              "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
-              "mlp.fc_in", "mlp.gate_up_proj", "mlp.Wi")
 # FFN input projections that fuse gate and up in one Linear split in two halves (Phi-3, GLM:
 # gate_up_proj; ModernBERT: Wi): unit i is rows i and i + width (`engine.units.split_period`).
 FUSED_PARTS = {"mlp.gate_up_proj": 2, "mlp.Wi": 2}
+FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
+              "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
+              "mlp.fc_in", *FUSED_PARTS)
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo "
             "and GPT-J/CodeGen")
+# The attention families whose heads dpm prunes (`engine.head_adapters.ADAPTERS`), for messages.
+HEAD_FAMILIES = ("BERT-style, Llama-style, GPT-2, GPT-NeoX and separate q/k/v/out projection attention (OPT, "
+                 "BART, GPT-J, GPT-Neo, DistilBERT)")
 # Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
 # An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.
@@ -121,5 +123,5 @@ def head_problem(model: nn.Module, head_ratio: float | None) -> str | None:
     kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Attention")})
     rule = f"no head rule for {', '.join(kinds[:2])}" if kinds else "no attention module it recognises"
     return (f"pruning.head_ratio is {head_ratio:g} but dpm prunes no attention heads of {type(model).__name__} "
-            f"({rule}; it knows BERT-style, Llama-style, GPT-2, GPT-NeoX and separate q/k/v/out projection attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT)): set pruning.head_ratio: 0 to "
+            f"({rule}; it knows {HEAD_FAMILIES}): set pruning.head_ratio: 0 to "
             "prune the FFN width only")
