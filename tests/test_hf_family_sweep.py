@@ -228,3 +228,14 @@ def test_t5_encoder_alone_through_the_cli_and_a_hint_for_the_whole_model(tmp_pat
     x.pop("token_type_ids", None)
     with torch.no_grad():
         assert torch.allclose(reloaded(**x).last_hidden_state, compact(**x).last_hidden_state, atol=1e-5)
+
+
+def test_a_task_dpm_does_not_load_is_refused_by_validate_in_one_line(tmp_path, capsys):
+    path = tmp_path / "t5"
+    build("t5").save_pretrained(str(path))
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 8))
+    capsys.readouterr()
+    code, _, err = run_cli(["validate", recipe, "model.hf.task=AutoModelForSeq2SeqLM"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "model.hf.task" in err and "AutoModelForTextEncoding" in err
+    assert not (tmp_path / "run").exists()
