@@ -102,7 +102,7 @@ def test_ffn_half_pruned_exactly_and_saved_as_a_folder(tmp_path, family):
     assert list(ffn_layers(reloaded).values()) == [w // 2 for w in before.values()]
 
 
-@pytest.mark.parametrize("family", ["qwen2", "phi"])
+@pytest.mark.parametrize("family", ["qwen2", "phi", "phi3"])
 def test_llama_style_heads_whose_config_lacks_head_dim_are_saved_with_one(tmp_path, family):
     model, x = folder(tmp_path, family), inputs(family)
     assert "head_dim" not in model.config.to_dict() or family == "phi"
@@ -112,6 +112,38 @@ def test_llama_style_heads_whose_config_lacks_head_dim_are_saved_with_one(tmp_pa
     assert counts == [counts[0]] * 2 and counts[0][0] == 2  # half the query heads of every layer
     reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out"), x)
     assert same and reloaded.config.head_dim == 8 and reloaded.config.num_attention_heads == 2
+
+
+def test_phi3_fused_qkv_loses_whole_key_value_groups_per_layer_and_the_artifact_replays(tmp_path):
+    """Phi-3's qkv_proj is [q | k | v] and its forward ends q at config.num_attention_heads x head_dim,
+    a config every layer shares: a layer that loses heads keeps its own count (here layer 1 loses one of
+    its two groups of 2 query heads, layer 0 none), the model's config is left alone, exactly, a folder
+    is refused in one line (one head count per config), and the dpm artifact replays the shapes."""
+    import dpm_cli
+    from artifact_helpers import save
+    from dpm_cli import DecayPruner, DPMConfig
+    from dpm_cli.artifact import make_artifact
+    from dpm_cli.hf.artifact import hf_provenance
+
+    model, x = folder(tmp_path, "phi3"), inputs("phi3")
+    prov, why = hf_provenance(model, x)
+    assert why is None
+    cfg = DPMConfig(budget=0.9, budget_kind="channels", decay_steps=1, head_ratio=0.5, ignore=protected_modules(model))
+    pruner = DecayPruner(model, x, cfg)
+    heads = [gi for gi, g in enumerate(pruner.groups) if g.kind == "heads"]
+    assert [pruner.groups[gi].n_units for gi in heads] == [2, 2]  # a key/value head with its 2 query heads
+    pruner.prune_now([(heads[1], 0)])
+    result = pruner.compact()
+    assert result.max_rel_error <= 1e-5
+    assert head_counts(model) == [(4, 2), (2, 1)] and model.config.num_attention_heads == 4
+    assert model.layers[1].self_attn.qkv_proj.out_features == (2 + 2 * 1) * 8
+    with pytest.raises(HFFormatError, match="differ but Phi3Config holds one num_attention_heads"):
+        save_hf(model, None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
+    assert head_counts(rebuilt) == [(4, 2), (2, 1)]
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
 
 
 @pytest.mark.parametrize("family, phrase", [

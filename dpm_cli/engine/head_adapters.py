@@ -7,6 +7,7 @@ the rows are gone). Adding an attention family (e.g. another fused-qkv layout) i
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch.nn as nn
@@ -255,5 +256,37 @@ class GPTNeoXAttention(HeadAdapter):
         pass
 
 
+class Phi3Attention(HeadAdapter):
+    """Hugging Face Phi-3 / Phi-4 attention: `qkv_proj` rows are [q | k | v] (query heads, then key/value
+    heads twice, x head_dim; grouped-query), `o_proj` reads the query heads. Its forward ends q at
+    `config.num_attention_heads x head_dim`, and that config is the model's, shared by every layer: a
+    module that loses heads gets its own shallow copy with its own counts (the model's config, which
+    `save_pretrained` writes, is left to the saver)."""
+
+    family = "hf-phi3"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (isinstance(getattr(module, "qkv_proj", None), nn.Linear)
+                and isinstance(getattr(module, "o_proj", None), nn.Linear)
+                and all(isinstance(getattr(module, a, None), int)
+                        for a in ("head_dim", "num_key_value_heads", "num_key_value_groups"))
+                and isinstance(getattr(getattr(module, "config", None), "num_attention_heads", None), int))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        dim, kv, heads = module.head_dim, module.num_key_value_heads, module.config.num_attention_heads
+        rows = module.qkv_proj.out_features
+        if rows != (heads + 2 * kv) * dim or module.o_proj.in_features != heads * dim or heads % kv \
+                or heads // kv != module.num_key_value_groups:
+            raise Unsupported(f"{name}: qkv_proj has {rows} rows, not ({heads} + 2 x {kv}) heads x {dim}")
+        fused = module.qkv_proj
+        return HeadLayout(self.family, heads, kv, dim, (fused, "weight", 0), (fused, "weight", heads * dim),
+                          (fused, "weight", (heads + kv) * dim), module.o_proj, [], name)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        config = copy.copy(module.config)
+        config.num_attention_heads, config.num_key_value_heads = heads, heads // layout.per_kv
+        module.config, module.num_key_value_heads = config, heads // layout.per_kv
+
+
 ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
-                               GPT2Attention(), ProjectionAttention(), GPTNeoXAttention()]
+                               GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention()]

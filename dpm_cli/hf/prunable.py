@@ -29,8 +29,8 @@ FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", 
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo "
             "and GPT-J/CodeGen")
 # The attention families whose heads dpm prunes (`engine.head_adapters.ADAPTERS`), for messages.
-HEAD_FAMILIES = ("BERT-style, Llama-style, GPT-2, GPT-NeoX and separate q/k/v/out projection attention (OPT, "
-                 "BART, GPT-J, GPT-Neo, DistilBERT)")
+HEAD_FAMILIES = ("BERT-style, Llama-style, Phi-3, GPT-2, GPT-NeoX and separate q/k/v/out projection attention "
+                 "(OPT, BART, GPT-J, GPT-Neo, DistilBERT)")
 # Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
 # An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.

@@ -21,7 +21,7 @@ from ..batch import call_model, output_fields
 from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import DpmError, InputError
-from ..engine.conv1d import is_conv1d
+from ..engine.structures import Unsupported
 from .load import captured_warnings
 from ..engine.heads import ADAPTERS
 from .expressible import head_size_free, shape_mismatch, width_key_governs
@@ -108,20 +108,17 @@ def _head_size_free(model: nn.Module, ffn: dict[str, Any] | None = None) -> bool
 
 
 def head_counts(model: nn.Module) -> list[tuple[int, int]]:
-    """(query heads, key/value heads) of every attention layer, read from its modules' real shapes."""
+    """(query heads, key/value heads) of every attention module a head adapter describes (the only ones
+    dpm prunes by heads), as the adapter reads them from the module's shapes and counts."""
     counts = []
-    for module in model.modules():
-        fused = getattr(module, "c_attn", None)  # GPT-2: [q | k | v] columns of one Conv1D
-        if is_conv1d(fused) and isinstance(getattr(module, "head_dim", None), int) and module.head_dim > 0:
-            parts = 2 if hasattr(module, "q_attn") else 3  # cross-attention: [k | v] only
-            heads = fused.weight.shape[1] // parts // module.head_dim
-            counts.append((heads, heads))
+    for name, module in model.named_modules():
+        adapter = next((a for a in ADAPTERS if a.matches(module)), None)
+        try:
+            layout = adapter.describe(name, module) if adapter else None
+        except Unsupported:  # e.g. GPT-2's cross-attention: never pruned by heads
             continue
-        q = getattr(module, "query", None) or getattr(module, "q_proj", None)
-        k = getattr(module, "key", None) or getattr(module, "k_proj", None)
-        size = getattr(module, "attention_head_size", None) or getattr(module, "head_dim", None)
-        if isinstance(q, nn.Linear) and isinstance(k, nn.Linear) and isinstance(size, int) and size > 0:
-            counts.append((q.out_features // size, k.out_features // size))
+        if layout is not None:
+            counts.append((layout.heads, layout.kv_heads))
     return counts
 
 
