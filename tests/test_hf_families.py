@@ -144,3 +144,49 @@ def test_cli_prunes_opt_heads_with_dpm_and_refuses_a_folder_it_cannot_write(tmp_
     assert HEAD_COUNTS["opt"](rebuilt) == [3, 3]
     compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
     assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in compact.state_dict().items())
+
+
+FALCON = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_hidden_size=64)
+
+
+@pytest.mark.parametrize("layout, kwargs, kept", [
+    ("interleaved", dict(multi_query=False), (2, 2)),  # [q, k, v] of head 0, of head 1, ...
+    ("grouped", dict(new_decoder_architecture=True, num_kv_heads=2), (2, 1)),  # [q, q, k, v] per key/value head
+])
+def test_falcon_query_key_value_loses_whole_heads_in_either_row_layout_and_replays(tmp_path, layout, kwargs, kept):
+    """Falcon's one query_key_value holds its heads in one of two layouts (a block per head, or per key/
+    value group in the new decoder architecture): half the structures of every layer go exactly, the
+    rows left are the heads kept, a folder is refused (head size derived), the artifact replays."""
+    import dpm_cli
+    from artifact_helpers import save
+    from dpm_cli.artifact import make_artifact
+    from dpm_cli.hf.artifact import hf_provenance
+    from dpm_cli.hf.save import head_counts
+
+    torch.manual_seed(0)
+    transformers.FalconModel(transformers.FalconConfig(**FALCON, **kwargs)).save_pretrained(str(tmp_path / "f"))
+    model, x = load_hf(tmp_path / "f").model, _inputs()
+    prov, _ = hf_provenance(model, x)
+    assert "cannot record pruned attention heads" in format_problem(model, "layer", 0.5)
+    result = _prune(model, x, 0.5)
+    assert result.max_rel_error <= 1e-5
+    q, kv = kept
+    assert head_counts(model) == [kept, kept]
+    assert all(layer.self_attention.query_key_value.out_features == (q + 2 * kv) * 8 for layer in model.h)
+    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
+    assert head_counts(rebuilt) == [kept, kept]
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(multi_query=True), "one key/value head serves every query head (multi-query)"),  # Falcon-7B
+    (dict(multi_query=False, alibi=True), "ALiBi position bias is built per head"),
+])
+def test_falcon_attention_whose_heads_cannot_leave_is_refused_with_the_reason(kwargs, reason):
+    from dpm_cli.hf.prunable import head_problem
+
+    model = transformers.FalconModel(transformers.FalconConfig(**FALCON, **kwargs))
+    problem = head_problem(model, 0.25)
+    assert "dpm prunes no attention heads of FalconModel" in problem and reason in problem
+    assert "set pruning.head_ratio: 0" in problem

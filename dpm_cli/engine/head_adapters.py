@@ -31,15 +31,19 @@ class HeadLayout:
     out: nn.Module  # the output projection (Linear or Conv1D): its input channels follow the q channels
     extra_rows: list[nn.Linear] = field(default_factory=list)  # other per-channel producers (timm gate)
     macs_module: str = ""  # the module whose counted MACs (attention matmuls) scale with the heads
-    stride: int = 0  # rows from one head's first row to the next head's; 0: head_dim (heads contiguous)
+    stride: int = 0  # rows from one block of heads to the next; 0: the block's own rows (heads contiguous)
+    q_block: int = 1  # query heads per block (Falcon's grouped rows: a key/value head's queries, its k, its v)
 
     @property
     def per_kv(self) -> int:
         return self.heads // self.kv_heads
 
-    def row(self, first: int, channel: int) -> int:
-        """The row of head channel `channel` (head * head_dim + d) in a projection whose heads start at `first`."""
-        return first + (channel // self.head_dim) * (self.stride or self.head_dim) + channel % self.head_dim
+    def row(self, first: int, channel: int, block: int = 1) -> int:
+        """The row of head channel `channel` (head * head_dim + d) in a projection whose heads start at
+        `first` and come in blocks of `block` contiguous heads, one block every `stride` rows."""
+        head, d = divmod(channel, self.head_dim)
+        outer, inner = divmod(head, block)
+        return first + outer * (self.stride or block * self.head_dim) + inner * self.head_dim + d
 
 
 class HeadAdapter:
@@ -288,5 +292,45 @@ class Phi3Attention(HeadAdapter):
         module.config, module.num_key_value_heads = config, heads // layout.per_kv
 
 
+class FalconAttention(HeadAdapter):
+    """Hugging Face Falcon attention: one `query_key_value` in one of three row layouts, `dense` reads the
+    query heads. New decoder architecture (Falcon-40B/180B, Falcon 2): a block per key/value head, its
+    query heads then its key and value; multi-query (Falcon-7B): [q | k | v] with one key/value head,
+    which is then one structure, so nothing to remove; otherwise [q, k, v] interleaved per head. The
+    forward reshapes with num_heads / num_kv_heads. ALiBi models are refused: their position bias is
+    built per head from the config's count at the model level."""
+
+    family = "hf-falcon"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (isinstance(getattr(module, "query_key_value", None), nn.Linear)
+                and isinstance(getattr(module, "dense", None), nn.Linear)
+                and all(isinstance(getattr(module, a, None), int) for a in ("num_heads", "num_kv_heads", "head_dim"))
+                and hasattr(module, "new_decoder_architecture") and hasattr(module, "multi_query"))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        if getattr(getattr(module, "config", None), "alibi", False):
+            raise Unsupported(f"{name}: ALiBi position bias is built per head from the config's head count")
+        heads, kv, dim, fused = module.num_heads, module.num_kv_heads, module.head_dim, module.query_key_value
+        if fused.out_features != (heads + 2 * kv) * dim or module.dense.in_features != heads * dim or heads % kv:
+            raise Unsupported(f"{name}: query_key_value has {fused.out_features} rows, not ({heads} + 2 x {kv}) x {dim}")
+        per_kv = heads // kv
+        if module.new_decoder_architecture:  # [q x per_kv, k, v] per key/value head
+            return HeadLayout(self.family, heads, kv, dim, (fused, "weight", 0), (fused, "weight", per_kv * dim),
+                              (fused, "weight", (per_kv + 1) * dim), module.dense, [], name,
+                              stride=(per_kv + 2) * dim, q_block=per_kv)
+        if module.multi_query:  # [q | k | v]
+            return HeadLayout(self.family, heads, kv, dim, (fused, "weight", 0), (fused, "weight", heads * dim),
+                              (fused, "weight", (heads + kv) * dim), module.dense, [], name)
+        return HeadLayout(self.family, heads, kv, dim, (fused, "weight", 0), (fused, "weight", dim),  # [q, k, v] per head
+                          (fused, "weight", 2 * dim), module.dense, [], name, stride=3 * dim)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        module.num_heads = heads
+        if module.new_decoder_architecture or not module.multi_query:
+            module.num_kv_heads = heads // layout.per_kv
+
+
 ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
-                               GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention()]
+                               GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention(),
+                               FalconAttention()]

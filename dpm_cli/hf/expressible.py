@@ -74,11 +74,12 @@ def head_size_free(model: nn.Module, base: dict[str, Any] | None = None) -> bool
     every other shape unchanged (`base`: config updates that already describe the model, e.g. a
     pruned FFN width). Twice, not fewer: fewer heads are not always a valid config, more always are.
     None: no answer."""
-    names = [name for name, m in model.named_modules() if any(a.matches(m) for a in ADAPTERS)]
-    if not names:
+    from .prunable import head_layouts
+
+    layouts = head_layouts(model)[0]
+    if not layouts:
         return None
-    first = model.get_submodule(names[0])
-    layout = next(a for a in ADAPTERS if a.matches(first)).describe(names[0], first)
+    names, layout = list(layouts), next(iter(layouts.values()))
     config = model.config.to_dict()
     updates = {**(base or {}), "num_attention_heads": 2 * layout.heads, "head_dim": layout.head_dim}
     if "num_key_value_heads" in config:

@@ -14,7 +14,8 @@ from typing import Any
 import torch.nn as nn
 
 from ..engine.conv1d import is_conv1d, out_axis, root_types
-from ..engine.heads import ADAPTERS
+from ..engine.heads import ADAPTERS, HeadLayout
+from ..engine.structures import Unsupported
 from ..errors import ConfigError
 
 # Names (suffixes) of FFN input projections across the common families: BERT/RoBERTa/MiniLM/ViT/MPNet/
@@ -29,7 +30,7 @@ FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", 
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo "
             "and GPT-J/CodeGen")
 # The attention families whose heads dpm prunes (`engine.head_adapters.ADAPTERS`), for messages.
-HEAD_FAMILIES = ("BERT-style, Llama-style, Phi-3, GPT-2, GPT-NeoX and separate q/k/v/out projection attention "
+HEAD_FAMILIES = ("BERT-style, Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon and separate q/k/v/out projection attention "
                  "(OPT, BART, GPT-J, GPT-Neo, DistilBERT)")
 # Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
@@ -52,8 +53,28 @@ def ffn_roots(model: nn.Module) -> list[str]:
 
 
 def head_modules(model: nn.Module) -> list[str]:
-    """Names of the attention modules the engine prunes by whole heads."""
-    return [name for name, m in model.named_modules() if any(a.matches(m) for a in ADAPTERS)]
+    """Names of the attention modules the engine prunes by whole heads (more than one key/value head)."""
+    return [name for name, layout in head_layouts(model)[0].items() if layout.kv_heads > 1]
+
+
+def head_layouts(model: nn.Module) -> tuple[dict[str, HeadLayout], list[str]]:
+    """The layout of every attention module a head adapter describes, and why each other module an
+    adapter recognises is refused; a multi-query module (one key/value head) is described, but no
+    head can leave it alone, which the reasons say."""
+    layouts, why = {}, []
+    for name, module in model.named_modules():
+        adapter = next((a for a in ADAPTERS if a.matches(module)), None)
+        try:
+            layout = adapter.describe(name, module) if adapter else None
+        except Unsupported as reason:
+            why.append(str(reason))
+            continue
+        if layout is not None:
+            layouts[name] = layout
+            if layout.kv_heads == 1:
+                why.append(f"{name}: one key/value head serves every query head (multi-query), so no head "
+                           "can leave alone")
+    return layouts, why
 
 
 def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
@@ -71,7 +92,10 @@ def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
                           "prune it as a plain module with your own pruning.ignore patterns")
     types = root_types(PRUNABLE_TYPES)
     if heads:
-        roots |= {name for attn in head_modules(model)
+        # every attention a head adapter recognises: what it cannot prune by heads the engine fences,
+        # with the reason (multi-query, ALiBi, cross-attention), instead of it being silently protected
+        recognised = [name for name, m in model.named_modules() if any(a.matches(m) for a in ADAPTERS)]
+        roots |= {name for attn in recognised
                   for name, m in model.get_submodule(attn).named_modules(prefix=attn) if isinstance(m, types)}
     return [name for name, m in model.named_modules()
             if name and isinstance(m, types) and name not in roots]
@@ -120,8 +144,10 @@ def head_problem(model: nn.Module, head_ratio: float | None) -> str | None:
     model, so no head would be removed), or None. Checked before training."""
     if not head_ratio or head_modules(model):
         return None
+    why = head_layouts(model)[1]
     kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Attention")})
     rule = f"no head rule for {', '.join(kinds[:2])}" if kinds else "no attention module it recognises"
+    rule = why[0] if why else rule
     return (f"pruning.head_ratio is {head_ratio:g} but dpm prunes no attention heads of {type(model).__name__} "
             f"({rule}; it knows {HEAD_FAMILIES}): set pruning.head_ratio: 0 to "
             "prune the FFN width only")
