@@ -48,6 +48,11 @@ PRUNED = {
     "glm": (T.GlmModel, T.GlmConfig, dict(GQA, head_dim=8, pad_token_id=0, eos_token_id=0)),
     "modernbert": (T.ModernBertModel, T.ModernBertConfig, dict(LM, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                                                 cls_token_id=1, sep_token_id=2)),
+    # attention with layers of its own across heads: FFN only (heads refused, below)
+    "olmo2": (T.Olmo2Model, T.Olmo2Config, dict(GQA, pad_token_id=0)),  # q_norm / k_norm over all heads
+    "convbert": (T.ConvBertModel, T.ConvBertConfig, dict(LM, embedding_size=32)),  # span-based convolution
+    "nystromformer": (T.NystromformerModel, T.NystromformerConfig, LM),  # depthwise conv over heads
+    "helium": (T.HeliumModel, T.HeliumConfig, dict(GQA, head_dim=8)),  # o_proj sized by hidden_size
 }
 REFUSED = {
     "albert": (T.AlbertModel, T.AlbertConfig, dict(LM, embedding_size=16)),
@@ -144,6 +149,24 @@ def test_phi3_fused_qkv_loses_whole_key_value_groups_per_layer_and_the_artifact_
     assert head_counts(rebuilt) == [(4, 2), (2, 1)]
     with torch.no_grad():
         assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
+
+
+@pytest.mark.parametrize("family, layer", [
+    ("olmo2", "q_norm (Olmo2RMSNorm)"), ("convbert", "key_conv_attn_layer"), ("nystromformer", "conv (Conv2d)"),
+])
+def test_attention_with_layers_across_heads_is_refused_for_heads_in_one_line(family, layer):
+    """Found by sweeping transformers' families: OLMo 2 normalises q and k over all heads, ConvBERT and
+    Nystromformer convolve across them; removing a head changes those layers, so the heads are refused
+    (naming the layer) while the FFN is pruned (above). Before, a rehearsal of head removal refused
+    the whole model, FFN included, even with head_ratio 0."""
+    problem = head_problem(build(family), 0.25)
+    assert layer in problem and "spans more than one head" in problem and "\n" not in problem
+
+
+def test_heads_whose_output_projection_the_config_fixes_are_refused_for_a_folder_before_training():
+    # Helium's o_proj is Linear(hidden_size, hidden_size) whatever the head count: found at save time before.
+    problem = format_problem(build("helium"), "layer", 0.5)
+    assert "HeliumConfig cannot record pruned attention heads" in problem
 
 
 @pytest.mark.parametrize("family, phrase", [

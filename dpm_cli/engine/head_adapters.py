@@ -132,6 +132,7 @@ class HFSelfAttention(HeadAdapter):
 
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
         s = module.self
+        _refuse_other_layers(f"{name}.self", s, ("query", "key", "value"), s.attention_head_size)
         return HeadLayout(self.family, s.num_attention_heads, s.num_attention_heads, s.attention_head_size,
                           (s.query, "weight", 0), (s.key, "weight", 0), (s.value, "weight", 0),
                           module.output.dense, [], f"{name}.self")
@@ -156,6 +157,7 @@ class LlamaAttention(HeadAdapter):
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
         dim = module.head_dim
         heads, kv = module.q_proj.out_features // dim, module.k_proj.out_features // dim
+        _refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense"), dim)
         if heads % kv or heads // kv != module.num_key_value_groups:
             raise Unsupported(f"{name}: {heads} query heads do not share {kv} key/value heads evenly")
         return HeadLayout(self.family, heads, kv, dim, (module.q_proj, "weight", 0), (module.k_proj, "weight", 0),
@@ -165,6 +167,19 @@ class LlamaAttention(HeadAdapter):
         for attr, value in (("num_heads", heads), ("num_key_value_heads", heads // layout.per_kv)):
             if hasattr(module, attr):
                 setattr(module, attr, value)
+
+
+def _refuse_other_layers(name: str, module: nn.Module, known: tuple[str, ...], head_dim: int) -> None:
+    """Refuse attention with layers of its own beyond the projections, unless they act on one head's
+    channels (a per-head q/k norm of head_dim, as Qwen3 and Gemma 3 have): a norm over all heads (OLMo 2),
+    a convolution across heads (ConvBERT, Nystromformer) change when a head leaves."""
+    for child, sub in module.named_children():
+        if child in known:
+            continue
+        shapes = {tuple(p.shape) for p in sub.parameters()}
+        if shapes and shapes != {(head_dim,)}:
+            raise Unsupported(f"{name}: {child} ({type(sub).__name__}) spans more than one head, so no head "
+                              "can leave without changing it")
 
 
 def _out_proj(module: nn.Module) -> nn.Module | None:

@@ -40,6 +40,8 @@ def preflight_keys(groups: list[GroupSlices], cost: CostModel, config: DPMConfig
     for gi, score in enumerate(scores):
         if gi in touched or limits.max_prunable[gi] < config.round_to:
             continue
+        if groups[gi].kind == "heads" and config.head_ratio == 0:  # never selected: nothing to rehearse
+            continue
         order = [c for c in torch.argsort(score, stable=True).tolist() if torch.isfinite(score[c])]
         keys.extend((gi, c) for c in order[:config.round_to])
     return keys

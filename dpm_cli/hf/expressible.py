@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..engine.conv1d import in_axis
 from ..engine.heads import ADAPTERS
 from .load import captured_warnings
 
@@ -93,6 +94,9 @@ def head_size_free(model: nn.Module, base: dict[str, Any] | None = None) -> bool
             adapter = next(a for a in ADAPTERS if a.matches(module))
             got = adapter.describe(name, module)
             if (got.heads, got.kv_heads, got.head_dim) != (2 * layout.heads, 2 * layout.kv_heads, layout.head_dim):
+                return False
+            # the output projection too (Helium sizes o_proj by hidden_size, whatever the head count)
+            if got.out.weight.shape[in_axis(got.out)] != 2 * layout.heads * layout.head_dim:
                 return False
     except Exception:  # the attention no longer matches, or its layout is inconsistent: not expressible
         return False

@@ -78,8 +78,8 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
     if head_ratio == 0 or not head_modules(model):
         return None
     if not _head_size_free(model):
-        return (f"{name} cannot record pruned attention heads (with fewer heads its model derives another "
-                f"head size, or per-head norm size, from hidden_size / num_attention_heads, and transformers 5 "
+        return (f"{name} cannot record pruned attention heads (with other head counts its model sizes "
+                f"the heads, a norm or the output projection from hidden_size, not the counts, and transformers 5 "
                 f"has no pruned_heads): set pruning.head_ratio: 0 to keep the heads, {fix}")
     if head_ratio is None and ranking != "layer":
         return (f"{name} holds one head count for all layers, but heads compete in a {ranking} ranking: set "
