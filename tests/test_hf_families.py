@@ -36,6 +36,8 @@ FAMILIES = {
     "bart": lambda: transformers.BartModel(transformers.BartConfig(
         vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=40)),
+    "xglm": lambda: transformers.XGLMModel(transformers.XGLMConfig(
+        vocab_size=64, d_model=32, num_layers=2, attention_heads=4, ffn_dim=64, max_position_embeddings=40)),
 }
 # Where each family keeps its attention modules' head counts (ProjectionAttention's families).
 HEAD_COUNTS = {
@@ -45,6 +47,7 @@ HEAD_COUNTS = {
     "gpt_neo": lambda m: [block.attn.attention.num_heads for block in m.h],
     # rows grouped by head, [q | k | v] of each (no head count attribute: the rows are the count)
     "gpt_neox": lambda m: [layer.attention.query_key_value.out_features // 24 for layer in m.layers],
+    "xglm": lambda m: [layer.self_attn.num_heads for layer in m.layers],  # reshapes to embed_dim: rebooked
     "bart": lambda m: [layer.self_attn.num_heads for layer in m.encoder.layers]
     + [a.num_heads for layer in m.decoder.layers for a in (layer.self_attn, layer.encoder_attn)],
 }

@@ -41,6 +41,8 @@ PRUNED = {
     "xlm_roberta": (T.XLMRobertaModel, T.XLMRobertaConfig, LM),
     "deberta_v2": (T.DebertaV2Model, T.DebertaV2Config, LM),
     "bart": (T.BartModel, T.BartConfig, SEQ2SEQ),  # one width per stack: encoder_ffn_dim, decoder_ffn_dim
+    # other head counts in the decoder than in the encoder: nothing pruned there, so nothing to record
+    "bart_heads_differ": (T.BartModel, T.BartConfig, dict(SEQ2SEQ, decoder_attention_heads=2)),
     "t5": (T.T5Model, T.T5Config, dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
                                         decoder_start_token_id=0)),
     # gate and up fused in one Linear, split in halves (mlp.gate_up_proj, mlp.Wi): a unit is two rows
@@ -55,12 +57,16 @@ PRUNED = {
     "helium": (T.HeliumModel, T.HeliumConfig, dict(GQA, head_dim=8)),  # o_proj sized by hidden_size
 }
 REFUSED = {
+    "fsmt": (T.FSMTModel, T.FSMTConfig, dict(langs=["en", "de"], src_vocab_size=64, tgt_vocab_size=64, d_model=32,
+                                             encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                                             decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                             max_position_embeddings=64)),  # its attention checks embed_dim
     "albert": (T.AlbertModel, T.AlbertConfig, dict(LM, embedding_size=16)),
     "bloom": (T.BloomModel, T.BloomConfig, dict(vocab_size=64, hidden_size=32, n_layer=2, n_head=4)),
     "phi_qk_norm": (T.PhiModel, T.PhiConfig, dict(LM, qk_layernorm=True)),
     "mixtral": (T.MixtralModel, T.MixtralConfig, dict(GQA, head_dim=8, num_local_experts=4)),
 }
-SEQ2SEQ_FAMILIES = ("bart", "t5")
+SEQ2SEQ_FAMILIES = ("bart", "bart_heads_differ", "t5", "fsmt")
 
 
 def build(family: str):
@@ -161,6 +167,16 @@ def test_attention_with_layers_across_heads_is_refused_for_heads_in_one_line(fam
     the whole model, FFN included, even with head_ratio 0."""
     problem = head_problem(build(family), 0.25)
     assert layer in problem and "spans more than one head" in problem and "\n" not in problem
+
+
+def test_heads_whose_removal_breaks_the_forward_are_refused_by_the_preflight_with_the_head_fix():
+    """FSMT's attention asserts its input width equals embed_dim, which its heads' width also is: the
+    rehearsal of the removal fails before training, and the line says to keep the heads."""
+    from dpm_cli.errors import PreflightError
+
+    with pytest.raises(PreflightError, match=r"removing attention heads of encoder\.layers\.0\.self_attn breaks the "
+                                             r"model before any training .*set pruning\.head_ratio: 0 to keep every head"):
+        cut_half(build("fsmt"), inputs("fsmt"), 0.5)
 
 
 def test_heads_whose_output_projection_the_config_fixes_are_refused_for_a_folder_before_training():

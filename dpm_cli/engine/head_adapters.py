@@ -249,6 +249,9 @@ class ProjectionAttention(HeadAdapter):
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         setattr(module, self._layout(module)[4], heads)
+        # older copies (XGLM, MVP) reshape the attention output to embed_dim, the heads' inner width
+        if getattr(module, "embed_dim", None) == layout.heads * layout.head_dim:
+            module.embed_dim = heads * layout.head_dim
 
 
 class GPTNeoXAttention(HeadAdapter):

@@ -73,9 +73,11 @@ def run_preflight(plan: CompactionPlan, groups: list[GroupSlices], keys: list[Ke
     finally:
         transaction.rollback()
     name, err = culprit
-    raise PreflightError(
-        f"preflight: removing channels of group {name} breaks the model before any training "
-        f"({_short(err)}); add {name!r} to pruning.ignore (DPMConfig.ignore) to leave that group alone")
+    heads = any(g.name == name and g.kind == "heads" for g in groups)
+    fix = (f"set pruning.head_ratio: 0 to keep every head, or add {name!r} to pruning.ignore" if heads
+           else f"add {name!r} to pruning.ignore (DPMConfig.ignore) to leave that group alone")
+    what = "attention heads of" if heads else "channels of group"
+    raise PreflightError(f"preflight: removing {what} {name} breaks the model before any training ({_short(err)}); {fix}")
 
 
 def _attempt(plan: CompactionPlan) -> DpmError | None:

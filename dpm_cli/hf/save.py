@@ -24,7 +24,7 @@ from ..errors import DpmError, InputError
 from ..engine.structures import Unsupported
 from .load import captured_warnings
 from ..engine.heads import ADAPTERS
-from .expressible import head_size_free, shape_mismatch, width_key_governs
+from .expressible import build_meta, head_size_free, shape_mismatch, width_key_governs
 from .prunable import FFN_WIDTH_KEYS, ffn_layers, ffn_width_key, head_modules, width_keys  # noqa: F401
 
 # Files of a source folder that describe more than the transformers model (sentence-transformers'
@@ -128,6 +128,9 @@ def _head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
     kv = getattr(config, "num_key_value_heads", None) or heads
     counts = head_counts(model)
     if not counts or heads is None or all(c == (heads, kv) for c in counts):
+        return {}
+    as_configured = build_meta(model, {})  # the config's own counts (BART-style: encoder and decoder differ)
+    if as_configured is not None and head_counts(as_configured) == counts:
         return {}
     # transformers 5 dropped config.pruned_heads; a head count other than the config's is expressible
     # only where the architecture takes the head size from the config (head_dim: Llama-style, asked of
