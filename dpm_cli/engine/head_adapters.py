@@ -349,6 +349,11 @@ class FalconAttention(HeadAdapter):
             module.num_kv_heads = heads // layout.per_kv
 
 
+def adapter_for(module: nn.Module) -> HeadAdapter | None:
+    """The head adapter that recognises `module`, or None."""
+    return next((a for a in ADAPTERS if a.matches(module)), None)
+
+
 ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
                                GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention(),
                                FalconAttention()]

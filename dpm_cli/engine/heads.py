@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from .conv1d import CONV1D_PRUNER, in_axis, is_conv1d, out_axis
-from .head_adapters import ADAPTERS, HeadAdapter, HeadLayout  # noqa: F401  (ADAPTERS re-exported)
+from .head_adapters import ADAPTERS, HeadAdapter, HeadLayout, adapter_for  # noqa: F401  (ADAPTERS re-exported)
 from .structures import GroupSlices, Unsupported, merge_slices
 
 # Last name parts of Linear layers that project to q, k and v at once: never pruned as plain channels.
@@ -121,7 +121,7 @@ def find_head_groups(model: nn.Module, ignored: list[nn.Module]) -> tuple[list[G
     ignored_ids = {id(m) for m in ignored}
     groups, skipped = [], {}
     for name, module in model.named_modules():
-        adapter = next((a for a in ADAPTERS if a.matches(module)), None)
+        adapter = adapter_for(module)
         if adapter is None or any(id(m) in ignored_ids for m in module.modules()):
             continue
         try:
@@ -145,7 +145,7 @@ def _fenced_axes(model: nn.Module, heads: list[GroupSlices]) -> set[tuple[int, i
     with_group = {id(g.root) for g in heads}
     fenced = set()
     for module in model.modules():
-        if id(module) in with_group or not any(a.matches(module) for a in ADAPTERS):
+        if id(module) in with_group or adapter_for(module) is None:
             continue
         for p in module.parameters():
             fenced |= {(id(p), d) for d in range(min(p.dim(), 2))}
@@ -223,7 +223,7 @@ def replay_heads(model: nn.Module, entry: list) -> None:
     """Apply one recorded head removal to a model rebuilt from its factory."""
     _, name, heads = entry
     module = model.get_submodule(name)
-    adapter = next((a for a in ADAPTERS if a.matches(module)), None)
+    adapter = adapter_for(module)
     if adapter is None:
         raise Unsupported(f"{name} is not an attention module dpm can prune by heads")
     layout = adapter.describe(name, module)

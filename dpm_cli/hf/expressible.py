@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..engine.conv1d import in_axis
-from ..engine.heads import ADAPTERS
+from ..engine.heads import adapter_for
 from .load import captured_warnings
 
 
@@ -91,8 +91,7 @@ def head_size_free(model: nn.Module, base: dict[str, Any] | None = None) -> bool
     try:
         for name in names:
             module = built.get_submodule(name)
-            adapter = next(a for a in ADAPTERS if a.matches(module))
-            got = adapter.describe(name, module)
+            got = adapter_for(module).describe(name, module)
             if (got.heads, got.kv_heads, got.head_dim) != (2 * layout.heads, 2 * layout.kv_heads, layout.head_dim):
                 return False
             # the output projection too (Helium sizes o_proj by hidden_size, whatever the head count)

@@ -14,7 +14,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..engine.conv1d import is_conv1d, out_axis, root_types
-from ..engine.heads import ADAPTERS, HeadLayout
+from ..engine.heads import HeadLayout, adapter_for
 from ..engine.structures import Unsupported
 from ..errors import ConfigError
 
@@ -63,7 +63,7 @@ def head_layouts(model: nn.Module) -> tuple[dict[str, HeadLayout], list[str]]:
     head can leave it alone, which the reasons say."""
     layouts, why = {}, []
     for name, module in model.named_modules():
-        adapter = next((a for a in ADAPTERS if a.matches(module)), None)
+        adapter = adapter_for(module)
         try:
             layout = adapter.describe(name, module) if adapter else None
         except Unsupported as reason:
@@ -94,7 +94,7 @@ def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
     if heads:
         # every attention a head adapter recognises: what it cannot prune by heads the engine fences,
         # with the reason (multi-query, ALiBi, cross-attention), instead of it being silently protected
-        recognised = [name for name, m in model.named_modules() if any(a.matches(m) for a in ADAPTERS)]
+        recognised = [name for name, m in model.named_modules() if adapter_for(m)]
         roots |= {name for attn in recognised
                   for name, m in model.get_submodule(attn).named_modules(prefix=attn) if isinstance(m, types)}
     return [name for name, m in model.named_modules()
@@ -142,12 +142,13 @@ def width_keys(model: nn.Module, layers: dict[str, int]) -> dict[str, str | None
 def head_problem(model: nn.Module, head_ratio: float | None) -> str | None:
     """Why `pruning.head_ratio` cannot be honoured (dpm has no head rule for any attention of the
     model, so no head would be removed), or None. Checked before training."""
-    if not head_ratio or head_modules(model):
+    if not head_ratio:
         return None
-    why = head_layouts(model)[1]
+    layouts, why = head_layouts(model)
+    if any(layout.kv_heads > 1 for layout in layouts.values()):  # head_modules, from the same pass
+        return None
     kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Attention")})
-    rule = f"no head rule for {', '.join(kinds[:2])}" if kinds else "no attention module it recognises"
-    rule = why[0] if why else rule
+    rule = why[0] if why else f"no head rule for {', '.join(kinds[:2])}" if kinds else "no attention module it recognises"
     return (f"pruning.head_ratio is {head_ratio:g} but dpm prunes no attention heads of {type(model).__name__} "
             f"({rule}; it knows {HEAD_FAMILIES}): set pruning.head_ratio: 0 to "
             "prune the FFN width only")

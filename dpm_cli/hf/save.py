@@ -21,11 +21,9 @@ from ..batch import call_model, output_fields
 from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import DpmError, InputError
-from ..engine.structures import Unsupported
 from .load import captured_warnings
-from ..engine.heads import ADAPTERS
 from .expressible import build_meta, head_size_free, shape_mismatch, width_key_governs
-from .prunable import FFN_WIDTH_KEYS, ffn_layers, ffn_width_key, head_modules, width_keys  # noqa: F401
+from .prunable import FFN_WIDTH_KEYS, ffn_layers, ffn_width_key, head_layouts, head_modules, width_keys  # noqa: F401
 
 # Files of a source folder that describe more than the transformers model (sentence-transformers'
 # pooling and module list); copied so that e.g. SentenceTransformer(folder) loads the result too.
@@ -110,16 +108,7 @@ def _head_size_free(model: nn.Module, ffn: dict[str, Any] | None = None) -> bool
 def head_counts(model: nn.Module) -> list[tuple[int, int]]:
     """(query heads, key/value heads) of every attention module a head adapter describes (the only ones
     dpm prunes by heads), as the adapter reads them from the module's shapes and counts."""
-    counts = []
-    for name, module in model.named_modules():
-        adapter = next((a for a in ADAPTERS if a.matches(module)), None)
-        try:
-            layout = adapter.describe(name, module) if adapter else None
-        except Unsupported:  # e.g. GPT-2's cross-attention: never pruned by heads
-            continue
-        if layout is not None:
-            counts.append((layout.heads, layout.kv_heads))
-    return counts
+    return [(layout.heads, layout.kv_heads) for layout in head_layouts(model)[0].values()]
 
 
 def _head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
@@ -156,11 +145,10 @@ def _head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
 
 
 def _head_size(model: nn.Module) -> int:
-    for module in model.modules():
-        adapter = next((a for a in ADAPTERS if a.matches(module)), None)
-        if adapter is not None:
-            return adapter.describe("", module).head_dim
-    raise HFFormatError(f"{type(model).__name__} has head counts but no attention module dpm recognises")
+    layouts = head_layouts(model)[0]
+    if not layouts:
+        raise HFFormatError(f"{type(model).__name__} has head counts but no attention module dpm recognises")
+    return next(iter(layouts.values())).head_dim
 
 
 def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs: Any = None, *,
