@@ -168,6 +168,7 @@ def _check_example_inputs(inputs: Any, bad) -> torch.Tensor | dict[str, torch.Te
 
 
 HEADS_TAG = "dpm:heads"  # engine.heads.HISTORY_TAG, spelled out: parsing imports no engine code
+EXPERTS_TAG = "dpm:experts"  # engine.experts.HISTORY_TAG: [tag, experts module, units removed]
 
 
 def _check_stages(stages: Any, bad) -> None:
@@ -179,14 +180,16 @@ def _check_stages(stages: Any, bad) -> None:
         if not isinstance(stage, list):
             raise bad(f"stage {s} must be a list of pruning steps")
         for step in stage:
-            # [layer, is_out, idxs] from torch-pruning, or dpm's head removal ["dpm:heads", module, heads]
+            # [layer, is_out, idxs] from torch-pruning, or dpm's own removals ["dpm:heads", module, heads]
+            # and ["dpm:experts", module, units]
             ok = (isinstance(step, (list, tuple)) and len(step) == 3 and isinstance(step[0], str)
                   and isinstance(step[1], (bool, str)) and isinstance(step[2], (list, tuple))
                   and all(type(i) is int and 0 <= i < 2**31 for i in step[2]))
             if not ok:
                 raise bad(f"stage {s} has a step {show(step, 60)}; expected [layer name, bool, [channel indices]]")
-            if isinstance(step[1], str) and step[0] != HEADS_TAG:
-                raise bad(f"stage {s} has a step {show(step, 60)}; only a head removal names a module second")
+            if isinstance(step[1], str) and step[0] not in (HEADS_TAG, EXPERTS_TAG):
+                raise bad(f"stage {s} has a step {show(step, 60)}; only a head or expert removal names a "
+                          "module second")
             total += 1 + len(step[2])
     if total > MAX_STAGE_ENTRIES:
         raise bad(f"'stages' lists {total} steps and channel indices (at most {MAX_STAGE_ENTRIES})")
@@ -284,7 +287,10 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
     was_training = model.training
     example = prov.example()
     for stage in prov.stages:
-        from .engine.heads import HISTORY_TAG, replay_heads
+        from .engine.experts import replay_experts
+        from .engine.heads import replay_heads
+
+        own = {HEADS_TAG: replay_heads, EXPERTS_TAG: replay_experts}
 
         try:  # traced as the engine traced it: keyword inputs, every output field (a ModelOutput)
             with cache_off(model):
@@ -297,10 +303,10 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
             raise CheckpointError(f"the model does not run on the artifact's {what} "
                                   f"({type(err).__name__}: {show(str(err)[:120])})") from err
         try:
-            graph.load_pruning_history([list(step) for step in stage if step[0] != HISTORY_TAG])
-            for step in stage:  # attention heads: removed by dpm after torch-pruning's steps
-                if step[0] == HISTORY_TAG:
-                    replay_heads(model, step)
+            graph.load_pruning_history([list(step) for step in stage if step[0] not in own])
+            for step in stage:  # attention heads and expert units: removed by dpm after torch-pruning's steps
+                if step[0] in own:
+                    own[step[0]](model, step)
         except Exception as err:  # names or indices that are not in the model: torch-pruning raises anything
             raise CheckpointError(f"the pruning history does not fit the factory's model ({type(err).__name__}: "
                                   f"{show(str(err)[:120])}); was the artifact made with another version of "

@@ -64,7 +64,6 @@ REFUSED = {
     "albert": (T.AlbertModel, T.AlbertConfig, dict(LM, embedding_size=16)),
     "bloom": (T.BloomModel, T.BloomConfig, dict(vocab_size=64, hidden_size=32, n_layer=2, n_head=4)),
     "phi_qk_norm": (T.PhiModel, T.PhiConfig, dict(LM, qk_layernorm=True)),
-    "mixtral": (T.MixtralModel, T.MixtralConfig, dict(GQA, head_dim=8, num_local_experts=4)),
 }
 SEQ2SEQ_FAMILIES = ("bart", "bart_heads_differ", "t5", "fsmt")
 
@@ -187,7 +186,6 @@ def test_heads_whose_output_projection_the_config_fixes_are_refused_for_a_folder
 
 @pytest.mark.parametrize("family, phrase", [
     ("albert", "shares one set of layer weights across all its layers"),
-    ("mixtral", "routes tokens to a mixture of experts (mlp.experts"),
 ])
 def test_families_dpm_cannot_prune_are_refused_before_the_pruner_is_built(family, phrase):
     with pytest.raises(ConfigError, match=r"dpm cannot prune \w+Model: it ") as err:

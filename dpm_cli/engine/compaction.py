@@ -19,6 +19,7 @@ import torch.nn as nn
 from ..errors import CompactionError, DpmError, EquivalenceError
 from .conv1d import is_conv1d
 from .cost import count_macs_params
+from .experts import HISTORY_TAG as EXPERTS_TAG
 from .heads import head_history
 from .outputs import compare_outputs, snapshot_outputs
 from .transaction import Transaction
@@ -31,8 +32,10 @@ class Removal:
     group: str
     root: nn.Module
     channels: list[int]
-    # Removal when torch-pruning cannot do it (attention heads): returns the query heads it removed.
+    # Removal when torch-pruning cannot do it (attention heads: returns the query heads it removed;
+    # stacked experts: the units it removed)
     remove: Callable[[list[int]], Any] | None = None
+    kind: str = "channels"  # GroupSlices.kind
 
 
 @dataclass
@@ -101,15 +104,20 @@ def layer_widths(model: nn.Module) -> dict[str, tuple[str, int, int]]:
     return out
 
 
-def remove_structures(plan: CompactionPlan) -> dict[str, list[int]]:
-    """Prune every group of the plan; a torch-pruning failure names its group. Returns the heads removed."""
-    graph, pruned_heads = plan.graph, {}
+def remove_structures(plan: CompactionPlan) -> tuple[dict[str, list[int]], list[list]]:
+    """Prune every group of the plan; a torch-pruning failure names its group. Returns the heads
+    removed, and the history entries of the expert units removed."""
+    graph, pruned_heads, experts = plan.graph, {}, []
     for removal in plan.removals:
         if not removal.channels:
             continue
         try:
-            if removal.remove is not None:  # attention heads: the adapter removes and re-books them
-                pruned_heads[removal.group] = removal.remove(removal.channels)
+            if removal.remove is not None:  # heads (the adapter re-books them), stacked experts
+                removed = removal.remove(removal.channels)
+                if removal.kind == "experts":
+                    experts.append([EXPERTS_TAG, removal.group, removed])
+                else:
+                    pruned_heads[removal.group] = removed
                 continue
             handler = graph.get_pruner_of_module(removal.root).prune_out_channels
             graph.get_pruning_group(removal.root, handler, removal.channels).prune()
@@ -118,7 +126,7 @@ def remove_structures(plan: CompactionPlan) -> dict[str, list[int]]:
                                       f"{removal.group} ({type(err).__name__}: {_first_line(err)})")
             failure.group = removal.group  # type: ignore[attr-defined]  # the preflight names it
             raise failure from err
-    return pruned_heads
+    return pruned_heads, experts
 
 
 @torch.no_grad()
@@ -133,7 +141,7 @@ def compact_plan(plan: CompactionPlan, *, check: bool = True, measure: bool = Tr
     start = len(plan.graph.pruning_history())
     try:
         with Transaction(model, plan.graph):
-            pruned_heads = remove_structures(plan)
+            pruned_heads, expert_history = remove_structures(plan)
             try:
                 compact_out = snapshot_outputs(model, inputs)
             except Exception as err:
@@ -155,7 +163,7 @@ def compact_plan(plan: CompactionPlan, *, check: bool = True, measure: bool = Tr
     widths = [LayerWidth(n, kind, i0, o0, *after.get(n, (kind, 0, 0))[1:]) for n, (kind, i0, o0) in before.items()]
     return CompactionResult(model, widths, comparison.max_rel_error, plan.macs_before, macs_after,
                             plan.params_before, params_after,
-                            [list(h) for h in plan.graph.pruning_history()[start:]] + head_history(pruned_heads),
+                            [list(h) for h in plan.graph.pruning_history()[start:]] + head_history(pruned_heads) + expert_history,
                             comparison.errors, plan.exact, pruned_heads)
 
 

@@ -15,6 +15,7 @@ from .coupling import iter_groups, rms_norm_params
 from .deadline import Deadline, Progress
 from .kv_cache import cache_off
 from .outputs import OutputCapture, protected_roots, run_model  # noqa: F401  (run_model: old import path)
+from .experts import expert_axes, expert_parameters, find_expert_groups
 from .heads import HeadClaims, add_head_groups
 from .structures import GroupSlices, Unsupported, merge_slices, slices_of_item
 from .units import channel_units, split_period
@@ -64,6 +65,9 @@ def build_graph(model: nn.Module, example_inputs: Any, deadline: Deadline | None
         # it would pick anyway (0) only silences its "Unwrapped parameters detected" warning.
         norms = {id(m): m for _, m in rms_norm_params(model).values()}
         rms = [(p, 0) for m in norms.values() for p in m.parameters(recurse=False) if p.dim() == 1]
+        # Stacked experts likewise, on their hidden axis (torch-pruning's default, the last, is the units'
+        # axis when they are transposed, and its residual group then never closes: GPT-OSS).
+        rms += expert_parameters(model)
         with cache_off(model):  # a decoder's key/value cache: nothing to prune, and untraceable
             return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, forward_fn=run_model,
                                                          output_transform=capture, unwrapped_parameters=rms,
@@ -107,6 +111,7 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
         # output-protected projection (its out-channels feed an output) keeps its input side prunable.
         user_ignored = [sub for m in ignored for sub in m.modules()]
         claims = HeadClaims(model, user_ignored)  # first: q/k/v never root a torch-pruning group
+        claims.axes |= expert_axes(model)  # stacked experts: dpm's own groups below, never torch-pruning's
         groups, skipped = [], {}
         for root, tp_group, why in iter_groups(graph, ignored_all, roots, skip_norm_coupled=not through_norm,
                                                skip_root=claims.skip_root):
@@ -121,6 +126,10 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
                 skipped[name] = str(why)
         deadline.status = "adding attention heads"
         groups = add_head_groups(model, groups, skipped, user_ignored, claims)
+        deadline.status = "adding mixture-of-experts units"
+        experts, refused = find_expert_groups(model, user_ignored)
+        groups += experts
+        skipped.update(refused)
     names = {m: n for n, m in model.named_modules()}
     for module, why in protected.items():
         skipped.setdefault(names.get(module, type(module).__name__), f"protected: {why}")

@@ -366,7 +366,7 @@ class DecayPruner:
         for gi, u in keys:
             by_group.setdefault(gi, []).append(u)
         removals = [Removal(self.groups[gi].name, self.groups[gi].root, self.groups[gi].channels_of(units),
-                            self.groups[gi].remove) for gi, units in by_group.items()]
+                            self.groups[gi].remove, self.groups[gi].kind) for gi, units in by_group.items()]
         return CompactionPlan(self.model, self.example_inputs, self.graph, removals, self.cost.original.macs,
                               self.cost.original.params, self.config.max_equivalence_error,
                               exact=not self.config.prune_through_norm)

@@ -69,6 +69,18 @@ def width_key_governs(model: nn.Module, key: str, layers: dict[str, int]) -> boo
     return all(got.get(name) == probe for name in layers)
 
 
+def width_key_spills(model: nn.Module, key: str, layers: dict[str, int]) -> str | None:
+    """The first shape outside every FFN dpm prunes that setting `key` to another width also changes
+    (GLM-4-MoE and DeepSeek size their shared experts, which dpm keeps, from moe_intermediate_size), or
+    None; None as well when the class cannot be built."""
+    from .prunable import ffn_layers
+
+    built = build_meta(model, {key: max(layers.values()) + 1})
+    if built is None:
+        return None
+    return _first_difference(built, model, tuple(f"{name}." for name in ffn_layers(model)))
+
+
 def head_size_free(model: nn.Module, base: dict[str, Any] | None = None) -> bool | None:
     """Whether a config can state other head counts at the same head size: the model built with twice
     the query and key/value heads and config.head_dim must have attention layouts of exactly that, and

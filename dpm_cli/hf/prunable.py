@@ -14,6 +14,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..engine.conv1d import is_conv1d, out_axis, root_types
+from ..engine.experts import describe as describe_experts
 from ..engine.heads import HeadLayout, adapter_for
 from ..engine.structures import Unsupported
 from ..errors import ConfigError
@@ -27,7 +28,8 @@ FUSED_PARTS = {"mlp.gate_up_proj": 2, "mlp.Wi": 2}
 FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
               "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
               "mlp.fc_in", *FUSED_PARTS)
-FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo "
+FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo, "
+            "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GPT-OSS) "
             "and GPT-J/CodeGen")
 # The attention families whose heads dpm prunes (`engine.head_adapters.ADAPTERS`), for messages.
 HEAD_FAMILIES = ("BERT-style, Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon and separate q/k/v/out projection attention "
@@ -40,9 +42,10 @@ STACK_WIDTH_KEYS = {"encoder": "encoder_ffn_dim", "decoder": "decoder_ffn_dim"}
 UNSUPPORTED_FFN = {
     "ffn_output": "shares one set of layer weights across all its layers (ALBERT: albert_layer_groups), so a "
                   "channel is one channel of every layer at once; dpm does not prune shared weights",
-    "mlp.experts": "routes tokens to a mixture of experts (mlp.experts: Mixtral, Qwen-MoE), whose stacked expert "
-                   "weights dpm has no rule to prune",
 }
+# The width of stacked experts (`engine.experts`) where the config holds it apart from the dense FFN's
+# (Qwen-MoE, DeepSeek, GLM-MoE); else the model-wide key (Mixtral, OLMoE, GPT-OSS: intermediate_size).
+EXPERT_WIDTH_KEYS = ("moe_intermediate_size", "expert_intermediate_size")
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)  # + transformers' Conv1D (`root_types`)
 
 
@@ -86,7 +89,7 @@ def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
         raise ConfigError(f"dpm cannot prune {type(model).__name__}: it {why} "
                           "(docs/HF_FAMILIES.md lists the families dpm prunes)")
     roots = set(ffn_roots(model))
-    if not roots:
+    if not roots and not expert_layers(model):
         raise ConfigError(f"dpm does not recognise the feed-forward layers of {type(model).__name__} "
                           f"(it knows {FAMILIES}: modules named *.{', *.'.join(FFN_INPUTS[:4])}, *.mlp.c_fc, ...); "
                           "prune it as a plain module with your own pruning.ignore patterns")
@@ -117,6 +120,19 @@ def ffn_layers(model: nn.Module) -> dict[str, int]:
         width = module.weight.shape[out_axis(module)]  # out_features; a Conv1D's weight is [in, out]
         width //= FUSED_PARTS.get(suffix, 1)  # gate and up fused: each half is the width
         widths.setdefault(name[:-len(suffix)].rstrip("."), width)
+    return {**widths, **expert_layers(model)}
+
+
+def expert_layers(model: nn.Module) -> dict[str, int]:
+    """Stacked-experts module name -> units per expert (`engine.experts`), in module order."""
+    widths = {}
+    for name, module in model.named_modules():
+        try:
+            layout = describe_experts(name, module)
+        except Unsupported:
+            continue
+        if layout is not None:
+            widths[name] = layout.width
     return widths
 
 
@@ -132,9 +148,12 @@ def width_keys(model: nn.Module, layers: dict[str, int]) -> dict[str, str | None
     """Layer name -> the config key holding its FFN width: a stack's own (encoder_ffn_dim under an
     `encoder` module) where the config has one, else the model-wide key (None: the config has none)."""
     config, default = model.config, ffn_width_key(model.config)
+    experts = expert_layers(model)
     keys = {}
     for layer in layers:
         stacks = [STACK_WIDTH_KEYS[p] for p in layer.split(".") if p in STACK_WIDTH_KEYS]
+        if layer in experts:
+            stacks = list(EXPERT_WIDTH_KEYS)
         keys[layer] = next((k for k in stacks if getattr(config, k, None) is not None), default)
     return keys
 

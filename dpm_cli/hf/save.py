@@ -22,7 +22,7 @@ from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import DpmError, InputError
 from .load import captured_warnings
-from .expressible import build_meta, head_size_free, shape_mismatch, width_key_governs
+from .expressible import build_meta, head_size_free, shape_mismatch, width_key_governs, width_key_spills
 from .prunable import FFN_WIDTH_KEYS, ffn_layers, ffn_width_key, head_layouts, head_modules, width_keys  # noqa: F401
 
 # Files of a source folder that describe more than the transformers model (sentence-transformers'
@@ -93,8 +93,12 @@ def _width_key_problem(model: nn.Module, layers: dict[str, int], keys: dict[str,
         return (f"{name} has no config key for the FFN width of {missing[0]} (dpm knows "
                 f"{', '.join(FFN_WIDTH_KEYS)}; BLOOM-style configs fix it at 4 x hidden_size)")
     for key in dict.fromkeys(keys.values()):
-        if width_key_governs(model, key, {layer: w for layer, w in layers.items() if keys[layer] == key}) is False:
+        governed = {layer: w for layer, w in layers.items() if keys[layer] == key}
+        if width_key_governs(model, key, governed) is False:
             return f"{name}.{key} does not set the width of every FFN dpm prunes"
+        spill = width_key_spills(model, key, governed)
+        if spill:
+            return f"{name}.{key} also sizes layers dpm keeps ({spill.split(':')[0]})"
     return None
 
 

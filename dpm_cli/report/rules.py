@@ -230,6 +230,17 @@ def _native_mha_macs(args: tuple, kwargs: dict, out: Any) -> int:
     return e * (q.numel() + k.numel() + v.numel()) + 2 * q_tokens * k_tokens * e + q_tokens * e * e
 
 
+def _grouped_mm_macs(args: tuple, kwargs: dict, out: Any) -> int:
+    # transformers' stacked experts (grouped_mm implementation): a [tokens, k] @ b [experts, k, n] with
+    # offsets, each token row times its own expert's matrix: tokens x k x n = out.numel() x k; batched
+    # 3-D x 3-D the same. 2-D x 2-D groups split k instead: out [groups, m, n], each group k / groups.
+    a, b = args[:2]
+    k = a.shape[-1]
+    if a.dim() == 2 and b.dim() == 2:
+        return out.numel() * k // max(out.shape[0], 1)
+    return out.numel() * k
+
+
 def _from_torch_flops(formula: Callable[..., int]) -> OpRule:
     # torch.utils.flop_counter counts FLOPs = 2 x MACs for every op it knows
     return lambda args, kwargs, out: int(formula(*args, **kwargs, out_val=out)) // 2
@@ -250,6 +261,8 @@ def _build_op_rules() -> dict[Any, OpRule]:
         aten.vdot: lambda a, k, o: a[0].numel(),
         aten.addbmm: lambda a, k, o: a[1].shape[0] * a[1].shape[1] * a[1].shape[2] * a[2].shape[2],
     })
+    if hasattr(aten, "_grouped_mm"):  # torch >= 2.8; the flop counter has no rule for it
+        rules[aten._grouped_mm] = _grouped_mm_macs
     return rules
 
 
@@ -278,6 +291,7 @@ _MAC_FREE_OPS = (
     "_local_scalar_dense", "item", "detach", "alias", "device", "layout", "sym_", "size", "stride",
     "numel", "dim", "is_", "contiguous", "resize_", "set_", "_reshape_alias", "expand", "unfold",
     "cumsum",  # running sums (GPT-2's position ids from the attention mask): additions only
+    "floor_divide", "histc", "bincount",  # token routing to experts (integer division, counting)
 )
 _FREE_CACHE: dict[Any, bool] = {}
 
