@@ -55,6 +55,12 @@ PRUNED = {
     "convbert": (T.ConvBertModel, T.ConvBertConfig, dict(LM, embedding_size=32)),  # span-based convolution
     "nystromformer": (T.NystromformerModel, T.NystromformerConfig, LM),  # depthwise conv over heads
     "helium": (T.HeliumModel, T.HeliumConfig, dict(GQA, head_dim=8)),  # o_proj sized by hidden_size
+    # feed_forward.w1 / w3 (gate and up); with block_auto_adjust_ff_dim (its default) the width is derived
+    "lfm2": (T.Lfm2Model, T.Lfm2Config, dict(GQA, block_auto_adjust_ff_dim=False)),
+    # Mamba and attention layers; a dense feed_forward.gate_proj / up_proj, then stacked experts
+    "jamba": (T.JambaModel, T.JambaConfig, dict(GQA, num_experts=4, num_experts_per_tok=2, attn_layer_offset=1,
+                                                attn_layer_period=2, expert_layer_offset=1, expert_layer_period=2,
+                                                mamba_d_state=4, mamba_dt_rank=4)),
 }
 REFUSED = {
     "fsmt": (T.FSMTModel, T.FSMTConfig, dict(langs=["en", "de"], src_vocab_size=64, tgt_vocab_size=64, d_model=32,
@@ -64,6 +70,9 @@ REFUSED = {
     "albert": (T.AlbertModel, T.AlbertConfig, dict(LM, embedding_size=16)),
     "bloom": (T.BloomModel, T.BloomConfig, dict(vocab_size=64, hidden_size=32, n_layer=2, n_head=4)),
     "phi_qk_norm": (T.PhiModel, T.PhiConfig, dict(LM, qk_layernorm=True)),
+    "mpt": (T.MptModel, T.MptConfig, dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)),
+    "xlm": (T.XLMModel, T.XLMConfig, dict(vocab_size=64, emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=64)),
+    "lfm2_auto_width": (T.Lfm2Model, T.Lfm2Config, dict(GQA)),
 }
 SEQ2SEQ_FAMILIES = ("bart", "bart_heads_differ", "t5", "fsmt")
 
@@ -193,10 +202,19 @@ def test_families_dpm_cannot_prune_are_refused_before_the_pruner_is_built(family
     assert phrase in str(err.value) and "\n" not in str(err.value)
 
 
-def test_bloom_ffn_is_refused_for_a_folder_before_training():
-    # BLOOM's FFN is 4 x hidden_size whatever its config holds: a pruned one has no standard folder.
-    problem = format_problem(build("bloom"), "layer", 0.0)
-    assert "BloomConfig has no config key for the FFN width" in problem and "output.hf: false" in problem
+@pytest.mark.parametrize("family, phrase", [
+    # BLOOM's FFN is 4 x hidden_size whatever its config holds, MPT's expansion_ratio x d_model, XLM's
+    # 4 x emb_dim (ffns.N.lin1); LFM2 derives it from intermediate_size unless block_auto_adjust_ff_dim is off
+    ("bloom", "BloomConfig has no config key for the FFN width"),
+    ("mpt", "MptConfig has no config key for the FFN width of blocks.0"),
+    ("xlm", "XLMConfig has no config key for the FFN width of ffns.0"),
+    ("lfm2_auto_width", "Lfm2Config.intermediate_size does not set the width of every FFN dpm prunes"),
+])
+def test_an_ffn_width_no_config_key_holds_is_refused_for_a_folder_before_training_and_pruned_exactly(family, phrase):
+    model = build(family)
+    problem = format_problem(model, "layer", 0.0)
+    assert phrase in problem and "output.hf: false" in problem
+    assert prune(model, inputs(family), 0.0).max_rel_error <= 1e-5  # exact: only the folder is impossible
 
 
 def test_a_shape_the_config_cannot_hold_is_a_format_error_at_save_and_nothing_is_written(tmp_path, monkeypatch):
