@@ -102,13 +102,17 @@ def test_half_the_units_of_every_expert_removed_exactly_and_saved_as_a_folder(tm
         assert torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
 
 
-def test_transposed_interleaved_experts_with_biases_lose_whole_units_exactly():
-    """GPT-OSS stores gate_up_proj [experts, hidden, 2 x units] with gate and up interleaved, and biases."""
+def gpt_oss():
     config = T.GptOssConfig(vocab_size=64, hidden_size=32, intermediate_size=24, num_hidden_layers=1,
                             num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_local_experts=4,
                             num_experts_per_tok=2, max_position_embeddings=64)
     torch.manual_seed(0)
-    moe = T.GptOssModel(config).layers[0].mlp.eval()
+    return T.GptOssModel(config).eval()
+
+
+def test_transposed_interleaved_experts_with_biases_lose_whole_units_exactly():
+    """GPT-OSS stores gate_up_proj [experts, hidden, 2 x units] with gate and up interleaved, and biases."""
+    moe = gpt_oss().layers[0].mlp
     lay = describe("experts", moe.experts)
     assert (lay.in_dim, lay.down_dim, lay.interleaved, lay.inputs) == (2, 1, True, ("gate_up_proj", "gate_up_proj_bias"))
     x = torch.randn(1, 10, 32)
@@ -123,6 +127,15 @@ def test_transposed_interleaved_experts_with_biases_lose_whole_units_exactly():
     assert tuple(moe.experts.gate_up_proj.shape) == (4, 32, 24) and tuple(moe.experts.down_proj.shape) == (4, 12, 32)
     assert tuple(moe.experts.gate_up_proj_bias.shape) == (4, 24)
     assert torch.allclose(zeroed, out, atol=1e-6)
+
+
+def test_attention_with_a_parameter_per_head_of_its_own_is_refused_for_heads():
+    """GPT-OSS's attention adds a learned logit per head (`sinks`) to the softmax: the Llama-style
+    adapter matched it, and removing a head would have left its sink behind."""
+    from dpm_cli.hf.prunable import head_problem
+
+    problem = head_problem(gpt_oss(), 0.25)
+    assert "layers.0.self_attn: its own parameter sinks [4] is not removed with a head" in problem
 
 
 def test_the_artifact_replays_the_expert_units_removed(tmp_path):

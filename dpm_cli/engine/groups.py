@@ -66,7 +66,7 @@ def build_graph(model: nn.Module, example_inputs: Any, deadline: Deadline | None
         norms = {id(m): m for _, m in rms_norm_params(model).values()}
         rms = [(p, 0) for m in norms.values() for p in m.parameters(recurse=False) if p.dim() == 1]
         # Stacked experts likewise, on their hidden axis (torch-pruning's default, the last, is the units'
-        # axis when they are transposed, and its residual group then never closes: GPT-OSS).
+        # axis when they are transposed): dpm prunes them itself, never through a torch-pruning group.
         rms += expert_parameters(model)
         with cache_off(model):  # a decoder's key/value cache: nothing to prune, and untraceable
             return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, forward_fn=run_model,

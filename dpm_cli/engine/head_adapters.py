@@ -172,7 +172,12 @@ class LlamaAttention(HeadAdapter):
 def _refuse_other_layers(name: str, module: nn.Module, known: tuple[str, ...], head_dim: int) -> None:
     """Refuse attention with layers of its own beyond the projections, unless they act on one head's
     channels (a per-head q/k norm of head_dim, as Qwen3 and Gemma 3 have): a norm over all heads (OLMo 2),
-    a convolution across heads (ConvBERT, Nystromformer) change when a head leaves."""
+    a convolution across heads (ConvBERT, Nystromformer) change when a head leaves. Parameters of the
+    module's own (GPT-OSS's `sinks`, a logit per head) are not removed with a head either."""
+    own = [attr for attr, p in module._parameters.items() if p is not None]
+    if own:
+        raise Unsupported(f"{name}: its own parameter {own[0]} {list(module._parameters[own[0]].shape)} is not "
+                          "removed with a head")
     for child, sub in module.named_children():
         if child in known:
             continue
