@@ -90,11 +90,12 @@ def test_half_the_units_of_every_expert_removed_exactly_and_saved_as_a_folder(tm
     before = expert_layers(model)
     assert before and format_problem(model, "layer", 0.0) is None
     pruner = cut_half(model, x, 0.0)
-    projected = pruner.progress().macs_kept
+    projected = pruner.progress()
     result = pruner.compact()
     assert result.max_rel_error <= 1e-5
     assert expert_layers(model) == {name: w // 2 for name, w in before.items()}
-    assert result.macs_kept == pytest.approx(projected, rel=1e-6) and result.macs_kept < 0.9
+    assert result.macs_kept == pytest.approx(projected.macs_kept, rel=1e-6) and result.macs_kept < 0.9
+    assert result.params_kept == pytest.approx(projected.params_kept, rel=1e-6)
     assert any(step[0] == "dpm:experts" for step in result.history)
     reloaded = no_warning_load(save_hf(model, None, tmp_path / "out"), T.AutoModel)
     assert expert_layers(reloaded) == expert_layers(model)
