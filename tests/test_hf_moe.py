@@ -78,9 +78,9 @@ def test_grouped_mm_experts_are_counted_in_macs():
     model, x = build("mixtral"), {"input_ids": torch.randint(3, 64, (1, 12))}
     count = count_model(model, x)
     assert count.unknown_ops == []
-    experts = count.layer("layers.0.mlp.experts").macs
+    experts = count.layer("layers.0.mlp.experts")
     # 12 tokens x 2 experts each x (gate_up 32 -> 48 + down 24 -> 32)
-    assert experts == 12 * 2 * (32 * 48 + 24 * 32)
+    assert experts.macs == 12 * 2 * (32 * 48 + 24 * 32) and experts.width == 24  # units per expert
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -198,8 +198,9 @@ def _our_hook(rule: ModuleRule, take_call: Callable[[nn.Module], dict | None]) -
 def width_of(module: nn.Module) -> int | None:
     """The layer's width: output channels or features (what pruning shrinks)."""
     # nf: transformers' Conv1D (GPT-2), whose MACs are its addmm, counted by the op counter
+    # intermediate_dim: transformers' stacked experts, units per expert (what dpm prunes in them)
     for attr in ("out_channels", "out_features", "nf", "num_features", "embed_dim", "embedding_dim",
-                 "hidden_size", "num_channels"):
+                 "hidden_size", "num_channels", "intermediate_dim"):
         value = getattr(module, attr, None)
         if isinstance(value, int):
             return value
