@@ -26,7 +26,7 @@ BASE = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_he
 FAMILIES = {  # family -> (model class, config class, kwargs); units per expert 16 or 24
     "mixtral": (T.MixtralModel, T.MixtralConfig, dict(BASE, intermediate_size=24, num_local_experts=4)),
     "qwen3_moe": (T.Qwen3MoeModel, T.Qwen3MoeConfig, dict(BASE, moe_intermediate_size=16, num_experts=4)),
-    # a shared expert beside the routed ones (kept whole; shared_expert_intermediate_size is its own key)
+    # a shared expert beside the routed ones, pruned too (shared_expert_intermediate_size, its own key)
     "qwen2_moe": (T.Qwen2MoeModel, T.Qwen2MoeConfig, dict(BASE, moe_intermediate_size=16, num_experts=4,
                                                           shared_expert_intermediate_size=40)),
     "olmoe": (T.OlmoeModel, T.OlmoeConfig, dict(BASE, intermediate_size=24, num_experts=4, pad_token_id=0,
@@ -87,18 +87,20 @@ def test_grouped_mm_experts_are_counted_in_macs():
 def test_half_the_units_of_every_expert_removed_exactly_and_saved_as_a_folder(tmp_path, family):
     build(family).save_pretrained(str(tmp_path / family))
     model, x = load_hf(tmp_path / family).model, inputs()
-    before = expert_layers(model)
-    assert before and format_problem(model, "layer", 0.0) is None
+    before = ffn_layers(model)
+    assert expert_layers(model) and format_problem(model, "layer", 0.0) is None
     pruner = cut_half(model, x, 0.0)
     projected = pruner.progress()
     result = pruner.compact()
     assert result.max_rel_error <= 1e-5
-    assert expert_layers(model) == {name: w // 2 for name, w in before.items()}
+    assert ffn_layers(model) == {name: w // 2 for name, w in before.items()}
     assert result.macs_kept == pytest.approx(projected.macs_kept, rel=1e-6) and result.macs_kept < 0.9
     assert result.params_kept == pytest.approx(projected.params_kept, rel=1e-6)
     assert any(step[0] == "dpm:experts" for step in result.history)
     reloaded = no_warning_load(save_hf(model, None, tmp_path / "out"), T.AutoModel)
-    assert expert_layers(reloaded) == expert_layers(model)
+    assert ffn_layers(reloaded) == ffn_layers(model)
+    if family == "qwen2_moe":
+        assert reloaded.config.shared_expert_intermediate_size == 20 and reloaded.config.moe_intermediate_size == 8
     with torch.no_grad():
         assert torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
 

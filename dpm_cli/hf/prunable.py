@@ -27,10 +27,13 @@ from ..errors import ConfigError
 # FFN input projections that fuse gate and up in one Linear split in two halves (Phi-3, GLM:
 # gate_up_proj; ModernBERT: Wi): unit i is rows i and i + width (`engine.units.split_period`).
 FUSED_PARTS = {"mlp.gate_up_proj": 2, "mlp.Wi": 2}
+# A mixture of experts' shared expert with a width key of its own (Qwen2-MoE: shared_expert_intermediate_size);
+# its layer is named after it ("layers.0.mlp.shared_expert"), so the key can be found (STACK_WIDTH_KEYS).
+SHARED_EXPERT_INPUTS = ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj")
 FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
               "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
               "mlp.fc_in", "ffn.up_proj", "lin1", "feed_forward.intermediate", "feed_forward.gate_proj",
-              "feed_forward.up_proj", "feed_forward.w1", "feed_forward.w3", *FUSED_PARTS)
+              "feed_forward.up_proj", "feed_forward.w1", "feed_forward.w3", *FUSED_PARTS, *SHARED_EXPERT_INPUTS)
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo, "
             "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GPT-OSS) "
             "and GPT-J/CodeGen")
@@ -40,7 +43,8 @@ HEAD_FAMILIES = ("BERT-style, Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon and se
 # Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
 # An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.
-STACK_WIDTH_KEYS = {"encoder": "encoder_ffn_dim", "decoder": "decoder_ffn_dim"}
+STACK_WIDTH_KEYS = {"encoder": "encoder_ffn_dim", "decoder": "decoder_ffn_dim",
+                    "shared_expert": "shared_expert_intermediate_size"}
 # FFN layouts dpm recognises but cannot prune exactly, and why: a model with one is refused whole.
 UNSUPPORTED_FFN = {
     "ffn_output": "shares one set of layer weights across all its layers (ALBERT: albert_layer_groups), so a "
@@ -122,7 +126,9 @@ def ffn_layers(model: nn.Module) -> dict[str, int]:
         module = model.get_submodule(name)
         width = module.weight.shape[out_axis(module)]  # out_features; a Conv1D's weight is [in, out]
         width //= FUSED_PARTS.get(suffix, 1)  # gate and up fused: each half is the width
-        widths.setdefault(name[:-len(suffix)].rstrip("."), width)
+        layer = name[:-len(suffix)] + suffix.rsplit(".", 1)[0] if suffix in SHARED_EXPERT_INPUTS else \
+            name[:-len(suffix)].rstrip(".")
+        widths.setdefault(layer, width)
     return {**widths, **expert_layers(model)}
 
 
