@@ -84,6 +84,7 @@ MALFORMED = {
     "stages not a list": (_set("stages", {"0": []}), "'stages' must be a list"),
     "stage not a list": (_set("stages", ["body.1"]), "stage 0"),
     "stage step malformed": (_set("stages", [[["body.1", "yes", [0]]]]), "stage 0"),
+    "unknown removal tag": (_set("stages", [[["dpm:other", "body.1", [0]]]]), "only a head or expert removal"),
     "negative channel index": (_set("stages", [[["body.1", True, [-1]]]]), "stage 0"),
     "state_dict value not a tensor": (lambda a: a["state_dict"].__setitem__("head.bias", [0.0] * 10), "head.bias"),
     "state_dict missing": (_drop("state_dict"), "'state_dict'"),
@@ -113,6 +114,9 @@ def test_pruning_history_that_does_not_fit(tmp_path):
     art["stages"] = [[["body.7", True, [0]]]]  # no such layer
     with pytest.raises(CheckpointError, match="pruning history does not fit"):
         dpm_cli.load(save(art, tmp_path / "a.dpm.pt"))
+    art["stages"] = [[["dpm:experts", "body.0", [0]]]]  # an expert removal naming a plain Linear
+    with pytest.raises(CheckpointError, match="pruning history does not fit"):
+        dpm_cli.load(save(art, tmp_path / "e.dpm.pt"))
     art = pruned_artifact()
     art["input_shape"] = [1, 3, 5]  # 15 features into a 64-feature MLP: the trace fails
     with pytest.raises(CheckpointError, match="input_shape"):
