@@ -145,40 +145,43 @@ def expert_group(name: str, module: nn.Module, layout: ExpertLayout) -> GroupSli
                        remove=ExpertRemoval(name, module, layout), macs_module=name, kind="experts")
 
 
+def stacked_experts(model: nn.Module):
+    """(name, module, layout, why refused) of every stacked-experts module: a layout, or the reason
+    (`Unsupported`) a module that looks like one cannot be read."""
+    for name, module in model.named_modules():
+        try:
+            layout = describe(name, module)
+        except Unsupported as why:
+            yield name, module, None, str(why)
+            continue
+        if layout is not None:
+            yield name, module, layout, None
+
+
 def find_expert_groups(model: nn.Module, ignored: list[nn.Module]) -> tuple[list[GroupSlices], dict[str, str]]:
     """An (aligned) group for every stacked-experts module outside the ignored ones, and the modules that
     look like experts but cannot be pruned, with the reason."""
     ignored_ids = {id(m) for m in ignored}
     groups, skipped = [], {}
-    for name, module in model.named_modules():
+    for name, module, layout, why in stacked_experts(model):
         if id(module) in ignored_ids:
             continue
-        try:
-            layout = describe(name, module)
-        except Unsupported as why:
-            skipped[name] = str(why)
-            continue
-        if layout is None or layout.width < 2:
-            continue
-        align_experts(module, layout)
-        groups.append(expert_group(name, module, layout))
+        if why:
+            skipped[name] = why
+        elif layout.width >= 2:
+            align_experts(module, layout)
+            groups.append(expert_group(name, module, layout))
     return groups, skipped
 
 
 def expert_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
-    """Every parameter of every stacked-experts module (refused ones included), with its hidden axis:
-    the one torch-pruning's graph may couple to the residual stream (a 2-D bias: its last)."""
+    """Every parameter of every stacked-experts module (refused ones included, on torch-pruning's default
+    axis), with its hidden axis: the one torch-pruning's graph may couple to the residual stream (a 2-D
+    bias: its last)."""
     params = []
-    for name, module in model.named_modules():
-        try:
-            layout = describe(name, module)
-        except Unsupported:
-            layout = None  # refused: still fenced, on torch-pruning's default axis
-            params.extend((p, p.dim() - 1) for p in module.parameters(recurse=False))
-        if layout is None:
-            continue
+    for _, module, layout, _ in stacked_experts(model):
         for attr, p in module.named_parameters(recurse=False):
-            unit = _unit_axis(layout, attr) if attr in layout.inputs + ("down_proj",) else None
+            unit = _unit_axis(layout, attr) if layout and attr in layout.inputs + ("down_proj",) else None
             params.append((p, 3 - unit if p.dim() == 3 and unit else p.dim() - 1))
     return params
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..engine.conv1d import is_conv1d, out_axis, root_types
-from ..engine.experts import describe as describe_experts
+from ..engine.experts import stacked_experts
 from ..engine.heads import HeadLayout, adapter_for
 from ..engine.structures import Unsupported
 from ..errors import ConfigError
@@ -134,15 +134,7 @@ def ffn_layers(model: nn.Module) -> dict[str, int]:
 
 def expert_layers(model: nn.Module) -> dict[str, int]:
     """Stacked-experts module name -> units per expert (`engine.experts`), in module order."""
-    widths = {}
-    for name, module in model.named_modules():
-        try:
-            layout = describe_experts(name, module)
-        except Unsupported:
-            continue
-        if layout is not None:
-            widths[name] = layout.width
-    return widths
+    return {name: layout.width for name, _, layout, why in stacked_experts(model) if not why}
 
 
 def ffn_width_key(config: Any) -> str | None:
