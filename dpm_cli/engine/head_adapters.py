@@ -230,6 +230,8 @@ class ProjectionAttention(HeadAdapter):
     # (query, key, value, output, head count attribute, head size attribute)
     LAYOUTS = (("q_proj", "k_proj", "v_proj", "out_proj", "num_heads", "head_dim"),
                ("q_proj", "k_proj", "v_proj", "out_proj", "num_attention_heads", "head_dim"),
+               # the transformers 5 vision encoders (ViT, DeiT, DINOv2, ...): no grouped-query attributes
+               ("q_proj", "k_proj", "v_proj", "o_proj", "num_attention_heads", "head_dim"),
                ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "attention_head_size"))
 
     def _layout(self, module: nn.Module) -> tuple[str, ...] | None:
@@ -246,6 +248,7 @@ class ProjectionAttention(HeadAdapter):
         q, k, v, out, heads_attr, dim_attr = self._layout(module)
         heads, dim = getattr(module, heads_attr), getattr(module, dim_attr)
         widths = {n: getattr(module, n).out_features for n in (q, k, v)}
+        _refuse_other_layers(name, module, (q, k, v, out), dim)
         if set(widths.values()) != {heads * dim}:
             raise Unsupported(f"{name}: {widths} rows, not {heads} heads x {dim} each")
         return HeadLayout(self.family, heads, heads, dim, (getattr(module, q), "weight", 0),

@@ -26,3 +26,28 @@ def token_example(tokenizer: Any, seq_len: int, batch: int = 1) -> dict[str, tor
     enc = tokenizer([SAMPLE_TEXT] * batch, padding="max_length", truncation=True, max_length=seq_len,
                     return_tensors="pt")
     return {k: v for k, v in enc.items() if torch.is_tensor(v)}
+
+
+def derived_example(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """One input for a model without a tokenizer, shaped from its config and named by its
+    `main_input_name` (as its processor would name it): an image of `image_size` for vision encoders
+    (ViT, DeiT, DINOv2, CLIP's vision tower), one second of 16 kHz audio for speech encoders
+    (Wav2Vec2, HuBERT), Whisper's log-mel frames; None when the config does not say."""
+    config, name = getattr(model, "config", None), getattr(model, "main_input_name", None)
+    shape: tuple[int, ...] | None = None
+    if name == "pixel_values" and getattr(config, "image_size", None):
+        size = config.image_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)[:2]
+        shape = (1, int(getattr(config, "num_channels", 3)), int(height), int(width))
+    elif name == "input_values":  # raw waveform: the feature encoder's convolutions need some length
+        shape = (1, 16000)
+    elif name == "input_features" and getattr(config, "num_mel_bins", None) and getattr(config, "max_source_positions", None):
+        shape = (1, int(config.num_mel_bins), 2 * int(config.max_source_positions))  # Whisper's stride-2 conv
+    if shape is None:
+        return None
+    return {name: torch.randn(shape, generator=torch.Generator().manual_seed(0))}
+
+
+def folder_example(model: nn.Module, tokenizer: Any, seq_len: int) -> dict[str, torch.Tensor] | None:
+    """A folder's example input: its tokenizer's sample sentence when it has one, else `derived_example`."""
+    return token_example(tokenizer, seq_len) if tokenizer is not None else derived_example(model)

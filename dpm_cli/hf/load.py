@@ -78,14 +78,16 @@ def captured_warnings() -> Iterator[list[str]]:
             records.append(record.getMessage())
 
     logger = logging.getLogger("transformers")
-    handler, old_level, old_propagate = _Collect(logging.WARNING), logger.level, logger.propagate
-    logger.addHandler(handler)
+    old_handlers, old_level, old_propagate = logger.handlers[:], logger.level, logger.propagate
+    # transformers' own stderr handler is set aside too: its multi-line "LOAD REPORT" of missing and
+    # unexpected keys would otherwise be printed; dpm states the missing keys in one note (load_hf)
+    logger.handlers = [_Collect(logging.WARNING)]
     logger.setLevel(logging.WARNING)
     logger.propagate = False
     try:
         yield records
     finally:
-        logger.removeHandler(handler)
+        logger.handlers = old_handlers
         logger.setLevel(old_level)
         logger.propagate = old_propagate
 

@@ -22,8 +22,9 @@ from ..errors import ConfigError
 # Names (suffixes) of FFN input projections across the common families: BERT/RoBERTa/MiniLM/ViT/MPNet/
 # DeBERTa, DistilBERT, Llama/Mistral/Qwen/Gemma (gate and up, pruned together), OPT/Phi/BART, GPT-NeoX/
 # Falcon/BLOOM, T5, GPT-2 (a transformers Conv1D), GPT-Neo (c_fc as nn.Linear), GPT-J/CodeGen, MPT
-# (ffn.up_proj), XLM/Flaubert (ffns.N.lin1), Jamba (feed_forward.gate_proj and up_proj) and LFM2
-# (feed_forward.w1 and w3, gate and up).
+# (ffn.up_proj), XLM/Flaubert (ffns.N.lin1), Jamba (feed_forward.gate_proj and up_proj), LFM2
+# (feed_forward.w1 and w3, gate and up) and the speech encoders (Wav2Vec2, HuBERT, WavLM, Data2Vec-audio:
+# feed_forward.intermediate_dense).
 # FFN input projections that fuse gate and up in one Linear split in two halves (Phi-3, GLM:
 # gate_up_proj; ModernBERT: Wi): unit i is rows i and i + width (`engine.units.split_period`).
 FUSED_PARTS = {"mlp.gate_up_proj": 2, "mlp.Wi": 2}
@@ -33,7 +34,8 @@ SHARED_EXPERT_INPUTS = ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_pro
 FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
               "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
               "mlp.fc_in", "ffn.up_proj", "lin1", "feed_forward.gate_proj",
-              "feed_forward.up_proj", "feed_forward.w1", "feed_forward.w3", *FUSED_PARTS, *SHARED_EXPERT_INPUTS)
+              "feed_forward.up_proj", "feed_forward.w1", "feed_forward.w3", "feed_forward.intermediate_dense",
+              *FUSED_PARTS, *SHARED_EXPERT_INPUTS)
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo, "
             "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE) "
             "and GPT-J/CodeGen")

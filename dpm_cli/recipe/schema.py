@@ -52,7 +52,8 @@ _FORMAT = Spec("str", "output format", choices=("module", "artifact", "export"))
 # with that head. AutoModelForTextEncoding is the encoder alone of an encoder-decoder (T5's T5EncoderModel).
 HF_TASKS = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
             "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForCausalLM",
-            "AutoModelForMultipleChoice", "AutoModelForTextEncoding")
+            "AutoModelForMultipleChoice", "AutoModelForTextEncoding", "AutoModelForImageClassification",
+            "AutoModelForAudioClassification", "AutoModelForCTC")
 _TARGET = Spec("str", "distillation target", choices=("auto", "logits", "embedding", "hidden", "layers"))
 
 

@@ -114,16 +114,23 @@ def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False)
     """Load a checkpoint the way every dpm command does (see `dpm_cli.checkpoint`); also return the
     input shape a dpm artifact recorded (None for other checkpoints), or the token inputs it stored. A
     Hugging Face folder gives its model and, in place of a shape, ready token inputs: its tokenizer's
-    sample at `setup.seq_len` tokens."""
+    sample at `setup.seq_len` tokens (a vision or speech folder, with no tokenizer: an input shaped from
+    its config, unless --input-shape is given)."""
     from .. import checkpoint
     from ..hf import is_hf_folder
 
     if is_hf_folder(path):
-        from ..hf import load_hf, token_example
+        from ..hf import folder_example, load_hf
 
         loaded = load_hf(path, setup.hf_task)
         longest = getattr(loaded.model.config, "max_position_embeddings", None) or setup.seq_len
-        return loaded.model, token_example(loaded.tokenizer, min(setup.seq_len, longest))
+        if loaded.tokenizer is None and setup.input_shape:
+            return loaded.model, None  # --input-shape (require_shape): the model's first input, that shape
+        example = folder_example(loaded.model, loaded.tokenizer, min(setup.seq_len, longest))
+        if example is None:
+            raise ConfigError(f"{path} has no tokenizer and its config gives no input size, so dpm cannot "
+                              "build an example input: pass --input-shape (e.g. 1,3,224,224)")
+        return loaded.model, example
 
     kwargs = dict(factory=setup.factory, factory_kwargs=setup.factory_kwargs, trust=trust)
     if not hasattr(checkpoint, "load_checkpoint"):  # older checkpoint module: no provenance

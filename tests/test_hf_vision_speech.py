@@ -1,0 +1,170 @@
+"""Vision and speech transformers (ViT, DeiT, BEiT, DINOv2, Swin, CLIP's and SigLIP's vision towers,
+Wav2Vec2, HuBERT, Whisper's encoder), from tiny random configs: FFN width and heads pruned exactly and
+saved as a folder `from_pretrained` loads, or refused in one line before training. They have no
+tokenizer: the example input is shaped from the config (`hf.derived_example`), `dpm report` counts at
+that shape (or at --input-shape), and `dpm prune` trains on tensors data.
+
+Measured before this file existed: transformers 5's ViT attention (q/k/v/o_proj, no grouped-query
+attributes) matched no head rule ("no head rule for ViTAttention"); Wav2Vec2's
+feed_forward.intermediate_dense was not an FFN ("does not recognise the feed-forward layers");
+`dpm report` on a vision folder failed ("the model folder has no tokenizer"); AutoModelForImageClassification
+was not a task; and transformers printed its multi-line LOAD REPORT to stderr on every load."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from cli_helpers import run_cli  # noqa: E402
+from hf_helpers import cut_half, no_warning_load  # noqa: E402
+
+from dpm_cli.hf import derived_example, load_hf, save_hf  # noqa: E402
+from dpm_cli.hf.prunable import ffn_layers, head_problem  # noqa: E402
+from dpm_cli.hf.save import format_problem  # noqa: E402
+
+T = transformers
+VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+           patch_size=8)
+SPEECH = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+              conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+              num_conv_pos_embedding_groups=4)
+WHISPER = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+               encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=16, vocab_size=64,
+               pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+
+# family -> (model class, config class, config kwargs, Auto class): half the FFN width and half the heads,
+# saved as a folder (the head size is written as head_dim, which these configs read)
+SAVED = {
+    "vit": (T.ViTModel, T.ViTConfig, VIT, T.AutoModel),
+    "deit": (T.DeiTModel, T.DeiTConfig, VIT, T.AutoModel),
+    "beit": (T.BeitModel, T.BeitConfig, VIT, T.AutoModel),
+    "vit_classifier": (T.ViTForImageClassification, T.ViTConfig, dict(VIT, num_labels=5),
+                       T.AutoModelForImageClassification),
+}
+# FFN saved as a folder; heads pruned exactly but their config derives the head size (a folder is refused)
+FFN_SAVED = {
+    "clip_vision": (T.CLIPVisionModel, T.CLIPVisionConfig, VIT, T.CLIPVisionModel),
+    "siglip_vision": (T.SiglipVisionModel, T.SiglipVisionConfig, VIT, T.SiglipVisionModel),
+    "wav2vec2": (T.Wav2Vec2Model, T.Wav2Vec2Config, SPEECH, T.AutoModel),
+    "hubert": (T.HubertModel, T.HubertConfig, SPEECH, T.AutoModel),
+    "whisper_encoder": (T.WhisperForAudioClassification, T.WhisperConfig, WHISPER, T.AutoModelForAudioClassification),
+}
+# pruned exactly, no folder: the FFN width is mlp_ratio x hidden, which no config key holds
+NO_FOLDER = {
+    "dinov2": (T.Dinov2Model, T.Dinov2Config, dict(VIT, mlp_ratio=2)),
+    "swin": (T.SwinModel, T.SwinConfig, dict(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                num_heads=[2, 4], window_size=4)),
+}
+TASK = {T.AutoModel: "AutoModel", T.AutoModelForImageClassification: "AutoModelForImageClassification",
+        T.AutoModelForAudioClassification: "AutoModelForAudioClassification"}
+
+
+def folder(tmp_path, cls, config, kwargs, name="in"):
+    torch.manual_seed(0)
+    cls(config(**kwargs)).eval().save_pretrained(str(tmp_path / name))
+    return tmp_path / name
+
+
+def output(model, x):
+    with torch.no_grad():
+        out = model(**x)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def load(path, auto):
+    return load_hf(path, TASK.get(auto, "AutoModel")).model if auto in TASK else auto.from_pretrained(str(path)).eval()
+
+
+@pytest.mark.parametrize("family", sorted(SAVED))
+def test_ffn_and_heads_pruned_exactly_and_saved_as_a_folder(tmp_path, family):
+    cls, config, kwargs, auto = SAVED[family]
+    model = load(folder(tmp_path, cls, config, kwargs), auto)
+    x = derived_example(model)
+    assert list(x) == ["pixel_values"] and x["pixel_values"].shape == (1, 3, 32, 32)
+    assert format_problem(model, "layer", 0.5) is None and head_problem(model, 0.5) is None
+    assert cut_half(model, x, 0.5).compact().max_rel_error <= 1e-5
+    assert list(ffn_layers(model).values()) == [32, 32]
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out"), auto)
+    assert reloaded.config.num_attention_heads == 2 and reloaded.config.head_dim == 8
+    assert torch.allclose(output(reloaded, x), output(model, x), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", sorted(FFN_SAVED))
+def test_ffn_saved_as_a_folder_and_heads_pruned_exactly(tmp_path, family):
+    cls, config, kwargs, auto = FFN_SAVED[family]
+    path = folder(tmp_path, cls, config, kwargs)
+    model = load(path, auto)
+    x = derived_example(model)
+    assert cut_half(model, x, 0.0).compact().max_rel_error <= 1e-5
+    assert set(ffn_layers(model).values()) == {32}
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out"), auto)
+    assert torch.allclose(output(reloaded, x), output(model, x), atol=1e-6)
+    heads = load(path, auto)  # heads too: exact, but this config cannot record them
+    assert head_problem(heads, 0.5) is None and "cannot record pruned attention heads" in format_problem(heads, "layer", 0.5)
+    assert cut_half(heads, x, 0.5).compact().max_rel_error <= 1e-5
+
+
+@pytest.mark.parametrize("family", sorted(NO_FOLDER))
+def test_ffn_pruned_exactly_but_a_folder_is_refused_before_training(tmp_path, family):
+    cls, config, kwargs = NO_FOLDER[family]
+    model = load_hf(folder(tmp_path, cls, config, kwargs)).model
+    assert "FFN" in format_problem(model, "layer", 0.0)
+    assert cut_half(model, derived_example(model), 0.0).compact().max_rel_error <= 1e-5
+
+
+def test_swin_heads_are_refused_naming_the_relative_position_bias(tmp_path):
+    model = load_hf(folder(tmp_path, *NO_FOLDER["swin"])).model
+    assert "relative_position_bias" in head_problem(model, 0.5)
+
+
+def test_report_counts_a_vision_folder_at_its_image_size_or_at_input_shape(tmp_path, capsys):
+    path = folder(tmp_path, T.ViTForImageClassification, T.ViTConfig, dict(VIT, num_labels=5))
+    code, out, err = run_cli(["report", path, "--json"], capsys)
+    assert code == 0, err
+    first = json.loads(out)
+    assert "LOAD REPORT" not in err  # transformers' multi-line key table (AutoModel drops the classifier)
+    code, out, err = run_cli(["report", path, "--json", "--input-shape", "2,3,32,32"], capsys)
+    assert code == 0, err
+    second = json.loads(out)
+    assert first["input_shape"] == [1, 3, 32, 32] and second["input_shape"] == [2, 3, 32, 32]
+    assert second["models"][0]["macs"] == 2 * first["models"][0]["macs"]  # two images
+
+
+def test_report_asks_for_input_shape_when_nothing_gives_one(tmp_path, capsys):
+    """A folder with no tokenizer whose config states no input size (here a text model's): one line."""
+    path = folder(tmp_path, T.BertModel, T.BertConfig, dict(VIT, vocab_size=64, max_position_embeddings=64))
+    assert derived_example(load_hf(path).model) is None
+    code, out, err = run_cli(["report", path], capsys)
+    assert code == 2 and "--input-shape" in err and len(err.strip().splitlines()) == 1
+
+
+def test_prune_a_vit_classifier_folder_with_heads_into_a_folder(tmp_path, capsys):
+    """dpm prune on a ViTForImageClassification folder (no tokenizer), tensors data, heads and FFN:
+    the folder written loads with AutoModelForImageClassification and gives the compact model's logits."""
+    path = folder(tmp_path, T.ViTForImageClassification, T.ViTConfig, dict(VIT, num_labels=5))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "images.npz", inputs=rng.standard_normal((48, 3, 32, 32)).astype("float32"),
+             labels=rng.integers(0, 5, 48))
+    (tmp_path / "r.yaml").write_text(f"""\
+version: 1
+model: {{hf: {{path: {path}, task: AutoModelForImageClassification}}}}
+data: {{source: tensors, path: images.npz, batch_size: 8}}
+objective: {{kind: cross_entropy}}
+pruning: {{budget: {{kind: macs, keep: 0.7}}, ranking: layer, head_ratio: 0.25, decay_steps: 2}}
+training: {{steps: 6, log_every: 3, optimizer: {{name: adamw, lr: 1.0e-3, weight_decay: 0.0}}}}
+output: {{dir: {tmp_path / 'run'}, hf: true}}
+""")
+    code, out, err = run_cli(["prune", "--recipe", tmp_path / "r.yaml", "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["equivalence_error"] <= 1e-5 and summary["macs_after"] <= 0.7 * summary["macs_before"]
+    saved = tmp_path / "run" / "model-hf"
+    reloaded = no_warning_load(saved, T.AutoModelForImageClassification)
+    assert reloaded.config.num_attention_heads < 4 or reloaded.config.intermediate_size < 64
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    x = {"pixel_values": torch.randn(2, 3, 32, 32)}
+    assert torch.allclose(output(reloaded, x), output(compact, x), atol=1e-5)
