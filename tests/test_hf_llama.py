@@ -259,3 +259,27 @@ def test_cli_plan_and_report_on_a_causal_lm_folder(tmp_path, capsys):
     report = json.loads(out)["models"][0]
     assert report["macs"] > 0 and any(layer["name"].endswith("self_attn.q_proj") for layer in report["layers"])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_warning_the_source_folder_already_gives_does_not_refuse_the_saved_folder(tmp_path):
+    """A config transformers warns about when loading (here llama3 rope scaling whose original length
+    exceeds max_position_embeddings, as in Apertus's published config) warns for the source folder too:
+    it was refused at save time, after training ("the saved folder loads with a warning"). Only a
+    warning the source did not give refuses the folder now."""
+    from dpm_cli.hf import load_hf
+    from hf_helpers import cut_half
+
+    rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=HEAD_DIM,
+                                   max_position_embeddings=64, rope_parameters=rope)
+    torch.manual_seed(0)
+    transformers.LlamaModel(cfg).save_pretrained(str(tmp_path / "in"))
+    model, x = load_hf(tmp_path / "in").model, tokens()
+    assert any("original_max_position_embeddings" in w for w in model._dpm_load_warnings)
+    cut_half(model, x).compact()
+    assert (save_hf(model, None, tmp_path / "out", x) / "config.json").is_file()
+    model._dpm_load_warnings = ()  # a warning the source did not give still refuses the folder
+    with pytest.raises(HFFormatError, match="loads with a warning"):
+        save_hf(model, None, tmp_path / "out2", x)

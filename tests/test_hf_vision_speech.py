@@ -168,3 +168,26 @@ output: {{dir: {tmp_path / 'run'}, hf: true}}
     compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
     x = {"pixel_values": torch.randn(2, 3, 32, 32)}
     assert torch.allclose(output(reloaded, x), output(compact, x), atol=1e-5)
+
+
+def test_aimv2_gated_ffn_named_ffn_is_pruned(tmp_path):
+    """AIMv2's vision encoder names its gated FFN ffn.gate_proj / up_proj / down_proj: with gate_proj
+    unknown, it was protected, its group vanished and a channels budget divided by zero."""
+    model = load_hf(folder(tmp_path, T.Aimv2VisionModel, T.Aimv2VisionConfig,
+                           dict(VIT, num_channels=3))).model
+    x = derived_example(model)
+    assert cut_half(model, x, 0.0).compact().max_rel_error <= 1e-5
+    assert set(ffn_layers(model).values()) == {32}
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out", x), T.AutoModel)
+    assert torch.allclose(output(reloaded, x), output(model, x), atol=1e-6)
+
+
+def test_a_channels_budget_with_no_channel_structures_is_one_budget_error(tmp_path):
+    """Only heads to prune (every FFN ignored) and a channels budget, which counts no heads: a
+    BudgetError naming the budget, not ZeroDivisionError."""
+    from dpm_cli.errors import BudgetError
+    from dpm_cli.hf import ffn_roots, protected_modules
+
+    model = load_hf(folder(tmp_path, T.ViTModel, T.ViTConfig, VIT)).model
+    with pytest.raises(BudgetError, match="cannot be reached"):
+        cut_half(model, derived_example(model), 0.0, ignore=protected_modules(model) + ffn_roots(model))

@@ -132,7 +132,8 @@ class CostModel:
             return self.macs / self.original.macs if self.original.macs else 1.0
         if kind == "params":
             return self.params / self.original.params
-        return self.channels / self.original.channels
+        # no channel structure at all (every group is a head, and heads do not count as channels)
+        return self.channels / self.original.channels if self.original.channels else 1.0
 
 
 def _batch_size(example_inputs: Any) -> int:

@@ -114,6 +114,9 @@ def load_hf(path: str | Path, task: str = "AutoModel") -> HFLoaded:
         # dpm works on the model, and back on in the folder `save_hf` writes.
         model.config.use_cache = False
         model._dpm_use_cache = True
+    # What the source folder itself warns about (a config transformers finds odd) is no fault of the
+    # folder dpm writes from it: `save_hf` holds the folder it writes to no new warning only.
+    model._dpm_load_warnings = tuple(warned)
     loaded = HFLoaded(model.float().eval(), _tokenizer(transformers, path, options), task, path)
     missing = list(info.get("missing_keys") or [])
     if missing:  # e.g. a classification head added to an encoder checkpoint: it starts random

@@ -216,6 +216,7 @@ def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance
         except Exception as err:  # e.g. a size mismatch: a folder dpm must not hand over
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise HFFormatError(f"the saved folder does not load as {type(model).__name__} ({first})") from err
+    warned = [w for w in warned if w not in getattr(model, "_dpm_load_warnings", ())]
     if warned:
         raise HFFormatError(f"the saved folder loads with a warning: {warned[0].splitlines()[0][:200]}")
     was_training = model.training
