@@ -326,3 +326,28 @@ def test_a_task_dpm_does_not_load_is_refused_by_validate_in_one_line(tmp_path, c
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "model.hf.task" in err and "AutoModelForTextEncoding" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_modernbert_fused_wqkv_loses_whole_heads_exactly_and_the_artifact_replays(tmp_path):
+    """ModernBERT's Wqkv is [q | k | v] (heads x head_dim each), which matched no head rule ("no head
+    rule for ModernBertAttention"): half the heads leave exactly, on a padded batch, a folder is
+    refused before training (its config derives the head size) and the dpm artifact replays the shapes."""
+    import dpm_cli
+    from artifact_helpers import save
+    from dpm_cli.artifact import make_artifact
+    from dpm_cli.hf.artifact import hf_provenance
+
+    model, x = folder(tmp_path, "modernbert"), inputs("modernbert")
+    x = {k: v.repeat(2, 1) for k, v in x.items()}
+    x["attention_mask"][1, 9:] = 0
+    prov, why = hf_provenance(model, x)
+    assert why is None and head_problem(model, 0.5) is None
+    assert "cannot record pruned attention heads" in format_problem(model, "layer", 0.5)
+    pruner = cut_half(model, x, 0.5)
+    result = pruner.compact()
+    assert result.max_rel_error <= 1e-5
+    assert head_counts(model) == [(2, 2), (2, 2)] and model.layers[0].attn.Wqkv.out_features == 3 * 2 * 8
+    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
+    assert head_counts(rebuilt) == [(2, 2), (2, 2)]
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)

@@ -357,6 +357,30 @@ class FalconAttention(HeadAdapter):
             module.num_kv_heads = heads // layout.per_kv
 
 
+class ModernBertAttention(HeadAdapter):
+    """Hugging Face ModernBERT attention: `Wqkv` rows are [q | k | v], each heads x head_dim, `Wo` reads
+    the heads. Its forward views the fused output as (3, -1, head_dim), so no count needs rebooking."""
+
+    family = "hf-modernbert"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (isinstance(getattr(module, "Wqkv", None), nn.Linear) and isinstance(getattr(module, "Wo", None), nn.Linear)
+                and isinstance(getattr(module, "head_dim", None), int))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        dim, fused = module.head_dim, module.Wqkv
+        _refuse_other_layers(name, module, ("Wqkv", "Wo"), dim)
+        if fused.out_features % (3 * dim) or module.Wo.in_features != fused.out_features // 3:
+            raise Unsupported(f"{name}: Wqkv has {fused.out_features} rows, not 3 x heads x {dim}")
+        inner = fused.out_features // 3
+        heads = inner // dim
+        return HeadLayout(self.family, heads, heads, dim, (fused, "weight", 0), (fused, "weight", inner),
+                          (fused, "weight", 2 * inner), module.Wo, [], name)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        pass  # the forward reads the head count from Wqkv's output
+
+
 def adapter_for(module: nn.Module) -> HeadAdapter | None:
     """The head adapter that recognises `module`, or None."""
     return next((a for a in ADAPTERS if a.matches(module)), None)
@@ -364,4 +388,4 @@ def adapter_for(module: nn.Module) -> HeadAdapter | None:
 
 ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
                                GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention(),
-                               FalconAttention()]
+                               FalconAttention(), ModernBertAttention()]

@@ -40,8 +40,8 @@ FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi
             "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE) "
             "and GPT-J/CodeGen")
 # The attention families whose heads dpm prunes (`engine.head_adapters.ADAPTERS`), for messages.
-HEAD_FAMILIES = ("BERT-style, Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon and separate q/k/v/out projection attention "
-                 "(OPT, BART, GPT-J, GPT-Neo, DistilBERT)")
+HEAD_FAMILIES = ("BERT-style, Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon, ModernBERT and separate q/k/v/out "
+                 "projection attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT, ViT, Wav2Vec2)")
 # Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
 # An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.
