@@ -351,3 +351,27 @@ def test_modernbert_fused_wqkv_loses_whole_heads_exactly_and_the_artifact_replay
     assert head_counts(rebuilt) == [(2, 2), (2, 2)]
     with torch.no_grad():
         assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
+
+
+def test_fsmt_ffn_folder_is_verified_as_dpm_ran_it_without_the_cache(tmp_path):
+    """FSMT's decoder computes differently with its key/value cache on (the folder's default) than off
+    (as dpm runs decoders): the saved folder was refused after training ("does not reproduce
+    output.last_hidden_state", 1e-2). It is now compared with the cache off, as the model was pruned."""
+    model, x = folder(tmp_path, "fsmt"), inputs("fsmt")
+    assert prune(model, x, 0.0).max_rel_error <= 1e-5
+    saved = save_hf(model, None, tmp_path / "out", x)  # the verifying reload
+    assert T.AutoConfig.from_pretrained(str(saved)).use_cache  # the folder keeps the source's setting
+
+
+def test_a_config_the_auto_class_maps_to_another_architecture_is_reloaded_with_that_auto_class(tmp_path):
+    """An EXAONE folder (model_type exaone) loads with AutoModel as LlamaModel; reloading the saved folder
+    as LlamaModel warned ("You are using a model of type exaone to instantiate a model of type llama")
+    and refused it after training. The folder is reloaded with the Auto class it was loaded with."""
+    torch.manual_seed(0)
+    T.AutoModel.from_config(T.AutoConfig.for_model("exaone", **{k: v for k, v in GQA.items()})).save_pretrained(
+        str(tmp_path / "in"))
+    model, x = load_hf(tmp_path / "in").model, inputs("exaone")
+    assert type(model).__name__ == "LlamaModel" and model.config.model_type == "exaone"
+    assert prune(model, x, 0.5).max_rel_error <= 1e-5
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out", x), T.AutoModel)
+    assert reloaded.config.model_type == "exaone" and reloaded.config.num_attention_heads == 2

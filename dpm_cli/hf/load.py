@@ -117,6 +117,7 @@ def load_hf(path: str | Path, task: str = "AutoModel") -> HFLoaded:
     # What the source folder itself warns about (a config transformers finds odd) is no fault of the
     # folder dpm writes from it: `save_hf` holds the folder it writes to no new warning only.
     model._dpm_load_warnings = tuple(warned)
+    model._dpm_task = task  # the Auto class `save_hf` reloads with (EXAONE's folder loads as LlamaModel)
     loaded = HFLoaded(model.float().eval(), _tokenizer(transformers, path, options), task, path)
     missing = list(info.get("missing_keys") or [])
     if missing:  # e.g. a classification head added to an encoder checkpoint: it starts random

@@ -21,7 +21,7 @@ from ..batch import call_model, output_fields
 from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import DpmError, InputError
-from .load import captured_warnings
+from .load import captured_warnings, import_transformers
 from .expressible import build_meta, head_size_free, shape_mismatch, width_key_governs, width_key_spills
 from .prunable import FFN_WIDTH_KEYS, ffn_layers, ffn_width_key, head_layouts, head_modules, width_keys  # noqa: F401
 
@@ -210,15 +210,20 @@ def _copy_extras(source: Path | None, target: Path) -> None:
 def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance: float = 1e-6) -> None:
     """Load `folder` as `type(model)` and check that every output field equals the model's (the same
     weights give the same function; kernels may round differently in the last bits)."""
+    task = getattr(model, "_dpm_task", None)  # loaded by load_hf: reloaded as it was loaded
+    loader = getattr(import_transformers(), task) if task else type(model)
     with captured_warnings() as warned:
         try:
-            reloaded = type(model).from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+            reloaded = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         except Exception as err:  # e.g. a size mismatch: a folder dpm must not hand over
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise HFFormatError(f"the saved folder does not load as {type(model).__name__} ({first})") from err
     warned = [w for w in warned if w not in getattr(model, "_dpm_load_warnings", ())]
     if warned:
         raise HFFormatError(f"the saved folder loads with a warning: {warned[0].splitlines()[0][:200]}")
+    if getattr(model, "_dpm_use_cache", None) is not None:
+        # compared as dpm ran it, without the key/value cache: FSMT's decoder computes otherwise with it
+        reloaded.config.use_cache = model.config.use_cache
     was_training = model.training
     model.eval()
     try:
