@@ -375,3 +375,21 @@ def test_a_config_the_auto_class_maps_to_another_architecture_is_reloaded_with_t
     assert prune(model, x, 0.5).max_rel_error <= 1e-5
     reloaded = no_warning_load(save_hf(model, None, tmp_path / "out", x), T.AutoModel)
     assert reloaded.config.model_type == "exaone" and reloaded.config.num_attention_heads == 2
+
+
+def test_a_config_with_per_layer_settings_saves_the_ffn_and_refuses_heads_before_training(tmp_path):
+    """EmbeddingGemma 2's config sets head_dim and num_key_value_heads per layer (per_layer_config) and
+    refuses reading them globally: saving crashed after training (AmbiguousGlobalPerLayerAttributeError).
+    Half the FFN is saved as a folder; heads are refused for a folder before training, in one line."""
+    torch.manual_seed(0)
+    base = T.AutoConfig.for_model("embedding_gemma2_text").to_dict()
+    config = T.AutoConfig.for_model("embedding_gemma2_text", **{k: v for k, v in dict(GQA, head_dim=8).items() if k in base})
+    T.AutoModel.from_config(config).save_pretrained(str(tmp_path / "in"))
+    model, x = load_hf(tmp_path / "in").model, inputs("embedding_gemma2")
+    assert model.config.to_dict()["per_layer_config"]
+    problem = format_problem(model, "layer", 0.5)
+    assert "per layer (per_layer_config)" in problem and "\n" not in problem
+    assert format_problem(model, "layer", 0.0) is None
+    assert prune(model, x, 0.0).max_rel_error <= 1e-5
+    reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out", x), x)
+    assert same and list(ffn_layers(reloaded).values()) == list(ffn_layers(model).values())

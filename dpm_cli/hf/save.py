@@ -73,6 +73,10 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
     if problem:
         return f"{problem}, so a pruned FFN cannot be saved as a Hugging Face folder: set output.hf: false " \
                "(BASE.dpm.pt and BASE.pt2 hold any shape)"
+    problem = _per_layer_problem(model, keys, head_ratio)
+    if problem:
+        return f"{problem}, so the pruned model cannot be saved as a Hugging Face folder: set pruning.head_ratio: 0 " \
+               f"where heads are what it sets per layer, {fix}"
     if head_ratio == 0 or not head_modules(model):
         return None
     if not _head_size_free(model):
@@ -102,6 +106,18 @@ def _width_key_problem(model: nn.Module, layers: dict[str, int], keys: dict[str,
     return None
 
 
+def _per_layer_problem(model: nn.Module, keys: dict[str, str | None], head_ratio: float | None) -> str | None:
+    """A config with per-layer overrides (transformers' `per_layer_config`, e.g. EmbeddingGemma 2) that
+    would have to change: dpm rewrites the global keys only."""
+    overrides = model.config.to_dict().get("per_layer_config") or {}
+    changed = {k for k in keys.values() if k} | ({"num_attention_heads", "num_key_value_heads", "head_dim"}
+                                                 if head_ratio != 0 and head_modules(model) else set())
+    hit = sorted({k for layer in overrides.values() if isinstance(layer, dict) for k in layer} & changed)
+    if hit:
+        return f"{type(model.config).__name__} sets {hit[0]} per layer (per_layer_config), which dpm does not rewrite"
+    return None
+
+
 def _head_size_free(model: nn.Module, ffn: dict[str, Any] | None = None) -> bool:
     """Whether the config states the head size apart from the head count (asked of the architecture,
     `ffn`: the config's FFN width updates; where it cannot be built, whether the config has a head_dim)."""
@@ -117,8 +133,9 @@ def head_counts(model: nn.Module) -> list[tuple[int, int]]:
 
 def _head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
     config = model.config
-    heads = getattr(config, "num_attention_heads", None)
-    kv = getattr(config, "num_key_value_heads", None) or heads
+    stated = config.to_dict()  # the global values: a per-layer config refuses attribute access to them
+    heads = stated.get("num_attention_heads")
+    kv = stated.get("num_key_value_heads") or heads
     counts = head_counts(model)
     if not counts or heads is None or all(c == (heads, kv) for c in counts):
         return {}
