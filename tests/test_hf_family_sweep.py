@@ -393,3 +393,28 @@ def test_a_config_with_per_layer_settings_saves_the_ffn_and_refuses_heads_before
     assert prune(model, x, 0.0).max_rel_error <= 1e-5
     reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out", x), x)
     assert same and list(ffn_layers(reloaded).values()) == list(ffn_layers(model).values())
+
+
+@pytest.mark.parametrize("position", [
+    dict(),  # DeBERTa-v2 without relative attention
+    dict(relative_attention=True, pos_att_type=["p2c", "c2p"], share_att_key=True, position_buckets=8,
+         max_relative_positions=16),  # DeBERTa-v3: positions projected by query_proj / key_proj themselves
+    dict(relative_attention=True, pos_att_type=["p2c", "c2p"], share_att_key=False, max_relative_positions=16),
+], ids=["absolute", "v3-shared-keys", "v2-position-projections"])
+def test_deberta_v2_heads_leave_exactly_with_their_relative_position_projections(tmp_path, position):
+    """DeBERTa-v2/v3 (query_proj / key_proj / value_proj in `.self`) matched no head rule. Its
+    relative-position scores project the shared position embeddings per layer, with q/k themselves
+    (share_att_key) or pos_key_proj / pos_query_proj, whose rows are per head too: half the heads
+    leave with their rows, exactly on a padded batch; a folder is refused (head size derived)."""
+    torch.manual_seed(0)
+    T.DebertaV2Model(T.DebertaV2Config(**LM, **position)).save_pretrained(str(tmp_path / "in"))
+    model = load_hf(tmp_path / "in").model
+    x = {k: v.repeat(2, 1) for k, v in inputs("deberta_v2").items()}
+    x["attention_mask"][1, 9:] = 0
+    assert head_problem(model, 0.5) is None
+    assert "cannot record pruned attention heads" in format_problem(model, "layer", 0.5)
+    assert prune(model, x, 0.5).max_rel_error <= 1e-5
+    assert head_counts(model) == [(2, 2), (2, 2)]
+    attention = model.encoder.layer[0].attention.self
+    rows = {n: m.out_features for n, m in attention.named_children() if isinstance(m, torch.nn.Linear)}
+    assert set(rows.values()) == {16}  # q, k, v (and the position projections where there are some)

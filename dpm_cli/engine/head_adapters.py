@@ -2,12 +2,11 @@
 
 An adapter is three methods: `matches(module)`, `describe(name, module) -> HeadLayout` (which parameter
 rows/columns belong to which head) and `rebook(module, layout, kept_q_heads)` (attribute updates after
-the rows are gone). Adding an attention family (e.g. another fused-qkv layout) is one small class here;
-`heads.py` turns layouts into head groups and removes heads.
+the rows are gone). Adding an attention family is one small class here (fused q/k/v layouts:
+`fused_heads`), listed in `heads.ADAPTERS`; `heads.py` turns layouts into head groups and removes heads.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch.nn as nn
@@ -119,23 +118,31 @@ class TorchMultiheadAttention(HeadAdapter):
 
 class HFSelfAttention(HeadAdapter):
     """Hugging Face BERT-style attention: `.self` holds query/key/value Linears and the head counts,
-    `.output.dense` is the output projection (BERT, RoBERTa, MiniLM, ELECTRA, ...)."""
+    `.output.dense` is the output projection (BERT, RoBERTa, MiniLM, ELECTRA, ...). DeBERTa-v2/v3 names
+    them query_proj/key_proj/value_proj; its relative-position projections (`pos_key_proj`,
+    `pos_query_proj`, or q/k themselves with share_att_key) are per head too and leave with them."""
 
     family = "hf-bert"
+    NAMES = (("query", "key", "value"), ("query_proj", "key_proj", "value_proj"))
+    POSITION = ("pos_key_proj", "pos_query_proj")  # DeBERTa-v2 without share_att_key
+
+    def _names(self, inner: nn.Module) -> tuple[str, ...] | None:
+        return next((n for n in self.NAMES if all(isinstance(getattr(inner, a, None), nn.Linear) for a in n)), None)
 
     def matches(self, module: nn.Module) -> bool:
         inner = getattr(module, "self", None)
-        return (isinstance(inner, nn.Module) and all(isinstance(getattr(inner, n, None), nn.Linear)
-                                                     for n in ("query", "key", "value"))
+        return (isinstance(inner, nn.Module) and self._names(inner) is not None
                 and hasattr(inner, "num_attention_heads") and hasattr(inner, "attention_head_size")
                 and isinstance(getattr(getattr(module, "output", None), "dense", None), nn.Linear))
 
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
         s = module.self
-        _refuse_other_layers(f"{name}.self", s, ("query", "key", "value"), s.attention_head_size)
+        q, k, v = self._names(s)
+        _refuse_other_layers(f"{name}.self", s, (q, k, v, *self.POSITION), s.attention_head_size)
+        extra = [getattr(s, n) for n in self.POSITION if isinstance(getattr(s, n, None), nn.Linear)]
         return HeadLayout(self.family, s.num_attention_heads, s.num_attention_heads, s.attention_head_size,
-                          (s.query, "weight", 0), (s.key, "weight", 0), (s.value, "weight", 0),
-                          module.output.dense, [], f"{name}.self")
+                          (getattr(s, q), "weight", 0), (getattr(s, k), "weight", 0), (getattr(s, v), "weight", 0),
+                          module.output.dense, extra, f"{name}.self")
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         module.self.num_attention_heads = heads
@@ -260,132 +267,3 @@ class ProjectionAttention(HeadAdapter):
         # older copies (XGLM, MVP) reshape the attention output to embed_dim, the heads' inner width
         if getattr(module, "embed_dim", None) == layout.heads * layout.head_dim:
             module.embed_dim = heads * layout.head_dim
-
-
-class GPTNeoXAttention(HeadAdapter):
-    """Hugging Face GPT-NeoX (Pythia) attention: `query_key_value` rows are grouped by head ([q | k | v]
-    of head 0, then of head 1, ...), `dense` reads the heads. The forward reshapes with -1: no head
-    count to rebook."""
-
-    family = "hf-neox"
-
-    def matches(self, module: nn.Module) -> bool:
-        return (isinstance(getattr(module, "query_key_value", None), nn.Linear)
-                and isinstance(getattr(module, "dense", None), nn.Linear)
-                and isinstance(getattr(module, "head_size", None), int) and hasattr(module, "rotary_ndims"))
-
-    def describe(self, name: str, module: nn.Module) -> HeadLayout:
-        dim, fused = module.head_size, module.query_key_value
-        heads = fused.out_features // (3 * dim)
-        if fused.out_features != 3 * heads * dim or module.dense.in_features != heads * dim:
-            raise Unsupported(f"{name}: query_key_value has {fused.out_features} rows, not 3 x heads x {dim}")
-        return HeadLayout(self.family, heads, heads, dim, (fused, "weight", 0), (fused, "weight", dim),
-                          (fused, "weight", 2 * dim), module.dense, [], name, stride=3 * dim)
-
-    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
-        pass
-
-
-class Phi3Attention(HeadAdapter):
-    """Hugging Face Phi-3 / Phi-4 attention: `qkv_proj` rows are [q | k | v] (query heads, then key/value
-    heads twice, x head_dim; grouped-query), `o_proj` reads the query heads. Its forward ends q at
-    `config.num_attention_heads x head_dim`, and that config is the model's, shared by every layer: a
-    module that loses heads gets its own shallow copy with its own counts (the model's config, which
-    `save_pretrained` writes, is left to the saver)."""
-
-    family = "hf-phi3"
-
-    def matches(self, module: nn.Module) -> bool:
-        return (isinstance(getattr(module, "qkv_proj", None), nn.Linear)
-                and isinstance(getattr(module, "o_proj", None), nn.Linear)
-                and all(isinstance(getattr(module, a, None), int)
-                        for a in ("head_dim", "num_key_value_heads", "num_key_value_groups"))
-                and isinstance(getattr(getattr(module, "config", None), "num_attention_heads", None), int))
-
-    def describe(self, name: str, module: nn.Module) -> HeadLayout:
-        dim, kv, heads = module.head_dim, module.num_key_value_heads, module.config.num_attention_heads
-        rows = module.qkv_proj.out_features
-        if rows != (heads + 2 * kv) * dim or module.o_proj.in_features != heads * dim or heads % kv \
-                or heads // kv != module.num_key_value_groups:
-            raise Unsupported(f"{name}: qkv_proj has {rows} rows, not ({heads} + 2 x {kv}) heads x {dim}")
-        fused = module.qkv_proj
-        return HeadLayout(self.family, heads, kv, dim, (fused, "weight", 0), (fused, "weight", heads * dim),
-                          (fused, "weight", (heads + kv) * dim), module.o_proj, [], name)
-
-    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
-        config = copy.copy(module.config)
-        config.num_attention_heads, config.num_key_value_heads = heads, heads // layout.per_kv
-        module.config, module.num_key_value_heads = config, heads // layout.per_kv
-
-
-class FalconAttention(HeadAdapter):
-    """Hugging Face Falcon attention: one `query_key_value` in one of three row layouts, `dense` reads the
-    query heads. New decoder architecture (Falcon-40B/180B, Falcon 2): a block per key/value head, its
-    query heads then its key and value; multi-query (Falcon-7B): [q | k | v] with one key/value head,
-    which is then one structure, so nothing to remove; otherwise [q, k, v] interleaved per head. The
-    forward reshapes with num_heads / num_kv_heads. ALiBi models are refused: their position bias is
-    built per head from the config's count at the model level."""
-
-    family = "hf-falcon"
-
-    def matches(self, module: nn.Module) -> bool:
-        return (isinstance(getattr(module, "query_key_value", None), nn.Linear)
-                and isinstance(getattr(module, "dense", None), nn.Linear)
-                and all(isinstance(getattr(module, a, None), int) for a in ("num_heads", "num_kv_heads", "head_dim"))
-                and hasattr(module, "new_decoder_architecture") and hasattr(module, "multi_query"))
-
-    def describe(self, name: str, module: nn.Module) -> HeadLayout:
-        if getattr(getattr(module, "config", None), "alibi", False):
-            raise Unsupported(f"{name}: ALiBi position bias is built per head from the config's head count")
-        heads, kv, dim, fused = module.num_heads, module.num_kv_heads, module.head_dim, module.query_key_value
-        if fused.out_features != (heads + 2 * kv) * dim or module.dense.in_features != heads * dim or heads % kv:
-            raise Unsupported(f"{name}: query_key_value has {fused.out_features} rows, not ({heads} + 2 x {kv}) x {dim}")
-        per_kv = heads // kv
-        if module.new_decoder_architecture:  # [q x per_kv, k, v] per key/value head
-            return HeadLayout(self.family, heads, kv, dim, (fused, "weight", 0), (fused, "weight", per_kv * dim),
-                              (fused, "weight", (per_kv + 1) * dim), module.dense, [], name,
-                              stride=(per_kv + 2) * dim, q_block=per_kv)
-        if module.multi_query:  # [q | k | v]
-            return HeadLayout(self.family, heads, kv, dim, (fused, "weight", 0), (fused, "weight", heads * dim),
-                              (fused, "weight", (heads + kv) * dim), module.dense, [], name)
-        return HeadLayout(self.family, heads, kv, dim, (fused, "weight", 0), (fused, "weight", dim),  # [q, k, v] per head
-                          (fused, "weight", 2 * dim), module.dense, [], name, stride=3 * dim)
-
-    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
-        module.num_heads = heads
-        if module.new_decoder_architecture or not module.multi_query:
-            module.num_kv_heads = heads // layout.per_kv
-
-
-class ModernBertAttention(HeadAdapter):
-    """Hugging Face ModernBERT attention: `Wqkv` rows are [q | k | v], each heads x head_dim, `Wo` reads
-    the heads. Its forward views the fused output as (3, -1, head_dim), so no count needs rebooking."""
-
-    family = "hf-modernbert"
-
-    def matches(self, module: nn.Module) -> bool:
-        return (isinstance(getattr(module, "Wqkv", None), nn.Linear) and isinstance(getattr(module, "Wo", None), nn.Linear)
-                and isinstance(getattr(module, "head_dim", None), int))
-
-    def describe(self, name: str, module: nn.Module) -> HeadLayout:
-        dim, fused = module.head_dim, module.Wqkv
-        _refuse_other_layers(name, module, ("Wqkv", "Wo"), dim)
-        if fused.out_features % (3 * dim) or module.Wo.in_features != fused.out_features // 3:
-            raise Unsupported(f"{name}: Wqkv has {fused.out_features} rows, not 3 x heads x {dim}")
-        inner = fused.out_features // 3
-        heads = inner // dim
-        return HeadLayout(self.family, heads, heads, dim, (fused, "weight", 0), (fused, "weight", inner),
-                          (fused, "weight", 2 * inner), module.Wo, [], name)
-
-    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
-        pass  # the forward reads the head count from Wqkv's output
-
-
-def adapter_for(module: nn.Module) -> HeadAdapter | None:
-    """The head adapter that recognises `module`, or None."""
-    return next((a for a in ADAPTERS if a.matches(module)), None)
-
-
-ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
-                               GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention(),
-                               FalconAttention(), ModernBertAttention()]

@@ -20,8 +20,20 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from .conv1d import CONV1D_PRUNER, in_axis, is_conv1d, out_axis
-from .head_adapters import ADAPTERS, HeadAdapter, HeadLayout, adapter_for  # noqa: F401  (ADAPTERS re-exported)
+from .fused_heads import FalconAttention, GPTNeoXAttention, ModernBertAttention, Phi3Attention
+from .head_adapters import (GPT2Attention, HeadAdapter, HeadLayout, HFSelfAttention, LlamaAttention,
+                            ProjectionAttention, TimmAttention, TorchMultiheadAttention)
 from .structures import GroupSlices, Unsupported, merge_slices
+
+# Every attention family dpm prunes by whole heads, first match wins (a new family: one adapter, listed here).
+ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
+                               GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention(),
+                               FalconAttention(), ModernBertAttention()]
+
+
+def adapter_for(module: nn.Module) -> HeadAdapter | None:
+    """The head adapter that recognises `module`, or None."""
+    return next((a for a in ADAPTERS if a.matches(module)), None)
 
 # Last name parts of Linear layers that project to q, k and v at once: never pruned as plain channels.
 FUSED_QKV_NAMES = ("qkv", "in_proj", "qkv_proj", "c_attn", "Wqkv", "query_key_value", "to_qkv")

@@ -39,8 +39,8 @@ FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", 
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo, "
             "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE) "
             "and GPT-J/CodeGen")
-# The attention families whose heads dpm prunes (`engine.head_adapters.ADAPTERS`), for messages.
-HEAD_FAMILIES = ("BERT-style, Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon, ModernBERT and separate q/k/v/out "
+# The attention families whose heads dpm prunes (`engine.heads.ADAPTERS`), for messages.
+HEAD_FAMILIES = ("BERT-style (and DeBERTa-v2/v3), Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon, ModernBERT and separate q/k/v/out "
                  "projection attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT, ViT, Wav2Vec2)")
 # Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
