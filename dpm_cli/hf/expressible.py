@@ -24,10 +24,12 @@ from .load import captured_warnings
 def build_meta(model: nn.Module, updates: dict[str, Any]) -> nn.Module | None:
     """`type(model)` built from its config with `updates`, parameters on the meta device; None when
     the class cannot be built that way."""
+    from .prunable import set_config_value
+
     config = copy.deepcopy(model.config)
     try:
         for key, value in updates.items():
-            setattr(config, key, value)
+            set_config_value(config, key, value)  # a key may be dotted into a part's config
         with torch.device("meta"), captured_warnings():
             return type(model)(config)
     except Exception:  # a config the class rejects, or a class that allocates on construction

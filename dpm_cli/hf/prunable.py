@@ -149,16 +149,49 @@ def ffn_width_key(config: Any) -> str | None:
 
 def width_keys(model: nn.Module, layers: dict[str, int]) -> dict[str, str | None]:
     """Layer name -> the config key holding its FFN width: a stack's own (encoder_ffn_dim under an
-    `encoder` module) where the config has one, else the model-wide key (None: the config has none)."""
-    config, default = model.config, ffn_width_key(model.config)
+    `encoder` module) where the config has one, else the model-wide key (None: the config has none).
+    In a composite model (Gemma 3, LLaVA, CLIP: a language model and a vision tower) the key is the
+    part's own, dotted: "text_config.intermediate_size"."""
+    scopes = config_scopes(model)
     experts = expert_layers(model)
     keys = {}
     for layer in layers:
+        scope = next((a for prefix, a in scopes.items() if layer.startswith(prefix + ".")), None)
+        config = getattr(model.config, scope) if scope else model.config
         stacks = [STACK_WIDTH_KEYS[p] for p in layer.split(".") if p in STACK_WIDTH_KEYS]
         if layer in experts:
             stacks = list(EXPERT_WIDTH_KEYS)
-        keys[layer] = next((k for k in stacks if getattr(config, k, None) is not None), default)
+        key = next((k for k in stacks if getattr(config, k, None) is not None), ffn_width_key(config))
+        keys[layer] = f"{scope}.{key}" if scope and key else key
     return keys
+
+
+def config_scopes(model: nn.Module) -> dict[str, str]:
+    """Module name -> the attribute of a composite model's config that holds that module's own config
+    (its `sub_configs`: text_config, vision_config), outermost modules only."""
+    root = model.config
+    subs = {id(getattr(root, a, None)): a for a in (getattr(root, "sub_configs", None) or {})
+            if getattr(root, a, None) is not None}
+    scopes: dict[str, str] = {}
+    for name, module in model.named_modules():
+        attr = subs.get(id(getattr(module, "config", None)))
+        if name and attr and not any(name.startswith(prefix + ".") for prefix in scopes):
+            scopes[name] = attr
+    return scopes
+
+
+def config_value(config: Any, key: str) -> Any:
+    """config.key, where key may be dotted into a part's config ("text_config.intermediate_size")."""
+    for part in key.split("."):
+        config = getattr(config, part, None)
+    return config
+
+
+def set_config_value(config: Any, key: str, value: Any) -> None:
+    *path, last = key.split(".")
+    for part in path:
+        config = getattr(config, part)
+    setattr(config, last, value)
 
 
 def head_problem(model: nn.Module, head_ratio: float | None) -> str | None:

@@ -23,7 +23,8 @@ from .. import owned
 from ..errors import DpmError, InputError
 from .load import captured_warnings, import_transformers
 from .expressible import build_meta, head_size_free, shape_mismatch, width_key_governs, width_key_spills
-from .prunable import FFN_WIDTH_KEYS, ffn_layers, ffn_width_key, head_layouts, head_modules, width_keys  # noqa: F401
+from .prunable import (FFN_WIDTH_KEYS, config_scopes, config_value, ffn_layers, ffn_width_key, head_layouts,  # noqa: F401
+                       head_modules, set_config_value, width_keys)
 
 # Files of a source folder that describe more than the transformers model (sentence-transformers'
 # pooling and module list); copied so that e.g. SentenceTransformer(folder) loads the result too.
@@ -46,7 +47,7 @@ def standard_config_updates(model: nn.Module) -> dict[str, Any]:
             raise HFFormatError(
                 f"the FFN widths differ per layer ({widths}) but {type(config).__name__} holds one {key}; "
                 "prune with pruning.ranking: layer for equal widths, or ship the dpm artifact (.dpm.pt) or .pt2 program")
-        if widths[0] != getattr(config, key):
+        if widths[0] != config_value(config, key):
             updates[key] = widths[0]
     updates.update(_head_updates(model, dict(updates)))
     # Whatever the keys say, the architecture built from the new config must have the compact shapes
@@ -79,6 +80,10 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
                f"where heads are what it sets per layer, {fix}"
     if head_ratio == 0 or not head_modules(model):
         return None
+    scopes = sorted(set(config_scopes(model).values()))
+    if scopes:
+        return (f"{name} holds its parts' configs ({', '.join(scopes)}), and dpm records pruned attention heads "
+                f"in a single config only: set pruning.head_ratio: 0 to keep the heads, {fix}")
     if not _head_size_free(model):
         return (f"{name} cannot record pruned attention heads (with other head counts its model sizes "
                 f"the heads, a norm or the output projection from hidden_size, not the counts, and transformers 5 "
@@ -193,7 +198,7 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
         raise InputError(f"{folder} exists: choose another output or pass --force to overwrite it")
     updates = standard_config_updates(model)
     for key, value in updates.items():
-        setattr(model.config, key, value)  # the compact model's config now says what it is
+        set_config_value(model.config, key, value)  # the compact model's config now says what it is
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

@@ -1,0 +1,93 @@
+"""Composite transformers models, whose config holds its parts' configs (`sub_configs`): Gemma 3's
+multimodal checkpoints (a language model and a SigLIP vision tower: `text_config`, `vision_config`),
+CLIP (a text and a vision tower). Measured before: the FFN width of every part was "no config key"
+(`Gemma3Config` has no `intermediate_size`), so a folder was refused, although each part's config
+holds its own width. Now the key is the part's, dotted (`text_config.intermediate_size`), and the
+folder loads with no warning; pruned heads in a composite are refused for a folder before training."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from cli_helpers import run_cli  # noqa: E402
+from hf_helpers import cut_half, decoder_tokenizer, no_warning_load, text_file  # noqa: E402
+
+from dpm_cli.hf import load_hf, save_hf  # noqa: E402
+from dpm_cli.hf.prunable import ffn_layers, width_keys  # noqa: E402
+from dpm_cli.hf.save import format_problem  # noqa: E402
+
+T = transformers
+TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=64, sliding_window=16)
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+              patch_size=8)
+
+
+def gemma3_folder(folder, tokenizer=None):
+    """A Gemma3ForConditionalGeneration (what google/gemma-3-4b-it holds), loaded as a CausalLM."""
+    config = T.Gemma3Config(text_config=dict(TEXT, vocab_size=len(tokenizer) if tokenizer else 64),
+                            vision_config=VISION, mm_tokens_per_image=4, image_token_index=3)
+    torch.manual_seed(0)
+    T.AutoModelForCausalLM.from_config(config).save_pretrained(str(folder))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def tokens(batch=2):
+    g = torch.Generator().manual_seed(1)
+    return {"input_ids": torch.randint(4, 60, (batch, 12), generator=g), "attention_mask": torch.ones(batch, 12, dtype=torch.long)}
+
+
+def test_gemma3_multimodal_text_ffn_is_saved_in_text_config(tmp_path):
+    model = load_hf(gemma3_folder(tmp_path / "in"), "AutoModelForCausalLM").model
+    keys = width_keys(model, ffn_layers(model))
+    assert set(keys.values()) == {"text_config.intermediate_size", "vision_config.intermediate_size"}
+    assert format_problem(model, "layer", 0.0) is None
+    assert "holds its parts' configs (text_config, vision_config)" in format_problem(model, "layer", 0.5)
+    x = tokens()
+    assert cut_half(model, x).compact().max_rel_error <= 1e-5
+    widths = ffn_layers(model)  # text alone reaches the language model: the vision tower is kept
+    assert {w for name, w in widths.items() if "language_model" in name} == {32}
+    assert {w for name, w in widths.items() if "vision_tower" in name} == {64}
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out", x), T.AutoModelForCausalLM)
+    assert reloaded.config.text_config.intermediate_size == 32 and reloaded.config.vision_config.intermediate_size == 64
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**x).logits, model(**x).logits, atol=1e-5)
+
+
+def test_clip_both_towers_are_pruned_and_saved(tmp_path):
+    torch.manual_seed(0)
+    config = T.CLIPConfig(text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                           intermediate_size=64, vocab_size=64), vision_config=VISION, projection_dim=16)
+    T.CLIPModel(config).save_pretrained(str(tmp_path / "in"))
+    model = load_hf(tmp_path / "in").model
+    x = {"input_ids": tokens()["input_ids"], "pixel_values": torch.randn(2, 3, 32, 32)}
+    assert cut_half(model, x).compact().max_rel_error <= 1e-5
+    assert set(ffn_layers(model).values()) == {32}
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out", x), T.AutoModel)
+    assert reloaded.config.text_config.intermediate_size == 32 and reloaded.config.vision_config.intermediate_size == 32
+
+
+def test_cli_prunes_a_gemma3_multimodal_folder_on_text_into_a_folder(tmp_path, capsys):
+    tok = decoder_tokenizer(["<pad>", "<bos>", "<eos>", "<img>", "<unk>"], bos="<bos>", eos="<eos>", unk="<unk>")
+    folder = gemma3_folder(tmp_path / "gemma3", tok)
+    (tmp_path / "r.yaml").write_text(f"""\
+version: 1
+model: {{hf: {{path: {folder}, task: AutoModelForCausalLM}}, seq_len: 12}}
+data: {{source: text, path: {text_file(tmp_path / 't.txt', 24)}, batch_size: 8, eval_batch_size: 16}}
+objective: {{kind: distill, targets: [logits]}}
+pruning: {{budget: {{kind: macs, keep: 0.8}}, ranking: layer, head_ratio: 0, decay_steps: 2}}
+training: {{steps: 6, log_every: 3, optimizer: {{name: adamw, lr: 1.0e-3, weight_decay: 0.0}}}}
+output: {{dir: {tmp_path / 'run'}, hf: true}}
+""")
+    code, out, err = run_cli(["prune", "-r", tmp_path / "r.yaml", "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["equivalence_error"] <= 1e-4 and summary["macs_after"] <= 0.8 * summary["macs_before"]
+    reloaded = no_warning_load(tmp_path / "run" / "model-hf", T.AutoModelForCausalLM)
+    assert reloaded.config.text_config.intermediate_size < 64
