@@ -282,6 +282,7 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
     from .batch import call_model, describe
     from .engine.conv1d import customized_pruners
     from .engine.kv_cache import cache_off
+    from .engine.tp_fixes import tolerant_concat_widths
     from .engine.outputs import OutputCapture
 
     was_training = model.training
@@ -293,7 +294,7 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
         own = {HEADS_TAG: replay_heads, EXPERTS_TAG: replay_experts}
 
         try:  # traced as the engine traced it: keyword inputs, every output field (a ModelOutput)
-            with cache_off(model):
+            with cache_off(model), tolerant_concat_widths():
                 graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=call_model,
                                                               output_transform=OutputCapture(),
                                                               customized_pruners=customized_pruners())
@@ -303,7 +304,8 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
             raise CheckpointError(f"the model does not run on the artifact's {what} "
                                   f"({type(err).__name__}: {show(str(err)[:120])})") from err
         try:
-            graph.load_pruning_history([list(step) for step in stage if step[0] not in own])
+            with tolerant_concat_widths():
+                graph.load_pruning_history([list(step) for step in stage if step[0] not in own])
             for step in stage:  # attention heads and expert units: removed by dpm after torch-pruning's steps
                 if step[0] in own:
                     own[step[0]](model, step)

@@ -418,3 +418,28 @@ def test_deberta_v2_heads_leave_exactly_with_their_relative_position_projections
     attention = model.encoder.layer[0].attention.self
     rows = {n: m.out_features for n, m in attention.named_children() if isinstance(m, torch.nn.Linear)}
     assert set(rows.values()) == {16}  # q, k, v (and the position projections where there are some)
+
+
+def test_partial_rotary_concat_that_torch_pruning_cannot_size_no_longer_stops_the_trace(tmp_path):
+    """MiniMax concatenates rotated and passed-through query channels; torch-pruning 1.6.1 compared a
+    None width in `update_concat_index_mapping` (TypeError) and the trace failed ("torch-pruning cannot
+    trace the model"). With `engine.tp_fixes` that concat gets no index mapping, as torch-pruning
+    intends, and half the FFN is removed exactly and saved; the artifact replays it."""
+    import dpm_cli
+    from artifact_helpers import save
+    from dpm_cli.artifact import make_artifact
+    from dpm_cli.hf.artifact import hf_provenance
+
+    base = T.AutoConfig.for_model("minimax").to_dict()
+    torch.manual_seed(0)
+    T.AutoModel.from_config(T.AutoConfig.for_model("minimax", **{k: v for k, v in dict(GQA, head_dim=8).items()
+                                                                 if k in base})).save_pretrained(str(tmp_path / "in"))
+    model, x = load_hf(tmp_path / "in").model, inputs("minimax")
+    prov, _ = hf_provenance(model, x)
+    result = prune(model, x, 0.0)
+    assert result.max_rel_error <= 1e-5
+    reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out", x), x)
+    assert same
+    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)

@@ -191,3 +191,20 @@ def test_a_channels_budget_with_no_channel_structures_is_one_budget_error(tmp_pa
     model = load_hf(folder(tmp_path, T.ViTModel, T.ViTConfig, VIT)).model
     with pytest.raises(BudgetError, match="cannot be reached"):
         cut_half(model, derived_example(model), 0.0, ignore=protected_modules(model) + ffn_roots(model))
+
+
+def test_dinov3_ffn_saved_and_heads_exact_through_its_partial_rotary_concat(tmp_path):
+    """DINOv3's attention (q/k/v/o_proj with num_heads) matched no head rule, and torch-pruning could
+    not trace it at all: its rotary embedding concatenates the class/register tokens with the rotated
+    patch tokens, whose widths torch-pruning 1.6.1 fails to infer (IndexError; `engine.tp_fixes`)."""
+    kwargs = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                  patch_size=8)
+    path = folder(tmp_path, T.DINOv3ViTModel, T.DINOv3ViTConfig, kwargs)
+    model = load_hf(path).model
+    x = derived_example(model)
+    assert cut_half(model, x, 0.0).compact().max_rel_error <= 1e-5
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out", x), T.AutoModel)
+    assert torch.allclose(output(reloaded, x), output(model, x), atol=1e-6)
+    heads = load_hf(path).model
+    assert head_problem(heads, 0.5) is None
+    assert cut_half(heads, x, 0.5).compact().max_rel_error <= 1e-5

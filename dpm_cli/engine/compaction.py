@@ -23,6 +23,7 @@ from .experts import HISTORY_TAG as EXPERTS_TAG
 from .heads import head_history
 from .outputs import compare_outputs, snapshot_outputs
 from .transaction import Transaction
+from .tp_fixes import tolerant_concat_widths
 
 
 @dataclass
@@ -120,7 +121,8 @@ def remove_structures(plan: CompactionPlan) -> tuple[dict[str, list[int]], list[
                     pruned_heads[removal.group] = removed
                 continue
             handler = graph.get_pruner_of_module(removal.root).prune_out_channels
-            graph.get_pruning_group(removal.root, handler, removal.channels).prune()
+            with tolerant_concat_widths():
+                graph.get_pruning_group(removal.root, handler, removal.channels).prune()
         except Exception as err:
             failure = CompactionError(f"torch-pruning failed to remove {len(removal.channels)} channels of group "
                                       f"{removal.group} ({type(err).__name__}: {_first_line(err)})")

@@ -14,6 +14,7 @@ from .conv1d import customized_pruners, root_types
 from .coupling import iter_groups, rms_norm_params
 from .deadline import Deadline, Progress
 from .kv_cache import cache_off
+from .tp_fixes import tolerant_concat_widths
 from .outputs import OutputCapture, protected_roots, run_model  # noqa: F401  (run_model: old import path)
 from .experts import expert_axes, expert_parameters, find_expert_groups
 from .heads import HeadClaims, add_head_groups
@@ -101,7 +102,8 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
     capture = OutputCapture()
     hint = ("; or ignore the slow part with pruning.ignore (e.g. a whole stage: 'features.5*'); "
             "see docs/COVERAGE.md")
-    with Deadline(timeout_s, "building torch-pruning's dependency graph", progress, hint=hint) as deadline:
+    with Deadline(timeout_s, "building torch-pruning's dependency graph", progress, hint=hint) as deadline, \
+            tolerant_concat_widths():
         graph = build_graph(model, example_inputs, deadline, capture)
         deadline.status = "finding the layers that feed the outputs"
         roots = root_types(ROOT_TYPES)  # + transformers' Conv1D (GPT-2) when loaded

@@ -239,6 +239,7 @@ class ProjectionAttention(HeadAdapter):
                ("q_proj", "k_proj", "v_proj", "out_proj", "num_attention_heads", "head_dim"),
                # the transformers 5 vision encoders (ViT, DeiT, DINOv2, ...): no grouped-query attributes
                ("q_proj", "k_proj", "v_proj", "o_proj", "num_attention_heads", "head_dim"),
+               ("q_proj", "k_proj", "v_proj", "o_proj", "num_heads", "head_dim"),  # DINOv3
                ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "attention_head_size"))
 
     def _layout(self, module: nn.Module) -> tuple[str, ...] | None:
