@@ -276,8 +276,10 @@ def test_a_warning_the_source_folder_already_gives_does_not_refuse_the_saved_fol
                                    max_position_embeddings=64, rope_parameters=rope)
     torch.manual_seed(0)
     transformers.LlamaModel(cfg).save_pretrained(str(tmp_path / "in"))
-    model, x = load_hf(tmp_path / "in").model, tokens()
+    loaded = load_hf(tmp_path / "in")
+    model, x = loaded.model, tokens()
     assert any("original_max_position_embeddings" in w for w in model._dpm_load_warnings)
+    assert any(n.startswith("transformers: `rope_parameters`") for n in loaded.notes)  # said once, as a note
     cut_half(model, x).compact()
     assert (save_hf(model, None, tmp_path / "out", x) / "config.json").is_file()
     model._dpm_load_warnings = ()  # a warning the source did not give still refuses the folder

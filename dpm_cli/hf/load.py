@@ -124,6 +124,9 @@ def load_hf(path: str | Path, task: str = "AutoModel") -> HFLoaded:
         loaded.notes.append(f"{len(missing)} weight(s) not in {path.name} were initialised at random "
                             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
     loaded.notes += [w for w in warned if "initialized" in w.lower() and not missing][:1]
+    # anything else transformers said (a config it finds odd), one line each; its key table is the note above
+    loaded.notes += [f"transformers: {w.strip().splitlines()[0][:200]}" for w in warned
+                     if "LOAD REPORT" not in w and "initialized" not in w.lower()][:2]
     return loaded
 
 
