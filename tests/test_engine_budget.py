@@ -134,3 +134,17 @@ def test_building_a_pruner_does_not_change_the_model():
     assert model.training
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_torch_pruning_failing_while_it_maps_channels_is_one_trace_error(monkeypatch):
+    """An index mapping torch-pruning cannot build (HunYuan v4's split rotary raised IndexError from
+    get_pruning_group) escaped group discovery as a raw exception: now a TraceError saying where."""
+    import dpm_cli.engine.groups as groups
+
+    def broken(*args, **kwargs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(groups, "protected_roots", broken)
+    with pytest.raises(TraceError, match=r"torch-pruning failed while finding the layers that feed the outputs "
+                                         r"\(IndexError: list index out of range\)"):
+        discover_groups(TwoStage(), batch()[0][:2])

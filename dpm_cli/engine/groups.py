@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import fnmatch
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -93,6 +94,21 @@ def _remove_new_hooks(before: dict[nn.Module, tuple[set, set]]) -> None:
             del module._forward_pre_hooks[key]
 
 
+@contextmanager
+def _as_trace_error(deadline: Deadline) -> Iterator[None]:
+    """torch-pruning failing while it maps channels through the graph (an index mapping it cannot
+    build, e.g. HunYuan v4's split rotary) is one line, like a failed trace, not a traceback."""
+    try:
+        yield
+    except DpmError:
+        raise
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        raise TraceError(f"torch-pruning failed while {deadline.status} ({type(err).__name__}: {first}), so dpm "
+                         "cannot find this model's channel groups; a module named there can be set aside with "
+                         "pruning.ignore") from err
+
+
 def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | None = None,
                     ignore_classifier: bool = True, *, timeout_s: float | None = None,
                     progress: Progress | None = None, through_norm: bool = False) -> GroupSet:
@@ -103,7 +119,7 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
     hint = ("; or ignore the slow part with pruning.ignore (e.g. a whole stage: 'features.5*'); "
             "see docs/COVERAGE.md")
     with Deadline(timeout_s, "building torch-pruning's dependency graph", progress, hint=hint) as deadline, \
-            tolerant_concat_widths():
+            tolerant_concat_widths(), _as_trace_error(deadline):
         graph = build_graph(model, example_inputs, deadline, capture)
         deadline.status = "finding the layers that feed the outputs"
         roots = root_types(ROOT_TYPES)  # + transformers' Conv1D (GPT-2) when loaded
