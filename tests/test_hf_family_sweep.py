@@ -443,3 +443,18 @@ def test_partial_rotary_concat_that_torch_pruning_cannot_size_no_longer_stops_th
     rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
     with torch.no_grad():
         assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
+
+
+def test_a_width_key_that_also_sizes_a_second_mlp_in_the_same_layer_is_refused_before_training():
+    """Higgs Audio v2's decoder layers hold a text mlp (pruned) and an audio_mlp (not an FFN dpm knows,
+    so kept) sized by the same intermediate_size. The spill check skipped everything under the layer,
+    so the folder was refused at save time, after training; it now skips only the FFN's own
+    projections and the input axis of the layers reading them."""
+    base = T.AutoConfig.for_model("higgs_audio_v2").to_dict()
+    torch.manual_seed(0)
+    model = T.AutoModel.from_config(T.AutoConfig.for_model(
+        "higgs_audio_v2", **{k: v for k, v in dict(GQA, head_dim=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                                   audio_stream_bos_id=1, audio_stream_eos_id=2).items()
+                             if k in base})).eval()
+    problem = format_problem(model, "layer", 0.0)
+    assert "intermediate_size also sizes layers dpm keeps (model.layers.0.audio_mlp.gate_proj.weight)" in problem

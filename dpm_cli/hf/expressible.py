@@ -75,12 +75,36 @@ def width_key_spills(model: nn.Module, key: str, layers: dict[str, int]) -> str 
     """The first shape outside every FFN dpm prunes that setting `key` to another width also changes
     (GLM-4-MoE and DeepSeek size their shared experts, which dpm keeps, from moe_intermediate_size), or
     None; None as well when the class cannot be built."""
-    from .prunable import ffn_layers
+    from .prunable import expert_layers, ffn_roots
 
-    built = build_meta(model, {key: max(layers.values()) + 1})
+    probe = max(layers.values()) + 1
+    built = build_meta(model, {key: probe})
     if built is None:
         return None
-    return _first_difference(built, model, tuple(f"{name}." for name in ffn_layers(model)))
+    # the FFNs' own input projections change their rows, the layers reading them only their input axis;
+    # anything else that changes is a layer dpm keeps (a dual FFN's second MLP, a shared expert)
+    pruned = tuple(f"{name}." for name in [*ffn_roots(model), *expert_layers(model)])
+    shapes = {name: tuple(t.shape) for name, t in _tensors(built).items()}
+    for name, t in _tensors(model).items():
+        new, old = shapes.get(name), tuple(t.shape)
+        if new is None or new == old or name.startswith(pruned) or _reads_width(model, name, new, old, probe):
+            continue
+        return f"{name}: the config gives {list(new)}, the model has {list(old)}"
+    return None
+
+
+def _reads_width(model: nn.Module, name: str, new: tuple[int, ...], old: tuple[int, ...], width: int) -> bool:
+    """Whether the parameter `name` changed only along its module's input axis, to `width`: the FFN's
+    down projection (a Linear's weight columns, a Conv1D's rows)."""
+    owner, _, attr = name.rpartition(".")
+    try:
+        module = model.get_submodule(owner)
+    except AttributeError:
+        return False
+    if attr != "weight" or len(new) != len(old) or not isinstance(getattr(module, "weight", None), torch.Tensor):
+        return False
+    axis = in_axis(module)
+    return new[axis] == width and all(a == b for i, (a, b) in enumerate(zip(new, old)) if i != axis)
 
 
 def head_size_free(model: nn.Module, base: dict[str, Any] | None = None) -> bool | None:
