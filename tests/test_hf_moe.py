@@ -216,3 +216,29 @@ def test_cli_prunes_a_mixture_of_experts_causal_lm_with_dpm_and_writes_a_folder(
     reloaded = no_warning_load(tmp_path / "run" / "model-hf", T.AutoModelForCausalLM)
     assert reloaded.config.moe_intermediate_size == 8
     assert expert_layers(reloaded) == {"model.layers.0.mlp.experts": 8, "model.layers.1.mlp.experts": 8}
+
+
+@pytest.mark.parametrize("family, kwargs", [
+    # Llama 4: experts without transformers' layout flags (transposed, gate and up in halves), a router
+    # that is an nn.Linear returning (scores, logits), and a shared expert (feed_forward.shared_expert)
+    ("llama4_text", dict(BASE, intermediate_size=16, intermediate_size_mlp=48, num_local_experts=4,
+                         num_experts_per_tok=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    # PhiMoE: a router that is an nn.Linear subclass with a forward of its own
+    ("phimoe", dict(BASE, intermediate_size=16, num_local_experts=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+], ids=["llama4", "phimoe"])
+def test_routers_that_torch_pruning_could_not_trace_and_unflagged_experts(tmp_path, family, kwargs):
+    """Both failed torch-pruning's trace ("'tuple' object has no attribute 'shape'": it reads the
+    output shape of every Linear it hooks before unpacking a tuple), and Llama 4's experts were refused
+    ("without transformers' layout flags"). Now every expert and shared expert loses half its units,
+    exactly, and the folder reloads with the same outputs."""
+    base = T.AutoConfig.for_model(family).to_dict()
+    torch.manual_seed(0)
+    T.AutoModel.from_config(T.AutoConfig.for_model(family, **{k: v for k, v in kwargs.items() if k in base})
+                            ).save_pretrained(str(tmp_path / "in"))
+    model, x = load_hf(tmp_path / "in").model, inputs()
+    before = ffn_layers(model)
+    assert expert_layers(model)  # the experts are recognised
+    assert cut_half(model, x).compact().max_rel_error <= 1e-5
+    assert ffn_layers(model) == {layer: width // 2 for layer, width in before.items()}
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out", x), T.AutoModel)
+    assert ffn_layers(reloaded) == ffn_layers(model)

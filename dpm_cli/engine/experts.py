@@ -48,6 +48,11 @@ class ExpertLayout:
         return [u + p * self.width for p in range(self.parts) for u in units]
 
 
+# Experts classes without transformers' layout flags, and the layout their forward uses. Llama 4:
+# bmm(hidden, gate_up_proj [experts, hidden, 2 x units]) then chunk(2): transposed, gate and up in halves.
+UNFLAGGED = {"Llama4TextExperts": {"is_transposed": True, "is_concatenated": True}}
+
+
 def describe(name: str, module: nn.Module) -> ExpertLayout | None:
     """The layout of a stacked-experts module, None for any other module, Unsupported when it looks
     like one but its layout cannot be read."""
@@ -57,11 +62,13 @@ def describe(name: str, module: nn.Module) -> ExpertLayout | None:
     first = params.get("gate_up_proj" if gated else "up_proj")
     if not (isinstance(down, nn.Parameter) and isinstance(first, nn.Parameter) and down.dim() == 3 == first.dim()):
         return None
-    if not hasattr(module, "is_transposed"):
+    flags = {k: getattr(module, k) for k in ("is_transposed", "is_concatenated") if hasattr(module, k)} or \
+        UNFLAGGED.get(type(module).__name__)
+    if not flags:
         raise Unsupported(f"{name} ({type(module).__name__}) stacks its experts' weights without transformers' "
                           "layout flags (is_transposed, is_concatenated), so dpm cannot tell which axis holds "
                           "the units")
-    transposed = bool(module.is_transposed)
+    transposed = bool(flags["is_transposed"])
     parts = 2 if gated else 1
     in_dim, down_dim = (2, 1) if transposed else (1, 2)
     width = down.shape[down_dim]
@@ -70,7 +77,7 @@ def describe(name: str, module: nn.Module) -> ExpertLayout | None:
                           f"{list(down.shape)} do not share {parts} x {width} units per expert")
     key = "gate_up_proj" if gated else "up_proj"
     inputs = (key,) + ((f"{key}_bias",) if isinstance(params.get(f"{key}_bias"), nn.Parameter) else ())
-    return ExpertLayout(inputs, parts, not getattr(module, "is_concatenated", True), in_dim, down_dim, width)
+    return ExpertLayout(inputs, parts, not flags.get("is_concatenated", True), in_dim, down_dim, width)
 
 
 def _unit_axis(layout: ExpertLayout, attr: str) -> int:

@@ -30,7 +30,8 @@ from ..errors import ConfigError
 FUSED_PARTS = {"mlp.gate_up_proj": 2, "mlp.Wi": 2}
 # A mixture of experts' shared expert with a width key of its own (Qwen2-MoE: shared_expert_intermediate_size);
 # its layer is named after it ("layers.0.mlp.shared_expert"), so the key can be found (STACK_WIDTH_KEYS).
-SHARED_EXPERT_INPUTS = ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj")
+SHARED_EXPERT_INPUTS = ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj",
+                        "feed_forward.shared_expert.gate_proj", "feed_forward.shared_expert.up_proj")  # Llama 4
 FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
               "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
               "mlp.fc_in", "ffn.up_proj", "ffn.gate_proj", "lin1", "feed_forward.gate_proj",
