@@ -56,8 +56,9 @@ def _match(patterns: list[str], model: nn.Module) -> tuple[list[nn.Module], list
 def tuple_linears(model: nn.Module) -> list[nn.Module]:
     """nn.Linear subclasses with a forward of their own (mixture-of-experts routers: Llama 4's returns
     (scores, logits)). torch-pruning 1.6.1 reads `outputs.shape` of every Linear it hooks before it
-    unpacks a tuple, so such a module fails the trace; left out of its hooks, the router is traced as
-    the ops it runs (it is kept whole anyway: only FFN units and heads are pruned)."""
+    unpacks a tuple, so such a module fails the trace; where it did, the trace is run again with these
+    left out of its hooks, and the router is traced as the ops it runs (it is kept whole anyway in a
+    transformers model: only FFN units and heads are pruned)."""
     return [m for m in model.modules() if isinstance(m, nn.Linear) and type(m).forward is not nn.Linear.forward]
 
 
@@ -79,10 +80,17 @@ def build_graph(model: nn.Module, example_inputs: Any, deadline: Deadline | None
         # axis when they are transposed): dpm prunes them itself, never through a torch-pruning group.
         rms += expert_parameters(model)
         with cache_off(model):  # a decoder's key/value cache: nothing to prune, and untraceable
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, forward_fn=run_model,
-                                                         output_transform=capture, unwrapped_parameters=rms,
-                                                         customized_pruners=customized_pruners(),
-                                                         ignored_layers=tuple_linears(model))
+            def trace(ignored: list[nn.Module]) -> tp.DependencyGraph:
+                return tp.DependencyGraph().build_dependency(
+                    model, example_inputs=example_inputs, forward_fn=run_model, output_transform=capture,
+                    unwrapped_parameters=rms, customized_pruners=customized_pruners(), ignored_layers=ignored)
+            try:
+                return trace([])
+            except AttributeError as err:  # see tuple_linears: retried only where the trace failed that way
+                if "'tuple' object has no attribute 'shape'" not in str(err) or not tuple_linears(model):
+                    raise
+                _remove_new_hooks(hooks)
+                return trace(tuple_linears(model))
     except DpmError:
         _remove_new_hooks(hooks)  # interrupted mid-trace: torch-pruning's hooks are still registered
         raise
