@@ -458,3 +458,14 @@ def test_a_width_key_that_also_sizes_a_second_mlp_in_the_same_layer_is_refused_b
                              if k in base})).eval()
     problem = format_problem(model, "layer", 0.0)
     assert "intermediate_size also sizes layers dpm keeps (model.layers.0.audio_mlp.gate_proj.weight)" in problem
+
+
+def test_a_norm_inside_the_ffn_sized_by_the_width_key_is_a_spill_not_a_crash():
+    """BitNet normalises the FFN's intermediate units (mlp.ffn_sub_norm, a 1-d weight of the width):
+    the spill check indexed its input axis (IndexError, found by benchmarks/hf_family_sweep.py)."""
+    base = T.AutoConfig.for_model("bitnet").to_dict()
+    torch.manual_seed(0)
+    model = T.AutoModel.from_config(T.AutoConfig.for_model(
+        "bitnet", **{k: v for k, v in dict(GQA, head_dim=8, pad_token_id=0, bos_token_id=1, eos_token_id=2).items()
+                     if k in base})).eval()
+    assert "ffn_sub_norm" in format_problem(model, "layer", 0.0)

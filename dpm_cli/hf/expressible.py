@@ -104,6 +104,8 @@ def _reads_width(model: nn.Module, name: str, new: tuple[int, ...], old: tuple[i
     if attr != "weight" or len(new) != len(old) or not isinstance(getattr(module, "weight", None), torch.Tensor):
         return False
     axis = in_axis(module)
+    if axis >= len(new):  # a norm's 1-d weight inside the FFN (BitNet's ffn_sub_norm): not a reader
+        return False
     return new[axis] == width and all(a == b for i, (a, b) in enumerate(zip(new, old)) if i != axis)
 
 
