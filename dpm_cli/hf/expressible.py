@@ -78,14 +78,15 @@ def width_key_spills(model: nn.Module, key: str, layers: dict[str, int]) -> str 
     from .prunable import expert_layers, ffn_roots
 
     probe = max(layers.values()) + 1
-    built = build_meta(model, {key: probe})
-    if built is None:
+    built, as_configured = build_meta(model, {key: probe}), build_meta(model, {})
+    if built is None or as_configured is None:
         return None
-    # the FFNs' own input projections change their rows, the layers reading them only their input axis;
-    # anything else that changes is a layer dpm keeps (a dual FFN's second MLP, a shared expert)
+    # What the key changes, against the config as it is (not the model, which may have lost heads
+    # already): the FFNs' own input projections change their rows, the layers reading them only their
+    # input axis; anything else is a layer dpm keeps (a dual FFN's second MLP, a shared expert).
     pruned = tuple(f"{name}." for name in [*ffn_roots(model), *expert_layers(model)])
     shapes = {name: tuple(t.shape) for name, t in _tensors(built).items()}
-    for name, t in _tensors(model).items():
+    for name, t in _tensors(as_configured).items():
         new, old = shapes.get(name), tuple(t.shape)
         if new is None or new == old or name.startswith(pruned) or _reads_width(model, name, new, old, probe):
             continue
