@@ -469,3 +469,28 @@ def test_a_norm_inside_the_ffn_sized_by_the_width_key_is_a_spill_not_a_crash():
         "bitnet", **{k: v for k, v in dict(GQA, head_dim=8, pad_token_id=0, bos_token_id=1, eos_token_id=2).items()
                      if k in base})).eval()
     assert "ffn_sub_norm" in format_problem(model, "layer", 0.0)
+
+
+@pytest.mark.parametrize("family", ["qwen3_5_text", "qwen3_next"])
+def test_gated_attention_heads_leave_with_their_gate_rows_and_are_saved(tmp_path, family):
+    """Qwen3.5 and Qwen3-Next keep an output gate per head in q_proj (each head's 8 query rows, then its
+    8 gate rows) beside linear-attention layers: the Llama-style rule took every row for a query head
+    and refused them ("do not share key/value heads evenly"). A key/value head now leaves with its
+    query heads' q and gate rows, exactly on a padded batch, and the folder records the counts."""
+    base = T.AutoConfig.for_model(family).to_dict()
+    kwargs = dict(GQA, head_dim=8, num_hidden_layers=4, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                  linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
+                  moe_intermediate_size=16, shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2)
+    torch.manual_seed(0)
+    T.AutoModel.from_config(T.AutoConfig.for_model(family, **{k: v for k, v in kwargs.items() if k in base})
+                            ).save_pretrained(str(tmp_path / "in"))
+    model = load_hf(tmp_path / "in").model
+    x = {k: v.repeat(2, 1) for k, v in inputs(family).items()}
+    x["attention_mask"][1, 9:] = 0
+    assert head_problem(model, 0.5) is None and format_problem(model, "layer", 0.5) is None
+    assert prune(model, x, 0.5).max_rel_error <= 1e-5
+    assert head_counts(model) == [(2, 1)]  # the one full-attention layer of four
+    attention = model.layers[3].self_attn
+    assert attention.q_proj.out_features == 2 * 2 * 8 and attention.o_proj.in_features == 2 * 8
+    reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out", x), x)
+    assert same and (reloaded.config.num_attention_heads, reloaded.config.num_key_value_heads) == (2, 1)

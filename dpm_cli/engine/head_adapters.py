@@ -32,17 +32,27 @@ class HeadLayout:
     macs_module: str = ""  # the module whose counted MACs (attention matmuls) scale with the heads
     stride: int = 0  # rows from one block of heads to the next; 0: the block's own rows (heads contiguous)
     q_block: int = 1  # query heads per block (Falcon's grouped rows: a key/value head's queries, its k, its v)
+    q_gate: bool = False  # q holds each query head's rows, then its output gate's (Qwen3.5, Qwen3-Next)
 
     @property
     def per_kv(self) -> int:
         return self.heads // self.kv_heads
 
-    def row(self, first: int, channel: int, block: int = 1) -> int:
+    def row(self, first: int, channel: int, block: int = 1, stride: int = 0) -> int:
         """The row of head channel `channel` (head * head_dim + d) in a projection whose heads start at
-        `first` and come in blocks of `block` contiguous heads, one block every `stride` rows."""
+        `first` and come in blocks of `block` contiguous heads, one block every `stride` rows (this
+        projection's own, else the layout's)."""
         head, d = divmod(channel, self.head_dim)
         outer, inner = divmod(head, block)
-        return first + outer * (self.stride or block * self.head_dim) + inner * self.head_dim + d
+        return first + outer * (stride or self.stride or block * self.head_dim) + inner * self.head_dim + d
+
+    def q_parts(self) -> list[tuple[nn.Module, str, int, int, int]]:
+        """(holder, attribute, first row, block, stride) of the query rows, and of the output gate's
+        rows where q holds one after each head (a head's q rows, then its gate rows, per head)."""
+        holder, attr, first = self.q
+        if not self.q_gate:
+            return [(holder, attr, first, self.q_block, 0)]
+        return [(holder, attr, first + part * self.head_dim, 1, 2 * self.head_dim) for part in (0, 1)]
 
 
 class HeadAdapter:
@@ -152,7 +162,8 @@ class HFSelfAttention(HeadAdapter):
 class LlamaAttention(HeadAdapter):
     """Hugging Face Llama-style attention (q/k/v/o_proj, grouped-query): a structure is one key/value
     head with the query heads that share it. The forward reshapes with -1, so only counts change.
-    Phi (phi-2) is the same layout with the output projection named `dense`."""
+    Phi (phi-2) is the same layout with the output projection named `dense`; Qwen3.5 and Qwen3-Next
+    keep an output gate per head in q_proj (each head's q rows, then its gate rows)."""
 
     family = "hf-llama"
 
@@ -164,11 +175,14 @@ class LlamaAttention(HeadAdapter):
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
         dim = module.head_dim
         heads, kv = module.q_proj.out_features // dim, module.k_proj.out_features // dim
+        # an output gate per head in q_proj (Qwen3.5, Qwen3-Next): twice the rows the output reads
+        gated = module.q_proj.out_features == 2 * _out_proj(module).in_features
+        heads //= 2 if gated else 1
         _refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense"), dim)
         if heads % kv or heads // kv != module.num_key_value_groups:
             raise Unsupported(f"{name}: {heads} query heads do not share {kv} key/value heads evenly")
         return HeadLayout(self.family, heads, kv, dim, (module.q_proj, "weight", 0), (module.k_proj, "weight", 0),
-                          (module.v_proj, "weight", 0), _out_proj(module), [], name)
+                          (module.v_proj, "weight", 0), _out_proj(module), [], name, q_gate=gated)
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         for attr, value in (("num_heads", heads), ("num_key_value_heads", heads // layout.per_kv)):

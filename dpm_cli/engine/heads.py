@@ -62,9 +62,9 @@ class HeadRemoval:
         q_cols = [h * hd + d for h in q_heads for d in range(hd)]
         kv_rows = [j * hd + d for j in kv_heads for d in range(hd)]
         rows: dict[int, tuple[nn.Module, str, list[int]]] = {}
-        for (holder, attr, first), idxs, block in ((lay.q, q_cols, lay.q_block), (lay.k, kv_rows, 1),
-                                                   (lay.v, kv_rows, 1)):
-            rows.setdefault(id(holder), (holder, attr, []))[2].extend(lay.row(first, i, block) for i in idxs)
+        parts = [(*q, q_cols) for q in lay.q_parts()] + [(*lay.k, 1, 0, kv_rows), (*lay.v, 1, 0, kv_rows)]
+        for holder, attr, first, block, stride, idxs in parts:
+            rows.setdefault(id(holder), (holder, attr, []))[2].extend(lay.row(first, i, block, stride) for i in idxs)
         for holder, attr, idxs in rows.values():
             _drop_rows(holder, attr, sorted(idxs))
         for linear in lay.extra_rows:
@@ -109,13 +109,16 @@ def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlice
     kv_root = [(j // hd) * per_kv * hd + j % hd for j in kv_local]  # a kv row belongs to its first q head
     raw = []
 
-    def rows(holder: nn.Module, attr: str, first: int, local: list[int], root: list[int], block: int = 1) -> None:
+    def rows(holder: nn.Module, attr: str, first: int, local: list[int], root: list[int], block: int = 1,
+             stride: int = 0) -> None:
         for a in (attr, attr.replace("weight", "bias")):
             param = getattr(holder, a, None)
             if isinstance(param, nn.Parameter):
-                raw.append((param, f"{name}:{a}", out_axis(holder, a), [lay.row(first, i, block) for i in local], root))
+                raw.append((param, f"{name}:{a}", out_axis(holder, a),
+                            [lay.row(first, i, block, stride) for i in local], root))
 
-    rows(*lay.q, channels, channels, lay.q_block)
+    for holder, attr, first, block, stride in lay.q_parts():  # the query rows (and an output gate's)
+        rows(holder, attr, first, channels, channels, block, stride)
     rows(*lay.k, kv_local, kv_root)
     rows(*lay.v, kv_local, kv_root)
     for linear in lay.extra_rows:
