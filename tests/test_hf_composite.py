@@ -91,3 +91,18 @@ output: {{dir: {tmp_path / 'run'}, hf: true}}
     assert summary["equivalence_error"] <= 1e-4 and summary["macs_after"] <= 0.8 * summary["macs_before"]
     reloaded = no_warning_load(tmp_path / "run" / "model-hf", T.AutoModelForCausalLM)
     assert reloaded.config.text_config.intermediate_size < 64
+
+
+def test_heads_of_a_tower_the_inputs_never_run_are_kept_whole(tmp_path):
+    """dpm finds head groups itself, not through the trace, so a Gemma 3 model given text had its vision
+    tower's heads cut by magnitude too (nothing ranked, trained or counted them). Only attention the
+    example inputs run is pruned by heads now; the vision tower is kept whole."""
+    from dpm_cli.hf.save import head_counts
+
+    model = load_hf(gemma3_folder(tmp_path / "in"), "AutoModelForCausalLM").model
+    assert cut_half(model, tokens(), 0.5).compact().max_rel_error <= 1e-5
+    vision = [name for name, m in model.named_modules() if name.endswith("self_attn") and "vision_tower" in name]
+    text = [name for name, m in model.named_modules() if name.endswith("self_attn") and "language_model" in name]
+    assert all(model.get_submodule(n).q_proj.out_features == 32 for n in vision)  # 4 heads of 8, as built
+    assert all(model.get_submodule(n).q_proj.out_features == 16 for n in text)  # half the heads
+    assert sorted(head_counts(model)) == [(2, 1)] * len(text) + [(4, 4)] * (len(vision) + 1)  # + SigLIP's pooling head

@@ -126,6 +126,19 @@ def _as_trace_error(deadline: Deadline) -> Iterator[None]:
                          "pruning.ignore") from err
 
 
+def _reached_only(graph: tp.DependencyGraph, groups: list[GroupSlices], skipped: dict[str, str]) -> list[GroupSlices]:
+    """Without the head groups of attention the example inputs never ran (a multimodal model's vision
+    tower given text): nothing would rank, train or count them, so they are kept whole."""
+    kept = []
+    for g in groups:
+        layout = getattr(g.remove, "layout", None) if g.kind == "heads" else None
+        if layout is not None and layout.q[0] not in graph.module2node:
+            skipped[g.name] = "its attention does not run on the example inputs (e.g. a vision tower given text): kept whole"
+            continue
+        kept.append(g)
+    return kept
+
+
 def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | None = None,
                     ignore_classifier: bool = True, *, timeout_s: float | None = None,
                     progress: Progress | None = None, through_norm: bool = False) -> GroupSet:
@@ -160,7 +173,7 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
             except Unsupported as why:
                 skipped[name] = str(why)
         deadline.status = "adding attention heads"
-        groups = add_head_groups(model, groups, skipped, user_ignored, claims)
+        groups = _reached_only(graph, add_head_groups(model, groups, skipped, user_ignored, claims), skipped)
         deadline.status = "adding mixture-of-experts units"
         experts, refused = find_expert_groups(model, user_ignored)
         groups += experts
