@@ -62,6 +62,13 @@ def tuple_linears(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.Linear) and type(m).forward is not nn.Linear.forward]
 
 
+def _trace(model: nn.Module, example_inputs: Any, capture: OutputCapture | None, unwrapped: list,
+           untraced: list[nn.Module]) -> tp.DependencyGraph:
+    return tp.DependencyGraph().build_dependency(
+        model, example_inputs=example_inputs, forward_fn=run_model, output_transform=capture,
+        unwrapped_parameters=unwrapped, customized_pruners=customized_pruners(), ignored_layers=untraced)
+
+
 def build_graph(model: nn.Module, example_inputs: Any, deadline: Deadline | None = None,
                 capture: OutputCapture | None = None) -> tp.DependencyGraph:
     """Trace the model; torch-pruning leaves it in eval mode, so restore the caller's mode."""
@@ -80,17 +87,13 @@ def build_graph(model: nn.Module, example_inputs: Any, deadline: Deadline | None
         # axis when they are transposed): dpm prunes them itself, never through a torch-pruning group.
         rms += expert_parameters(model)
         with cache_off(model):  # a decoder's key/value cache: nothing to prune, and untraceable
-            def trace(ignored: list[nn.Module]) -> tp.DependencyGraph:
-                return tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example_inputs, forward_fn=run_model, output_transform=capture,
-                    unwrapped_parameters=rms, customized_pruners=customized_pruners(), ignored_layers=ignored)
             try:
-                return trace([])
+                return _trace(model, example_inputs, capture, rms, [])
             except AttributeError as err:  # see tuple_linears: retried only where the trace failed that way
                 if "'tuple' object has no attribute 'shape'" not in str(err) or not tuple_linears(model):
                     raise
                 _remove_new_hooks(hooks)
-                return trace(tuple_linears(model))
+                return _trace(model, example_inputs, capture, rms, tuple_linears(model))
     except DpmError:
         _remove_new_hooks(hooks)  # interrupted mid-trace: torch-pruning's hooks are still registered
         raise
