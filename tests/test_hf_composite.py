@@ -106,3 +106,14 @@ def test_heads_of_a_tower_the_inputs_never_run_are_kept_whole(tmp_path):
     assert all(model.get_submodule(n).q_proj.out_features == 32 for n in vision)  # 4 heads of 8, as built
     assert all(model.get_submodule(n).q_proj.out_features == 16 for n in text)  # half the heads
     assert sorted(head_counts(model)) == [(2, 1)] * len(text) + [(4, 4)] * (len(vision) + 1)  # + SigLIP's pooling head
+
+
+def test_attention_whose_output_torch_pruning_does_not_map_still_counts_as_run(tmp_path):
+    """MRA's query projection runs but torch-pruning's graph has no node for it (its scores leave
+    autograd's path): asking the graph whether attention ran dropped MRA's heads; a forward hook asks."""
+    base = T.AutoConfig.for_model("mra").to_dict()
+    torch.manual_seed(0)
+    model = T.AutoModel.from_config(T.AutoConfig.for_model("mra", **{k: v for k, v in dict(
+        TEXT, pad_token_id=0).items() if k in base})).eval()
+    assert cut_half(model, tokens(), 0.5).compact().max_rel_error <= 1e-5
+    assert all(layer.attention.self.query.out_features == 16 for layer in model.encoder.layer)

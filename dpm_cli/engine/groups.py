@@ -18,7 +18,7 @@ from .kv_cache import cache_off
 from .tp_fixes import tolerant_concat_widths
 from .outputs import OutputCapture, protected_roots, run_model  # noqa: F401  (run_model: old import path)
 from .experts import expert_axes, expert_parameters, find_expert_groups
-from .heads import HeadClaims, add_head_groups
+from .heads import HeadClaims, adapter_for, add_head_groups
 from .structures import GroupSlices, Unsupported, merge_slices, slices_of_item
 from .units import channel_units, split_period
 
@@ -129,13 +129,25 @@ def _as_trace_error(deadline: Deadline) -> Iterator[None]:
                          "pruning.ignore") from err
 
 
-def _reached_only(graph: tp.DependencyGraph, groups: list[GroupSlices], skipped: dict[str, str]) -> list[GroupSlices]:
+@contextmanager
+def _attention_that_runs(model: nn.Module) -> Iterator[set[nn.Module]]:
+    """The attention modules (those a head adapter recognises) that run while the block executes."""
+    ran: set[nn.Module] = set()
+    hooks = [m.register_forward_hook(lambda module, args, out: ran.add(module))
+             for m in model.modules() if adapter_for(m)]
+    try:
+        yield ran
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _reached_only(ran: set[nn.Module], groups: list[GroupSlices], skipped: dict[str, str]) -> list[GroupSlices]:
     """Without the head groups of attention the example inputs never ran (a multimodal model's vision
     tower given text): nothing would rank, train or count them, so they are kept whole."""
     kept = []
     for g in groups:
-        layout = getattr(g.remove, "layout", None) if g.kind == "heads" else None
-        if layout is not None and layout.q[0] not in graph.module2node:
+        if g.kind == "heads" and g.root not in ran:
             skipped[g.name] = "its attention does not run on the example inputs (e.g. a vision tower given text): kept whole"
             continue
         kept.append(g)
@@ -153,7 +165,8 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
             "see docs/COVERAGE.md")
     with Deadline(timeout_s, "building torch-pruning's dependency graph", progress, hint=hint) as deadline, \
             tolerant_concat_widths(), _as_trace_error(deadline):
-        graph = build_graph(model, example_inputs, deadline, capture)
+        with _attention_that_runs(model) as ran:
+            graph = build_graph(model, example_inputs, deadline, capture)
         deadline.status = "finding the layers that feed the outputs"
         roots = root_types(ROOT_TYPES)  # + transformers' Conv1D (GPT-2) when loaded
         protected = protected_roots(graph, capture.tensors, roots) if ignore_classifier else {}
@@ -176,7 +189,7 @@ def discover_groups(model: nn.Module, example_inputs: Any, ignore: list[str] | N
             except Unsupported as why:
                 skipped[name] = str(why)
         deadline.status = "adding attention heads"
-        groups = _reached_only(graph, add_head_groups(model, groups, skipped, user_ignored, claims), skipped)
+        groups = _reached_only(ran, add_head_groups(model, groups, skipped, user_ignored, claims), skipped)
         deadline.status = "adding mixture-of-experts units"
         experts, refused = find_expert_groups(model, user_ignored)
         groups += experts
