@@ -208,3 +208,26 @@ def test_dinov3_ffn_saved_and_heads_exact_through_its_partial_rotary_concat(tmp_
     heads = load_hf(path).model
     assert head_problem(heads, 0.5) is None
     assert cut_half(heads, x, 0.5).compact().max_rel_error <= 1e-5
+
+
+@pytest.mark.parametrize("image_size", [10 ** 7, "big", -32, [32], True])
+def test_a_hostile_image_size_in_the_config_is_one_line_before_anything_is_allocated(tmp_path, capsys, image_size):
+    """The derived example's sizes come from the folder's config.json: a huge one would allocate
+    terabytes, a wrong type raised inside torch. Now a ConfigError, one line, before any tensor exists;
+    through the CLI (where the position embeddings no longer fit either) exit 2, one line."""
+    from dpm_cli.errors import ConfigError
+
+    from types import SimpleNamespace
+
+    # a config object that, unlike transformers' own, does not validate its fields
+    model = SimpleNamespace(config=SimpleNamespace(image_size=image_size, num_channels=3), main_input_name="pixel_values")
+    with pytest.raises(ConfigError) as err:
+        derived_example(model)
+    assert "\n" not in str(err.value)
+    path = folder(tmp_path, T.ViTModel, T.ViTConfig, VIT)
+    config = json.loads((path / "config.json").read_text())
+    config["image_size"] = image_size
+    (path / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    code, out, err = run_cli(["report", path], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

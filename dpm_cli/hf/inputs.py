@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..limits import check_example_shape
 
 # Costs are measured on this sentence padded to model.seq_len: MACs grow with the sequence length,
 # so every report states the length it counted at.
@@ -37,17 +38,27 @@ def derived_example(model: nn.Module) -> dict[str, torch.Tensor] | None:
     shape: tuple[int, ...] | None = None
     if name == "pixel_values" and getattr(config, "image_size", None):
         size = config.image_size
-        height, width = (size, size) if isinstance(size, int) else tuple(size)[:2]
-        shape = (1, int(getattr(config, "num_channels", 3)), int(height), int(width))
+        height, width = size[:2] if isinstance(size, (list, tuple)) and len(size) >= 2 else (size, size)
+        shape = (1, _size(getattr(config, "num_channels", 3)), _size(height), _size(width))
     elif name == "input_values":  # raw waveform: the feature encoder's convolutions need some length
         shape = (1, 16000)
     elif name == "input_features" and getattr(config, "num_mel_bins", None) and getattr(config, "max_source_positions", None):
-        shape = (1, int(config.num_mel_bins), 2 * int(config.max_source_positions))  # Whisper's stride-2 conv
+        shape = (1, _size(config.num_mel_bins), 2 * _size(config.max_source_positions))  # Whisper's stride-2 conv
     if shape is None:
         return None
+    # the sizes come from a file: checked like a typed --input-shape before anything is allocated
+    check_example_shape(shape, f"the input {name} shaped from {type(config).__name__}")
     return {name: torch.randn(shape, generator=torch.Generator().manual_seed(0))}
 
 
 def folder_example(model: nn.Module, tokenizer: Any, seq_len: int) -> dict[str, torch.Tensor] | None:
     """A folder's example input: its tokenizer's sample sentence when it has one, else `derived_example`."""
     return token_example(tokenizer, seq_len) if tokenizer is not None else derived_example(model)
+
+
+def _size(value: Any) -> int:
+    """A positive integer size from a config, or one line saying which value is not one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"the model's config gives the input size {value!r}, not a positive integer; "
+                          "fix config.json or pass --input-shape")
+    return value
