@@ -182,9 +182,14 @@ def config_scopes(model: nn.Module) -> dict[str, str]:
 
 
 def config_value(config: Any, key: str) -> Any:
-    """config.key, where key may be dotted into a part's config ("text_config.intermediate_size")."""
+    """config.key, where key may be dotted into a part's config ("text_config.intermediate_size") or an
+    alias (GPT-2's n_head); the global value where a per-layer config refuses to give one
+    (transformers' AmbiguousGlobalPerLayerAttributeError)."""
     for part in key.split("."):
-        config = getattr(config, part, None)
+        try:
+            config = getattr(config, part, None)
+        except Exception:
+            config = config.to_dict().get(part)
     return config
 
 

@@ -138,8 +138,8 @@ def head_counts(model: nn.Module) -> list[tuple[int, int]]:
 
 def _head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
     config = model.config
-    heads = _global(config, "num_attention_heads")
-    kv = _global(config, "num_key_value_heads") or heads
+    heads = config_value(config, "num_attention_heads")
+    kv = config_value(config, "num_key_value_heads") or heads
     counts = head_counts(model)
     if not counts or heads is None or all(c == (heads, kv) for c in counts):
         return {}
@@ -167,15 +167,6 @@ def _head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
         f"the attention head counts per layer ({[q for q, _ in counts]}) cannot be written in a "
         f"{type(config).__name__}: its head size is hidden_size / num_attention_heads and transformers 5 "
         "has no pruned_heads; ship the dpm artifact (.dpm.pt) or .pt2 program instead")
-
-
-def _global(config: Any, key: str) -> Any:
-    """config.key (an alias such as GPT-2's n_head resolved), or its global value where a per-layer config
-    refuses to give one (transformers' AmbiguousGlobalPerLayerAttributeError)."""
-    try:
-        return getattr(config, key, None)
-    except Exception:
-        return config.to_dict().get(key)
 
 
 def _head_size(model: nn.Module) -> int:
