@@ -291,3 +291,17 @@ def test_head_ratio_on_a_model_without_heads_is_refused_not_ignored():
     with pytest.raises(ConfigError, match="head_ratio 0.25 asks for attention heads"):
         DecayPruner(model, torch.zeros(1, 4), DPMConfig(budget=0.5, budget_kind="channels", head_ratio=0.25))
     DecayPruner(model, torch.zeros(1, 4), DPMConfig(budget=0.5, budget_kind="channels", head_ratio=0.0))
+
+
+def test_parameters_torch_pruning_has_no_pruner_for_raise_no_warning():
+    """vit_tiny's class token and position embedding belong to no layer: torch-pruning warned "Unwrapped
+    parameters detected" on stderr on every run of such a model (ViT, T5's norm weights)."""
+    import warnings
+
+    from dpm_cli.engine.groups import discover_groups
+
+    model = vit_tiny()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        groups = discover_groups(model, torch.randn(2, 3, 32, 32))
+    assert groups.groups and not [w for w in caught if "Unwrapped parameters" in str(w.message)]
