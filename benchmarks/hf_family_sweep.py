@@ -161,6 +161,7 @@ def sweep(model_types: list[str], out: Path) -> None:
                              "outcome": outcome, "message": message.splitlines()[0][:300] if message else ""})
             with out.open("a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
+    started.unlink(missing_ok=True)  # a finished sweep leaves nothing to report as a crash next time
 
 
 def summary(path: Path) -> None:

@@ -155,6 +155,7 @@ FALCON = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_
 @pytest.mark.parametrize("layout, kwargs, kept", [
     ("interleaved", dict(multi_query=False), (2, 2)),  # [q, k, v] of head 0, of head 1, ...
     ("grouped", dict(new_decoder_architecture=True, num_kv_heads=2), (2, 1)),  # [q, q, k, v] per key/value head
+    ("multi-query", dict(multi_query=True), (2, 1)),  # Falcon-7B: [q | k | v], the one key/value head stays
 ])
 def test_falcon_query_key_value_loses_whole_heads_in_either_row_layout_and_replays(tmp_path, layout, kwargs, kept):
     """Falcon's one query_key_value holds its heads in one of two layouts (a block per head, or per key/
@@ -182,8 +183,35 @@ def test_falcon_query_key_value_loses_whole_heads_in_either_row_layout_and_repla
         assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
 
 
+@pytest.mark.parametrize("multi_query, kept", [(True, (2, 1)), (False, (2, 2))])
+def test_gpt_bigcode_loses_query_heads_in_either_layout_and_replays(tmp_path, multi_query, kept):
+    """GPTBigCode (StarCoder) had no head rule. Multi-query (its default): c_attn is [q | k | v] with one
+    key/value head, which stays while query heads leave; else [q, k, v] per head. Exact both ways, a
+    folder refused before training (head size derived), the artifact replays."""
+    import dpm_cli
+    from artifact_helpers import save
+    from dpm_cli.artifact import make_artifact
+    from dpm_cli.hf.artifact import hf_provenance
+    from dpm_cli.hf.save import head_counts
+
+    cfg = transformers.GPTBigCodeConfig(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64,
+                                        multi_query=multi_query)
+    torch.manual_seed(0)
+    transformers.GPTBigCodeModel(cfg).save_pretrained(str(tmp_path / "g"))
+    model, x = load_hf(tmp_path / "g").model, _inputs()
+    prov, _ = hf_provenance(model, x)
+    assert "cannot record pruned attention heads" in format_problem(model, "layer", 0.5)
+    result = _prune(model, x, 0.5)
+    assert result.max_rel_error <= 1e-5
+    q, kv = kept
+    assert head_counts(model) == [kept, kept]
+    assert all(block.attn.c_attn.out_features == (q + 2 * kv) * 8 for block in model.h)
+    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, reason", [
-    (dict(multi_query=True), "one key/value head serves every query head (multi-query)"),  # Falcon-7B
     (dict(multi_query=False, alibi=True), "ALiBi position bias is built per head"),
 ])
 def test_falcon_attention_whose_heads_cannot_leave_is_refused_with_the_reason(kwargs, reason):

@@ -93,18 +93,46 @@ def test_gqa_graph_finishes_and_heads_are_key_value_groups(impl):
 
 
 def test_attention_without_a_head_group_is_fenced_and_the_graph_still_finishes():
-    """A user-ignored projection keeps its module's heads; one key/value head (multi-query) is one
-    structure, nothing to choose from. Their q/k/v would have looped in torch-pruning's grouping too."""
+    """A user-ignored projection keeps its module's heads. Its q/k/v would have looped in torch-pruning's
+    grouping too."""
     model = llama()
     pruner = DecayPruner(model, tokens(), DPMConfig(budget=0.8, decay_steps=1, ignore=["layers.0.self_attn.q_proj"],
                                                     graph_timeout_s=30))
     assert sorted(g.name for g in pruner.groups) == ["layers.0.mlp.up_proj", "layers.1.mlp.up_proj", "layers.1.self_attn"]
     assert "pruned as whole heads" in pruner.skipped["layers.0.self_attn.k_proj"]
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=1,
+
+
+def test_multi_query_attention_loses_query_heads_one_by_one_and_keeps_its_key_value_head(tmp_path):
+    """One key/value head serving every query head (Gemma 2B, Falcon-7B, StarCoder) was one structure,
+    so head_ratio was refused ("multi-query, so no head can leave alone"). A structure is now one query
+    head: its q rows and output columns decay and leave; k and v stay whole. Exact, and the folder
+    records num_attention_heads with num_key_value_heads 1."""
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=1, head_dim=HEAD_DIM)
-    mqa = transformers.LlamaModel(cfg).eval()
-    pruner = DecayPruner(mqa, tokens(), DPMConfig(budget=0.8, decay_steps=1, graph_timeout_s=30))
-    assert [g.name for g in pruner.groups] == ["layers.0.mlp.up_proj"]
+    torch.manual_seed(0)
+    mqa, x = transformers.LlamaModel(cfg).eval(), tokens()
+    pruner = DecayPruner(mqa, x, DPMConfig(budget=0.9, budget_kind="channels", decay_steps=1, head_ratio=0.5, graph_timeout_s=30,
+                                           ignore=protected_modules(mqa)))
+    heads = [(gi, g) for gi, g in enumerate(pruner.groups) if g.kind == "heads"]
+    assert [g.n_units for _, g in heads] == [4, 4]
+    k_weight = mqa.layers[0].self_attn.k_proj.weight
+    assert not any(s.param is k_weight for _, g in heads for s in g.slices)  # the key/value head is no structure's
+    pruner.prune_now([(heads[0][0], 1), (heads[0][0], 2), (heads[1][0], 0)])
+    result = pruner.compact()
+    assert result.max_rel_error <= 1e-5
+    assert [(a.q_proj.out_features, a.k_proj.out_features, a.o_proj.in_features) for a in attentions(mqa)] == [
+        (16, 8, 16), (24, 8, 24)]
+    assert [a.num_key_value_groups for a in attentions(mqa)] == [2, 3]
+    pruner = DecayPruner(mqa, x, DPMConfig(budget=0.9, budget_kind="channels", decay_steps=1, head_ratio=0.5, graph_timeout_s=30,
+                                           ignore=protected_modules(mqa)))
+    heads = [gi for gi, g in enumerate(pruner.groups) if g.kind == "heads"]
+    pruner.prune_now([(heads[1], 0)])  # equal counts per layer: 2 and 2
+    assert pruner.compact().max_rel_error <= 1e-5
+    save_hf(mqa, None, tmp_path / "out", x)
+    reloaded = no_warning_load(tmp_path / "out", transformers.AutoModel)
+    assert (reloaded.config.num_attention_heads, reloaded.config.num_key_value_heads) == (2, 1)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**x).last_hidden_state, mqa(**x).last_hidden_state, atol=1e-6)
 
 
 # ------------------------------------------------------------------ library: exact, saved, reloaded

@@ -117,6 +117,8 @@ def remove_structures(plan: CompactionPlan) -> tuple[dict[str, list[int]], list[
                 removed = removal.remove(removal.channels)
                 if removal.kind == "experts":
                     experts.append([EXPERTS_TAG, removal.group, removed])
+                elif isinstance(removed, dict):  # heads across layers: every member, and a shared table
+                    pruned_heads.update(removed)
                 else:
                     pruned_heads[removal.group] = removed
                 continue

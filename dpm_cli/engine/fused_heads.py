@@ -63,15 +63,15 @@ class Phi3Attention(HeadAdapter):
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         config = copy.copy(module.config)
-        config.num_attention_heads, config.num_key_value_heads = heads, heads // layout.per_kv
-        module.config, module.num_key_value_heads = config, heads // layout.per_kv
+        config.num_attention_heads, config.num_key_value_heads = heads, layout.kv_after(heads)
+        module.config, module.num_key_value_heads = config, layout.kv_after(heads)
 
 
 class FalconAttention(HeadAdapter):
     """Hugging Face Falcon attention: one `query_key_value` in one of three row layouts, `dense` reads the
     query heads. New decoder architecture (Falcon-40B/180B, Falcon 2): a block per key/value head, its
     query heads then its key and value; multi-query (Falcon-7B): [q | k | v] with one key/value head,
-    which is then one structure, so nothing to remove; otherwise [q, k, v] interleaved per head. The
+    which stays while query heads leave one by one; otherwise [q, k, v] interleaved per head. The
     forward reshapes with num_heads / num_kv_heads. ALiBi models are refused: their position bias is
     built per head from the config's count at the model level."""
 
@@ -103,7 +103,40 @@ class FalconAttention(HeadAdapter):
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         module.num_heads = heads
         if module.new_decoder_architecture or not module.multi_query:
-            module.num_kv_heads = heads // layout.per_kv
+            module.num_kv_heads = layout.kv_after(heads)
+        if hasattr(module, "num_key_value_groups"):  # repeat_kv: multi-query's one head serves fewer now
+            module.num_key_value_groups = heads // layout.kv_after(heads)
+
+
+class GPTBigCodeAttention(HeadAdapter):
+    """Hugging Face GPTBigCode attention (StarCoder, SantaCoder): one `c_attn` Linear, `c_proj` reads the
+    query heads. Multi-query (its default): rows [q | k | v] with one key/value head of head_dim, which
+    stays while query heads leave one by one; otherwise [q, k, v] interleaved per head. The forward
+    splits at embed_dim (the queries' width) and kv_dim, and repeats k/v num_key_value_groups times."""
+
+    family = "hf-bigcode"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (isinstance(getattr(module, "c_attn", None), nn.Linear) and isinstance(getattr(module, "c_proj", None), nn.Linear)
+                and all(isinstance(getattr(module, a, None), int) for a in ("num_heads", "head_dim", "kv_heads", "kv_dim", "embed_dim"))
+                and hasattr(module, "multi_query"))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        if getattr(module, "is_cross_attention", False):
+            raise Unsupported(f"{name}: cross-attention (queries from q_attn) has no head rule in dpm")
+        heads, kv, dim, fused = module.num_heads, module.kv_heads, module.head_dim, module.c_attn
+        if fused.out_features != (heads + 2 * kv) * dim or module.c_proj.in_features != heads * dim:
+            raise Unsupported(f"{name}: c_attn has {fused.out_features} rows, not ({heads} + 2 x {kv}) x {dim}")
+        if module.multi_query:  # [q | k | v]
+            return HeadLayout(self.family, heads, 1, dim, (fused, "weight", 0), (fused, "weight", heads * dim),
+                              (fused, "weight", (heads + 1) * dim), module.c_proj, [], name)
+        return HeadLayout(self.family, heads, heads, dim, (fused, "weight", 0), (fused, "weight", dim),  # [q, k, v] per head
+                          (fused, "weight", 2 * dim), module.c_proj, [], name, stride=3 * dim)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        kv = layout.kv_after(heads)
+        module.num_heads, module.kv_heads, module.num_key_value_groups = heads, kv, heads // kv
+        module.embed_dim, module.kv_dim = heads * layout.head_dim, kv * layout.head_dim
 
 
 class ModernBertAttention(HeadAdapter):

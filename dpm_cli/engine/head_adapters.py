@@ -33,10 +33,32 @@ class HeadLayout:
     stride: int = 0  # rows from one block of heads to the next; 0: the block's own rows (heads contiguous)
     q_block: int = 1  # query heads per block (Falcon's grouped rows: a key/value head's queries, its k, its v)
     q_gate: bool = False  # q holds each query head's rows, then its output gate's (Qwen3.5, Qwen3-Next)
+    # relative position bias tables [buckets, query heads]: column h is head h's (T5's first layer)
+    bias_cols: list[nn.Embedding] = field(default_factory=list)
 
     @property
     def per_kv(self) -> int:
         return self.heads // self.kv_heads
+
+    @property
+    def query_only(self) -> bool:
+        """Multi-query attention (one key/value head serves every query head: Falcon-7B, StarCoder,
+        Gemma 2B): a structure is one query head, its q rows and output columns; the key/value head stays."""
+        return self.kv_heads == 1 and self.heads > 1
+
+    @property
+    def q_per_unit(self) -> int:
+        """Query heads per structure: a key/value head's query heads, or one (multi-query)."""
+        return 1 if self.query_only else self.per_kv
+
+    @property
+    def units(self) -> int:
+        """Structures (what can leave): key/value heads, or query heads (multi-query)."""
+        return self.heads // self.q_per_unit
+
+    def kv_after(self, kept: int) -> int:
+        """Key/value heads left with `kept` query heads."""
+        return 1 if self.query_only else kept // self.per_kv
 
     def row(self, first: int, channel: int, block: int = 1, stride: int = 0) -> int:
         """The row of head channel `channel` (head * head_dim + d) in a projection whose heads start at
@@ -185,7 +207,8 @@ class LlamaAttention(HeadAdapter):
                           (module.v_proj, "weight", 0), _out_proj(module), [], name, q_gate=gated)
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
-        for attr, value in (("num_heads", heads), ("num_key_value_heads", heads // layout.per_kv)):
+        kv = layout.kv_after(heads)
+        for attr, value in (("num_heads", heads), ("num_key_value_heads", kv), ("num_key_value_groups", heads // kv)):
             if hasattr(module, attr):
                 setattr(module, attr, value)
 
@@ -245,7 +268,9 @@ class ProjectionAttention(HeadAdapter):
     """Hugging Face multi-head attention with separate q/k/v/output Linears and one head count, whose
     forward splits heads by `head_dim` (or by the head count it reads back): OPT, BART and its copies
     (mBART, Marian, Pegasus, Whisper, ...), GPT-J, GPT-Neo (q/k/v/out_proj), DistilBERT (q/k/v/out_lin).
-    Grouped-query attention (`num_key_value_groups`) is LlamaAttention's."""
+    Grouped-query attention (`num_key_value_groups`) is LlamaAttention's. GTE, NomicBERT and Jina v3 keep
+    no head count at all: their forward reshapes by head_dim with -1, so the count is the rows / head_dim
+    (the preflight rehearses the removal before training, for any module this matches)."""
 
     family = "hf-qkv"
     # (query, key, value, output, head count attribute, head size attribute)
@@ -254,21 +279,25 @@ class ProjectionAttention(HeadAdapter):
                # the transformers 5 vision encoders (ViT, DeiT, DINOv2, ...): no grouped-query attributes
                ("q_proj", "k_proj", "v_proj", "o_proj", "num_attention_heads", "head_dim"),
                ("q_proj", "k_proj", "v_proj", "o_proj", "num_heads", "head_dim"),  # DINOv3
-               ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "attention_head_size"))
+               ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "attention_head_size"),
+               # MPNet (its position bias is the encoder's, shared by all layers: `shared_heads`)
+               ("q", "k", "v", "o", "num_attention_heads", "attention_head_size"),
+               ("q_proj", "k_proj", "v_proj", "o_proj", None, "head_dim"))  # GTE, NomicBERT, Jina v3: no count
 
     def _layout(self, module: nn.Module) -> tuple[str, ...] | None:
         if hasattr(module, "num_key_value_groups"):
             return None
         return next((lay for lay in self.LAYOUTS
                      if all(isinstance(getattr(module, n, None), nn.Linear) for n in lay[:4])
-                     and all(isinstance(getattr(module, n, None), int) for n in lay[4:])), None)
+                     and all(isinstance(getattr(module, n, None), int) for n in lay[4:] if n)), None)
 
     def matches(self, module: nn.Module) -> bool:
         return self._layout(module) is not None
 
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
         q, k, v, out, heads_attr, dim_attr = self._layout(module)
-        heads, dim = getattr(module, heads_attr), getattr(module, dim_attr)
+        dim = getattr(module, dim_attr)
+        heads = getattr(module, heads_attr) if heads_attr else getattr(module, q).out_features // dim
         widths = {n: getattr(module, n).out_features for n in (q, k, v)}
         _refuse_other_layers(name, module, (q, k, v, out), dim)
         if set(widths.values()) != {heads * dim}:
@@ -278,7 +307,10 @@ class ProjectionAttention(HeadAdapter):
                           getattr(module, out), [], name)
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
-        setattr(module, self._layout(module)[4], heads)
-        # older copies (XGLM, MVP) reshape the attention output to embed_dim, the heads' inner width
-        if getattr(module, "embed_dim", None) == layout.heads * layout.head_dim:
-            module.embed_dim = heads * layout.head_dim
+        if self._layout(module)[4]:
+            setattr(module, self._layout(module)[4], heads)
+        # older copies (XGLM, MVP) reshape the attention output to embed_dim, the heads' inner width;
+        # MPNet to all_head_size
+        for attr in ("embed_dim", "all_head_size"):
+            if getattr(module, attr, None) == layout.heads * layout.head_dim:
+                setattr(module, attr, heads * layout.head_dim)

@@ -20,15 +20,16 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from .conv1d import CONV1D_PRUNER, in_axis, is_conv1d, out_axis
-from .fused_heads import FalconAttention, GPTNeoXAttention, ModernBertAttention, Phi3Attention
+from .fused_heads import FalconAttention, GPTBigCodeAttention, GPTNeoXAttention, ModernBertAttention, Phi3Attention
 from .head_adapters import (GPT2Attention, HeadAdapter, HeadLayout, HFSelfAttention, LlamaAttention,
                             ProjectionAttention, TimmAttention, TorchMultiheadAttention)
+from .shared_heads import T5Attention, couple_shared_heads
 from .structures import GroupSlices, Unsupported, merge_slices
 
 # Every attention family dpm prunes by whole heads, first match wins (a new family: one adapter, listed here).
 ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
                                GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention(),
-                               FalconAttention(), ModernBertAttention()]
+                               FalconAttention(), ModernBertAttention(), T5Attention(), GPTBigCodeAttention()]
 
 
 def adapter_for(module: nn.Module) -> HeadAdapter | None:
@@ -49,16 +50,16 @@ class HeadRemoval:
 
     def q_heads(self, channels: list[int]) -> list[int]:
         """The query heads of the structures that own `channels` (whole key/value groups)."""
-        lay = self.layout
-        units = sorted({c // lay.head_dim // lay.per_kv for c in channels})
-        return [u * lay.per_kv + i for u in units for i in range(lay.per_kv)]
+        lay, per = self.layout, self.layout.q_per_unit
+        units = sorted({c // lay.head_dim // per for c in channels})
+        return [u * per + i for u in units for i in range(per)]
 
     @torch.no_grad()
     def __call__(self, channels: list[int]) -> list[int]:
         """Remove the heads that own `channels`; return their query-head numbers (before removal)."""
         lay, hd = self.layout, self.layout.head_dim
         q_heads = self.q_heads(channels)
-        kv_heads = sorted({h // lay.per_kv for h in q_heads})
+        kv_heads = [] if lay.query_only else sorted({h // lay.per_kv for h in q_heads})
         q_cols = [h * hd + d for h in q_heads for d in range(hd)]
         kv_rows = [j * hd + d for j in kv_heads for d in range(hd)]
         rows: dict[int, tuple[nn.Module, str, list[int]]] = {}
@@ -69,6 +70,8 @@ class HeadRemoval:
             _drop_rows(holder, attr, sorted(idxs))
         for linear in lay.extra_rows:
             tp.prune_linear_out_channels(linear, q_cols)
+        for table in lay.bias_cols:
+            drop_bias_columns(table, q_heads)
         if is_conv1d(lay.out):
             CONV1D_PRUNER.prune_in_channels(lay.out, q_cols)
         else:
@@ -99,6 +102,21 @@ def _drop_rows(holder: nn.Module, attr: str, rows: list[int]) -> None:
             setattr(holder, name, nn.Parameter(param.detach().index_select(0, keep), param.requires_grad))
 
 
+@torch.no_grad()
+def drop_bias_columns(table: nn.Embedding, heads: list[int]) -> None:
+    """Remove the columns of a relative position bias table [buckets, heads] that belong to `heads`."""
+    keep = torch.tensor(sorted(set(range(table.weight.shape[1])) - set(heads)), dtype=torch.long,
+                        device=table.weight.device)
+    table.weight = nn.Parameter(table.weight.detach().index_select(1, keep), table.weight.requires_grad)
+    table.embedding_dim = len(keep)
+
+
+def bias_slices(table: nn.Embedding, name: str, head_dim: int) -> tuple:
+    """The raw slice of a bias table: column h belongs to head h (whose first channel is h * head_dim)."""
+    heads = list(range(table.weight.shape[1]))
+    return table.weight, name, 1, heads, [h * head_dim for h in heads]
+
+
 def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlices:
     """The group of `module`'s heads: every q/k/v row and output-projection column, one structure per
     key/value head (with its query heads)."""
@@ -119,12 +137,14 @@ def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlice
 
     for holder, attr, first, block, stride in lay.q_parts():  # the query rows (and an output gate's)
         rows(holder, attr, first, channels, channels, block, stride)
-    rows(*lay.k, kv_local, kv_root)
-    rows(*lay.v, kv_local, kv_root)
+    if not lay.query_only:  # multi-query: the one key/value head belongs to no structure, and stays
+        rows(*lay.k, kv_local, kv_root)
+        rows(*lay.v, kv_local, kv_root)
     for linear in lay.extra_rows:
         rows(linear, "weight", 0, channels, channels)
+    raw.extend(bias_slices(table, f"{name}:bias_table", hd) for table in lay.bias_cols)
     raw.append((lay.out.weight, f"{name}:out.weight", in_axis(lay.out), channels, channels))
-    unit_of = torch.tensor([c // hd // per_kv for c in channels], dtype=torch.long)
+    unit_of = torch.tensor([c // hd // lay.q_per_unit for c in channels], dtype=torch.long)
     return GroupSlices(name=name, root=module, channels=len(channels), slices=merge_slices(raw), tp_group=None,
                        unit_of=unit_of, remove=HeadRemoval(adapter, name, module, lay), macs_module=lay.macs_module,
                        kind="heads")
@@ -146,12 +166,26 @@ def find_head_groups(model: nn.Module, ignored: list[nn.Module]) -> tuple[list[G
             continue
         if group.n_units > 1:
             groups.append(group)
-    return groups, skipped
+    return couple_shared_heads(model, groups, skipped), skipped
 
 
 def claimed_axes(groups: list[GroupSlices]) -> set[tuple[int, int]]:
     """(parameter id, dim) of every axis a head group owns."""
     return {(id(s.param), s.dim) for g in groups for s in g.slices}
+
+
+def _kept_kv_axes(heads: list[GroupSlices]) -> set[tuple[int, int]]:
+    """The rows of a multi-query module's one key/value head: no structure's, and still no torch-pruning
+    group's (cut as channels they would split the head; rooting a group there can loop forever)."""
+    axes = set()
+    for g in heads:
+        lay = getattr(g.remove, "layout", None)
+        if lay is not None and lay.query_only:
+            for holder, attr, _ in (lay.k, lay.v):
+                for a in (attr, attr.replace("weight", "bias")):
+                    if isinstance(getattr(holder, a, None), nn.Parameter):
+                        axes.add((id(getattr(holder, a)), out_axis(holder, a)))
+    return axes
 
 
 def _fenced_axes(model: nn.Module, heads: list[GroupSlices]) -> set[tuple[int, int]]:
@@ -198,7 +232,7 @@ class HeadClaims:
 
     def __init__(self, model: nn.Module, ignored: list[nn.Module]):
         self.heads, self.skipped = find_head_groups(model, ignored)
-        self.axes = claimed_axes(self.heads) | _fenced_axes(model, self.heads)
+        self.axes = claimed_axes(self.heads) | _fenced_axes(model, self.heads) | _kept_kv_axes(self.heads)
         self.transposed = {id(m.weight) for m in model.modules() if is_conv1d(m)}
 
     def skip_root(self, name: str, module: nn.Module) -> str | None:
@@ -238,6 +272,9 @@ def replay_heads(model: nn.Module, entry: list) -> None:
     """Apply one recorded head removal to a model rebuilt from its factory."""
     _, name, heads = entry
     module = model.get_submodule(name)
+    if isinstance(module, nn.Embedding):  # a position bias table shared by layers (`shared_heads`)
+        drop_bias_columns(module, heads)
+        return
     adapter = adapter_for(module)
     if adapter is None:
         raise Unsupported(f"{name} is not an attention module dpm can prune by heads")

@@ -49,7 +49,8 @@ class GroupSlices:
     unit_of: torch.Tensor | None = field(default=None, repr=False)
     # Physical removal of a list of channels when torch-pruning cannot do it (attention heads).
     remove: Callable[[list[int]], object] | None = field(default=None, repr=False)
-    macs_module: str | None = None  # a module whose counted MACs scale with the number of structures
+    # a module whose counted MACs scale with the number of structures (several: heads across layers)
+    macs_module: str | tuple[str, ...] | None = None
     kind: str = "channels"  # "heads": an attention module's heads (DPMConfig.head_ratio applies)
 
     @property

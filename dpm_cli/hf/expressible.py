@@ -141,6 +141,7 @@ def head_size_free(model: nn.Module, base: dict[str, Any] | None = None) -> bool
     except Exception:  # the attention no longer matches, or its layout is inconsistent: not expressible
         return False
     # Nothing else may change shape (Phi's qk-LayerNorm is sized hidden_size / num_attention_heads).
+    # (nor any bias table but the heads' own: T5's relative_attention_bias has a column per head)
     projections = tuple(f"{name}.{attr}." for name in names for attr, m in model.get_submodule(name).named_children()
-                        if isinstance(m, nn.Linear))
+                        if isinstance(m, nn.Linear) or any(m is t for t in layouts[name].bias_cols))
     return _first_difference(built, model, projections) is None

@@ -41,8 +41,9 @@ FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi
             "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE) "
             "and GPT-J/CodeGen")
 # The attention families whose heads dpm prunes (`engine.heads.ADAPTERS`), for messages.
-HEAD_FAMILIES = ("BERT-style (and DeBERTa-v2/v3), Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon, ModernBERT and separate q/k/v/out "
-                 "projection attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT, ViT, Wav2Vec2)")
+HEAD_FAMILIES = ("BERT-style (and DeBERTa-v2/v3), Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon, ModernBERT, T5 and MPNet "
+                 "(heads across layers) and separate q/k/v/out projection attention (OPT, BART, GPT-J, GPT-Neo, "
+                 "DistilBERT, ViT, Wav2Vec2, GTE)")
 # Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
 # An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.
@@ -66,14 +67,13 @@ def ffn_roots(model: nn.Module) -> list[str]:
 
 
 def head_modules(model: nn.Module) -> list[str]:
-    """Names of the attention modules the engine prunes by whole heads (more than one key/value head)."""
-    return [name for name, layout in head_layouts(model)[0].items() if layout.kv_heads > 1]
+    """Names of the attention modules the engine prunes by whole heads (more than one structure)."""
+    return [name for name, layout in head_layouts(model)[0].items() if layout.units > 1]
 
 
 def head_layouts(model: nn.Module) -> tuple[dict[str, HeadLayout], list[str]]:
     """The layout of every attention module a head adapter describes, and why each other module an
-    adapter recognises is refused; a multi-query module (one key/value head) is described, but no
-    head can leave it alone, which the reasons say."""
+    adapter recognises is refused."""
     layouts, why = {}, []
     for name, module in model.named_modules():
         adapter = adapter_for(module)
@@ -84,9 +84,6 @@ def head_layouts(model: nn.Module) -> tuple[dict[str, HeadLayout], list[str]]:
             continue
         if layout is not None:
             layouts[name] = layout
-            if layout.kv_heads == 1:
-                why.append(f"{name}: one key/value head serves every query head (multi-query), so no head "
-                           "can leave alone")
     return layouts, why
 
 
@@ -206,7 +203,7 @@ def head_problem(model: nn.Module, head_ratio: float | None) -> str | None:
     if not head_ratio:
         return None
     layouts, why = head_layouts(model)
-    if any(layout.kv_heads > 1 for layout in layouts.values()):  # head_modules, from the same pass
+    if any(layout.units > 1 for layout in layouts.values()):  # head_modules, from the same pass
         return None
     kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Attention")})
     rule = why[0] if why else f"no head rule for {', '.join(kinds[:2])}" if kinds else "no attention module it recognises"
