@@ -282,7 +282,7 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
     from .batch import call_model, describe
     from .engine.conv1d import customized_pruners
     from .engine.kv_cache import cache_off
-    from .engine.tp_fixes import tolerant_concat_widths
+    from .engine.tp_fixes import quiet_unwrapped, tolerant_concat_widths
     from .engine.outputs import OutputCapture
 
     was_training = model.training
@@ -294,7 +294,7 @@ def replay_stages(model: nn.Module, prov: Provenance) -> None:
         own = {HEADS_TAG: replay_heads, EXPERTS_TAG: replay_experts}
 
         try:  # traced as the engine traced it: keyword inputs, every output field (a ModelOutput)
-            with cache_off(model), tolerant_concat_widths():
+            with cache_off(model), tolerant_concat_widths(), quiet_unwrapped():
                 graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=call_model,
                                                               output_transform=OutputCapture(),
                                                               customized_pruners=customized_pruners())

@@ -300,8 +300,13 @@ def test_parameters_torch_pruning_has_no_pruner_for_raise_no_warning():
 
     from dpm_cli.engine.groups import discover_groups
 
-    model = vit_tiny()
+    from dpm_cli.artifact import Provenance, make_artifact, rebuild_artifact
+
+    model, x = vit_tiny(), torch.randn(2, 3, 32, 32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        groups = discover_groups(model, torch.randn(2, 3, 32, 32))
+        groups = discover_groups(model, x)
+        _, result = _prune(model, x, budget=0.5)  # and when an artifact is replayed
+        prov = Provenance("dpm_cli.models:vit_tiny", {}, [1, 3, 32, 32]).with_stage(result.history)
+        rebuild_artifact(make_artifact(model, prov))
     assert groups.groups and not [w for w in caught if "Unwrapped parameters" in str(w.message)]

@@ -494,3 +494,25 @@ def test_gated_attention_heads_leave_with_their_gate_rows_and_are_saved(tmp_path
     assert attention.q_proj.out_features == 2 * 2 * 8 and attention.o_proj.in_features == 2 * 8
     reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out", x), x)
     assert same and (reloaded.config.num_attention_heads, reloaded.config.num_key_value_heads) == (2, 1)
+
+
+def test_longformer_graph_finishes_where_the_output_group_looped(tmp_path):
+    """Found by the sweep: protecting the layers that feed Longformer's output asked torch-pruning for
+    the output's group, which loops through its chunked attention (as grouped-query attention does) until
+    the graph timeout. The coupled layers are now found without index lists: half the FFN goes exactly,
+    and the folder reloads."""
+    from dpm_cli import DecayPruner, DPMConfig
+    from dpm_cli.engine.selection import score_groups, select
+
+    torch.manual_seed(0)
+    model = T.LongformerModel(T.LongformerConfig(**dict(LM, max_position_embeddings=600, attention_window=8))).eval()
+    x = inputs("longformer")
+    cfg = DPMConfig(budget=0.5, budget_kind="channels", decay_steps=1, ranking="layer", graph_timeout_s=20,
+                    ignore=protected_modules(model))
+    pruner = DecayPruner(model, x, cfg)
+    assert sorted(g.name for g in pruner.groups) == ["encoder.layer.0.intermediate.dense", "encoder.layer.1.intermediate.dense"]
+    pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(), score_groups(pruner.groups, "magnitude", 0)))
+    assert pruner.compact().max_rel_error <= 1e-5
+    save_hf(model, None, tmp_path / "out")
+    reloaded, same = reload_matches(model, tmp_path / "out", x)
+    assert same and reloaded.config.intermediate_size == 32

@@ -51,6 +51,13 @@ def frozen_index_mapping(graph: tp.DependencyGraph) -> Iterator[None]:
 def coupled_modules(graph: tp.DependencyGraph, root: nn.Module) -> list[nn.Module]:
     """Every module the group rooted at `root` reaches, following torch-pruning's own triggers but no
     index lists (so it may include a branch that an index mapping would cut, never fewer)."""
+    return [module for module, _ in coupled_items(graph, root)]
+
+
+def coupled_items(graph: tp.DependencyGraph, root: nn.Module) -> list[tuple[nn.Module, Callable]]:
+    """(module, pruning function) of everything `coupled_modules` reaches. Unlike torch-pruning's
+    `get_pruning_group` this always ends: each (node, function) is visited once, where index lists that
+    shift on every lap of a cycle (grouped-query attention, Longformer's chunked attention) never repeat."""
     pruner = graph.get_pruner_of_module(root)
     start = graph.module2node[root]
     order = [(start, pruner.prune_out_channels)]  # a list, so that reports do not depend on hashing
@@ -62,7 +69,7 @@ def coupled_modules(graph: tp.DependencyGraph, root: nn.Module) -> list[nn.Modul
                 seen.add((dep.target, dep.handler))
                 order.append((dep.target, dep.handler))
                 stack.append((dep.target, dep.handler))
-    return [node.module for node, _ in order]
+    return [(node.module, fn) for node, fn in order]
 
 
 def norm_in_group(graph: tp.DependencyGraph, root: nn.Module,

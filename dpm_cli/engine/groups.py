@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import fnmatch
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -16,7 +15,7 @@ from .conv1d import customized_pruners, root_types
 from .coupling import iter_groups, rms_norm_params
 from .deadline import Deadline, Progress
 from .kv_cache import cache_off
-from .tp_fixes import tolerant_concat_widths
+from .tp_fixes import quiet_unwrapped, tolerant_concat_widths
 from .outputs import OutputCapture, protected_roots, run_model  # noqa: F401  (run_model: old import path)
 from .experts import expert_axes, expert_parameters, find_expert_groups
 from .heads import HeadClaims, adapter_for, add_head_groups
@@ -65,11 +64,7 @@ def tuple_linears(model: nn.Module) -> list[nn.Module]:
 
 def _trace(model: nn.Module, example_inputs: Any, capture: OutputCapture | None, unwrapped: list,
            untraced: list[nn.Module]) -> tp.DependencyGraph:
-    with warnings.catch_warnings():
-        # torch-pruning warns of every parameter no layer pruner owns (a ViT's cls_token, T5's norm
-        # weights) and gives it its last dim; on every run of such a model that warning reached stderr.
-        # Whatever dpm removes is rehearsed and checked for equivalence, whichever dim it took.
-        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+    with quiet_unwrapped():
         return tp.DependencyGraph().build_dependency(
             model, example_inputs=example_inputs, forward_fn=run_model, output_transform=capture,
             unwrapped_parameters=unwrapped, customized_pruners=customized_pruners(), ignored_layers=untraced)

@@ -19,6 +19,7 @@ from torch_pruning import utils as tp_utils
 from ..batch import call_model as run_model  # noqa: F401  (the engine's name for it)
 from ..batch import output_fields  # noqa: F401  (re-exported: engine callers use it from here)
 from ..errors import EquivalenceError
+from .coupling import coupled_items
 
 
 class OutputCapture:
@@ -42,14 +43,14 @@ def protected_roots(graph: tp.DependencyGraph, outputs: list[torch.Tensor],
         node = by_grad_fn.get(tensor.grad_fn)
         if node is None or tensor.dim() == 0:
             continue  # not computed from parameters (or a scalar): nothing to protect
-        pruner = graph.get_pruner_of_module(node.module)
-        if pruner is None:
+        if graph.get_pruner_of_module(node.module) is None:
             continue
-        group = graph.get_pruning_group(node.module, pruner.prune_out_channels, [0])
         why = f"feeds model output {index} of shape {list(tensor.shape)}"
-        for item in group:
-            module = item.dep.target.module
-            if isinstance(module, root_types) and graph.is_out_channel_pruning_fn(item.dep.handler):
+        # Every layer whose out-channels are coupled to the output's, without index lists: never fewer
+        # than torch-pruning's group, and it ends where that group loops (Longformer, LED: 'finding the
+        # layers that feed the outputs' ran into the graph timeout).
+        for module, handler in coupled_items(graph, node.module):
+            if isinstance(module, root_types) and graph.is_out_channel_pruning_fn(handler):
                 protected.setdefault(module, why)
     return protected
 

@@ -11,6 +11,7 @@ training, and compaction compares the compact and the decayed model.
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -33,3 +34,14 @@ def tolerant_concat_widths() -> Iterator[None]:
         yield
     finally:
         index_mapping.update_concat_index_mapping = original
+
+
+@contextmanager
+def quiet_unwrapped() -> Iterator[None]:
+    """Without torch-pruning's "Unwrapped parameters detected" warning while a graph is built: it names
+    every parameter no layer pruner owns (a ViT's class token, T5's norm weights) and gives it its last
+    dim, and it reached stderr on every run of such a model. Whatever dpm removes is rehearsed and
+    checked for equivalence, whichever dim it took."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        yield
