@@ -1,6 +1,8 @@
 """Example inputs for token models: a sample sentence from the model's own tokenizer, padded to a stated length."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,11 +35,13 @@ def derived_example(model: nn.Module) -> dict[str, torch.Tensor] | None:
     """One input for a model without a tokenizer, shaped from its config and named by its
     `main_input_name` (as its processor would name it): an image of `image_size` for vision encoders
     (ViT, DeiT, DINOv2, CLIP's vision tower), one second of 16 kHz audio for speech encoders
-    (Wav2Vec2, HuBERT), Whisper's log-mel frames; None when the config does not say."""
+    (Wav2Vec2, HuBERT), Whisper's log-mel frames; None when the config does not say. A convolutional
+    network's config has no image size (ResNet, ConvNeXt): its image processor's, saved beside it in
+    preprocessor_config.json, is used."""
     config, name = getattr(model, "config", None), getattr(model, "main_input_name", None)
     shape: tuple[int, ...] | None = None
-    if name == "pixel_values" and getattr(config, "image_size", None):
-        size = config.image_size
+    size = getattr(config, "image_size", None) or _processor_size(config) if name == "pixel_values" else None
+    if size:
         height, width = size[:2] if isinstance(size, (list, tuple)) and len(size) >= 2 else (size, size)
         shape = (1, _size(getattr(config, "num_channels", 3)), _size(height), _size(width))
     elif name == "input_values":  # raw waveform: the feature encoder's convolutions need some length
@@ -54,6 +58,26 @@ def derived_example(model: nn.Module) -> dict[str, torch.Tensor] | None:
 def folder_example(model: nn.Module, tokenizer: Any, seq_len: int) -> dict[str, torch.Tensor] | None:
     """A folder's example input: its tokenizer's sample sentence when it has one, else `derived_example`."""
     return token_example(tokenizer, seq_len) if tokenizer is not None else derived_example(model)
+
+
+def _processor_size(config: Any) -> tuple[Any, Any] | None:
+    """(height, width) of the images the folder's image processor makes (its crop, else its resize:
+    {"height", "width"}, {"shortest_edge"} or one number), read from preprocessor_config.json; None
+    without one. The values are checked by `_size` like any other size from a file."""
+    path = Path(str(getattr(config, "_name_or_path", "") or "")) / "preprocessor_config.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    for key in ("crop_size", "size"):
+        value = settings.get(key) if isinstance(settings, dict) else None
+        if isinstance(value, dict) and "height" in value and "width" in value:
+            return value["height"], value["width"]
+        if isinstance(value, dict) and "shortest_edge" in value:
+            return value["shortest_edge"], value["shortest_edge"]
+        if value is not None and not isinstance(value, dict):
+            return value, value
+    return None
 
 
 def _size(value: Any) -> int:

@@ -96,6 +96,8 @@ def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
         raise ConfigError(f"dpm cannot prune {type(model).__name__}: it {why} "
                           "(docs/HF_FAMILIES.md lists the families dpm prunes)")
     roots = set(ffn_roots(model))
+    if is_convnet(model):
+        return []  # its channels, as a plain module's: the engine still protects what feeds the outputs
     if not roots and not expert_layers(model):
         raise ConfigError(f"dpm does not recognise the feed-forward layers of {type(model).__name__} "
                           f"(it knows {FAMILIES}: modules named *.{', *.'.join(FFN_INPUTS[:4])}, *.mlp.c_fc, ...); "
@@ -109,6 +111,15 @@ def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
                   for name, m in model.get_submodule(attn).named_modules(prefix=attn) if isinstance(m, types)}
     return [name for name, m in model.named_modules()
             if name and isinstance(m, types) and name not in roots]
+
+
+def is_convnet(model: nn.Module) -> bool:
+    """A convolutional network (ResNet, ConvNeXt, RegNet, MobileNet, EfficientNet): 2-d convolutions, no
+    transformer FFN dpm knows and no attention a head adapter knows. Its channels are pruned as a plain
+    module's, and its config (widths per stage, not per layer) cannot record the result."""
+    modules = list(model.modules())
+    return (any(isinstance(m, nn.Conv2d) for m in modules) and not ffn_roots(model) and not expert_layers(model)
+            and not any(adapter_for(m) for m in modules))
 
 
 def ffn_widths(model: nn.Module) -> list[int]:

@@ -24,7 +24,7 @@ from ..errors import DpmError, InputError
 from .load import captured_warnings, import_transformers
 from .expressible import build_meta, head_size_free, shape_mismatch, width_key_governs, width_key_spills
 from .prunable import (FFN_WIDTH_KEYS, config_scopes, config_value, ffn_layers, ffn_width_key, head_layouts,  # noqa: F401
-                       head_modules, set_config_value, width_keys)
+                       head_modules, is_convnet, set_config_value, width_keys)
 
 # Files of a source folder that describe more than the transformers model (sentence-transformers'
 # pooling and module list); copied so that e.g. SentenceTransformer(folder) loads the result too.
@@ -65,6 +65,10 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
     after training), or None. Checked before training, from the recipe alone."""
     config, name = model.config, type(model.config).__name__
     fix = "or set output.hf: false (BASE.dpm.pt and BASE.pt2 hold any shape)"
+    if is_convnet(model):
+        return (f"{name} cannot record pruned convolution channels (it sets widths per stage, not per layer), "
+                "so the pruned model cannot be saved as a Hugging Face folder: set output.hf: false "
+                "(BASE.dpm.pt and BASE.pt2 hold any shape)")
     layers = ffn_layers(model)
     keys = width_keys(model, layers)
     if ranking != "layer" and any(keys.values()):
