@@ -72,7 +72,11 @@ def build(model_type: str, folder: Path) -> str | None:
         return "a composite config (tests/test_hf_composite.py covers Gemma 3 and CLIP)"
     small = {k: v for k, v in SMALL.items() if k in config.to_dict()}
     torch.manual_seed(0)
-    T.AutoModel.from_config(T.AutoConfig.for_model(model_type, **small)).eval().save_pretrained(str(folder))
+    model = T.AutoModel.from_config(T.AutoConfig.for_model(model_type, **small)).eval()
+    model.save_pretrained(str(folder))
+    if model.main_input_name == "pixel_values" and not getattr(model.config, "image_size", None):
+        # a convolutional network's size is its image processor's, as a pretrained folder has it
+        (folder / "preprocessor_config.json").write_text(json.dumps({"size": 32}))
     return None
 
 
