@@ -237,7 +237,7 @@ def test_heads_a_config_cannot_record_are_refused_for_a_folder(family):
     assert "cannot record pruned attention heads" in problem and "head_ratio: 0" in problem
 
 
-@pytest.mark.parametrize("family", ["bloom", "xlm"])
+@pytest.mark.parametrize("family", ["bloom", "mpt"])
 def test_head_ratio_without_a_head_rule_is_refused_instead_of_ignored(family):
     model = build(family)
     problem = head_problem(model, 0.25)
@@ -516,3 +516,13 @@ def test_longformer_graph_finishes_where_the_output_group_looped(tmp_path):
     save_hf(model, None, tmp_path / "out")
     reloaded, same = reload_matches(model, tmp_path / "out", x)
     assert same and reloaded.config.intermediate_size == 32
+
+
+def test_xlm_heads_named_q_lin_with_head_dim_leave_whole():
+    """XLM and Flaubert name their projections q_lin/k_lin/v_lin/out_lin like DistilBERT but keep head_dim,
+    not attention_head_size: "no head rule for MultiHeadAttention" before. Half the heads leave exactly
+    (a folder stays refused: no config key holds their FFN width)."""
+    model, x = build("xlm"), inputs("xlm")
+    result = prune(model, x, 0.5)
+    assert result.max_rel_error <= 1e-5
+    assert head_counts(model) == [(2, 2), (2, 2)] and model.attentions[0].q_lin.out_features == 16

@@ -280,6 +280,7 @@ class ProjectionAttention(HeadAdapter):
                ("q_proj", "k_proj", "v_proj", "o_proj", "num_attention_heads", "head_dim"),
                ("q_proj", "k_proj", "v_proj", "o_proj", "num_heads", "head_dim"),  # DINOv3
                ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "attention_head_size"),
+               ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "head_dim"),  # XLM, Flaubert
                # MPNet (its position bias is the encoder's, shared by all layers: `shared_heads`)
                ("q", "k", "v", "o", "num_attention_heads", "attention_head_size"),
                ("q_proj", "k_proj", "v_proj", "o_proj", None, "head_dim"))  # GTE, NomicBERT, Jina v3: no count
