@@ -101,8 +101,9 @@ def _shared_sets(model: nn.Module, groups: list[GroupSlices]) -> list[tuple[list
 
 
 def couple_shared_heads(model: nn.Module, groups: list[GroupSlices], skipped: dict[str, str]) -> list[GroupSlices]:
-    """`groups` with the head groups that share a position bias merged into one group each (named after
-    the first layer's attention); a set whose layers differ in heads is left out, with the reason."""
+    """`groups` with the head groups that share a position bias merged into one group each, named by
+    the layers' pattern ("encoder.layer.*.attention.attn": in reports, and as a `pruning.ignore` glob it
+    keeps them all); a set whose layers differ in heads is left out, with the reason."""
     out = list(groups)
     for members, table in _shared_sets(model, groups):
         for g in members:
@@ -128,5 +129,5 @@ def _merged(members: list[GroupSlices], table: tuple[str, nn.Embedding] | None) 
 
         slices += merge_slices([bias_slices(table[1], f"{table[0]}:bias_table", lay.head_dim)])
     macs = tuple(m for g in members for m in ([g.macs_module] if isinstance(g.macs_module, str) else g.macs_module or []))
-    return GroupSlices(name=first.name, root=first.root, channels=first.channels, slices=slices, tp_group=None,
+    return GroupSlices(name=_pattern(first.name), root=first.root, channels=first.channels, slices=slices, tp_group=None,
                        unit_of=first.unit_of, remove=CoupledRemoval(members, table), macs_module=macs, kind="heads")
