@@ -110,22 +110,24 @@ def _reads_width(model: nn.Module, name: str, new: tuple[int, ...], old: tuple[i
     return new[axis] == width and all(a == b for i, (a, b) in enumerate(zip(new, old)) if i != axis)
 
 
-def head_size_free(model: nn.Module, base: dict[str, Any] | None = None) -> bool | None:
+def head_size_free(model: nn.Module, base: dict[str, Any] | None = None, scope: str | None = None) -> bool | None:
     """Whether a config can state other head counts at the same head size: the model built with twice
     the query and key/value heads and config.head_dim must have attention layouts of exactly that, and
     every other shape unchanged (`base`: config updates that already describe the model, e.g. a
-    pruned FFN width). Twice, not fewer: fewer heads are not always a valid config, more always are.
+    pruned FFN width; `scope`: a composite's part, e.g. "text_config", whose attention and keys are
+    asked). Twice, not fewer: fewer heads are not always a valid config, more always are.
     None: no answer."""
-    from .prunable import head_layouts
+    from .prunable import head_layouts, scoped
 
-    layouts = head_layouts(model)[0]
+    layouts = scoped(model, head_layouts(model)[0]).get(scope, {})
     if not layouts:
         return None
     names, layout = list(layouts), next(iter(layouts.values()))
-    config = model.config.to_dict()
-    updates = {**(base or {}), "num_attention_heads": 2 * layout.heads, "head_dim": layout.head_dim}
+    config = (getattr(model.config, scope) if scope else model.config).to_dict()
+    key = f"{scope}.{{}}".format if scope else "{}".format
+    updates = {**(base or {}), key("num_attention_heads"): 2 * layout.heads, key("head_dim"): layout.head_dim}
     if "num_key_value_heads" in config:
-        updates["num_key_value_heads"] = 2 * layout.kv_heads
+        updates[key("num_key_value_heads")] = 2 * layout.kv_heads
     built = build_meta(model, updates)
     if built is None:
         return None

@@ -189,6 +189,16 @@ def config_scopes(model: nn.Module) -> dict[str, str]:
     return scopes
 
 
+def scoped(model: nn.Module, by_name: dict[str, Any]) -> dict[str | None, dict[str, Any]]:
+    """`by_name` (module name -> anything) split by the composite part each module belongs to (the
+    config attribute of `config_scopes`; None: the model's own config)."""
+    scopes, out = config_scopes(model), {}
+    for name, value in by_name.items():
+        scope = next((a for prefix, a in scopes.items() if name.startswith(prefix + ".")), None)
+        out.setdefault(scope, {})[name] = value
+    return out
+
+
 def config_value(config: Any, key: str) -> Any:
     """config.key, where key may be dotted into a part's config ("text_config.intermediate_size") or an
     alias (GPT-2's n_head); the global value where a per-layer config refuses to give one

@@ -20,9 +20,10 @@ import torch.nn as nn
 from ..batch import call_model, output_fields
 from ..engine.outputs import relative_error
 from .. import owned
-from ..errors import DpmError, InputError
+from ..errors import InputError
 from .load import captured_warnings, import_transformers
-from .expressible import build_meta, head_size_free, shape_mismatch, width_key_governs, width_key_spills
+from .expressible import shape_mismatch, width_key_governs, width_key_spills
+from .head_config import HFFormatError, head_counts, head_updates, size_free  # noqa: F401  (head_counts: re-exported)
 from .prunable import (FFN_WIDTH_KEYS, config_scopes, config_value, ffn_layers, ffn_width_key, head_layouts,  # noqa: F401
                        head_modules, is_convnet, set_config_value, width_keys)
 
@@ -30,10 +31,6 @@ from .prunable import (FFN_WIDTH_KEYS, config_scopes, config_value, ffn_layers, 
 # pooling and module list); copied so that e.g. SentenceTransformer(folder) loads the result too.
 EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 EXTRA_DIRS = ("1_Pooling", "2_Normalize")
-
-
-class HFFormatError(DpmError):
-    """The compact model's shapes cannot be written in its architecture's standard config."""
 
 
 def standard_config_updates(model: nn.Module) -> dict[str, Any]:
@@ -49,7 +46,7 @@ def standard_config_updates(model: nn.Module) -> dict[str, Any]:
                 "prune with pruning.ranking: layer for equal widths, or ship the dpm artifact (.dpm.pt) or .pt2 program")
         if widths[0] != config_value(config, key):
             updates[key] = widths[0]
-    updates.update(_head_updates(model, dict(updates)))
+    updates.update(head_updates(model, dict(updates)))
     # Whatever the keys say, the architecture built from the new config must have the compact shapes
     # (BLOOM's FFN is 4 x hidden_size whatever its config holds): else saving would write a folder
     # that from_pretrained refuses or, worse, re-initialises.
@@ -84,11 +81,8 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
                f"where heads are what it sets per layer, {fix}"
     if head_ratio == 0 or not head_modules(model):
         return None
-    scopes = sorted(set(config_scopes(model).values()))
-    if scopes:
-        return (f"{name} holds its parts' configs ({', '.join(scopes)}), and dpm records pruned attention heads "
-                f"in a single config only: set pruning.head_ratio: 0 to keep the heads, {fix}")
-    if not _head_size_free(model):
+    # a composite's parts are asked once the example inputs show which lose heads (`pruned_head_problem`)
+    if not config_scopes(model) and not size_free(model):
         return (f"{name} cannot record pruned attention heads (with other head counts its model sizes "
                 f"the heads, a norm or the output projection from hidden_size, not the counts, and transformers 5 "
                 f"has no pruned_heads): set pruning.head_ratio: 0 to keep the heads, {fix}")
@@ -125,59 +119,6 @@ def _per_layer_problem(model: nn.Module, keys: dict[str, str | None], head_ratio
     if hit:
         return f"{type(model.config).__name__} sets {hit[0]} per layer (per_layer_config), which dpm does not rewrite"
     return None
-
-
-def _head_size_free(model: nn.Module, ffn: dict[str, Any] | None = None) -> bool:
-    """Whether the config states the head size apart from the head count (asked of the architecture,
-    `ffn`: the config's FFN width updates; where it cannot be built, whether the config has a head_dim)."""
-    free = head_size_free(model, ffn)
-    return "head_dim" in model.config.to_dict() if free is None else free
-
-
-def head_counts(model: nn.Module) -> list[tuple[int, int]]:
-    """(query heads, key/value heads) of every attention module a head adapter describes (the only ones
-    dpm prunes by heads), as the adapter reads them from the module's shapes and counts."""
-    return [(layout.heads, layout.kv_heads) for layout in head_layouts(model)[0].values()]
-
-
-def _head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
-    config = model.config
-    heads = config_value(config, "num_attention_heads")
-    kv = config_value(config, "num_key_value_heads") or heads
-    counts = head_counts(model)
-    if not counts or heads is None or all(c == (heads, kv) for c in counts):
-        return {}
-    as_configured = build_meta(model, {})  # the config's own counts (BART-style: encoder and decoder differ)
-    if as_configured is not None and head_counts(as_configured) == counts:
-        return {}
-    # transformers 5 dropped config.pruned_heads; a head count other than the config's is expressible
-    # only where the architecture takes the head size from the config (head_dim: Llama-style, asked of
-    # the class itself, `head_size_free`) and the count is uniform.
-    if _head_size_free(model, ffn):
-        if len(set(counts)) == 1:
-            q, k = counts[0]
-            keys = config.to_dict()
-            updates = {"num_attention_heads": q}
-            if "num_key_value_heads" in keys:
-                updates["num_key_value_heads"] = k
-            if "head_dim" not in keys:  # Qwen2: head_dim = getattr(config, "head_dim", hidden / heads)
-                updates["head_dim"] = _head_size(model)
-            return updates
-        raise HFFormatError(
-            f"the query heads per layer ({[q for q, _ in counts]}) differ but {type(config).__name__} holds one "
-            "num_attention_heads; prune with pruning.ranking: layer for equal head counts "
-            "(the .dpm.pt artifact and .pt2 hold this model)")
-    raise HFFormatError(
-        f"the attention head counts per layer ({[q for q, _ in counts]}) cannot be written in a "
-        f"{type(config).__name__}: its head size is hidden_size / num_attention_heads and transformers 5 "
-        "has no pruned_heads; ship the dpm artifact (.dpm.pt) or .pt2 program instead")
-
-
-def _head_size(model: nn.Module) -> int:
-    layouts = head_layouts(model)[0]
-    if not layouts:
-        raise HFFormatError(f"{type(model).__name__} has head counts but no attention module dpm recognises")
-    return next(iter(layouts.values())).head_dim
 
 
 def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs: Any = None, *,
