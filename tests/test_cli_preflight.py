@@ -75,3 +75,15 @@ def test_prune_through_norm_reports_drift_and_fine_tunes_after_removal(tmp_path,
                for n in summary["notes"])
     assert "fine-tuning the compact model for 3 steps" in err
     assert abs(summary["macs_after"] / summary["macs_before"] - 0.5) <= 0.01
+
+
+def test_a_refusal_before_training_leaves_the_run_folder_reusable_without_force(tmp_path, capsys):
+    """The preflight needs the built pruner, so it came after the run folder was prepared: the marker
+    and recipe it left made the next run there need --force. They are taken back on a refusal."""
+    ckpt, recipe = _setup(tmp_path, HardcodedSplit(), 0.6)
+    code, _, err = run_cli(["prune", ckpt, "-r", recipe], capsys)
+    assert code == 2 and "preflight" in err
+    run = tmp_path / "run"
+    assert not [p.name for p in run.iterdir() if not p.name.endswith(".dpm-lock")] if run.exists() else True
+    code, out, err = run_cli(["prune", ckpt, "-r", recipe, "pruning.ignore=[fc2]", "--json"], capsys)
+    assert code == 0, err

@@ -13,7 +13,7 @@ from .. import provenance as prov
 from ..engine import DecayPruner
 from ..batch import move
 from ..engine.cost import count_macs_params
-from ..errors import ConfigError
+from ..errors import ConfigError, DpmError
 from ..outputs import OutputPlan, write_outputs
 from ..recipe import Recipe, dump_recipe
 from ..recipe.schema import describe_decay
@@ -117,6 +117,9 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
             run.check(resume=resume, force=force, inputs=inputs)
         return _prune(recipe, model_path, run, outputs, inputs, resume, force, trust, reporter, dist, hooks,
                       record)
+    except DpmError:  # refused before training: the folder is left as it was found (less any old run --force cleared)
+        run.discard_unstarted()
+        raise
     finally:
         run.release()
         outputs.release()

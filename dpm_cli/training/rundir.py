@@ -55,6 +55,7 @@ class RunDir:
         self.changes: list[str] = []  # recipe keys a resume changed, e.g. "training.optimizer.lr 1e6 -> 0.01"
         self._lock = RunLock(self.path / LOCK, str(self.path), "choose another --run-dir")
         self._prepared = False
+        self._new = False  # prepared for a new run (not a resume) by this process
 
     @property
     def name(self) -> str:
@@ -136,6 +137,18 @@ class RunDir:
         stamp = {"dpm": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.write_text(self.marker, json.dumps(stamp) + "\n")
         self.write_text(self.recipe, recipe_text)
+        self._new = True
+
+    def discard_unstarted(self) -> None:
+        """Undo `prepare` for a new run refused before it wrote anything of its own (the preflight, a
+        decay phase longer than training, heads a folder cannot record: refusals that need the built
+        pruner). Its marker and recipe alone would make the next run here need --force. A run that
+        wrote logs, state or a dense model keeps everything."""
+        if not self._new or any((self.path / name).exists() for name in self.OWN if name != "recipe.yaml"):
+            return
+        self.recipe.unlink(missing_ok=True)
+        self.marker.unlink(missing_ok=True)
+        self._new = False
 
     def _clear(self) -> None:
         """Delete dpm's own files (and the temporary files of interrupted writes), nothing else."""
