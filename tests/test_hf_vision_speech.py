@@ -52,6 +52,8 @@ FFN_SAVED = {
     "wav2vec2": (T.Wav2Vec2Model, T.Wav2Vec2Config, SPEECH, T.AutoModel),
     "hubert": (T.HubertModel, T.HubertConfig, SPEECH, T.AutoModel),
     "whisper_encoder": (T.WhisperForAudioClassification, T.WhisperConfig, WHISPER, T.AutoModelForAudioClassification),
+    # BERT-style attention whose q/k/v child is named `attention`, not `self` ("no head rule" before)
+    "data2vec_vision": (T.Data2VecVisionModel, T.Data2VecVisionConfig, VIT, T.AutoModel),
 }
 # pruned exactly, no folder: the FFN width is mlp_ratio x hidden, which no config key holds
 NO_FOLDER = {

@@ -161,24 +161,33 @@ class HFSelfAttention(HeadAdapter):
     def _names(self, inner: nn.Module) -> tuple[str, ...] | None:
         return next((n for n in self.NAMES if all(isinstance(getattr(inner, a, None), nn.Linear) for a in n)), None)
 
+    @staticmethod
+    def _inner_name(module: nn.Module) -> str:
+        """The child holding q/k/v: `self` (BERT), or `attention` (Data2Vec-vision, MobileViT)."""
+        return "self" if isinstance(getattr(module, "self", None), nn.Module) else "attention"
+
     def matches(self, module: nn.Module) -> bool:
-        inner = getattr(module, "self", None)
-        return (isinstance(inner, nn.Module) and self._names(inner) is not None
-                and hasattr(inner, "num_attention_heads") and hasattr(inner, "attention_head_size")
-                and isinstance(getattr(getattr(module, "output", None), "dense", None), nn.Linear))
+        inner = getattr(module, self._inner_name(module), None)
+        names = self._names(inner) if isinstance(inner, nn.Module) else None
+        out = getattr(getattr(module, "output", None), "dense", None)
+        # the output projection reads the heads (a transformer layer's `output.dense` reads its FFN)
+        return (names is not None and hasattr(inner, "num_attention_heads") and hasattr(inner, "attention_head_size")
+                and isinstance(out, nn.Linear) and out.in_features == getattr(inner, names[0]).out_features)
 
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
-        s = module.self
+        inner = self._inner_name(module)
+        s = getattr(module, inner)
         q, k, v = self._names(s)
-        _refuse_other_layers(f"{name}.self", s, (q, k, v, *self.POSITION), s.attention_head_size)
+        _refuse_other_layers(f"{name}.{inner}", s, (q, k, v, *self.POSITION), s.attention_head_size)
         extra = [getattr(s, n) for n in self.POSITION if isinstance(getattr(s, n, None), nn.Linear)]
         return HeadLayout(self.family, s.num_attention_heads, s.num_attention_heads, s.attention_head_size,
                           (getattr(s, q), "weight", 0), (getattr(s, k), "weight", 0), (getattr(s, v), "weight", 0),
-                          module.output.dense, extra, f"{name}.self")
+                          module.output.dense, extra, f"{name}.{inner}")
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
-        module.self.num_attention_heads = heads
-        module.self.all_head_size = heads * layout.head_dim
+        inner = getattr(module, self._inner_name(module))
+        inner.num_attention_heads = heads
+        inner.all_head_size = heads * layout.head_dim
 
 
 class LlamaAttention(HeadAdapter):
