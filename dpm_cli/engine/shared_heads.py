@@ -79,11 +79,11 @@ def _takes_bias(module: nn.Module) -> bool:
 
 def _shared_sets(model: nn.Module, groups: list[GroupSlices]) -> list[tuple[list[GroupSlices], tuple | None]]:
     """(members, table outside them) of every set of head groups that share a position bias."""
-    by_name = {g.name: g for g in groups}
+    by_name, roots = {g.name: g for g in groups}, {id(g.root) for g in groups}
     sets, taken = [], set()
     for owner, module in model.named_modules():  # MPNet: the encoder's table, every attention below it
         table = getattr(module, "relative_attention_bias", None)
-        if isinstance(table, nn.Embedding) and id(module) not in {id(g.root) for g in groups}:
+        if isinstance(table, nn.Embedding) and id(module) not in roots:  # (T5's first attention holds its own)
             prefix = f"{owner}." if owner else ""
             members = [g for n, g in by_name.items() if n.startswith(prefix) and n not in taken]
             if members:
@@ -91,7 +91,7 @@ def _shared_sets(model: nn.Module, groups: list[GroupSlices]) -> list[tuple[list
                 taken |= {g.name for g in members}
     roles: dict[str, list[GroupSlices]] = {}
     for g in groups:  # T5: every layer of a stack's self- (or cross-) attention, unless each has its own table
-        if g.name not in taken and getattr(g.remove, "adapter", None).__class__ is T5Attention:
+        if g.name not in taken and isinstance(getattr(g.remove, "adapter", None), T5Attention):
             roles.setdefault(_pattern(g.name), []).append(g)
     for members in roles.values():
         own_tables = sum(bool(g.remove.layout.bias_cols) for g in members)
