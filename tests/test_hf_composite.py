@@ -146,6 +146,10 @@ training: {{steps: 6, log_every: 3, optimizer: {{name: adamw, lr: 1.0e-3, weight
 output: {{dir: {tmp_path / 'run'}, hf: true}}
 """)
     capsys.readouterr()
+    code, out, err = run_cli(["plan", "-r", tmp_path / "r.yaml", "--json"], capsys)  # the dry run says so
+    assert code == 0, err
+    assert any("dpm prune will refuse this recipe: Gemma3Config.text_config cannot record" in n
+               for n in json.loads(out)["notes"])
     code, _, err = run_cli(["prune", "-r", tmp_path / "r.yaml", "-q"], capsys)
     assert code == 2 and "Gemma3Config.text_config cannot record pruned attention heads" in err
     assert len(err.strip().splitlines()) == 1
