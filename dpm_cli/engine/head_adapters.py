@@ -167,12 +167,17 @@ class HFSelfAttention(HeadAdapter):
         return "self" if isinstance(getattr(module, "self", None), nn.Module) else "attention"
 
     def matches(self, module: nn.Module) -> bool:
-        inner = getattr(module, self._inner_name(module), None)
+        child = self._inner_name(module)
+        inner = getattr(module, child, None)
         names = self._names(inner) if isinstance(inner, nn.Module) else None
         out = getattr(getattr(module, "output", None), "dense", None)
-        # the output projection reads the heads (a transformer layer's `output.dense` reads its FFN)
-        return (names is not None and hasattr(inner, "num_attention_heads") and hasattr(inner, "attention_head_size")
-                and isinstance(out, nn.Linear) and out.in_features == getattr(inner, names[0]).out_features)
+        if names is None or not isinstance(out, nn.Linear):
+            return False
+        # under `attention`, only where the output projection reads the heads: a transformer layer's
+        # `attention` and `output.dense` are its attention and its FFN's down projection
+        if child == "attention" and out.in_features != getattr(inner, names[0]).out_features:
+            return False
+        return hasattr(inner, "num_attention_heads") and hasattr(inner, "attention_head_size")
 
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
         inner = self._inner_name(module)
