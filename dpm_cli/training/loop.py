@@ -57,6 +57,7 @@ class Trainer:
         self._pending_step: int | None = None  # step of a saved state not yet confirmed by the next loss
         self._reference_loss: float | None = None  # the first loss this process saw
         self._mid_step = False
+        self._resumed_rng: torch.Tensor | None = None  # set again once the resumed run's data iterator exists
         self._shown: tuple[int, dict[str, Any]] | None = None  # the step and fields last shown
         self._zero_step: int | None = None  # last step on which every decaying structure reached zero
         self._zeroed_now = False  # this step made the last decaying structures zero
@@ -89,6 +90,7 @@ class Trainer:
         self.result.decay_eval_steps = list(state["result"].get("decay_eval_steps", []))
         self._zero_step = state["result"].get("zero_step")
         torch.set_rng_state(state["rng"])
+        self._resumed_rng = state["rng"]
         self._events_written = len(self.pruner.events) if self.pruner else 0
         self._saved_step = self.position.step
 
@@ -166,7 +168,14 @@ class Trainer:
     def _run_epoch(self) -> None:
         opts, pos = self.options, self.position
         set_epoch(self.train_loader, pos.epoch)
-        batches = itertools.islice(iter(self.train_loader), pos.batch, None)
+        batches = iter(self.train_loader)
+        if self._resumed_rng is not None:
+            # Creating a DataLoader iterator draws its base seed from the global generator, which dropout
+            # also draws from: the run that was not interrupted drew none between the saved state and the
+            # next step, so the resumed run must not either (else a model with dropout resumed differently).
+            torch.set_rng_state(self._resumed_rng)
+            self._resumed_rng = None
+        batches = itertools.islice(batches, pos.batch, None)
         for batch in batches:
             self._mid_step = True
             loss = self._train_step(batch)
