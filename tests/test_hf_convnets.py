@@ -76,10 +76,24 @@ def test_the_image_size_comes_from_the_processor_settings(tmp_path, processor, s
     assert (x["pixel_values"].shape if x else None) == shape
 
 
-def test_a_hostile_processor_size_is_one_line_before_anything_is_allocated(tmp_path, capsys):
-    path = folder(tmp_path, "resnet", {"size": {"height": 10 ** 9, "width": 10 ** 9}})
+@pytest.mark.parametrize("text, phrase", [
+    (json.dumps({"size": {"height": 10 ** 9, "width": 10 ** 9}}), "input"),  # huge: not allocated
+    (json.dumps({"size": "__import__('os').system('touch pwned')"}), "not a positive integer"),  # code as text
+    (json.dumps({"crop_size": {"height": -3, "width": 32}}), "not a positive integer"),
+    (json.dumps({"size": True}), "not a positive integer"),
+    (json.dumps({"size": [32, 32, 3]}), "not a positive integer"),
+    ('{"size": {"height": 3', "--input-shape"),  # truncated: no size, so the one line asks for one
+    (json.dumps([1, 2, 3]), "--input-shape"),  # not a mapping
+])
+def test_a_hostile_processor_file_is_one_line_and_nothing_runs_or_is_written(tmp_path, capsys, monkeypatch, text, phrase):
+    path = folder(tmp_path, "resnet", processor=None)
+    (path / "preprocessor_config.json").write_text(text)
+    before = sorted(p.name for p in path.iterdir())
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
     code, _, err = run_cli(["report", str(path)], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err and phrase in err
+    assert sorted(p.name for p in path.iterdir()) == before and not (tmp_path / "pwned").exists()
 
 
 def test_dpm_prune_and_report_on_a_resnet_folder(tmp_path, capsys):

@@ -161,26 +161,36 @@ def test_falcon_query_key_value_loses_whole_heads_in_either_row_layout_and_repla
     """Falcon's one query_key_value holds its heads in one of two layouts (a block per head, or per key/
     value group in the new decoder architecture): half the structures of every layer go exactly, the
     rows left are the heads kept, a folder is refused (head size derived), the artifact replays."""
+    from dpm_cli.hf.save import head_counts
+
+    torch.manual_seed(0)
+    transformers.FalconModel(transformers.FalconConfig(**FALCON, **kwargs)).save_pretrained(str(tmp_path / "f"))
+    model, rebuilt = _half_the_heads_exactly_then_replayed(tmp_path / "f", kept)
+    q, kv = kept
+    assert all(layer.self_attention.query_key_value.out_features == (q + 2 * kv) * 8 for layer in model.h)
+    assert head_counts(rebuilt) == [kept, kept]
+
+
+def _half_the_heads_exactly_then_replayed(folder, kept):
+    """The folder's model with half its heads removed exactly (`kept` (query, key/value) heads in each of
+    its two layers), a folder refused before training (head size derived), and the `.dpm.pt` artifact
+    that replays it giving the same outputs: (the compact model, the replayed one)."""
     import dpm_cli
     from artifact_helpers import save
     from dpm_cli.artifact import make_artifact
     from dpm_cli.hf.artifact import hf_provenance
     from dpm_cli.hf.save import head_counts
 
-    torch.manual_seed(0)
-    transformers.FalconModel(transformers.FalconConfig(**FALCON, **kwargs)).save_pretrained(str(tmp_path / "f"))
-    model, x = load_hf(tmp_path / "f").model, _inputs()
+    model, x = load_hf(folder).model, _inputs()
     prov, _ = hf_provenance(model, x)
     assert "cannot record pruned attention heads" in format_problem(model, "layer", 0.5)
     result = _prune(model, x, 0.5)
     assert result.max_rel_error <= 1e-5
-    q, kv = kept
     assert head_counts(model) == [kept, kept]
-    assert all(layer.self_attention.query_key_value.out_features == (q + 2 * kv) * 8 for layer in model.h)
-    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
-    assert head_counts(rebuilt) == [kept, kept]
+    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), folder.parent / "m.dpm.pt")).eval()
     with torch.no_grad():
         assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
+    return model, rebuilt
 
 
 @pytest.mark.parametrize("multi_query, kept", [(True, (2, 1)), (False, (2, 2))])
@@ -188,27 +198,13 @@ def test_gpt_bigcode_loses_query_heads_in_either_layout_and_replays(tmp_path, mu
     """GPTBigCode (StarCoder) had no head rule. Multi-query (its default): c_attn is [q | k | v] with one
     key/value head, which stays while query heads leave; else [q, k, v] per head. Exact both ways, a
     folder refused before training (head size derived), the artifact replays."""
-    import dpm_cli
-    from artifact_helpers import save
-    from dpm_cli.artifact import make_artifact
-    from dpm_cli.hf.artifact import hf_provenance
-    from dpm_cli.hf.save import head_counts
-
     cfg = transformers.GPTBigCodeConfig(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64,
                                         multi_query=multi_query)
     torch.manual_seed(0)
     transformers.GPTBigCodeModel(cfg).save_pretrained(str(tmp_path / "g"))
-    model, x = load_hf(tmp_path / "g").model, _inputs()
-    prov, _ = hf_provenance(model, x)
-    assert "cannot record pruned attention heads" in format_problem(model, "layer", 0.5)
-    result = _prune(model, x, 0.5)
-    assert result.max_rel_error <= 1e-5
+    model, _ = _half_the_heads_exactly_then_replayed(tmp_path / "g", kept)
     q, kv = kept
-    assert head_counts(model) == [kept, kept]
     assert all(block.attn.c_attn.out_features == (q + 2 * kv) * 8 for block in model.h)
-    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
-    with torch.no_grad():
-        assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, reason", [

@@ -37,6 +37,19 @@ def loaded(tmp_path, model) -> torch.nn.Module:
     return load_hf(tmp_path / "in").model
 
 
+def mpnet_recipe(tmp_path):
+    """A tiny MPNet folder with its tokenizer, and a 6-step recipe pruning half its heads into the
+    `.dpm.pt` artifact (output.hf off: MPNet's config derives the head size)."""
+    path = tmp_path / "mpnet"
+    tok = tokenizer(path)
+    torch.manual_seed(0)
+    T.MPNetModel(T.MPNetConfig(**dict(LM, vocab_size=len(tok)))).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), head_ratio=0.5)
+    recipe.write_text(recipe.read_text().replace("hf: true", "hf: false"))
+    return recipe
+
+
 def head_groups(pruner):
     return [g for g in pruner.groups if g.kind == "heads"]
 
@@ -164,13 +177,7 @@ def test_dpm_prune_on_an_mpnet_folder_decays_heads_across_layers_and_writes_the_
 
     import dpm_cli
 
-    path = tmp_path / "mpnet"
-    tok = tokenizer(path)
-    torch.manual_seed(0)
-    T.MPNetModel(T.MPNetConfig(**dict(LM, vocab_size=len(tok)))).save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), head_ratio=0.5)
-    recipe.write_text(recipe.read_text().replace("hf: true", "hf: false"))
+    recipe = mpnet_recipe(tmp_path)
     capsys.readouterr()
     code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
     assert code == 0, err
@@ -191,13 +198,8 @@ def test_an_interrupted_mpnet_run_with_heads_across_layers_resumes_to_the_same_m
     from dpm_cli.recipe import load_recipe
     from dpm_cli.training.loop import TrainerHooks
 
-    path = tmp_path / "mpnet"
-    tok = tokenizer(path)
-    torch.manual_seed(0)
-    T.MPNetModel(T.MPNetConfig(**dict(LM, vocab_size=len(tok)))).save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), head_ratio=0.5)
-    recipe.write_text(recipe.read_text().replace("hf: true", "hf: false").replace("log_every: 3", f"log_every: 3\n  checkpoint_every: {every}"))
+    recipe = mpnet_recipe(tmp_path)
+    recipe.write_text(recipe.read_text().replace("log_every: 3", f"log_every: 3\n  checkpoint_every: {every}"))
 
     def run(name, hooks=None, resume=False):
         return prune(load_recipe(recipe), run_dir=tmp_path / name, output=tmp_path / name / "m", hooks=hooks, resume=resume)

@@ -64,9 +64,7 @@ class CostModel:
             self._touches.append(per_unit)
             sizes = torch.bincount(unit_of, minlength=g.n_units)
             self._sizes.append((sizes if counts_channels else torch.zeros_like(sizes)).tolist())
-            # a head group spanning layers (`shared_heads`) names the attention of each
-            names = [g.macs_module] if isinstance(g.macs_module, str) else list(g.macs_module or [])
-            self._extra.append(sum(row_macs.get(n, 0.0) for n in names) / g.n_units)
+            self._extra.append(sum(row_macs.get(n, 0.0) for n in g.macs_modules) / g.n_units)
         self._unit_costs: dict[str, list[float]] = {}
         self.reset()
 

@@ -128,6 +128,6 @@ def _merged(members: list[GroupSlices], table: tuple[str, nn.Embedding] | None) 
         from .heads import bias_slices
 
         slices += merge_slices([bias_slices(table[1], f"{table[0]}:bias_table", lay.head_dim)])
-    macs = tuple(m for g in members for m in ([g.macs_module] if isinstance(g.macs_module, str) else g.macs_module or []))
+    macs = tuple(m for g in members for m in g.macs_modules)
     return GroupSlices(name=_pattern(first.name), root=first.root, channels=first.channels, slices=slices, tp_group=None,
                        unit_of=first.unit_of, remove=CoupledRemoval(members, table), macs_module=macs, kind="heads")

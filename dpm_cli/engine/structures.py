@@ -54,6 +54,12 @@ class GroupSlices:
     kind: str = "channels"  # "heads": an attention module's heads (DPMConfig.head_ratio applies)
 
     @property
+    def macs_modules(self) -> tuple[str, ...]:
+        """The modules named by `macs_module` (none, one, or one per layer of a head group across layers)."""
+        m = self.macs_module
+        return (m,) if isinstance(m, str) and m else tuple(m or ())
+
+    @property
     def n_units(self) -> int:
         return self.channels if self.unit_of is None else int(self.unit_of.max()) + 1
 

@@ -117,17 +117,17 @@ def head_size_free(model: nn.Module, base: dict[str, Any] | None = None, scope: 
     pruned FFN width; `scope`: a composite's part, e.g. "text_config", whose attention and keys are
     asked). Twice, not fewer: fewer heads are not always a valid config, more always are.
     None: no answer."""
-    from .prunable import head_layouts, scoped
+    from .prunable import head_layouts, part_config, scoped, scoped_key
 
     layouts = scoped(model, head_layouts(model)[0]).get(scope, {})
     if not layouts:
         return None
     names, layout = list(layouts), next(iter(layouts.values()))
-    config = (getattr(model.config, scope) if scope else model.config).to_dict()
-    key = f"{scope}.{{}}".format if scope else "{}".format
-    updates = {**(base or {}), key("num_attention_heads"): 2 * layout.heads, key("head_dim"): layout.head_dim}
+    config = part_config(model, scope).to_dict()
+    updates = {**(base or {}), scoped_key(scope, "num_attention_heads"): 2 * layout.heads,
+               scoped_key(scope, "head_dim"): layout.head_dim}
     if "num_key_value_heads" in config:
-        updates[key("num_key_value_heads")] = 2 * layout.kv_heads
+        updates[scoped_key(scope, "num_key_value_heads")] = 2 * layout.kv_heads
     built = build_meta(model, updates)
     if built is None:
         return None

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..errors import DpmError
 from .expressible import build_meta, head_size_free
-from .prunable import config_scopes, config_value, head_layouts, scoped
+from .prunable import config_scopes, config_value, head_layouts, part_config, scoped, scoped_key
 
 
 class HFFormatError(DpmError):
@@ -32,8 +32,7 @@ def size_free(model: nn.Module, ffn: dict[str, Any] | None = None, scope: str | 
     """Whether the (part's) config states the head size apart from the head count (asked of the
     architecture; where it cannot be built, whether the config has a head_dim)."""
     free = head_size_free(model, ffn, scope)
-    config = getattr(model.config, scope) if scope else model.config
-    return "head_dim" in config.to_dict() if free is None else free
+    return "head_dim" in part_config(model, scope).to_dict() if free is None else free
 
 
 def head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +41,7 @@ def head_updates(model: nn.Module, ffn: dict[str, Any]) -> dict[str, Any]:
     updates: dict[str, Any] = {}
     as_configured = None
     for scope, layouts in scoped(model, head_layouts(model)[0]).items():
-        config = getattr(model.config, scope) if scope else model.config
+        config = part_config(model, scope)
         heads = config_value(config, "num_attention_heads")
         kv = config_value(config, "num_key_value_heads") or heads
         counts = [(lay.heads, lay.kv_heads) for lay in layouts.values()]
@@ -72,13 +71,12 @@ def _part_updates(model: nn.Module, config: Any, scope: str | None, counts: list
         raise HFFormatError(
             f"the query heads per layer ({[q for q, _ in counts]}) differ but {name} holds one num_attention_heads; "
             "prune with pruning.ranking: layer for equal head counts (the .dpm.pt artifact and .pt2 hold this model)")
-    key = f"{scope}.{{}}".format if scope else "{}".format
     (q, k), keys = counts[0], config.to_dict()
-    updates = {key("num_attention_heads"): q}
+    updates = {scoped_key(scope, "num_attention_heads"): q}
     if "num_key_value_heads" in keys:
-        updates[key("num_key_value_heads")] = k
+        updates[scoped_key(scope, "num_key_value_heads")] = k
     if "head_dim" not in keys:  # Qwen2: head_dim = getattr(config, "head_dim", hidden / heads)
-        updates[key("head_dim")] = next(iter(layouts.values())).head_dim
+        updates[scoped_key(scope, "head_dim")] = next(iter(layouts.values())).head_dim
     return updates
 
 

@@ -40,7 +40,7 @@ def derived_example(model: nn.Module) -> dict[str, torch.Tensor] | None:
     preprocessor_config.json, is used."""
     config, name = getattr(model, "config", None), getattr(model, "main_input_name", None)
     shape: tuple[int, ...] | None = None
-    size = getattr(config, "image_size", None) or _processor_size(config) if name == "pixel_values" else None
+    size = (getattr(config, "image_size", None) or _processor_size(config)) if name == "pixel_values" else None
     if size:
         height, width = size[:2] if isinstance(size, (list, tuple)) and len(size) >= 2 else (size, size)
         shape = (1, _size(getattr(config, "num_channels", 3)), _size(height), _size(width))

@@ -165,13 +165,13 @@ def width_keys(model: nn.Module, layers: dict[str, int]) -> dict[str, str | None
     experts = expert_layers(model)
     keys = {}
     for layer in layers:
-        scope = next((a for prefix, a in scopes.items() if layer.startswith(prefix + ".")), None)
-        config = getattr(model.config, scope) if scope else model.config
+        scope = scope_of(scopes, layer)
+        config = part_config(model, scope)
         stacks = [STACK_WIDTH_KEYS[p] for p in layer.split(".") if p in STACK_WIDTH_KEYS]
         if layer in experts:
             stacks = list(EXPERT_WIDTH_KEYS)
         key = next((k for k in stacks if getattr(config, k, None) is not None), ffn_width_key(config))
-        keys[layer] = f"{scope}.{key}" if scope and key else key
+        keys[layer] = scoped_key(scope, key) if key else None
     return keys
 
 
@@ -189,13 +189,27 @@ def config_scopes(model: nn.Module) -> dict[str, str]:
     return scopes
 
 
+def scope_of(scopes: dict[str, str], name: str) -> str | None:
+    """The composite part (a `config_scopes` value) module `name` belongs to; None: the model's own."""
+    return next((a for prefix, a in scopes.items() if name.startswith(prefix + ".")), None)
+
+
+def part_config(model: nn.Module, scope: str | None) -> Any:
+    """The config of a composite's part (`scope`), or the model's own."""
+    return getattr(model.config, scope) if scope else model.config
+
+
+def scoped_key(scope: str | None, key: str) -> str:
+    """`key` in the part's config, dotted: "text_config.intermediate_size"."""
+    return f"{scope}.{key}" if scope else key
+
+
 def scoped(model: nn.Module, by_name: dict[str, Any]) -> dict[str | None, dict[str, Any]]:
     """`by_name` (module name -> anything) split by the composite part each module belongs to (the
     config attribute of `config_scopes`; None: the model's own config)."""
     scopes, out = config_scopes(model), {}
     for name, value in by_name.items():
-        scope = next((a for prefix, a in scopes.items() if name.startswith(prefix + ".")), None)
-        out.setdefault(scope, {})[name] = value
+        out.setdefault(scope_of(scopes, name), {})[name] = value
     return out
 
 
