@@ -348,7 +348,8 @@ def test_cli_heads_on_gpt2_refused_for_a_folder_before_training_and_pruned_witho
 def test_an_unrecognised_family_is_refused_naming_the_ones_dpm_knows():
     from dpm_cli.errors import ConfigError
 
-    # (GPT-J, the family this test used, is pruned since its mlp.fc_in became an FFN root: XLNet is not)
-    cfg = transformers.XLNetConfig(vocab_size=VOCAB, d_model=HIDDEN, n_layer=1, n_head=HEADS, d_inner=64)
-    with pytest.raises(ConfigError, match=r"feed-forward layers of XLNetModel \(it knows .*GPT-2/GPT-Neo.*: .*mlp\.c_fc"):
-        protected_modules(transformers.XLNetModel(cfg))
+    # (GPT-J and then XLNet, the families this test used, are pruned since their FFNs became known: Mamba,
+    # a state-space model with no transformer FFN, is not)
+    cfg = transformers.MambaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=1, state_size=4)
+    with pytest.raises(ConfigError, match=r"feed-forward layers of MambaModel \(it knows .*GPT-2/GPT-Neo.*: .*mlp\.c_fc"):
+        protected_modules(transformers.MambaModel(cfg))

@@ -184,6 +184,20 @@ def test_aimv2_gated_ffn_named_ffn_is_pruned(tmp_path):
     assert torch.allclose(output(reloaded, x), output(model, x), atol=1e-6)
 
 
+def test_wav2vec2_conformer_both_ffns_of_a_layer_are_pruned_and_saved(tmp_path):
+    """Wav2Vec2-Conformer's layers hold two FFNs (ffn1, ffn2: feed_forward's names, one more level down);
+    they were not recognised ("does not recognise the feed-forward layers"). Its attention, with relative
+    position parameters of its own per head, is refused for heads in one line."""
+    model = load_hf(folder(tmp_path, T.Wav2Vec2ConformerModel, T.Wav2Vec2ConformerConfig, SPEECH)).model
+    x = derived_example(model)
+    assert len(ffn_layers(model)) == 4 and format_problem(model, "layer", 0.0) is None
+    assert "no head rule for Wav2Vec2ConformerSelfAttention" in head_problem(model, 0.5)
+    assert cut_half(model, x, 0.0).compact().max_rel_error <= 1e-5
+    assert set(ffn_layers(model).values()) == {32}
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out", x), T.AutoModel)
+    assert torch.allclose(output(reloaded, x), output(model, x), atol=1e-6)
+
+
 def test_a_channels_budget_with_no_channel_structures_is_one_budget_error(tmp_path):
     """Only heads to prune (every FFN ignored) and a channels budget, which counts no heads: a
     BudgetError naming the budget, not ZeroDivisionError."""

@@ -1,5 +1,5 @@
-"""Head adapters for attention whose q, k and v come from one fused Linear: GPT-NeoX, Phi-3, Falcon,
-ModernBERT. Each says at which rows of the fused projection every head's q, k and v live
+"""Head adapters for attention whose q, k and v come from one fused Linear: GPT-NeoX, Persimmon, Phi-3,
+Falcon, GPTBigCode, ModernBERT, DeBERTa (v1). Each says at which rows of the fused projection every head's q, k and v live
 (`HeadLayout`); the separate-projection families are in `head_adapters`."""
 from __future__ import annotations
 
@@ -33,6 +33,31 @@ class GPTNeoXAttention(HeadAdapter):
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         pass
+
+
+class PersimmonAttention(HeadAdapter):
+    """Hugging Face Persimmon (and Fuyu's language model) attention: `query_key_value` rows are grouped by
+    head ([q | k | v] of head 0, then of head 1, ...), `dense` reads the heads; its q/k LayerNorms act on
+    one head's head_dim channels, shared by every head. The forward splits by num_heads."""
+
+    family = "hf-persimmon"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (isinstance(getattr(module, "query_key_value", None), nn.Linear)
+                and isinstance(getattr(module, "dense", None), nn.Linear)
+                and all(isinstance(getattr(module, a, None), int) for a in ("num_heads", "head_dim", "rotary_ndims"))
+                and hasattr(module, "qk_layernorm"))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        heads, dim, fused = module.num_heads, module.head_dim, module.query_key_value
+        _refuse_other_layers(name, module, ("query_key_value", "dense"), dim)
+        if fused.out_features != 3 * heads * dim or module.dense.in_features != heads * dim:
+            raise Unsupported(f"{name}: query_key_value has {fused.out_features} rows, not 3 x {heads} x {dim}")
+        return HeadLayout(self.family, heads, heads, dim, (fused, "weight", 0), (fused, "weight", dim),
+                          (fused, "weight", 2 * dim), module.dense, [], name, stride=3 * dim)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        module.num_heads = heads
 
 
 class Phi3Attention(HeadAdapter):
@@ -161,3 +186,41 @@ class ModernBertAttention(HeadAdapter):
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         pass  # the forward reads the head count from Wqkv's output
+
+
+class DebertaAttention(HeadAdapter):
+    """Hugging Face DeBERTa (v1) attention: `self.in_proj` rows are grouped by head ([q | k | v] of head 0,
+    then of head 1, ...: its forward views them as (heads, 3 x head_dim) and chunks), `self.q_bias` and
+    `self.v_bias` hold one entry per head channel, the relative-position projections `pos_proj` and
+    `pos_q_proj` are per head too, and `output.dense` reads the heads. Talking heads (a Linear across
+    heads) are refused."""
+
+    family = "hf-deberta"
+    POSITION = ("pos_proj", "pos_q_proj")
+
+    def matches(self, module: nn.Module) -> bool:
+        inner = getattr(module, "self", None)
+        return (isinstance(getattr(inner, "in_proj", None), nn.Linear)
+                and all(isinstance(getattr(inner, a, None), nn.Parameter) for a in ("q_bias", "v_bias"))
+                and all(isinstance(getattr(inner, a, None), int) for a in ("num_attention_heads", "attention_head_size"))
+                and isinstance(getattr(getattr(module, "output", None), "dense", None), nn.Linear))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        s, where = module.self, f"{name}.self"
+        heads, dim, fused = s.num_attention_heads, s.attention_head_size, s.in_proj
+        if getattr(s, "head_logits_proj", None) is not None or getattr(s, "head_weights_proj", None) is not None:
+            raise Unsupported(f"{where}: talking heads (head_logits_proj) mix the heads")
+        for child, sub in s.named_children():
+            if child not in ("in_proj", *self.POSITION) and any(True for _ in sub.parameters()):
+                raise Unsupported(f"{where}: {child} ({type(sub).__name__}) spans more than one head, so no head "
+                                  "can leave without changing it")
+        if fused.out_features != 3 * heads * dim or module.output.dense.in_features != heads * dim:
+            raise Unsupported(f"{where}: in_proj has {fused.out_features} rows, not 3 x {heads} x {dim}")
+        extra = [getattr(s, n) for n in self.POSITION if isinstance(getattr(s, n, None), nn.Linear)]
+        return HeadLayout(self.family, heads, heads, dim, (fused, "weight", 0), (fused, "weight", dim),
+                          (fused, "weight", 2 * dim), module.output.dense, extra, where, stride=3 * dim,
+                          head_params=[(s, "q_bias"), (s, "v_bias")])
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        module.self.num_attention_heads = heads
+        module.self.all_head_size = heads * layout.head_dim

@@ -35,6 +35,8 @@ class HeadLayout:
     q_gate: bool = False  # q holds each query head's rows, then its output gate's (Qwen3.5, Qwen3-Next)
     # relative position bias tables [buckets, query heads]: column h is head h's (T5's first layer)
     bias_cols: list[nn.Embedding] = field(default_factory=list)
+    # the module's own vectors with one entry per query-head channel: (holder, attribute) (DeBERTa's q_bias, v_bias)
+    head_params: list[tuple[nn.Module, str]] = field(default_factory=list)
 
     @property
     def per_kv(self) -> int:
@@ -278,10 +280,35 @@ class GPT2Attention(HeadAdapter):
         module.split_size = heads * layout.head_dim
 
 
+class OpenAIGPTAttention(GPT2Attention):
+    """Hugging Face OpenAI GPT (GPT-1) attention: GPT-2's `c_attn` / `c_proj` layout with the head count
+    in `n_head` and no head_dim (each head is split_size / n_head wide; split_heads reshapes by n_head)."""
+
+    family = "hf-openai-gpt"
+
+    def matches(self, module: nn.Module) -> bool:
+        return (is_conv1d(getattr(module, "c_attn", None)) and is_conv1d(getattr(module, "c_proj", None))
+                and all(isinstance(getattr(module, a, None), int) for a in ("n_head", "split_size"))
+                and not hasattr(module, "num_heads"))
+
+    def describe(self, name: str, module: nn.Module) -> HeadLayout:
+        heads, inner = module.n_head, module.split_size
+        if inner % heads or module.c_attn.weight.shape[1] != 3 * inner:
+            raise Unsupported(f"{name}: c_attn has {module.c_attn.weight.shape[1]} columns, not 3 x {inner} "
+                              f"in {heads} heads")
+        return HeadLayout(self.family, heads, heads, inner // heads, (module.c_attn, "weight", 0),
+                          (module.c_attn, "weight", inner), (module.c_attn, "weight", 2 * inner), module.c_proj,
+                          [], name)
+
+    def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
+        module.n_head, module.split_size = heads, heads * layout.head_dim
+
+
 class ProjectionAttention(HeadAdapter):
     """Hugging Face multi-head attention with separate q/k/v/output Linears and one head count, whose
     forward splits heads by `head_dim` (or by the head count it reads back): OPT, BART and its copies
-    (mBART, Marian, Pegasus, Whisper, ...), GPT-J, GPT-Neo (q/k/v/out_proj), DistilBERT (q/k/v/out_lin).
+    (mBART, Marian, Pegasus, Whisper, ...), GPT-J, GPT-Neo (q/k/v/out_proj), DistilBERT (q/k/v/out_lin),
+    CTRL (Wq/Wk/Wv/dense).
     Grouped-query attention (`num_key_value_groups`) is LlamaAttention's. GTE, NomicBERT and Jina v3 keep
     no head count at all: their forward reshapes by head_dim with -1, so the count is the rows / head_dim
     (the preflight rehearses the removal before training, for any module this matches)."""
@@ -295,6 +322,7 @@ class ProjectionAttention(HeadAdapter):
                ("q_proj", "k_proj", "v_proj", "o_proj", "num_heads", "head_dim"),  # DINOv3
                ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "attention_head_size"),
                ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "head_dim"),  # XLM, Flaubert
+               ("Wq", "Wk", "Wv", "dense", "num_heads", "head_dim"),  # CTRL
                # MPNet (its position bias is the encoder's, shared by all layers: `shared_heads`)
                ("q", "k", "v", "o", "num_attention_heads", "attention_head_size"),
                ("q_proj", "k_proj", "v_proj", "o_proj", None, "head_dim"))  # GTE, NomicBERT, Jina v3: no count

@@ -20,16 +20,18 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from .conv1d import CONV1D_PRUNER, in_axis, is_conv1d, out_axis
-from .fused_heads import FalconAttention, GPTBigCodeAttention, GPTNeoXAttention, ModernBertAttention, Phi3Attention
+from .fused_heads import (DebertaAttention, FalconAttention, GPTBigCodeAttention, GPTNeoXAttention,
+                          ModernBertAttention, PersimmonAttention, Phi3Attention)
 from .head_adapters import (GPT2Attention, HeadAdapter, HeadLayout, HFSelfAttention, LlamaAttention,
-                            ProjectionAttention, TimmAttention, TorchMultiheadAttention)
+                            OpenAIGPTAttention, ProjectionAttention, TimmAttention, TorchMultiheadAttention)
 from .shared_heads import T5Attention, couple_shared_heads
 from .structures import GroupSlices, Unsupported, merge_slices
 
 # Every attention family dpm prunes by whole heads, first match wins (a new family: one adapter, listed here).
 ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
                                GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention(),
-                               FalconAttention(), ModernBertAttention(), T5Attention(), GPTBigCodeAttention()]
+                               FalconAttention(), ModernBertAttention(), T5Attention(), GPTBigCodeAttention(),
+                               PersimmonAttention(), DebertaAttention(), OpenAIGPTAttention()]
 
 
 def adapter_for(module: nn.Module) -> HeadAdapter | None:
@@ -70,6 +72,8 @@ class HeadRemoval:
             _drop_rows(holder, attr, sorted(idxs))
         for linear in lay.extra_rows:
             tp.prune_linear_out_channels(linear, q_cols)
+        for holder, attr in lay.head_params:
+            _drop_entries(holder, attr, q_cols)
         for table in lay.bias_cols:
             drop_bias_columns(table, q_heads)
         if is_conv1d(lay.out):
@@ -94,12 +98,16 @@ def _drop_rows(holder: nn.Module, attr: str, rows: list[int]) -> None:
         return
     # nn.MultiheadAttention's packed in_proj_weight / in_proj_bias: torch-pruning's MHA pruner
     # removes embedding channels, not heads, so the rows are selected here.
-    for name in (attr, attr.replace("weight", "bias")):
-        param = getattr(holder, name, None)
-        if isinstance(param, nn.Parameter):
-            keep = torch.tensor(sorted(set(range(param.shape[0])) - set(rows)), dtype=torch.long,
-                                device=param.device)
-            setattr(holder, name, nn.Parameter(param.detach().index_select(0, keep), param.requires_grad))
+    for name in dict.fromkeys((attr, attr.replace("weight", "bias"))):
+        _drop_entries(holder, name, rows)
+
+
+def _drop_entries(holder: nn.Module, attr: str, rows: list[int]) -> None:
+    """Remove entries `rows` (dim 0) of the parameter `holder.attr`, if it has one."""
+    param = getattr(holder, attr, None)
+    if isinstance(param, nn.Parameter):
+        keep = torch.tensor(sorted(set(range(param.shape[0])) - set(rows)), dtype=torch.long, device=param.device)
+        setattr(holder, attr, nn.Parameter(param.detach().index_select(0, keep), param.requires_grad))
 
 
 @torch.no_grad()
@@ -140,8 +148,9 @@ def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlice
     if not lay.query_only:  # multi-query: the one key/value head belongs to no structure, and stays
         rows(*lay.k, kv_local, kv_root)
         rows(*lay.v, kv_local, kv_root)
-    for linear in lay.extra_rows:
-        rows(linear, "weight", 0, channels, channels)
+    for linear in lay.extra_rows:  # heads contiguous, whatever the fused projection's stride
+        rows(linear, "weight", 0, channels, channels, 1, hd)
+    raw.extend((getattr(holder, attr), f"{name}:{attr}", 0, channels, channels) for holder, attr in lay.head_params)
     raw.extend(bias_slices(table, f"{name}:bias_table", hd) for table in lay.bias_cols)
     raw.append((lay.out.weight, f"{name}:out.weight", in_axis(lay.out), channels, channels))
     unit_of = torch.tensor([c // hd // lay.q_per_unit for c in channels], dtype=torch.long)

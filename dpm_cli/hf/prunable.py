@@ -24,7 +24,8 @@ from ..errors import ConfigError
 # Falcon/BLOOM, T5, GPT-2 (a transformers Conv1D), GPT-Neo (c_fc as nn.Linear), GPT-J/CodeGen, MPT
 # (ffn.up_proj), XLM/Flaubert (ffns.N.lin1), Jamba (feed_forward.gate_proj and up_proj), LFM2
 # (feed_forward.w1 and w3, gate and up) and the speech encoders (Wav2Vec2, HuBERT, WavLM, Data2Vec-audio:
-# feed_forward.intermediate_dense).
+# feed_forward.intermediate_dense; Wav2Vec2-Conformer: ffn1 and ffn2, two per layer), XLNet (ff.layer_1),
+# CTRL (ffn.0, a Sequential), ProphetNet (feed_forward.intermediate) and RecurrentGemma (mlp_block).
 # FFN input projections that fuse gate and up in one Linear split in two halves (Phi-3, GLM:
 # gate_up_proj; ModernBERT: Wi): unit i is rows i and i + width (`engine.units.split_period`).
 FUSED_PARTS = {"mlp.gate_up_proj": 2, "mlp.Wi": 2}
@@ -32,20 +33,24 @@ FUSED_PARTS = {"mlp.gate_up_proj": 2, "mlp.Wi": 2}
 # its layer is named after it ("layers.0.mlp.shared_expert"), so the key can be found (STACK_WIDTH_KEYS).
 SHARED_EXPERT_INPUTS = ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj",
                         "feed_forward.shared_expert.gate_proj", "feed_forward.shared_expert.up_proj")  # Llama 4
+# FFNs that are one of two in their layer (Wav2Vec2-Conformer's macaron ffn1 and ffn2): named apart.
+TWIN_FFN_INPUTS = ("ffn1.intermediate_dense", "ffn2.intermediate_dense")
 FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", "mlp.fc1", "fc1",
               "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
               "mlp.fc_in", "ffn.up_proj", "ffn.gate_proj", "lin1", "feed_forward.gate_proj",
               "feed_forward.up_proj", "feed_forward.w1", "feed_forward.w3", "feed_forward.intermediate_dense",
-              *FUSED_PARTS, *SHARED_EXPERT_INPUTS)
+              *TWIN_FFN_INPUTS, "ff.layer_1", "ffn.0", "feed_forward.intermediate",
+              "mlp_block.gate_proj", "mlp_block.up_proj", *FUSED_PARTS, *SHARED_EXPERT_INPUTS)
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo, "
-            "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE) "
-            "and GPT-J/CodeGen")
+            "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE), GPT-J/CodeGen, XLNet, CTRL, "
+            "ProphetNet and the speech encoders")
 # The attention families whose heads dpm prunes (`engine.heads.ADAPTERS`), for messages.
-HEAD_FAMILIES = ("BERT-style (and DeBERTa-v2/v3), Llama-style, Phi-3, GPT-2, GPT-NeoX, Falcon, ModernBERT, T5 and MPNet "
-                 "(heads across layers) and separate q/k/v/out projection attention (OPT, BART, GPT-J, GPT-Neo, "
-                 "DistilBERT, ViT, Wav2Vec2, GTE)")
-# Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size).
-FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size")
+HEAD_FAMILIES = ("BERT-style (and DeBERTa v1, v2, v3), Llama-style, Phi-3, GPT-2 (and OpenAI GPT), GPT-NeoX (and "
+                 "Persimmon), Falcon, ModernBERT, T5 and MPNet (heads across layers) and separate q/k/v/out "
+                 "projection attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT, CTRL, ViT, Wav2Vec2, GTE)")
+# Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size, XLNet:
+# d_inner, CTRL: dff).
+FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size", "d_inner", "dff")
 # An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.
 STACK_WIDTH_KEYS = {"encoder": "encoder_ffn_dim", "decoder": "decoder_ffn_dim",
                     "shared_expert": "shared_expert_intermediate_size"}
@@ -128,7 +133,8 @@ def ffn_widths(model: nn.Module) -> list[int]:
 
 
 def ffn_layers(model: nn.Module) -> dict[str, int]:
-    """Layer name -> intermediate width of its FFN, in layer order."""
+    """FFN name -> its intermediate width, in layer order: the layer's name ("encoder.layer.0"), or the
+    FFN's where a layer has more than one ("layers.0.mlp.shared_expert", "layers.0.ffn1")."""
     widths: dict[str, int] = {}
     for name in ffn_roots(model):
         # the layer is what precedes the matched suffix: "layers.0" for layers.0.fc1 (OPT) and for
@@ -137,8 +143,9 @@ def ffn_layers(model: nn.Module) -> dict[str, int]:
         module = model.get_submodule(name)
         width = module.weight.shape[out_axis(module)]  # out_features; a Conv1D's weight is [in, out]
         width //= FUSED_PARTS.get(suffix, 1)  # gate and up fused: each half is the width
-        layer = name[:-len(suffix)] + suffix.rsplit(".", 1)[0] if suffix in SHARED_EXPERT_INPUTS else \
-            name[:-len(suffix)].rstrip(".")
+        # a layer's shared expert, or one of its two FFNs, is named apart from the layer's other FFN
+        named_apart = suffix in SHARED_EXPERT_INPUTS or suffix in TWIN_FFN_INPUTS
+        layer = name[:-len(suffix)] + suffix.rsplit(".", 1)[0] if named_apart else name[:-len(suffix)].rstrip(".")
         widths.setdefault(layer, width)
     return {**widths, **expert_layers(model)}
 
