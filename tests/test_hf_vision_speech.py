@@ -1,5 +1,5 @@
 """Vision and speech transformers (ViT, DeiT, BEiT, DINOv2, Swin, CLIP's and SigLIP's vision towers,
-Wav2Vec2, HuBERT, Whisper's encoder), from tiny random configs: FFN width and heads pruned exactly and
+Wav2Vec2, HuBERT, Wav2Vec2-Conformer, Wav2Vec2-BERT, Whisper's encoder), from tiny random configs: FFN width and heads pruned exactly and
 saved as a folder `from_pretrained` loads, or refused in one line before training. They have no
 tokenizer: the example input is shaped from the config (`hf.derived_example`), `dpm report` counts at
 that shape (or at --input-shape), and `dpm prune` trains on tensors data.
@@ -54,6 +54,13 @@ FFN_SAVED = {
     "whisper_encoder": (T.WhisperForAudioClassification, T.WhisperConfig, WHISPER, T.AutoModelForAudioClassification),
     # BERT-style attention whose q/k/v child is named `attention`, not `self` ("no head rule" before)
     "data2vec_vision": (T.Data2VecVisionModel, T.Data2VecVisionConfig, VIT, T.AutoModel),
+    # Conformer attention: linear_q/k/v/out; relative positions add linear_pos rows and pos_bias_u/v rows per
+    # head, which leave with it; the rotary variant views the layer's input by num_heads, which stays
+    "wav2vec2_conformer": (T.Wav2Vec2ConformerModel, T.Wav2Vec2ConformerConfig, SPEECH, T.AutoModel),
+    "wav2vec2_conformer_rotary": (T.Wav2Vec2ConformerModel, T.Wav2Vec2ConformerConfig,
+                                  dict(SPEECH, position_embeddings_type="rotary"), T.AutoModel),
+    "wav2vec2_bert": (T.Wav2Vec2BertModel, T.Wav2Vec2BertConfig, dict(SPEECH, feature_projection_input_dim=16),
+                      T.AutoModel),  # input_features: stacked mel frames
 }
 # pruned exactly, no folder: the FFN width is mlp_ratio x hidden, which no config key holds
 NO_FOLDER = {
@@ -184,18 +191,28 @@ def test_aimv2_gated_ffn_named_ffn_is_pruned(tmp_path):
     assert torch.allclose(output(reloaded, x), output(model, x), atol=1e-6)
 
 
-def test_wav2vec2_conformer_both_ffns_of_a_layer_are_pruned_and_saved(tmp_path):
-    """Wav2Vec2-Conformer's layers hold two FFNs (ffn1, ffn2: feed_forward's names, one more level down);
-    they were not recognised ("does not recognise the feed-forward layers"). Its attention, with relative
-    position parameters of its own per head, is refused for heads in one line."""
+def test_conformer_layers_two_ffns_are_two_entries_and_its_heads_replay_from_the_artifact(tmp_path):
+    """Wav2Vec2-Conformer's layers hold two FFNs (ffn1, ffn2), which were not recognised ("does not
+    recognise the feed-forward layers") and are listed apart (a layer's name would hide one of two
+    widths from the folder check). Its heads, with their linear_pos rows and pos_bias_u/v rows (no head
+    rule before), leave exactly, and the dpm artifact replays them."""
+    import dpm_cli
+    from artifact_helpers import save
+    from dpm_cli.artifact import make_artifact
+    from dpm_cli.hf.artifact import hf_provenance
+
     model = load_hf(folder(tmp_path, T.Wav2Vec2ConformerModel, T.Wav2Vec2ConformerConfig, SPEECH)).model
     x = derived_example(model)
-    assert len(ffn_layers(model)) == 4 and format_problem(model, "layer", 0.0) is None
-    assert "no head rule for Wav2Vec2ConformerSelfAttention" in head_problem(model, 0.5)
-    assert cut_half(model, x, 0.0).compact().max_rel_error <= 1e-5
-    assert set(ffn_layers(model).values()) == {32}
-    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out", x), T.AutoModel)
-    assert torch.allclose(output(reloaded, x), output(model, x), atol=1e-6)
+    assert list(ffn_layers(model)) == [f"encoder.layers.{i}.ffn{j}" for i in (0, 1) for j in (1, 2)]
+    prov, why = hf_provenance(model, x)
+    assert why is None
+    result = cut_half(model, x, 0.5).compact()
+    assert result.max_rel_error <= 1e-5
+    attn = model.encoder.layers[0].self_attn
+    assert attn.pos_bias_u.shape == attn.pos_bias_v.shape == (2, 8) and attn.linear_pos.out_features == 16
+    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
+    assert rebuilt.encoder.layers[1].self_attn.pos_bias_u.shape == (2, 8)
+    assert torch.allclose(output(rebuilt, x), output(model, x), atol=1e-6)
 
 
 def test_a_channels_budget_with_no_channel_structures_is_one_budget_error(tmp_path):

@@ -37,6 +37,8 @@ class HeadLayout:
     bias_cols: list[nn.Embedding] = field(default_factory=list)
     # the module's own vectors with one entry per query-head channel: (holder, attribute) (DeBERTa's q_bias, v_bias)
     head_params: list[tuple[nn.Module, str]] = field(default_factory=list)
+    # the module's own parameters [heads, ...] with a row per query head: (holder, attribute) (Conformer's pos_bias_u/v)
+    head_rows: list[tuple[nn.Module, str]] = field(default_factory=list)
 
     @property
     def per_kv(self) -> int:

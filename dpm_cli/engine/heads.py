@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from .conformer_heads import ConformerAttention
 from .conv1d import CONV1D_PRUNER, in_axis, is_conv1d, out_axis
 from .fused_heads import (DebertaAttention, FalconAttention, GPTBigCodeAttention, GPTNeoXAttention,
                           ModernBertAttention, PersimmonAttention, Phi3Attention)
@@ -31,7 +32,7 @@ from .structures import GroupSlices, Unsupported, merge_slices
 ADAPTERS: list[HeadAdapter] = [TimmAttention(), TorchMultiheadAttention(), HFSelfAttention(), LlamaAttention(),
                                GPT2Attention(), ProjectionAttention(), GPTNeoXAttention(), Phi3Attention(),
                                FalconAttention(), ModernBertAttention(), T5Attention(), GPTBigCodeAttention(),
-                               PersimmonAttention(), DebertaAttention(), OpenAIGPTAttention()]
+                               PersimmonAttention(), DebertaAttention(), OpenAIGPTAttention(), ConformerAttention()]
 
 
 def adapter_for(module: nn.Module) -> HeadAdapter | None:
@@ -74,6 +75,8 @@ class HeadRemoval:
             tp.prune_linear_out_channels(linear, q_cols)
         for holder, attr in lay.head_params:
             _drop_entries(holder, attr, q_cols)
+        for holder, attr in lay.head_rows:
+            _drop_entries(holder, attr, q_heads)
         for table in lay.bias_cols:
             drop_bias_columns(table, q_heads)
         if is_conv1d(lay.out):
@@ -151,6 +154,8 @@ def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlice
     for linear in lay.extra_rows:  # heads contiguous, whatever the fused projection's stride
         rows(linear, "weight", 0, channels, channels, 1, hd)
     raw.extend((getattr(holder, attr), f"{name}:{attr}", 0, channels, channels) for holder, attr in lay.head_params)
+    heads = list(range(lay.heads))  # a row per head, counted at the head's first channel (as bias tables)
+    raw.extend((getattr(holder, attr), f"{name}:{attr}", 0, heads, [h * hd for h in heads]) for holder, attr in lay.head_rows)
     raw.extend(bias_slices(table, f"{name}:bias_table", hd) for table in lay.bias_cols)
     raw.append((lay.out.weight, f"{name}:out.weight", in_axis(lay.out), channels, channels))
     unit_of = torch.tensor([c // hd // lay.q_per_unit for c in channels], dtype=torch.long)

@@ -35,7 +35,7 @@ def derived_example(model: nn.Module) -> dict[str, torch.Tensor] | None:
     """One input for a model without a tokenizer, shaped from its config and named by its
     `main_input_name` (as its processor would name it): an image of `image_size` for vision encoders
     (ViT, DeiT, DINOv2, CLIP's vision tower), one second of 16 kHz audio for speech encoders
-    (Wav2Vec2, HuBERT), Whisper's log-mel frames; None when the config does not say. A convolutional
+    (Wav2Vec2, HuBERT), Whisper's log-mel frames, Wav2Vec2-BERT's stacked mel frames; None when the config does not say. A convolutional
     network's config has no image size (ResNet, ConvNeXt): its image processor's, saved beside it in
     preprocessor_config.json, is used."""
     config, name = getattr(model, "config", None), getattr(model, "main_input_name", None)
@@ -48,6 +48,9 @@ def derived_example(model: nn.Module) -> dict[str, torch.Tensor] | None:
         shape = (1, 16000)
     elif name == "input_features" and getattr(config, "num_mel_bins", None) and getattr(config, "max_source_positions", None):
         shape = (1, _size(config.num_mel_bins), 2 * _size(config.max_source_positions))  # Whisper's stride-2 conv
+    elif name == "input_features" and getattr(config, "feature_projection_input_dim", None):
+        # Wav2Vec2-BERT: one second of its feature extractor's frames (80 mel bins, two 10 ms frames stacked)
+        shape = (1, 50, _size(config.feature_projection_input_dim))
     if shape is None:
         return None
     # the sizes come from a file: checked like a typed --input-shape before anything is allocated
