@@ -194,6 +194,45 @@ def test_kv_group_prunes_through_decay_steps_too():
     assert model.lm_head.weight is model.get_input_embeddings().weight
 
 
+def test_olmo2_heads_leave_through_its_norms_across_heads_exactly_and_the_artifact_replays(tmp_path):
+    """OLMo 2 (and OLMo 3, OLMoE, MiniMax-M2) normalise q and k over all heads' channels at once, so heads
+    were refused ("q_norm spans more than one head"). A head's channels reach zero in the decay, and when
+    it leaves the norm's mean runs over fewer channels: its eps and weight are rescaled (eps x N/N',
+    weight x sqrt(N/N')), which gives the same outputs exactly; the norm's entries leave with the head.
+    The config's one rms_norm_eps cannot say so: a folder is refused before training, naming the norm."""
+    import dpm_cli
+    from artifact_helpers import save
+    from dpm_cli.artifact import make_artifact
+    from dpm_cli.hf.artifact import hf_provenance
+    from dpm_cli.hf.save import format_problem
+
+    cfg = transformers.Olmo2Config(vocab_size=64, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   pad_token_id=0)
+    torch.manual_seed(0)
+    model, x = transformers.Olmo2ForCausalLM(cfg).train(), tokens()
+    assert "q_norm normalises across all heads" in format_problem(model, "layer", 0.5)
+    prov, _ = hf_provenance(model, x)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    pruner = DecayPruner(model, x, DPMConfig(budget=0.9, budget_kind="channels", head_ratio=0.5, decay_steps=3,
+                                             ignore=protected_modules(model)), optimizer=opt)
+    for _ in range(pruner.decay_phase_end):
+        opt.zero_grad()
+        model(**x).logits.float().pow(2).mean().backward()
+        opt.step()
+        pruner.step()
+    eps = model.model.layers[0].self_attn.q_norm.variance_epsilon
+    result = pruner.compact()
+    assert result.max_rel_error <= 1e-5
+    attn = model.model.layers[0].self_attn
+    assert (attn.q_proj.out_features, attn.q_norm.weight.numel(), attn.k_norm.weight.numel()) == (16, 16, 8)
+    assert attn.q_norm.variance_epsilon == pytest.approx(2 * eps) and attn.k_norm.variance_epsilon == pytest.approx(2 * eps)
+    model.eval()
+    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**x).logits, model(**x).logits, atol=1e-5)
+
+
 def test_per_layer_head_counts_refused_in_one_line(tmp_path):
     model = llama()
     x = tokens()

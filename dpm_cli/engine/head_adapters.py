@@ -39,6 +39,11 @@ class HeadLayout:
     head_params: list[tuple[nn.Module, str]] = field(default_factory=list)
     # the module's own parameters [heads, ...] with a row per query head: (holder, attribute) (Conformer's pos_bias_u/v)
     head_rows: list[tuple[nn.Module, str]] = field(default_factory=list)
+    # vectors with one entry per key/value-head channel (OLMo 2's k_norm weight across all key/value heads)
+    kv_params: list[tuple[nn.Module, str]] = field(default_factory=list)
+    # RMSNorms across all heads (OLMo 2's q_norm, k_norm): their mean runs over every head's channels, so
+    # when heads leave (their channels exact zeros by then) the weight and eps are rescaled (`heads.HeadRemoval`)
+    rms_norms: list[nn.Module] = field(default_factory=list)
 
     @property
     def per_kv(self) -> int:
@@ -218,17 +223,35 @@ class LlamaAttention(HeadAdapter):
         # an output gate per head in q_proj (Qwen3.5, Qwen3-Next): twice the rows the output reads
         gated = module.q_proj.out_features == 2 * _out_proj(module).in_features
         heads //= 2 if gated else 1
-        _refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense"), dim)
+        q_norm, k_norm = (_rms_norm_across(module, n, width * dim) for n, width in (("q_norm", heads), ("k_norm", kv)))
+        across = [n for n, norm in (("q_norm", q_norm), ("k_norm", k_norm)) if norm is not None]
+        _refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", *across), dim)
         if heads % kv or heads // kv != module.num_key_value_groups:
             raise Unsupported(f"{name}: {heads} query heads do not share {kv} key/value heads evenly")
+        if gated and across:
+            raise Unsupported(f"{name}: {across[0]} spans the heads of a gated q_proj")
         return HeadLayout(self.family, heads, kv, dim, (module.q_proj, "weight", 0), (module.k_proj, "weight", 0),
-                          (module.v_proj, "weight", 0), _out_proj(module), [], name, q_gate=gated)
+                          (module.v_proj, "weight", 0), _out_proj(module), [], name, q_gate=gated,
+                          head_params=[(q_norm, "weight")] if q_norm is not None else [],
+                          kv_params=[(k_norm, "weight")] if k_norm is not None else [],
+                          rms_norms=[n for n in (q_norm, k_norm) if n is not None])
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         kv = layout.kv_after(heads)
         for attr, value in (("num_heads", heads), ("num_key_value_heads", kv), ("num_key_value_groups", heads // kv)):
             if hasattr(module, attr):
                 setattr(module, attr, value)
+
+
+def _rms_norm_across(module: nn.Module, child: str, width: int) -> nn.Module | None:
+    """`module.child` when it is an RMSNorm over all `width` channels of several heads (OLMo 2, OLMoE,
+    MiniMax-M2: x / sqrt(mean(x^2) + variance_epsilon) * weight, the weight one entry per channel)."""
+    norm = getattr(module, child, None)
+    params = dict(norm.named_parameters()) if isinstance(norm, nn.Module) else {}
+    if (type(norm).__name__.endswith("RMSNorm") and isinstance(getattr(norm, "variance_epsilon", None), float)
+            and list(params) == ["weight"] and tuple(params["weight"].shape) == (width,) and width > module.head_dim):
+        return norm
+    return None
 
 
 def _refuse_other_layers(name: str, module: nn.Module, known: tuple[str, ...], head_dim: int) -> None:

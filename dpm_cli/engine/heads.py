@@ -73,8 +73,13 @@ class HeadRemoval:
             _drop_rows(holder, attr, sorted(idxs))
         for linear in lay.extra_rows:
             tp.prune_linear_out_channels(linear, q_cols)
+        before = [norm.weight.numel() for norm in lay.rms_norms]
         for holder, attr in lay.head_params:
             _drop_entries(holder, attr, q_cols)
+        for holder, attr in lay.kv_params:
+            _drop_entries(holder, attr, kv_rows)
+        for norm, width in zip(lay.rms_norms, before):
+            _rescale_rms_norm(norm, width / norm.weight.numel())
         for holder, attr in lay.head_rows:
             _drop_entries(holder, attr, q_heads)
         for table in lay.bias_cols:
@@ -103,6 +108,15 @@ def _drop_rows(holder: nn.Module, attr: str, rows: list[int]) -> None:
     # removes embedding channels, not heads, so the rows are selected here.
     for name in dict.fromkeys((attr, attr.replace("weight", "bias"))):
         _drop_entries(holder, name, rows)
+
+
+def _rescale_rms_norm(norm: nn.Module, ratio: float) -> None:
+    """An RMSNorm over N channels of which k were exact zeros, now over N' = N - k (ratio = N / N'):
+    mean(x^2) over N' is ratio times the mean over N, so eps x ratio and weight x sqrt(ratio) give the
+    same output exactly: x / sqrt(ratio (mean_N + eps)) x sqrt(ratio) w = x / sqrt(mean_N + eps) w."""
+    if ratio != 1:
+        norm.variance_epsilon *= ratio
+        norm.weight.data.mul_(ratio ** 0.5)
 
 
 def _drop_entries(holder: nn.Module, attr: str, rows: list[int]) -> None:
@@ -154,6 +168,8 @@ def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlice
     for linear in lay.extra_rows:  # heads contiguous, whatever the fused projection's stride
         rows(linear, "weight", 0, channels, channels, 1, hd)
     raw.extend((getattr(holder, attr), f"{name}:{attr}", 0, channels, channels) for holder, attr in lay.head_params)
+    if not lay.query_only:
+        raw.extend((getattr(holder, attr), f"{name}:{attr}", 0, kv_local, kv_root) for holder, attr in lay.kv_params)
     heads = list(range(lay.heads))  # a row per head, counted at the head's first channel (as bias tables)
     raw.extend((getattr(holder, attr), f"{name}:{attr}", 0, heads, [h * hd for h in heads]) for holder, attr in lay.head_rows)
     raw.extend(bias_slices(table, f"{name}:bias_table", hd) for table in lay.bias_cols)

@@ -81,6 +81,12 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
                f"where heads are what it sets per layer, {fix}"
     if head_ratio == 0 or not head_modules(model):
         return None
+    across = next((f"{attn}.{child}" for attn, lay in head_layouts(model)[0].items() for norm in lay.rms_norms
+                   for child, sub in model.get_submodule(attn).named_children() if sub is norm), None)
+    if across:
+        return (f"{name} cannot record pruned attention heads: {across} normalises across all heads, and when heads "
+                f"leave dpm rescales its eps, which the config's one rms_norm_eps cannot hold: set "
+                f"pruning.head_ratio: 0 to keep the heads, {fix}")
     # a composite's parts are asked once the example inputs show which lose heads (`pruned_head_problem`)
     if not config_scopes(model) and not size_free(model):
         return (f"{name} cannot record pruned attention heads (with other head counts its model sizes "
