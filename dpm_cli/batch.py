@@ -21,6 +21,16 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+def seeded_call(model: nn.Module, inputs: Any, seed: int = 0) -> Any:
+    """`call_model` from a fixed random state, restored afterwards. A forward that draws random numbers in
+    eval mode (ViT-MAE masks random patches) then gives the same outputs on every call, so two models
+    can be compared, and the caller's random stream (training, a resumed run) is left as it was."""
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return call_model(model, inputs)
+
+
 def move(inputs: Any, device: torch.device | str) -> Any:
     """`inputs` with every tensor moved to `device` (structure and dtypes kept)."""
     if torch.is_tensor(inputs):

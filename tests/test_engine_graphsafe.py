@@ -66,6 +66,28 @@ def test_every_output_field_is_protected_and_compared():
     assert comparison.errors == {"output.logits": 0.0, "output.embedding": 0.5} and comparison.max_rel_error == 0.5
 
 
+class RandomMask(nn.Module):
+    """Draws random numbers in eval mode too, as ViT-MAE's patch masking does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(x) * (torch.rand(x.shape[-1]) > 0.5)
+
+
+def test_a_forward_that_draws_random_numbers_is_compared_from_one_random_state_and_leaves_the_callers():
+    from dpm_cli.engine.outputs import snapshot_outputs
+
+    model, x = RandomMask(), torch.randn(2, 8)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    first, second = snapshot_outputs(model, x), snapshot_outputs(model, x)
+    assert compare_outputs(first, second).max_rel_error == 0.0
+    assert torch.equal(torch.get_rng_state(), state)  # training and a resumed run draw as before
+
+
 def test_output_shape_change_is_named_not_inf():
     """With the protection switched off the head is pruned; compaction says the shape changed."""
     model = ConvHead()

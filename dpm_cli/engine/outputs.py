@@ -17,6 +17,7 @@ import torch_pruning as tp
 from torch_pruning import utils as tp_utils
 
 from ..batch import call_model as run_model  # noqa: F401  (the engine's name for it)
+from ..batch import seeded_call
 from ..batch import output_fields  # noqa: F401  (re-exported: engine callers use it from here)
 from ..errors import EquivalenceError
 from .coupling import coupled_items
@@ -62,12 +63,13 @@ class OutputComparison:
 
 
 def snapshot_outputs(model: nn.Module, example_inputs: Any) -> dict[str, torch.Tensor]:
-    """Every output field of an eval-mode forward, as float copies (the caller's mode is restored)."""
+    """Every output field of an eval-mode forward from a fixed random state, as float copies (the caller's
+    mode and random state are restored)."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = run_model(model, example_inputs)
+            out = seeded_call(model, example_inputs)  # a forward drawing random numbers compares too
     finally:
         model.train(was_training)
     return {k: v.detach().float().clone() for k, v in output_fields(out).items()}

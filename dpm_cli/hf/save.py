@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..batch import call_model, output_fields
+from ..batch import output_fields, seeded_call
 from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import InputError
@@ -200,8 +200,8 @@ def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance
     model.eval()
     try:
         device = next(model.parameters()).device
-        expected = output_fields(call_model(model, example_inputs))
-        got = output_fields(call_model(reloaded.to(device).eval(), example_inputs))
+        expected = output_fields(seeded_call(model, example_inputs))
+        got = output_fields(seeded_call(reloaded.to(device).eval(), example_inputs))
     finally:
         model.train(was_training)
     for name, value in expected.items():
