@@ -132,13 +132,20 @@ def test_transposed_interleaved_experts_with_biases_lose_whole_units_exactly():
     assert torch.allclose(zeroed, out, atol=1e-6)
 
 
-def test_attention_with_a_parameter_per_head_of_its_own_is_refused_for_heads():
-    """GPT-OSS's attention adds a learned logit per head (`sinks`) to the softmax: the Llama-style
-    adapter matched it, and removing a head would have left its sink behind."""
-    from dpm_cli.hf.prunable import head_problem
-
-    problem = head_problem(gpt_oss(), 0.25)
-    assert "layers.0.self_attn: its own parameter sinks [4] is not removed with a head" in problem
+def test_gpt_oss_heads_leave_with_their_attention_sinks_and_are_saved_as_a_folder(tmp_path):
+    """GPT-OSS's attention adds a learned logit per head (`sinks`) to the softmax, so its heads were
+    refused ("its own parameter sinks [4] is not removed with a head"). A key/value head now leaves with
+    its query heads and their sinks, exactly, and the folder records the counts (head_dim is stated)."""
+    gpt_oss().save_pretrained(str(tmp_path / "m"))
+    model, x = load_hf(tmp_path / "m").model, inputs()
+    assert format_problem(model, "layer", 0.5) is None
+    assert cut_half(model, x, 0.5).compact().max_rel_error <= 1e-5
+    attn = model.layers[0].self_attn
+    assert (attn.sinks.numel(), attn.q_proj.out_features, attn.k_proj.out_features) == (2, 2 * 8, 8)
+    reloaded = no_warning_load(save_hf(model, None, tmp_path / "out"), T.AutoModel)
+    assert (reloaded.config.num_attention_heads, reloaded.config.num_key_value_heads) == (2, 1)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
 
 
 def test_the_artifact_replays_the_expert_units_removed(tmp_path):

@@ -206,7 +206,8 @@ class HFSelfAttention(HeadAdapter):
 
 class LlamaAttention(HeadAdapter):
     """Hugging Face Llama-style attention (q/k/v/o_proj, grouped-query): a structure is one key/value
-    head with the query heads that share it. The forward reshapes with -1, so only counts change.
+    head with the query heads that share it (and their attention sinks, GPT-OSS; q/k norms across all
+    heads are rescaled when heads leave, OLMo 2). The forward reshapes with -1, so only counts change.
     Phi (phi-2) is the same layout with the output projection named `dense`; Qwen3.5 and Qwen3-Next
     keep an output gate per head in q_proj (each head's q rows, then its gate rows)."""
 
@@ -225,7 +226,11 @@ class LlamaAttention(HeadAdapter):
         heads //= 2 if gated else 1
         q_norm, k_norm = (_rms_norm_across(module, n, width * dim) for n, width in (("q_norm", heads), ("k_norm", kv)))
         across = [n for n, norm in (("q_norm", q_norm), ("k_norm", k_norm)) if norm is not None]
-        _refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", *across), dim)
+        # attention sinks (GPT-OSS): a learned logit per query head, which leaves with its head
+        sinks = getattr(module, "sinks", None)
+        sinks = [(module, "sinks")] if isinstance(sinks, nn.Parameter) and tuple(sinks.shape) == (heads,) else []
+        _refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", *across), dim,
+                             own_known=("sinks",) if sinks else ())
         if heads % kv or heads // kv != module.num_key_value_groups:
             raise Unsupported(f"{name}: {heads} query heads do not share {kv} key/value heads evenly")
         if gated and across:
@@ -234,7 +239,7 @@ class LlamaAttention(HeadAdapter):
                           (module.v_proj, "weight", 0), _out_proj(module), [], name, q_gate=gated,
                           head_params=[(q_norm, "weight")] if q_norm is not None else [],
                           kv_params=[(k_norm, "weight")] if k_norm is not None else [],
-                          rms_norms=[n for n in (q_norm, k_norm) if n is not None])
+                          rms_norms=[n for n in (q_norm, k_norm) if n is not None], head_rows=sinks)
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         kv = layout.kv_after(heads)
@@ -254,12 +259,13 @@ def _rms_norm_across(module: nn.Module, child: str, width: int) -> nn.Module | N
     return None
 
 
-def _refuse_other_layers(name: str, module: nn.Module, known: tuple[str, ...], head_dim: int) -> None:
+def _refuse_other_layers(name: str, module: nn.Module, known: tuple[str, ...], head_dim: int,
+                         own_known: tuple[str, ...] = ()) -> None:
     """Refuse attention with layers of its own beyond the projections, unless they act on one head's
-    channels (a per-head q/k norm of head_dim, as Qwen3 and Gemma 3 have): a norm over all heads (OLMo 2),
-    a convolution across heads (ConvBERT, Nystromformer) change when a head leaves. Parameters of the
-    module's own (GPT-OSS's `sinks`, a logit per head) are not removed with a head either."""
-    own = [attr for attr, p in module._parameters.items() if p is not None]
+    channels (a per-head q/k norm of head_dim, as Qwen3 and Gemma 3 have): a convolution across heads
+    (ConvBERT, Nystromformer) changes when a head leaves. Parameters of the module's own are refused
+    too, but for `own_known`, which the adapter removes with their heads (GPT-OSS's `sinks`)."""
+    own = [attr for attr, p in module._parameters.items() if p is not None and attr not in own_known]
     if own:
         raise Unsupported(f"{name}: its own parameter {own[0]} {list(module._parameters[own[0]].shape)} is not "
                           "removed with a head")

@@ -146,4 +146,7 @@ def head_size_free(model: nn.Module, base: dict[str, Any] | None = None, scope: 
     # (nor any bias table but the heads' own: T5's relative_attention_bias has a column per head)
     projections = tuple(f"{name}.{attr}." for name in names for attr, m in model.get_submodule(name).named_children()
                         if isinstance(m, nn.Linear) or any(m is t for t in layouts[name].bias_cols))
-    return _first_difference(built, model, projections) is None
+    # (nor the module's own per-head parameters: GPT-OSS's sinks, a logit per head)
+    own = tuple(f"{name}.{attr}" for name in names for holder, attr in layouts[name].head_rows
+                if holder is model.get_submodule(name))
+    return _first_difference(built, model, projections + own) is None
