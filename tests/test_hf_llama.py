@@ -233,6 +233,34 @@ def test_olmo2_heads_leave_through_its_norms_across_heads_exactly_and_the_artifa
         assert torch.allclose(rebuilt(**x).logits, model(**x).logits, atol=1e-5)
 
 
+@pytest.mark.parametrize("model_type, gate, rows", [("hrm_text", "gate_proj", 16), ("laguna", "g_proj", 2)])
+def test_an_output_gate_per_head_channel_or_per_head_leaves_with_its_head_and_replays(tmp_path, model_type, gate, rows):
+    """Attention with an output gate from a projection of its own (HRM, AFMoE: one per head channel;
+    Laguna: one per head) was refused ("gate_proj spans more than one head"): its rows leave with the head."""
+    import dpm_cli
+    from artifact_helpers import save
+    from dpm_cli.artifact import make_artifact
+    from dpm_cli.hf.artifact import hf_provenance
+    from hf_helpers import cut_half
+
+    small = dict(vocab_size=64, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=HEAD_DIM, max_position_embeddings=64, pad_token_id=0)
+    config = transformers.AutoConfig.for_model(model_type)
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(
+        model_type, **{k: v for k, v in small.items() if k in config.to_dict()})).eval()
+    x = tokens()
+    prov, why = hf_provenance(model, x)
+    assert why is None
+    result = cut_half(model, x, 0.5).compact()
+    assert result.max_rel_error <= 1e-5
+    attn = next(m for n, m in model.named_modules() if n.endswith("layers.0.self_attn"))
+    assert getattr(attn, gate).out_features == rows  # 2 of 4 heads left
+    rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
+
+
 def test_per_layer_head_counts_refused_in_one_line(tmp_path):
     model = llama()
     x = tokens()

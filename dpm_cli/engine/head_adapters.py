@@ -229,17 +229,23 @@ class LlamaAttention(HeadAdapter):
         # attention sinks (GPT-OSS): a learned logit per query head, which leaves with its head
         sinks = getattr(module, "sinks", None)
         sinks = [(module, "sinks")] if isinstance(sinks, nn.Parameter) and tuple(sinks.shape) == (heads,) else []
-        _refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", *across), dim,
+        # an output gate from its own projection, per head channel (AFMoE, HRM: gate_proj; Laguna: g_proj) or
+        # one per head (Laguna's gate_per_head)
+        gates = {n: sub for n, sub in module.named_children() if n in ("gate_proj", "g_proj")
+                 and isinstance(sub, nn.Linear) and sub.out_features in (heads * dim, heads)}
+        _refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", *across, *gates), dim,
                              own_known=("sinks",) if sinks else ())
+        per_head = [(g, "weight") for g in gates.values() if g.out_features == heads and heads * dim != heads]
         if heads % kv or heads // kv != module.num_key_value_groups:
             raise Unsupported(f"{name}: {heads} query heads do not share {kv} key/value heads evenly")
         if gated and across:
             raise Unsupported(f"{name}: {across[0]} spans the heads of a gated q_proj")
         return HeadLayout(self.family, heads, kv, dim, (module.q_proj, "weight", 0), (module.k_proj, "weight", 0),
-                          (module.v_proj, "weight", 0), _out_proj(module), [], name, q_gate=gated,
+                          (module.v_proj, "weight", 0), _out_proj(module),
+                          [g for g in gates.values() if g.out_features == heads * dim], name, q_gate=gated,
                           head_params=[(q_norm, "weight")] if q_norm is not None else [],
                           kv_params=[(k_norm, "weight")] if k_norm is not None else [],
-                          rms_norms=[n for n in (q_norm, k_norm) if n is not None], head_rows=sinks)
+                          rms_norms=[n for n in (q_norm, k_norm) if n is not None], head_rows=sinks + per_head)
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         kv = layout.kv_after(heads)

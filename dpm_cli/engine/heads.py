@@ -80,8 +80,11 @@ class HeadRemoval:
             _drop_entries(holder, attr, kv_rows)
         for norm, width in zip(lay.rms_norms, before):
             _rescale_rms_norm(norm, width / norm.weight.numel())
-        for holder, attr in lay.head_rows:
-            _drop_entries(holder, attr, q_heads)
+        for holder, attr in lay.head_rows:  # a row per head: a Parameter, or a Linear's output (a gate per head)
+            if isinstance(holder, nn.Linear) and attr == "weight":
+                tp.prune_linear_out_channels(holder, q_heads)
+            else:
+                _drop_entries(holder, attr, q_heads)
         for table in lay.bias_cols:
             drop_bias_columns(table, q_heads)
         if is_conv1d(lay.out):
@@ -171,7 +174,8 @@ def head_group(name: str, module: nn.Module, adapter: HeadAdapter) -> GroupSlice
     if not lay.query_only:
         raw.extend((getattr(holder, attr), f"{name}:{attr}", 0, kv_local, kv_root) for holder, attr in lay.kv_params)
     heads = list(range(lay.heads))  # a row per head, counted at the head's first channel (as bias tables)
-    raw.extend((getattr(holder, attr), f"{name}:{attr}", 0, heads, [h * hd for h in heads]) for holder, attr in lay.head_rows)
+    raw.extend((getattr(holder, a), f"{name}:{a}", 0, heads, [h * hd for h in heads]) for holder, attr in lay.head_rows
+               for a in dict.fromkeys((attr, attr.replace("weight", "bias"))) if isinstance(getattr(holder, a, None), nn.Parameter))
     raw.extend(bias_slices(table, f"{name}:bias_table", hd) for table in lay.bias_cols)
     raw.append((lay.out.weight, f"{name}:out.weight", in_axis(lay.out), channels, channels))
     unit_of = torch.tensor([c // hd // lay.q_per_unit for c in channels], dtype=torch.long)
