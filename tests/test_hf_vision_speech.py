@@ -62,6 +62,9 @@ FFN_SAVED = {
     "wav2vec2_conformer": (T.Wav2Vec2ConformerModel, T.Wav2Vec2ConformerConfig, SPEECH, T.AutoModel),
     "wav2vec2_conformer_rotary": (T.Wav2Vec2ConformerModel, T.Wav2Vec2ConformerConfig,
                                   dict(SPEECH, position_embeddings_type="rotary"), T.AutoModel),
+    # InternVL's vision tower: q/k RMSNorms over all heads, rescaled when heads leave; output projection_layer
+    "internvl_vision": (T.InternVLVisionModel, T.InternVLVisionConfig,
+                        dict(VIT, image_size=[32, 32], patch_size=[8, 8], use_qk_norm=True), T.AutoModel),
     "wav2vec2_bert": (T.Wav2Vec2BertModel, T.Wav2Vec2BertConfig, dict(SPEECH, feature_projection_input_dim=16),
                       T.AutoModel),  # input_features: stacked mel frames
 }

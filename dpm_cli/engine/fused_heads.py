@@ -7,7 +7,8 @@ import copy
 
 import torch.nn as nn
 
-from .head_adapters import HeadAdapter, HeadLayout, _refuse_other_layers
+from .head_adapters import HeadAdapter, HeadLayout
+from .head_parts import refuse_other_layers
 from .structures import Unsupported
 
 
@@ -50,7 +51,7 @@ class PersimmonAttention(HeadAdapter):
 
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
         heads, dim, fused = module.num_heads, module.head_dim, module.query_key_value
-        _refuse_other_layers(name, module, ("query_key_value", "dense"), dim)
+        refuse_other_layers(name, module, ("query_key_value", "dense"), dim)
         if fused.out_features != 3 * heads * dim or module.dense.in_features != heads * dim:
             raise Unsupported(f"{name}: query_key_value has {fused.out_features} rows, not 3 x {heads} x {dim}")
         return HeadLayout(self.family, heads, heads, dim, (fused, "weight", 0), (fused, "weight", dim),
@@ -176,7 +177,7 @@ class ModernBertAttention(HeadAdapter):
 
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
         dim, fused = module.head_dim, module.Wqkv
-        _refuse_other_layers(name, module, ("Wqkv", "Wo"), dim)
+        refuse_other_layers(name, module, ("Wqkv", "Wo"), dim)
         if fused.out_features % (3 * dim) or module.Wo.in_features != fused.out_features // 3:
             raise Unsupported(f"{name}: Wqkv has {fused.out_features} rows, not 3 x heads x {dim}")
         inner = fused.out_features // 3

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from .conv1d import is_conv1d
+from .head_parts import norm_fields, norms_across_heads, refuse_other_layers
 from .structures import Unsupported
 
 
@@ -192,7 +193,7 @@ class HFSelfAttention(HeadAdapter):
         inner = self._inner_name(module)
         s = getattr(module, inner)
         q, k, v = self._names(s)
-        _refuse_other_layers(f"{name}.{inner}", s, (q, k, v, *self.POSITION), s.attention_head_size)
+        refuse_other_layers(f"{name}.{inner}", s, (q, k, v, *self.POSITION), s.attention_head_size)
         extra = [getattr(s, n) for n in self.POSITION if isinstance(getattr(s, n, None), nn.Linear)]
         return HeadLayout(self.family, s.num_attention_heads, s.num_attention_heads, s.attention_head_size,
                           (getattr(s, q), "weight", 0), (getattr(s, k), "weight", 0), (getattr(s, v), "weight", 0),
@@ -224,8 +225,7 @@ class LlamaAttention(HeadAdapter):
         # an output gate per head in q_proj (Qwen3.5, Qwen3-Next): twice the rows the output reads
         gated = module.q_proj.out_features == 2 * _out_proj(module).in_features
         heads //= 2 if gated else 1
-        q_norm, k_norm = (_rms_norm_across(module, n, width * dim) for n, width in (("q_norm", heads), ("k_norm", kv)))
-        across = [n for n, norm in (("q_norm", q_norm), ("k_norm", k_norm)) if norm is not None]
+        q_norm, k_norm, across = norms_across_heads(module, heads, kv, dim)
         # attention sinks (GPT-OSS): a learned logit per query head, which leaves with its head
         sinks = getattr(module, "sinks", None)
         sinks = [(module, "sinks")] if isinstance(sinks, nn.Parameter) and tuple(sinks.shape) == (heads,) else []
@@ -233,7 +233,7 @@ class LlamaAttention(HeadAdapter):
         # one per head (Laguna's gate_per_head)
         gates = {n: sub for n, sub in module.named_children() if n in ("gate_proj", "g_proj")
                  and isinstance(sub, nn.Linear) and sub.out_features in (heads * dim, heads)}
-        _refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", *across, *gates), dim,
+        refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", *across, *gates), dim,
                              own_known=("sinks",) if sinks else ())
         per_head = [(g, "weight") for g in gates.values() if g.out_features == heads and heads * dim != heads]
         if heads % kv or heads // kv != module.num_key_value_groups:
@@ -243,45 +243,13 @@ class LlamaAttention(HeadAdapter):
         return HeadLayout(self.family, heads, kv, dim, (module.q_proj, "weight", 0), (module.k_proj, "weight", 0),
                           (module.v_proj, "weight", 0), _out_proj(module),
                           [g for g in gates.values() if g.out_features == heads * dim], name, q_gate=gated,
-                          head_params=[(q_norm, "weight")] if q_norm is not None else [],
-                          kv_params=[(k_norm, "weight")] if k_norm is not None else [],
-                          rms_norms=[n for n in (q_norm, k_norm) if n is not None], head_rows=sinks + per_head)
+                          head_rows=sinks + per_head, **norm_fields(q_norm, k_norm))
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         kv = layout.kv_after(heads)
         for attr, value in (("num_heads", heads), ("num_key_value_heads", kv), ("num_key_value_groups", heads // kv)):
             if hasattr(module, attr):
                 setattr(module, attr, value)
-
-
-def _rms_norm_across(module: nn.Module, child: str, width: int) -> nn.Module | None:
-    """`module.child` when it is an RMSNorm over all `width` channels of several heads (OLMo 2, OLMoE,
-    MiniMax-M2: x / sqrt(mean(x^2) + variance_epsilon) * weight, the weight one entry per channel)."""
-    norm = getattr(module, child, None)
-    params = dict(norm.named_parameters()) if isinstance(norm, nn.Module) else {}
-    if (type(norm).__name__.endswith("RMSNorm") and isinstance(getattr(norm, "variance_epsilon", None), float)
-            and list(params) == ["weight"] and tuple(params["weight"].shape) == (width,) and width > module.head_dim):
-        return norm
-    return None
-
-
-def _refuse_other_layers(name: str, module: nn.Module, known: tuple[str, ...], head_dim: int,
-                         own_known: tuple[str, ...] = ()) -> None:
-    """Refuse attention with layers of its own beyond the projections, unless they act on one head's
-    channels (a per-head q/k norm of head_dim, as Qwen3 and Gemma 3 have): a convolution across heads
-    (ConvBERT, Nystromformer) changes when a head leaves. Parameters of the module's own are refused
-    too, but for `own_known`, which the adapter removes with their heads (GPT-OSS's `sinks`)."""
-    own = [attr for attr, p in module._parameters.items() if p is not None and attr not in own_known]
-    if own:
-        raise Unsupported(f"{name}: its own parameter {own[0]} {list(module._parameters[own[0]].shape)} is not "
-                          "removed with a head")
-    for child, sub in module.named_children():
-        if child in known:
-            continue
-        shapes = {tuple(p.shape) for p in sub.parameters()}
-        if shapes and shapes != {(head_dim,)}:
-            raise Unsupported(f"{name}: {child} ({type(sub).__name__}) spans more than one head, so no head "
-                              "can leave without changing it")
 
 
 def _out_proj(module: nn.Module) -> nn.Module | None:
@@ -362,6 +330,8 @@ class ProjectionAttention(HeadAdapter):
                ("Wq", "Wk", "Wv", "dense", "num_heads", "head_dim"),  # CTRL
                # MPNet (its position bias is the encoder's, shared by all layers: `shared_heads`)
                ("q", "k", "v", "o", "num_attention_heads", "attention_head_size"),
+               # InternVL's and Qianfan-OCR's vision towers (q/k norms over all heads: rescaled as OLMo 2's)
+               ("q_proj", "k_proj", "v_proj", "projection_layer", "num_heads", "head_dim"),
                ("q_proj", "k_proj", "v_proj", "o_proj", None, "head_dim"))  # GTE, NomicBERT, Jina v3: no count
 
     def _layout(self, module: nn.Module) -> tuple[str, ...] | None:
@@ -379,12 +349,13 @@ class ProjectionAttention(HeadAdapter):
         dim = getattr(module, dim_attr)
         heads = getattr(module, heads_attr) if heads_attr else getattr(module, q).out_features // dim
         widths = {n: getattr(module, n).out_features for n in (q, k, v)}
-        _refuse_other_layers(name, module, (q, k, v, out), dim)
+        q_norm, k_norm, across = norms_across_heads(module, heads, heads, dim)
+        refuse_other_layers(name, module, (q, k, v, out, *across), dim)
         if set(widths.values()) != {heads * dim}:
             raise Unsupported(f"{name}: {widths} rows, not {heads} heads x {dim} each")
         return HeadLayout(self.family, heads, heads, dim, (getattr(module, q), "weight", 0),
                           (getattr(module, k), "weight", 0), (getattr(module, v), "weight", 0),
-                          getattr(module, out), [], name)
+                          getattr(module, out), [], name, **norm_fields(q_norm, k_norm))
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         if self._layout(module)[4]:

@@ -16,7 +16,8 @@ import re
 
 import torch.nn as nn
 
-from .head_adapters import HeadAdapter, HeadLayout, _refuse_other_layers
+from .head_adapters import HeadAdapter, HeadLayout
+from .head_parts import refuse_other_layers
 from .structures import GroupSlices, Unsupported, merge_slices
 
 
@@ -33,7 +34,7 @@ class T5Attention(HeadAdapter):
 
     def describe(self, name: str, module: nn.Module) -> HeadLayout:
         heads, dim = module.n_heads, module.key_value_proj_dim
-        _refuse_other_layers(name, module, ("q", "k", "v", "o", "relative_attention_bias"), dim)
+        refuse_other_layers(name, module, ("q", "k", "v", "o", "relative_attention_bias"), dim)
         widths = {n: getattr(module, n).out_features for n in ("q", "k", "v")}
         if set(widths.values()) != {heads * dim}:
             raise Unsupported(f"{name}: {widths} rows, not {heads} heads x {dim} each")
