@@ -56,6 +56,14 @@ FAMILIES = {
         vocab_size=64, hidden_size=32, encoder_ffn_dim=64, decoder_ffn_dim=64, num_encoder_layers=1,
         num_decoder_layers=1, num_encoder_attention_heads=4, num_decoder_attention_heads=4,
         max_position_embeddings=40, ngram=2)),
+    # Llama-style grouped-query attention with the output projection named out_proj; conv layers between
+    "lfm2": lambda: transformers.Lfm2Model(transformers.Lfm2Config(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        intermediate_size=64, max_position_embeddings=40, block_auto_adjust_ff_dim=False,
+        layer_types=["conv", "full_attention"])),
+    "modernbert_decoder": lambda: transformers.ModernBertDecoderModel(transformers.ModernBertDecoderConfig(  # Wo
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=40, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)),
 }
 NO_FFN_FOLDER = {"openai_gpt"}  # its FFN is 4 x n_embd, which no config key holds
 SEQ2SEQ = {"bart", "prophetnet"}
@@ -74,6 +82,8 @@ HEAD_COUNTS = {
     "persimmon": lambda m: [layer.self_attn.num_heads for layer in m.layers],
     "ctrl": lambda m: [block.multi_head_attention.num_heads for block in m.h],
     "openai_gpt": lambda m: [block.attn.n_head for block in m.h],
+    "lfm2": lambda m: [layer.self_attn.q_proj.out_features // 8 for layer in m.layers if hasattr(layer, "self_attn")],
+    "modernbert_decoder": lambda m: [layer.attn.num_heads for layer in m.layers],
 }
 
 

@@ -209,7 +209,7 @@ class LlamaAttention(HeadAdapter):
     """Hugging Face Llama-style attention (q/k/v/o_proj, grouped-query): a structure is one key/value
     head with the query heads that share it (and their attention sinks, GPT-OSS; q/k norms across all
     heads are rescaled when heads leave, OLMo 2). The forward reshapes with -1, so only counts change.
-    Phi (phi-2) is the same layout with the output projection named `dense`; Qwen3.5 and Qwen3-Next
+    Phi (phi-2) is the same layout with the output projection named `dense`, LFM2 and MLCD `out_proj`; Qwen3.5 and Qwen3-Next
     keep an output gate per head in q_proj (each head's q rows, then its gate rows)."""
 
     family = "hf-llama"
@@ -233,7 +233,7 @@ class LlamaAttention(HeadAdapter):
         # one per head (Laguna's gate_per_head)
         gates = {n: sub for n, sub in module.named_children() if n in ("gate_proj", "g_proj")
                  and isinstance(sub, nn.Linear) and sub.out_features in (heads * dim, heads)}
-        refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", *across, *gates), dim,
+        refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", "out_proj", *across, *gates), dim,
                              own_known=("sinks",) if sinks else ())
         per_head = [(g, "weight") for g in gates.values() if g.out_features == heads and heads * dim != heads]
         if heads % kv or heads // kv != module.num_key_value_groups:
@@ -253,7 +253,8 @@ class LlamaAttention(HeadAdapter):
 
 
 def _out_proj(module: nn.Module) -> nn.Module | None:
-    return getattr(module, "o_proj", None) if hasattr(module, "o_proj") else getattr(module, "dense", None)
+    """The output projection: o_proj (Llama), dense (Phi) or out_proj (LFM2, MLCD)."""
+    return next((getattr(module, n) for n in ("o_proj", "dense", "out_proj") if hasattr(module, n)), None)
 
 
 class GPT2Attention(HeadAdapter):
@@ -332,6 +333,7 @@ class ProjectionAttention(HeadAdapter):
                ("q", "k", "v", "o", "num_attention_heads", "attention_head_size"),
                # InternVL's and Qianfan-OCR's vision towers (q/k norms over all heads: rescaled as OLMo 2's)
                ("q_proj", "k_proj", "v_proj", "projection_layer", "num_heads", "head_dim"),
+               ("q_proj", "k_proj", "v_proj", "Wo", "num_heads", "head_dim"),  # ModernBERT's decoder (Ettin)
                ("q_proj", "k_proj", "v_proj", "o_proj", None, "head_dim"))  # GTE, NomicBERT, Jina v3: no count
 
     def _layout(self, module: nn.Module) -> tuple[str, ...] | None:
