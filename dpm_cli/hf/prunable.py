@@ -45,9 +45,10 @@ FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi
             "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE), GPT-J/CodeGen, XLNet, CTRL, "
             "ProphetNet and the speech encoders")
 # The attention families whose heads dpm prunes (`engine.heads.ADAPTERS`), for messages.
-HEAD_FAMILIES = ("BERT-style (and DeBERTa v1, v2, v3), Llama-style, Phi-3, GPT-2 (and OpenAI GPT), GPT-NeoX (and "
-                 "Persimmon), Falcon, ModernBERT, T5 and MPNet (heads across layers) and separate q/k/v/out "
-                 "projection attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT, CTRL, ViT, Wav2Vec2, GTE)")
+HEAD_FAMILIES = ("BERT-style (and DeBERTa v1, v2, v3), Llama-style (with attention sinks, output gates, q/k norms "
+                 "across heads: GPT-OSS, OLMo 2), Phi-3, GPT-2 (and OpenAI GPT), GPT-NeoX (and Persimmon), Falcon, "
+                 "ModernBERT, T5 and MPNet (heads across layers), Conformer and separate q/k/v/out projection "
+                 "attention (OPT, BART, GPT-J, GPT-Neo, DistilBERT, CTRL, ViT, Wav2Vec2, GTE)")
 # Config keys that hold the (one, model-wide) FFN width, by family (Falcon: ffn_hidden_size, XLNet:
 # d_inner, CTRL: dff).
 FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner", "ffn_hidden_size", "d_inner", "dff")
