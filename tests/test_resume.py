@@ -63,7 +63,10 @@ def test_resume_after_kill_9_gives_the_same_model(tmp_path, capsys):
     run = tmp_path / "k"
     cmd = [sys.executable, "-m", "dpm_cli", "prune", str(ckpt), "-r", str(recipe), "--run-dir", str(run),
            "-o", str(run / "m"), "-q", "training.steps=400"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the killed run computes with this process's thread count (conftest pins it; OMP_NUM_THREADS may differ):
+    # float sums are bit-identical only at equal thread counts
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     # Wait past a few periodic saves (state.pt itself is written at step 0 already).
     logged = lambda: (run / "metrics.jsonl").exists() and '"step": 15,' in (run / "metrics.jsonl").read_text()  # noqa: E731
