@@ -4,6 +4,8 @@ width pruned exactly and saved as a folder `from_pretrained` loads, or is refuse
 training. docs/HF_FAMILIES.md is the table of these results."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -58,6 +60,8 @@ PRUNED = {
     # feed_forward.w1 / w3 (gate and up); with block_auto_adjust_ff_dim (its default) the width is derived
     "lfm2": (T.Lfm2Model, T.Lfm2Config, dict(GQA, block_auto_adjust_ff_dim=False)),
     # Mamba and attention layers; a dense feed_forward.gate_proj / up_proj, then stacked experts
+    # one layer's weights shared by every layer: a unit (or head) leaves all of them at once
+    "albert": (T.AlbertModel, T.AlbertConfig, dict(LM, embedding_size=16)),
     "jamba": (T.JambaModel, T.JambaConfig, dict(GQA, num_experts=4, num_experts_per_tok=2, attn_layer_offset=1,
                                                 attn_layer_period=2, expert_layer_offset=1, expert_layer_period=2,
                                                 mamba_d_state=4, mamba_dt_rank=4)),
@@ -67,7 +71,6 @@ REFUSED = {
                                              encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
                                              decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
                                              max_position_embeddings=64)),  # its attention checks embed_dim
-    "albert": (T.AlbertModel, T.AlbertConfig, dict(LM, embedding_size=16)),
     "bloom": (T.BloomModel, T.BloomConfig, dict(vocab_size=64, hidden_size=32, n_layer=2, n_head=4)),
     "phi_qk_norm": (T.PhiModel, T.PhiConfig, dict(LM, qk_layernorm=True)),
     "mpt": (T.MptModel, T.MptConfig, dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)),
@@ -193,13 +196,36 @@ def test_heads_whose_output_projection_the_config_fixes_are_refused_for_a_folder
     assert "HeliumConfig cannot record pruned attention heads" in problem
 
 
-@pytest.mark.parametrize("family, phrase", [
-    ("albert", "shares one set of layer weights across all its layers"),
-])
-def test_families_dpm_cannot_prune_are_refused_before_the_pruner_is_built(family, phrase):
-    with pytest.raises(ConfigError, match=r"dpm cannot prune \w+Model: it ") as err:
-        protected_modules(build(family))
-    assert phrase in str(err.value) and "\n" not in str(err.value)
+def test_albert_shared_layer_loses_units_and_heads_in_every_layer_at_once_and_its_cost_counts_each_use(tmp_path, capsys):
+    """ALBERT runs one layer's weights in every layer; it was refused whole ("dpm does not prune shared
+    weights"). A unit or head of the shared layer leaves every layer at once, exactly, and the cost
+    model counts it once per layer it runs in: the MACs it projects are the MACs measured. Through
+    `dpm prune` with DPM's decay over training steps, and saved as a folder."""
+    from dpm_cli import DecayPruner, DPMConfig
+    from dpm_cli.engine.selection import score_groups, select
+    from hf_helpers import tokenizer
+
+    model, x = build("albert"), inputs("albert")
+    cfg = DPMConfig(budget=0.8, budget_kind="macs", decay_steps=1, head_ratio=0.25, ignore=protected_modules(model))
+    pruner = DecayPruner(model, x, cfg)
+    assert sorted(g.kind for g in pruner.groups) == ["channels", "heads"]  # one FFN, one attention, for 2 layers
+    keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(), score_groups(pruner.groups, "magnitude", 0))
+    pruner.cost.reset()
+    pruner.cost.remove_many(keys)
+    projected = pruner.cost.kept("macs")
+    pruner.prune_now(keys)
+    result = pruner.compact()
+    assert result.max_rel_error <= 1e-5 and result.macs_after / result.macs_before == pytest.approx(projected, rel=1e-9)
+    folder = tmp_path / "albert"
+    tok = tokenizer(folder)
+    torch.manual_seed(0)
+    T.AlbertModel(T.AlbertConfig(**dict(LM, vocab_size=len(tok), embedding_size=16))).eval().save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    saved = no_warning_load(json.loads(out)["outputs"]["hf"], T.AutoModel)
+    assert saved.config.intermediate_size < 64
 
 
 @pytest.mark.parametrize("family, phrase", [
@@ -247,7 +273,7 @@ def test_head_ratio_without_a_head_rule_is_refused_instead_of_ignored(family):
 
 
 @pytest.mark.parametrize("family, head_ratio, phrase", [
-    ("albert", 0.0, "dpm cannot prune AlbertModel"),
+    ("mpt", 0.0, "MptConfig has no config key for the FFN width"),
     ("bloom", 0.0, "BloomConfig has no config key for the FFN width"),
     ("bloom", 0.25, "dpm prunes no attention heads of BloomModel"),
 ])

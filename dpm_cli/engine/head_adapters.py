@@ -334,6 +334,8 @@ class ProjectionAttention(HeadAdapter):
                # InternVL's and Qianfan-OCR's vision towers (q/k norms over all heads: rescaled as OLMo 2's)
                ("q_proj", "k_proj", "v_proj", "projection_layer", "num_heads", "head_dim"),
                ("q_proj", "k_proj", "v_proj", "Wo", "num_heads", "head_dim"),  # ModernBERT's decoder (Ettin)
+               # ALBERT: one attention shared by every layer; its LayerNorm follows the residual sum
+               ("query", "key", "value", "dense", "num_attention_heads", "attention_head_size"),
                ("q_proj", "k_proj", "v_proj", "o_proj", None, "head_dim"))  # GTE, NomicBERT, Jina v3: no count
 
     def _layout(self, module: nn.Module) -> tuple[str, ...] | None:
@@ -352,7 +354,9 @@ class ProjectionAttention(HeadAdapter):
         heads = getattr(module, heads_attr) if heads_attr else getattr(module, q).out_features // dim
         widths = {n: getattr(module, n).out_features for n in (q, k, v)}
         q_norm, k_norm, across = norms_across_heads(module, heads, heads, dim)
-        refuse_other_layers(name, module, (q, k, v, out, *across), dim)
+        # a LayerNorm on the residual sum after the output projection (ALBERT) leaves the heads alone
+        residual = ("LayerNorm",) if isinstance(getattr(module, "LayerNorm", None), nn.LayerNorm) else ()
+        refuse_other_layers(name, module, (q, k, v, out, *across, *residual), dim)
         if set(widths.values()) != {heads * dim}:
             raise Unsupported(f"{name}: {widths} rows, not {heads} heads x {dim} each")
         return HeadLayout(self.family, heads, heads, dim, (getattr(module, q), "weight", 0),

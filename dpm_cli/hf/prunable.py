@@ -25,7 +25,9 @@ from ..errors import ConfigError
 # (ffn.up_proj), XLM/Flaubert (ffns.N.lin1), Jamba (feed_forward.gate_proj and up_proj), LFM2
 # (feed_forward.w1 and w3, gate and up) and the speech encoders (Wav2Vec2, HuBERT, WavLM, Data2Vec-audio:
 # feed_forward.intermediate_dense; Wav2Vec2-Conformer: ffn1 and ffn2, two per layer), XLNet (ff.layer_1),
-# CTRL (ffn.0, a Sequential), ProphetNet (feed_forward.intermediate) and RecurrentGemma (mlp_block).
+# CTRL (ffn.0, a Sequential), ProphetNet (feed_forward.intermediate), RecurrentGemma (mlp_block) and ALBERT
+# (albert_layers.N.ffn: one FFN shared by every layer, so a unit leaves every layer at once; its cost is
+# counted once per layer it runs in).
 # FFN input projections that fuse gate and up in one Linear split in two halves (Phi-3, GLM:
 # gate_up_proj; ModernBERT: Wi): unit i is rows i and i + width (`engine.units.split_period`).
 FUSED_PARTS = {"mlp.gate_up_proj": 2, "mlp.Wi": 2}
@@ -39,7 +41,7 @@ FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", 
               "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
               "mlp.fc_in", "ffn.up_proj", "ffn.gate_proj", "lin1", "feed_forward.gate_proj",
               "feed_forward.up_proj", "feed_forward.w1", "feed_forward.w3", "feed_forward.intermediate_dense",
-              *TWIN_FFN_INPUTS, "ff.layer_1", "ffn.0", "feed_forward.intermediate",
+              *TWIN_FFN_INPUTS, "ff.layer_1", "ffn", "ffn.0", "feed_forward.intermediate",
               "mlp_block.gate_proj", "mlp_block.up_proj", *FUSED_PARTS, *SHARED_EXPERT_INPUTS)
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo, "
             "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE), GPT-J/CodeGen, XLNet, CTRL, "
@@ -55,11 +57,6 @@ FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff", "n_inner
 # An encoder-decoder config (BART, Marian, ...) may hold one width per stack instead.
 STACK_WIDTH_KEYS = {"encoder": "encoder_ffn_dim", "decoder": "decoder_ffn_dim",
                     "shared_expert": "shared_expert_intermediate_size"}
-# FFN layouts dpm recognises but cannot prune exactly, and why: a model with one is refused whole.
-UNSUPPORTED_FFN = {
-    "ffn_output": "shares one set of layer weights across all its layers (ALBERT: albert_layer_groups), so a "
-                  "channel is one channel of every layer at once; dpm does not prune shared weights",
-}
 # The width of stacked experts (`engine.experts`) where the config holds it apart from the dense FFN's
 # (Qwen-MoE, DeepSeek, GLM-MoE); else the model-wide key (Mixtral, OLMoE, GPT-OSS: intermediate_size).
 EXPERT_WIDTH_KEYS = ("moe_intermediate_size", "expert_intermediate_size")
@@ -96,11 +93,6 @@ def head_layouts(model: nn.Module) -> tuple[dict[str, HeadLayout], list[str]]:
 def protected_modules(model: nn.Module, heads: bool = True) -> list[str]:
     """Every Linear/Conv that is neither an FFN input projection nor (with `heads`) inside an attention
     module pruned by heads: ignore these and only FFN width and heads are pruned."""
-    names = [name for name, _ in model.named_modules()]
-    why = next((w for s, w in UNSUPPORTED_FFN.items() if any(n.endswith("." + s) for n in names)), None)
-    if why:
-        raise ConfigError(f"dpm cannot prune {type(model).__name__}: it {why} "
-                          "(docs/HF_FAMILIES.md lists the families dpm prunes)")
     roots = set(ffn_roots(model))
     if is_convnet(model):
         return []  # its channels, as a plain module's: the engine still protects what feeds the outputs
