@@ -50,7 +50,8 @@ TYPE_SECONDS = 120  # per type and pass: a trace that does not finish is an `err
 
 
 def cut_half(model: torch.nn.Module, x: dict, head_ratio: float):
-    """Half the channels of every FFN (and `head_ratio` of the heads) cut at once and removed."""
+    """Half the channels of every FFN (and `head_ratio` of the heads) cut at once and removed: the groups
+    and the compaction result."""
     from dpm_cli import DecayPruner, DPMConfig
     from dpm_cli.engine.selection import score_groups, select
     from dpm_cli.hf import protected_modules
@@ -60,7 +61,7 @@ def cut_half(model: torch.nn.Module, x: dict, head_ratio: float):
     pruner = DecayPruner(model, x, cfg)
     pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
                             score_groups(pruner.groups, "magnitude", 0)))
-    return pruner.compact()
+    return pruner.groups, pruner.compact()
 
 
 def build(model_type: str, folder: Path) -> str | None:
@@ -96,7 +97,8 @@ def one_pass(folder: Path, head_ratio: float, out: Path) -> tuple[str, str]:
     from dpm_cli.errors import CompactionError, DpmError, EquivalenceError, TraceError
     from dpm_cli.hf import HFFormatError, load_hf, save_hf
     from dpm_cli.hf.prunable import head_problem
-    from dpm_cli.hf.save import format_problem
+    from dpm_cli.hf.head_config import pruned_head_problem
+    from dpm_cli.hf.save import format_problem, unpruned_ffn_problem
 
     try:
         model = load_hf(folder).model
@@ -112,7 +114,9 @@ def one_pass(folder: Path, head_ratio: float, out: Path) -> tuple[str, str]:
         if problem:
             return "refused", problem
         why = format_problem(model, "layer", head_ratio)
-        result = cut_half(model, x, head_ratio)
+        groups, result = cut_half(model, x, head_ratio)
+        # what `dpm prune` asks once the groups are known, still before training
+        why = why or unpruned_ffn_problem(model, groups) or pruned_head_problem(model, groups, head_ratio)
         if why:
             return ("exact" if result.max_rel_error <= 1e-4 else "error"), why
         save_hf(model, None, out, x)

@@ -76,8 +76,12 @@ REFUSED = {
     "mpt": (T.MptModel, T.MptConfig, dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)),
     "xlm": (T.XLMModel, T.XLMConfig, dict(vocab_size=64, emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=64)),
     "lfm2_auto_width": (T.Lfm2Model, T.Lfm2Config, dict(GQA)),
+    # dense mlp.wi layers pruned; the experts' wi (protected) share d_ff
+    "switch": (T.SwitchTransformersModel, T.SwitchTransformersConfig,
+               dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                    num_experts=4, encoder_sparse_step=2, decoder_sparse_step=2, decoder_start_token_id=0)),
 }
-SEQ2SEQ_FAMILIES = ("bart", "bart_heads_differ", "t5", "fsmt")
+SEQ2SEQ_FAMILIES = ("bart", "bart_heads_differ", "t5", "fsmt", "switch")
 
 
 def build(family: str):
@@ -235,12 +239,30 @@ def test_albert_shared_layer_loses_units_and_heads_in_every_layer_at_once_and_it
     ("mpt", "MptConfig has no config key for the FFN width of blocks.0"),
     ("xlm", "XLMConfig has no config key for the FFN width of ffns.0"),
     ("lfm2_auto_width", "Lfm2Config.intermediate_size does not set the width of every FFN dpm prunes"),
+    ("switch", "SwitchTransformersConfig.d_ff also sizes layers dpm keeps"),
 ])
 def test_an_ffn_width_no_config_key_holds_is_refused_for_a_folder_before_training_and_pruned_exactly(family, phrase):
     model = build(family)
     problem = format_problem(model, "layer", 0.0)
     assert phrase in problem and "output.hf: false" in problem
     assert prune(model, inputs(family), 0.0).max_rel_error <= 1e-5  # exact: only the folder is impossible
+
+
+def test_an_ffn_left_unpruned_beside_pruned_ones_of_the_same_key_is_refused_before_training(tmp_path, capsys):
+    """pruning.ignore naming one FFN of a BERT folder with output.hf: the run trained to the end and then
+    refused to save ("the FFN widths differ per layer ... holds one intermediate_size"). Once the groups
+    are known, the FFN without one is named, before any data is read or any step runs."""
+    from hf_helpers import bert_folder
+
+    recipe = write_recipe(tmp_path, bert_folder(tmp_path / "bert"), text_file(tmp_path / "t.txt"))
+    recipe.write_text(recipe.read_text().replace("  head_ratio: 0.0\n",
+                                                 "  head_ratio: 0.0\n  ignore: [encoder.layer.0.intermediate.dense]\n"))
+    capsys.readouterr()
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert "the FFN of encoder.layer.0 is not pruned" in errors[0] and "BertConfig.intermediate_size" in errors[0]
+    assert not any((tmp_path / "run").glob("*.jsonl")) and not (tmp_path / "run" / "state.pt").exists()
 
 
 def test_a_shape_the_config_cannot_hold_is_a_format_error_at_save_and_nothing_is_written(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", 
               "mlp.dense_h_to_4h", "DenseReluDense.wi", "DenseReluDense.wi_0", "DenseReluDense.wi_1", "mlp.c_fc",
               "mlp.fc_in", "ffn.up_proj", "ffn.gate_proj", "lin1", "feed_forward.gate_proj",
               "feed_forward.up_proj", "feed_forward.w1", "feed_forward.w3", "feed_forward.intermediate_dense",
-              *TWIN_FFN_INPUTS, "ff.layer_1", "ffn", "ffn.0", "feed_forward.intermediate",
+              *TWIN_FFN_INPUTS, "ff.layer_1", "ffn", "mlp.wi", "ffn.0", "feed_forward.intermediate",
               "mlp_block.gate_proj", "mlp_block.up_proj", *FUSED_PARTS, *SHARED_EXPERT_INPUTS)
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo, "
             "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE), GPT-J/CodeGen, XLNet, CTRL, "
@@ -130,17 +130,26 @@ def ffn_layers(model: nn.Module) -> dict[str, int]:
     FFN's where a layer has more than one ("layers.0.mlp.shared_expert", "layers.0.ffn1")."""
     widths: dict[str, int] = {}
     for name in ffn_roots(model):
-        # the layer is what precedes the matched suffix: "layers.0" for layers.0.fc1 (OPT) and for
-        # layers.0.mlp.gate_proj / up_proj (Llama: counted once), "encoder.layer.0" for BERT
-        suffix = max((s for s in FFN_INPUTS if name == s or name.endswith("." + s)), key=len)
+        suffix = _suffix(name)
         module = model.get_submodule(name)
         width = module.weight.shape[out_axis(module)]  # out_features; a Conv1D's weight is [in, out]
         width //= FUSED_PARTS.get(suffix, 1)  # gate and up fused: each half is the width
-        # a layer's shared expert, or one of its two FFNs, is named apart from the layer's other FFN
-        named_apart = suffix in SHARED_EXPERT_INPUTS or suffix in TWIN_FFN_INPUTS
-        layer = name[:-len(suffix)] + suffix.rsplit(".", 1)[0] if named_apart else name[:-len(suffix)].rstrip(".")
-        widths.setdefault(layer, width)
+        widths.setdefault(ffn_layer_of(name), width)
     return {**widths, **expert_layers(model)}
+
+
+def _suffix(name: str) -> str:
+    return max((s for s in FFN_INPUTS if name == s or name.endswith("." + s)), key=len)
+
+
+def ffn_layer_of(root: str) -> str:
+    """The FFN (`ffn_layers` key) an FFN input projection belongs to: what precedes the matched suffix,
+    "layers.0" for layers.0.fc1 (OPT) and for layers.0.mlp.gate_proj / up_proj (Llama: counted once),
+    "encoder.layer.0" for BERT; a layer's shared expert, or one of its two FFNs, is named apart."""
+    suffix = _suffix(root)
+    if suffix in SHARED_EXPERT_INPUTS or suffix in TWIN_FFN_INPUTS:
+        return root[:-len(suffix)] + suffix.rsplit(".", 1)[0]
+    return root[:-len(suffix)].rstrip(".")
 
 
 def expert_layers(model: nn.Module) -> dict[str, int]:

@@ -24,7 +24,8 @@ from ..errors import InputError
 from .load import captured_warnings, import_transformers
 from .expressible import shape_mismatch, width_key_governs, width_key_spills
 from .head_config import HFFormatError, head_counts, head_updates, size_free  # noqa: F401  (head_counts: re-exported)
-from .prunable import (FFN_WIDTH_KEYS, config_scopes, config_value, ffn_layers, ffn_width_key, head_layouts,  # noqa: F401
+from .prunable import (FFN_WIDTH_KEYS, config_scopes, config_value, expert_layers, ffn_layer_of, ffn_layers,  # noqa: F401
+                       ffn_roots, ffn_width_key, head_layouts,
                        head_modules, is_convnet, set_config_value, width_keys)
 
 # Files of a source folder that describe more than the transformers model (sentence-transformers'
@@ -97,6 +98,27 @@ def format_problem(model: nn.Module, ranking: str, head_ratio: float | None) -> 
                 f"pruning.ranking: layer or pruning.head_ratio (e.g. 0.25: the same heads removed from every "
                 f"layer), {fix}")
     return None
+
+
+def unpruned_ffn_problem(model: nn.Module, groups: list) -> str | None:
+    """Why a folder cannot hold the widths these groups leave, or None: an FFN without a group (named in
+    pruning.ignore, or an expert no token of the example reaches, so torch-pruning never saw it) keeps
+    its width while another FFN whose width the same config key sets is pruned. Asked once the groups
+    are known, before training."""
+    layers = ffn_layers(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    pruned = {ffn_layer_of(names[id(g.root)]) for g in groups if g.kind == "channels" and id(g.root) in names
+              and names[id(g.root)] in set(ffn_roots(model))} | {n for n in expert_layers(model)
+                                                              if any(names.get(id(g.root)) == n for g in groups)}
+    keys = width_keys(model, layers)
+    governed = {keys[layer] for layer in pruned if layer in keys}
+    kept = next((layer for layer in layers if layer not in pruned and keys[layer] in governed), None)
+    if kept is None:
+        return None
+    return (f"the FFN of {kept} is not pruned (pruning.ignore names it, or the example input never runs it), but "
+            f"{type(model.config).__name__}.{keys[kept]} also sets the width of the FFNs that are, so the pruned model "
+            "cannot be saved as a Hugging Face folder: prune every FFN, or set output.hf: false (BASE.dpm.pt and "
+            "BASE.pt2 hold any shape)")
 
 
 def _width_key_problem(model: nn.Module, layers: dict[str, int], keys: dict[str, str | None]) -> str | None:

@@ -175,15 +175,17 @@ def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | Non
             "pruning.decay_steps (or decay_fraction), rounds or start_step")
 
 
-def folder_heads_problem(recipe: Recipe, model: nn.Module, groups: list) -> str | None:
-    """Why the heads these groups remove cannot be written in the composite model's folder (asked once
-    the groups show which parts lose heads; `dpm prune` refuses before training), or None."""
+def folder_groups_problem(recipe: Recipe, model: nn.Module, groups: list) -> str | None:
+    """Why the shapes these groups leave cannot be written in the model's folder, or None: an FFN left
+    unpruned beside pruned ones that share its config key, or heads of a composite's part that cannot
+    record them. Asked once the groups are known (`dpm prune` refuses before training)."""
     from ..hf import is_hf_model
     from ..hf.head_config import pruned_head_problem
+    from ..hf.save import unpruned_ffn_problem
 
     if not recipe.output.hf or not is_hf_model(model):
         return None
-    return pruned_head_problem(model, groups, recipe.pruning.head_ratio)
+    return unpruned_ffn_problem(model, groups) or pruned_head_problem(model, groups, recipe.pruning.head_ratio)
 
 
 def dpm_config(recipe: Recipe, steps: int, protect: list[str] = ()) -> DPMConfig:

@@ -20,7 +20,7 @@ from ..engine.selection import needs_gradients, select
 from ..recipe import Recipe
 from ..training.calibration import calibration_batches, collect_activations
 from ..training.objective import split_batch
-from .context import decay_overrun, dpm_config, folder_heads_problem, load_context, total_steps
+from .context import decay_overrun, dpm_config, folder_groups_problem, load_context, total_steps
 
 
 @dataclass
@@ -53,7 +53,7 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
     cfg = dpm_config(recipe, steps, ctx.protect)
     pruner = DecayPruner(model, example, cfg)
     notes = list(ctx.notes)
-    refusal = decay_overrun(recipe, pruner.decay_phase_end, steps) or folder_heads_problem(recipe, model, pruner.groups)
+    refusal = decay_overrun(recipe, pruner.decay_phase_end, steps) or folder_groups_problem(recipe, model, pruner.groups)
     if refusal:  # a dry run should say what `dpm prune` will refuse
         notes.append(f"dpm prune will refuse this recipe: {refusal}")
     if needs_gradients(cfg.criterion):

@@ -24,7 +24,7 @@ from ..training.evaluate import evaluate
 from ..training.loop import LoopOptions, Trainer, TrainerHooks
 from ..training.progress import Reporter, SilentReporter
 from ..training.rundir import RunDir
-from .context import RunContext, decay_overrun, dpm_config, folder_heads_problem, load_context, total_steps
+from .context import RunContext, decay_overrun, dpm_config, folder_groups_problem, load_context, total_steps
 from .pretrain import pretrain_dense
 from .reuse import output_hashes, reusable, summary_from
 
@@ -153,7 +153,7 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
     pruner = DecayPruner(model, example, dpm_config(recipe, steps, ctx.protect), optimizer=optimizer,
                          progress=reporter.log)
-    problem = decay_overrun(recipe, pruner.decay_phase_end, steps) or folder_heads_problem(recipe, model, pruner.groups)
+    problem = decay_overrun(recipe, pruner.decay_phase_end, steps) or folder_groups_problem(recipe, model, pruner.groups)
     if problem:
         raise ConfigError(problem)
     reporter.log(f"decay: {describe_decay(recipe.pruning, steps)}, decay phase ends at step {pruner.decay_phase_end}")
