@@ -97,7 +97,7 @@ def one_pass(folder: Path, head_ratio: float, out: Path) -> tuple[str, str]:
     from dpm_cli.errors import CompactionError, DpmError, EquivalenceError, TraceError
     from dpm_cli.hf import HFFormatError, load_hf, save_hf
     from dpm_cli.hf.prunable import head_problem
-    from dpm_cli.hf.head_config import pruned_head_problem
+    from dpm_cli.hf.head_config import pruned_head_problem, unpruned_heads_problem
     from dpm_cli.hf.save import format_problem, unpruned_ffn_problem
 
     try:
@@ -116,7 +116,8 @@ def one_pass(folder: Path, head_ratio: float, out: Path) -> tuple[str, str]:
         why = format_problem(model, "layer", head_ratio)
         groups, result = cut_half(model, x, head_ratio)
         # what `dpm prune` asks once the groups are known, still before training
-        why = why or unpruned_ffn_problem(model, groups) or pruned_head_problem(model, groups, head_ratio)
+        why = (why or unpruned_ffn_problem(model, groups) or unpruned_heads_problem(model, groups, head_ratio)
+               or pruned_head_problem(model, groups, head_ratio))
         if why:
             return ("exact" if result.max_rel_error <= 1e-4 else "error"), why
         save_hf(model, None, out, x)

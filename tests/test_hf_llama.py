@@ -340,6 +340,23 @@ def test_cli_prunes_a_causal_lm_folder_and_writes_one_that_loads(tmp_path, capsy
     assert relative_error(want, got) <= 1e-6
 
 
+@pytest.mark.parametrize("head_ratio", ["null", "0.5"])
+def test_an_attention_kept_whole_beside_others_that_lose_heads_is_refused_before_training(tmp_path, capsys, head_ratio):
+    """pruning.ignore naming one layer's attention of a Llama folder: the other layer lost heads, and the
+    run trained to the end before the save refused ("the query heads per layer ([4, 2]) differ").
+    Once the groups are known the kept attention is named, before any step."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(folder=llama_folder(tmp_path / "llama", tied=False), data=text_file(tmp_path / "t.txt", 24),
+                                    run=tmp_path / "run", formats="module").replace(
+        "  ranking: layer\n", f"  ranking: layer\n  head_ratio: {head_ratio}\n  ignore: [model.layers.0.self_attn]\n"))
+    capsys.readouterr()
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert "the attention heads of model.layers.0.self_attn are not pruned" in errors[0]
+    assert not (tmp_path / "run" / "state.pt").exists() and not any((tmp_path / "run").glob("*.jsonl"))
+
+
 def test_cli_plan_and_report_on_a_causal_lm_folder(tmp_path, capsys):
     folder = llama_folder(tmp_path / "llama", tied=True)
     recipe = tmp_path / "r.yaml"

@@ -80,6 +80,32 @@ def _part_updates(model: nn.Module, config: Any, scope: str | None, counts: list
     return updates
 
 
+def _head_roots(model: nn.Module, groups: list) -> set[str]:
+    """Names of the attention modules these groups remove heads from (a group across layers: all of them)."""
+    names = {m: n for n, m in model.named_modules()}
+    return {names[r] for g in groups if g.kind == "heads"
+            for r in ([m.root for m in g.remove.members] if hasattr(g.remove, "members") else [g.root])}
+
+
+def unpruned_heads_problem(model: nn.Module, groups: list, head_ratio: float | None) -> str | None:
+    """Why a folder cannot hold the head counts these groups leave, or None: an attention module without
+    a head group (named in pruning.ignore) keeps its heads while another of the same config part loses
+    some, and the part holds one head count (with head_ratio null, heads compete in the budget and may
+    leave). Asked once the groups are known, before training."""
+    if head_ratio == 0:
+        return None
+    pruned = _head_roots(model, groups)
+    for scope, layouts in scoped(model, {n: lay for n, lay in head_layouts(model)[0].items() if lay.units > 1}).items():
+        kept = [n for n in layouts if n not in pruned]
+        if kept and len(kept) < len(layouts):
+            part = type(part_config(model, scope)).__name__
+            return (f"the attention heads of {kept[0]} are not pruned (pruning.ignore names it) while other layers lose "
+                    f"heads, but {part} holds one head count for all of them, so the pruned model cannot be saved as "
+                    "a Hugging Face folder: prune every layer's heads, set pruning.head_ratio: 0, or set output.hf: "
+                    "false (BASE.dpm.pt and BASE.pt2 hold any shape)")
+    return None
+
+
 def pruned_head_problem(model: nn.Module, groups: list, head_ratio: float | None) -> str | None:
     """Why the heads these groups will remove cannot be recorded in a composite model's folder, or None.
     Asked once the groups are known (before training): only the parts whose attention runs on the
@@ -87,9 +113,7 @@ def pruned_head_problem(model: nn.Module, groups: list, head_ratio: float | None
     scopes = config_scopes(model)
     if head_ratio == 0 or not scopes:
         return None
-    names = {m: n for n, m in model.named_modules()}
-    pruned = {names[r] for g in groups if g.kind == "heads"
-              for r in ([m.root for m in g.remove.members] if hasattr(g.remove, "members") else [g.root])}
+    pruned = _head_roots(model, groups)
     fix = "or set output.hf: false (BASE.dpm.pt and BASE.pt2 hold any shape)"
     for scope in sorted(scoped(model, dict.fromkeys(pruned)), key=str):
         if scope is None:

@@ -176,16 +176,18 @@ def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | Non
 
 
 def folder_groups_problem(recipe: Recipe, model: nn.Module, groups: list) -> str | None:
-    """Why the shapes these groups leave cannot be written in the model's folder, or None: an FFN left
-    unpruned beside pruned ones that share its config key, or heads of a composite's part that cannot
-    record them. Asked once the groups are known (`dpm prune` refuses before training)."""
+    """Why the shapes these groups leave cannot be written in the model's folder, or None: an FFN or an
+    attention left unpruned beside pruned ones that share its config key, or heads of a composite's part
+    that cannot record them. Asked once the groups are known (`dpm prune` refuses before training)."""
     from ..hf import is_hf_model
-    from ..hf.head_config import pruned_head_problem
+    from ..hf.head_config import pruned_head_problem, unpruned_heads_problem
     from ..hf.save import unpruned_ffn_problem
 
     if not recipe.output.hf or not is_hf_model(model):
         return None
-    return unpruned_ffn_problem(model, groups) or pruned_head_problem(model, groups, recipe.pruning.head_ratio)
+    ratio = recipe.pruning.head_ratio
+    return (unpruned_ffn_problem(model, groups) or unpruned_heads_problem(model, groups, ratio)
+            or pruned_head_problem(model, groups, ratio))
 
 
 def dpm_config(recipe: Recipe, steps: int, protect: list[str] = ()) -> DPMConfig:
