@@ -46,8 +46,9 @@ class ConformerAttention(HeadAdapter):
         biases = [(module, a) for a in self.POSITION_BIASES if getattr(module, a, None) is not None]
         if any(tuple(getattr(m, a).shape) != (heads, dim) for m, a in biases):
             raise Unsupported(f"{name}: pos_bias_u/pos_bias_v are not [{heads}, {dim}]")
-        return HeadLayout(self.family, heads, heads, dim, (module.linear_q, "weight", 0), (module.linear_k, "weight", 0),
-                          (module.linear_v, "weight", 0), module.linear_out, extra, name, head_rows=biases)
+        return HeadLayout(self.family, heads, heads, dim, (module.linear_q, "weight", 0),
+                          (module.linear_k, "weight", 0), (module.linear_v, "weight", 0), module.linear_out, extra,
+                          name, head_rows=biases)
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         # Wav2Vec2-Conformer's and -BERT's rotary embedding views the layer's *input* (the residual width)

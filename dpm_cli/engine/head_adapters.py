@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from .conv1d import is_conv1d
-from .head_parts import norm_fields, norms_across_heads, refuse_other_layers
+from .head_parts import norm_fields, norms_across_heads, per_head_extras, refuse_other_layers
 from .structures import Unsupported
 
 
@@ -209,10 +209,11 @@ class LlamaAttention(HeadAdapter):
     """Hugging Face Llama-style attention (q/k/v/o_proj, grouped-query): a structure is one key/value
     head with the query heads that share it (and their attention sinks, GPT-OSS; q/k norms across all
     heads are rescaled when heads leave, OLMo 2). The forward reshapes with -1, so only counts change.
-    Phi (phi-2) is the same layout with the output projection named `dense`, LFM2 and MLCD `out_proj`; Qwen3.5 and Qwen3-Next
-    keep an output gate per head in q_proj (each head's q rows, then its gate rows)."""
+    Phi (phi-2) is the same layout with the output projection named `dense`, LFM2 and MLCD `out_proj`;
+    Qwen3.5 and Qwen3-Next keep an output gate per head in q_proj (each head's q rows, then its gate rows)."""
 
     family = "hf-llama"
+    OWN = ("q_proj", "k_proj", "v_proj", "o_proj", "dense", "out_proj")
 
     def matches(self, module: nn.Module) -> bool:
         return (all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj"))
@@ -226,24 +227,15 @@ class LlamaAttention(HeadAdapter):
         gated = module.q_proj.out_features == 2 * _out_proj(module).in_features
         heads //= 2 if gated else 1
         q_norm, k_norm, across = norms_across_heads(module, heads, kv, dim)
-        # attention sinks (GPT-OSS): a learned logit per query head, which leaves with its head
-        sinks = getattr(module, "sinks", None)
-        sinks = [(module, "sinks")] if isinstance(sinks, nn.Parameter) and tuple(sinks.shape) == (heads,) else []
-        # an output gate from its own projection, per head channel (AFMoE, HRM: gate_proj; Laguna: g_proj) or
-        # one per head (Laguna's gate_per_head)
-        gates = {n: sub for n, sub in module.named_children() if n in ("gate_proj", "g_proj")
-                 and isinstance(sub, nn.Linear) and sub.out_features in (heads * dim, heads)}
-        refuse_other_layers(name, module, ("q_proj", "k_proj", "v_proj", "o_proj", "dense", "out_proj", *across, *gates), dim,
-                             own_known=("sinks",) if sinks else ())
-        per_head = [(g, "weight") for g in gates.values() if g.out_features == heads and heads * dim != heads]
+        extras = per_head_extras(module, heads, dim)
+        refuse_other_layers(name, module, (*self.OWN, *across, *extras.children), dim, own_known=extras.own)
         if heads % kv or heads // kv != module.num_key_value_groups:
             raise Unsupported(f"{name}: {heads} query heads do not share {kv} key/value heads evenly")
         if gated and across:
             raise Unsupported(f"{name}: {across[0]} spans the heads of a gated q_proj")
         return HeadLayout(self.family, heads, kv, dim, (module.q_proj, "weight", 0), (module.k_proj, "weight", 0),
-                          (module.v_proj, "weight", 0), _out_proj(module),
-                          [g for g in gates.values() if g.out_features == heads * dim], name, q_gate=gated,
-                          head_rows=sinks + per_head, **norm_fields(q_norm, k_norm))
+                          (module.v_proj, "weight", 0), _out_proj(module), extras.channel_rows, name, q_gate=gated,
+                          head_rows=extras.head_rows, **norm_fields(q_norm, k_norm))
 
     def rebook(self, module: nn.Module, layout: HeadLayout, heads: int) -> None:
         kv = layout.kv_after(heads)

@@ -4,6 +4,8 @@ leave with the head and they are rescaled, `heads._rescale_rms_norm`), and anyth
 refused with the reason (a convolution across heads, a parameter of the module's own)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn as nn
 
 from .structures import Unsupported
@@ -50,3 +52,26 @@ def refuse_other_layers(name: str, module: nn.Module, known: tuple[str, ...], he
         if shapes and shapes != {(head_dim,)}:
             raise Unsupported(f"{name}: {child} ({type(sub).__name__}) spans more than one head, so no head "
                               "can leave without changing it")
+
+
+@dataclass
+class HeadExtras:
+    """What else of an attention module's own leaves with its heads (`per_head_extras`)."""
+
+    channel_rows: list[nn.Linear]  # Linears with a row per head channel (an output gate: HRM, AFMoE)
+    head_rows: list[tuple[nn.Module, str]]  # (holder, attribute) with a row per head (GPT-OSS's sinks, Laguna's gate)
+    children: tuple[str, ...]  # the child modules above, known to `refuse_other_layers`
+    own: tuple[str, ...]  # the module's own parameters above
+
+
+def per_head_extras(module: nn.Module, heads: int, dim: int) -> HeadExtras:
+    """Attention sinks (GPT-OSS: a learned logit per query head, `sinks`) and an output gate from a
+    projection of the module's own, per head channel (AFMoE, HRM: `gate_proj`) or per head (Laguna's
+    `g_proj` with gate_per_head)."""
+    sinks = getattr(module, "sinks", None)
+    sinks = [(module, "sinks")] if isinstance(sinks, nn.Parameter) and tuple(sinks.shape) == (heads,) else []
+    gates = {n: sub for n, sub in module.named_children() if n in ("gate_proj", "g_proj")
+             and isinstance(sub, nn.Linear) and sub.out_features in (heads * dim, heads)}
+    per_head = [(g, "weight") for g in gates.values() if g.out_features == heads and dim > 1]
+    return HeadExtras([g for g in gates.values() if g.out_features == heads * dim], sinks + per_head,
+                      tuple(gates), ("sinks",) if sinks else ())
