@@ -1,6 +1,6 @@
 """Head adapters for attention whose q, k and v come from one fused Linear: GPT-NeoX, Persimmon,
-Phi-3, Falcon, GPTBigCode, ModernBERT, DeBERTa (v1). Each says at which rows of the fused projection every head's q, k and v live
-(`HeadLayout`); the separate-projection families are in `head_adapters`."""
+Phi-3, Falcon, GPTBigCode, ModernBERT, DeBERTa (v1). Each says at which rows of the fused projection
+every head's q, k and v live (`HeadLayout`); the separate-projection families are in `head_adapters`."""
 from __future__ import annotations
 
 import copy
