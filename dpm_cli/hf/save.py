@@ -107,9 +107,8 @@ def unpruned_ffn_problem(model: nn.Module, groups: list) -> str | None:
     are known, before training."""
     layers = ffn_layers(model)
     names = {id(m): n for n, m in model.named_modules()}
-    pruned = {ffn_layer_of(names[id(g.root)]) for g in groups if g.kind == "channels" and id(g.root) in names
-              and names[id(g.root)] in set(ffn_roots(model))} | {n for n in expert_layers(model)
-                                                              if any(names.get(id(g.root)) == n for g in groups)}
+    roots = {names.get(id(g.root)) for g in groups}  # the FFN input projections (or experts) pruned
+    pruned = {ffn_layer_of(n) for n in roots & set(ffn_roots(model))} | (roots & set(expert_layers(model)))
     keys = width_keys(model, layers)
     governed = {keys[layer] for layer in pruned if layer in keys}
     kept = next((layer for layer in layers if layer not in pruned and keys[layer] in governed), None)
