@@ -233,10 +233,12 @@ def test_olmo2_heads_leave_through_its_norms_across_heads_exactly_and_the_artifa
         assert torch.allclose(rebuilt(**x).logits, model(**x).logits, atol=1e-5)
 
 
-@pytest.mark.parametrize("model_type, gate, rows", [("hrm_text", "gate_proj", 16), ("laguna", "g_proj", 2)])
+@pytest.mark.parametrize("model_type, gate, rows", [("hrm_text", "gate_proj", 16), ("laguna", "g_proj", 2),
+                                                    ("beam", "gate_proj", 16)])  # Beam: and a gate_bias per head
 def test_an_output_gate_per_head_channel_or_per_head_leaves_with_its_head_and_replays(tmp_path, model_type, gate, rows):
     """Attention with an output gate from a projection of its own (HRM, AFMoE: one per head channel;
-    Laguna: one per head) was refused ("gate_proj spans more than one head"): its rows leave with the head."""
+    Laguna: one per head; Beam: per channel, with a bias per head of the module's own) was refused
+    ("gate_proj spans more than one head", "its own parameter gate_bias"): they leave with the head."""
     import dpm_cli
     from artifact_helpers import save
     from dpm_cli.artifact import make_artifact
@@ -256,6 +258,7 @@ def test_an_output_gate_per_head_channel_or_per_head_leaves_with_its_head_and_re
     assert result.max_rel_error <= 1e-5
     attn = next(m for n, m in model.named_modules() if n.endswith("layers.0.self_attn"))
     assert getattr(attn, gate).out_features == rows  # 2 of 4 heads left
+    assert getattr(attn, "gate_bias", torch.zeros(2)).numel() == 2
     rebuilt = dpm_cli.load(save(make_artifact(model, prov.with_stage(result.history)), tmp_path / "m.dpm.pt")).eval()
     with torch.no_grad():
         assert torch.allclose(rebuilt(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)

@@ -64,14 +64,18 @@ class HeadExtras:
     own: tuple[str, ...]  # the module's own parameters above
 
 
+# The module's own parameters that are one value per head, by name.
+PER_HEAD_PARAMS = ("sinks", "gate_bias")  # GPT-OSS's attention sinks; Beam's output gate bias
+
+
 def per_head_extras(module: nn.Module, heads: int, dim: int) -> HeadExtras:
-    """Attention sinks (GPT-OSS: a learned logit per query head, `sinks`) and an output gate from a
-    projection of the module's own, per head channel (AFMoE, HRM: `gate_proj`) or per head (Laguna's
-    `g_proj` with gate_per_head)."""
-    sinks = getattr(module, "sinks", None)
-    sinks = [(module, "sinks")] if isinstance(sinks, nn.Parameter) and tuple(sinks.shape) == (heads,) else []
+    """Per-head parameters of the module's own (GPT-OSS: a learned logit per query head, `sinks`; Beam's
+    `gate_bias`) and an output gate from a projection of its own, per head channel (AFMoE, HRM, Beam:
+    `gate_proj`) or per head (Laguna's `g_proj`)."""
+    own = {a: p for a, p in module._parameters.items() if p is not None}
+    per_head = [a for a in PER_HEAD_PARAMS if a in own and tuple(own[a].shape) == (heads,)]
     gates = {n: sub for n, sub in module.named_children() if n in ("gate_proj", "g_proj")
              and isinstance(sub, nn.Linear) and sub.out_features in (heads * dim, heads)}
-    per_head = [(g, "weight") for g in gates.values() if g.out_features == heads and dim > 1]
-    return HeadExtras([g for g in gates.values() if g.out_features == heads * dim], sinks + per_head,
-                      tuple(gates), ("sinks",) if sinks else ())
+    gate_rows = [(g, "weight") for g in gates.values() if g.out_features == heads and dim > 1]
+    return HeadExtras([g for g in gates.values() if g.out_features == heads * dim],
+                      [(module, a) for a in per_head] + gate_rows, tuple(gates), tuple(per_head))
