@@ -313,3 +313,41 @@ def test_two_ranks_pick_the_same_channels_by_activation(tmp_path):
     summary = json.loads(done.stdout)
     assert summary["ranks"] == 2  # the run fails if the ranks' parameters or event logs differ
     assert summary["macs_after"] / summary["macs_before"] <= 0.5
+
+
+def test_gpt2_conv1d_and_a_fused_gated_ffn_are_ranked_by_their_activations():
+    """Two crashes found by running every head family through `criterion: activation` (both came at the
+    first selection, after training had started): GPT-2's layers are transformers' Conv1D, which no
+    hook watched ("collect_activations() saw no forward pass through a Linear"), and ModernBERT's fused
+    Wi (gate and up in halves) made torch-pruning size the scores by the down projection's half width
+    ("index 64 is out of bounds"). Both rank by column norm x RMS now, with no fallback."""
+    transformers = pytest.importorskip("transformers")
+    T = transformers
+    x = {"input_ids": torch.randint(3, 60, (2, 10), generator=torch.Generator().manual_seed(0))}
+    torch.manual_seed(0)
+    gpt2 = T.GPT2Model(T.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=32)).eval()
+    modernbert = T.ModernBertModel(T.ModernBertConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                                      num_hidden_layers=2, num_attention_heads=4, pad_token_id=0,
+                                                      bos_token_id=1, eos_token_id=2, cls_token_id=1,
+                                                      sep_token_id=2)).eval()
+    from dpm_cli.hf import protected_modules
+    for model, root, consumer in ((gpt2, "h.0.mlp.c_fc", "h.0.mlp.c_proj"), (modernbert, "layers.0.mlp.Wi", "layers.0.mlp.Wo")):
+        pruner = pruner_for(model, x, ignore=protected_modules(model, heads=False))
+        collect(pruner, model, [x])
+        scores = pruner.scores()[group(pruner, root)]
+        assert pruner.activation_fallback == []
+        # by hand: the consumer's input column norm x RMS of its input (one forward, no padding)
+        seen: list[torch.Tensor] = []
+        hook = model.get_submodule(consumer).register_forward_hook(lambda m, a, o: seen.append(a[0]) and None)
+        with torch.no_grad():
+            model(**x)
+        hook.remove()
+        rms = seen[0].reshape(-1, seen[0].shape[-1]).square().mean(0).sqrt()
+        raw = input_column_norms(model.get_submodule(consumer)) * rms
+        if scores.numel() == raw.numel():  # GPT-2: channel j is c_proj's input j
+            assert torch.allclose(scores, raw / raw.mean(), rtol=1e-4)
+        else:  # ModernBERT: Wo reads one half of Wi's rows (scored), the other half gates it (zero)
+            halves = scores.reshape(2, -1)
+            read = int(halves[1].abs().sum() > 0)
+            assert torch.all(halves[1 - read] == 0)
+            assert torch.allclose(halves[read], raw / (raw.sum() / scores.numel()), rtol=1e-4)

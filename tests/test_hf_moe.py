@@ -148,6 +148,28 @@ def test_gpt_oss_heads_leave_with_their_attention_sinks_and_are_saved_as_a_folde
         assert torch.allclose(reloaded(**x).last_hidden_state, model(**x).last_hidden_state, atol=1e-6)
 
 
+def test_expert_units_leave_in_blocks_the_grouped_matmul_can_run():
+    """GPT-OSS's experts run in torch._grouped_mm, which needs rows aligned to 16 bytes: with a MACs budget
+    that removed 23 of 24 float32 units the preflight refused ("strides should be multiple of 16 bytes")
+    and the advice was to keep the experts. Units now leave 4 at a time (8 for bfloat16)."""
+    from dpm_cli import DecayPruner, DPMConfig
+    from dpm_cli.engine.selection import score_groups, select
+    from dpm_cli.hf import protected_modules
+
+    model, x = gpt_oss(), inputs()
+    cfg = DPMConfig(budget=0.85, budget_kind="macs", decay_steps=1, ignore=protected_modules(model, heads=False))
+    pruner = DecayPruner(model, x, cfg)  # the preflight rehearses this budget's selection
+    [experts] = [g for g in pruner.groups if g.kind == "experts"]
+    assert experts.block == 4
+    keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(), score_groups(pruner.groups, "magnitude", 0))
+    gi = pruner.groups.index(experts)
+    removed = sum(1 for g, _ in keys if g == gi)
+    assert removed % 4 == 0 and removed > 0
+    pruner.prune_now(keys)
+    assert pruner.compact().max_rel_error <= 1e-5
+    assert model.layers[0].mlp.experts.down_proj.shape[1] == 24 - removed
+
+
 def test_the_artifact_replays_the_expert_units_removed(tmp_path):
     import dpm_cli
     from artifact_helpers import save

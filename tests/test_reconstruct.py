@@ -135,7 +135,7 @@ def test_bert_ffn_and_heads_are_refitted_with_real_tokens_and_stay_exact():
     assert pruner.compact().max_rel_error <= 1e-5
 
 
-def test_a_layer_called_twice_per_forward_is_refused_not_refitted():
+def test_a_layer_called_twice_per_forward_is_left_as_it_is_not_refitted():
     class Twice(nn.Module):
         def __init__(self):
             super().__init__()
@@ -149,10 +149,7 @@ def test_a_layer_called_twice_per_forward_is_refused_not_refitted():
     original = copy.deepcopy(model).eval()
     found = [c for c in consumers(_prune_half(model, x[:2], ignore=("head",)), model)[0] if c.name == "down"]
     before = model.down.weight.clone()
-    try:
-        refit(model.eval(), original, found, lambda: [x, x], call_model)
-    except RuntimeError as err:
-        assert "one call of the layer per forward" in str(err)
-    else:
-        raise AssertionError("a shared layer was refitted")
+    # it stopped the run with "expected one call of the layer per forward" (ALBERT, mid-training)
+    (fit,) = refit(model.eval(), original, found, lambda: [x, x], call_model)
+    assert fit.shared and not fit.applied
     assert torch.equal(model.down.weight, before)

@@ -6,8 +6,8 @@ over the calibration tokens (or pixels). A unit that never fires on the data sco
 weights, which magnitude cannot see, and unlike Taylor it is not degenerate at the first selection of a
 pure distillation (student == teacher: zero loss, zero gradients).
 
-This wraps torch-pruning's `ActivationImportance` (its reduction over a group's in-channel deps and
-its normalisation are reused as they are); `WandaImportance` differs from it in three places:
+This wraps torch-pruning's `ActivationImportance` (its walk over a group's in-channel deps, its mean
+reduction and its normalisation); `WandaImportance` differs from it in four places:
 - the hook ACCUMULATES sums of squares and a count over every forward inside `compute_importance`
   (torch-pruning keeps |x| summed over the last forward only), so several calibration batches count;
 - the statistics live in a dict, never on the modules, and torch-pruning's `module._importance`
@@ -16,11 +16,12 @@ its normalisation are reused as they are); `WandaImportance` differs from it in 
 - a module's importance is the column norm of its weight times the RMS of its input (torch-pruning:
   the mean |input| alone), and it is normalised by the group mean like dpm's other criteria, so the
   global ranking compares groups on one scale.
+- transformers' Conv1D (GPT-2) counts as a consumer, and the scores have the root's width, not the
+  first consumer's (a gated FFN's down projection reads half the rows of a fused gate/up projection).
 Token inputs with an `attention_mask` keyword (Hugging Face models) count real tokens only.
 """
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -29,6 +30,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..errors import ConfigError
+from .conv1d import CONV1D_PRUNER, is_conv1d, root_types
 
 # What a library user who chose the criterion but never collected must do (pruner.step or scores()).
 NOT_COLLECTED = ("criterion 'activation' or 'obs' needs the activations of calibration data right before each "
@@ -53,10 +55,13 @@ def _mean_normalize(imp: torch.Tensor) -> torch.Tensor:
 
 
 def input_column_norms(module: nn.Module) -> torch.Tensor:
-    """||W[:, j]||_2 for every input channel j of a Linear or convolution (on the CPU, float32)."""
+    """||W[:, j]||_2 for every input channel j of a Linear, transformers' Conv1D or convolution (on the
+    CPU, float32)."""
     w = module.weight.detach().float()
     if isinstance(module, nn.Linear):
         return w.norm(dim=0).cpu()
+    if is_conv1d(module):  # [in, out]
+        return w.norm(dim=1).cpu()
     if getattr(module, "transposed", False):  # [in, out / groups, *kernel]
         return w.flatten(1).norm(dim=1).cpu()
     # [out, in / groups, *kernel]: input channel j is column j % (in/groups) of its conv group's rows
@@ -103,7 +108,8 @@ class WandaImportance(MaskedHooks, tp.importance.ActivationImportance):
     # ------------------------------------------------------------ collection
     @contextmanager
     def compute_importance(self, model: nn.Module) -> Iterator["WandaImportance"]:
-        with self.hooked(model, [(m, self._accumulate) for m in model.modules() if isinstance(m, _TARGETS)]):
+        targets = root_types(_TARGETS)  # and transformers' Conv1D (GPT-2), when it is loaded
+        with self.hooked(model, [(m, self._accumulate) for m in model.modules() if isinstance(m, targets)]):
             yield self
 
     @torch.no_grad()
@@ -111,7 +117,7 @@ class WandaImportance(MaskedHooks, tp.importance.ActivationImportance):
         if not inputs or not torch.is_tensor(inputs[0]):
             return
         x = inputs[0].detach()
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) or is_conv1d(module):  # features last
             flat = x.reshape(-1, x.shape[-1]).float()
             mask = self._mask
             if mask is not None and tuple(x.shape[:-1]) == tuple(mask.shape):  # real tokens only
@@ -142,17 +148,22 @@ class WandaImportance(MaskedHooks, tp.importance.ActivationImportance):
 
     @torch.no_grad()
     def __call__(self, group: Any) -> torch.Tensor | None:
-        layers = {dep.target.module for dep, _ in group if dep.target.module in self.rms}
-        try:
-            for m in layers:
-                m._importance = self.module_scores(m)
-            with warnings.catch_warnings():  # torch-pruning warns for every consumer a forward never reached
-                warnings.simplefilter("ignore")
-                return super().__call__(group)
-        finally:
-            for m in layers:
-                if hasattr(m, "_importance"):
-                    del m._importance
+        """torch-pruning's ActivationImportance.__call__ with its "mean" reduction and two changes:
+        transformers' Conv1D is a consumer too (its in-channel handler is dpm's pruner, which
+        torch-pruning's loop does not know), and the result has the root's width (torch-pruning sizes
+        it by the first consumer's, which a gated FFN's down projection halves: ModernBERT's Wi, Phi-3's
+        gate_up_proj, whose index then runs past it)."""
+        handlers = (tp.pruner.function.prune_conv_in_channels, tp.pruner.function.prune_linear_in_channels,
+                    CONV1D_PRUNER.prune_in_channels)
+        imp, seen = torch.zeros(len(group[0].idxs)), 0
+        for i, (dep, idxs) in enumerate(group):
+            idxs.sort()  # as torch-pruning does: root_idxs pair with the sorted indices
+            root = group[i].root_idxs
+            if dep.handler not in handlers or dep.target.module not in self.rms or any(r is None for r in root):
+                continue
+            imp.scatter_add_(0, torch.tensor(root, dtype=torch.long), self.module_scores(dep.target.module)[idxs])
+            seen += 1
+        return self._normalize(imp / seen, self.normalizer) if seen else None
 
 
 @torch.no_grad()

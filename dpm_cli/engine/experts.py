@@ -148,8 +148,11 @@ def expert_group(name: str, module: nn.Module, layout: ExpertLayout) -> GroupSli
     for attr in layout.inputs + ("down_proj",):
         owner = _owner(layout, attr).tolist()
         raw.append((getattr(module, attr), f"{name}.{attr}", _unit_axis(layout, attr), list(range(len(owner))), owner))
+    # transformers' grouped matmul (torch._grouped_mm) needs rows aligned to 16 bytes: units leave in blocks
+    # that keep every width a multiple of that (4 units of float32, 8 of bfloat16)
+    block = max(1, 16 // getattr(module, layout.inputs[0]).element_size())
     return GroupSlices(name=name, root=module, channels=layout.width, slices=merge_slices(raw), tp_group=None,
-                       remove=ExpertRemoval(name, module, layout), macs_module=name, kind="experts")
+                       remove=ExpertRemoval(name, module, layout), macs_module=name, kind="experts", block=block)
 
 
 def stacked_experts(model: nn.Module):

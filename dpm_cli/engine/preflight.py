@@ -38,12 +38,12 @@ def preflight_keys(groups: list[GroupSlices], cost: CostModel, config: DPMConfig
     touched = {gi for gi, _ in keys}
     limits = Limits.from_config(groups, config)
     for gi, score in enumerate(scores):
-        if gi in touched or limits.max_prunable[gi] < config.round_to:
+        if gi in touched or limits.max_prunable[gi] < limits.block[gi]:
             continue
         if groups[gi].kind == "heads" and config.head_ratio == 0:  # never selected: nothing to rehearse
             continue
         order = [c for c in torch.argsort(score, stable=True).tolist() if torch.isfinite(score[c])]
-        keys.extend((gi, c) for c in order[:config.round_to])
+        keys.extend((gi, c) for c in order[:limits.block[gi]])
     return keys
 
 

@@ -11,10 +11,12 @@ the already-refitted layers before it produce (sequential reconstruction, as in 
 
 It needs the original model with the same module names (a frozen copy from before pruning) and only
 touches consumers that are `nn.Linear`; others (convolutions, transformers' Conv1D) are left as they are
-and named in the result. Pruned columns stay exactly zero, so compaction is unaffected.
+and named in the result, and so are layers called more than once per forward (ALBERT shares one layer's
+weights across its layers: a refit from one call's inputs would change what its later calls read). Pruned columns stay exactly zero, so compaction is unaffected.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -55,6 +57,7 @@ class Refit:
     before: float
     after: float
     applied: bool
+    shared: bool = False  # called more than once per forward (a layer shared by several layers): left as it is
 
 
 def consumers(pruner: Any, model: nn.Module) -> tuple[list[Consumer], list[str]]:
@@ -100,10 +103,11 @@ class _Captured(Exception):
 
 
 def _capture(module: nn.Module, model: nn.Module, inputs: Any, call: Callable[[nn.Module, Any], Any],
-             want_input: bool, stop: bool = True) -> torch.Tensor:
-    """The input (or output) of `module` on `inputs`. With `stop` the forward ends right there, since
-    nothing after the layer matters to its refit (a refit's cost then grows with the layer's depth);
-    without it the whole forward runs, which checks that the layer is called once (not shared)."""
+             want_input: bool, stop: bool = True) -> list[torch.Tensor]:
+    """The input (or output) of `module` on `inputs`, once per call of it. With `stop` the forward ends
+    at the first call, since nothing after the layer matters to its refit (a refit's cost then grows
+    with the layer's depth); without it the whole forward runs, which shows a layer shared by several
+    layers (ALBERT: one tensor per call)."""
     got: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, args: tuple, out: torch.Tensor) -> None:
@@ -118,9 +122,9 @@ def _capture(module: nn.Module, model: nn.Module, inputs: Any, call: Callable[[n
         pass
     finally:
         handle.remove()
-    if len(got) != 1:
-        raise RuntimeError(f"expected one call of the layer per forward, got {len(got)}")
-    return got[0]
+    if not got:
+        raise RuntimeError("the layer is not called by the model's forward")
+    return got
 
 
 @torch.no_grad()
@@ -146,9 +150,11 @@ def _refit_one(model: nn.Module, target_layer: nn.Module, original: nn.Module, c
     cross = torch.zeros(width, len(live), dtype=torch.float64, device=device)
     y_sq = err_sq = 0.0
     for i, inputs in enumerate(batches()):
-        x = _capture(c.module, model, inputs, call, want_input=True, stop=i > 0)
-        y = _capture(target_layer, original, inputs, call, want_input=False, stop=i > 0)
-        x = x.reshape(-1, x.shape[-1]).double()
+        xs = _capture(c.module, model, inputs, call, want_input=True, stop=i > 0)
+        if len(xs) > 1:  # shared by several layers (ALBERT): its later calls read what its refit changes
+            return Refit(c.name, math.nan, math.nan, applied=False, shared=True)
+        y = _capture(target_layer, original, inputs, call, want_input=False, stop=i > 0)[0]
+        x = xs[0].reshape(-1, xs[0].shape[-1]).double()
         y = y.reshape(-1, y.shape[-1]).double()[:, live]  # outputs pruned themselves stay zero
         rows = _token_rows(inputs, len(x))
         if rows is not None:

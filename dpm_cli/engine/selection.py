@@ -107,8 +107,9 @@ class Limits:
             cap = min(int(math.floor(cfg.max_layer_ratio * g.channels)), g.channels - cfg.min_channels)
             largest = int(unit_sizes(g.unit_of, g.channels).max()) if g.unit_of is not None else 1
             if largest == 1:
-                caps.append(max(0, cap - cap % cfg.round_to))
-                blocks.append(cfg.round_to)
+                step = math.lcm(cfg.round_to, g.block)
+                caps.append(max(0, cap - cap % step))
+                blocks.append(step)
             else:  # in structures: the kept channels stay >= min_channels whatever is removed
                 caps.append(max(0, cap // largest))
                 blocks.append(1)
@@ -142,7 +143,7 @@ def select(groups: list[GroupSlices], cost: CostModel, cfg: DPMConfig, target: f
         if cost_cap is not None:
             affordable = [c <= cost_cap * (1 + 1e-6) for c in cost.unit_costs(cfg.budget_kind)]
         rest = _select_global(cost, cfg, target, blocked, scores, limits, taken, affordable)
-        chosen += _give_back(cost, cfg, target, rest)
+        chosen += _give_back(cost, cfg, target, rest, limits)
     else:
         chosen += _select_layerwise(groups, cost, cfg, target, blocked, scores, limits, taken)
     reached = cost.kept(cfg.budget_kind)
@@ -222,13 +223,17 @@ def _select_global(cost: CostModel, cfg: DPMConfig, target: float, blocked: set[
     return chosen
 
 
-def _give_back(cost: CostModel, cfg: DPMConfig, target: float, chosen: list[Key]) -> list[Key]:
+def _give_back(cost: CostModel, cfg: DPMConfig, target: float, chosen: list[Key], limits: Limits) -> list[Key]:
     """Undo the overshoot of the greedy pass: restore the most important chosen structures that the
-    budget does not need, so the result lands just under the target rather than a large unit below."""
+    budget does not need, so the result lands just under the target rather than a large unit below.
+    Structures that leave in blocks (round_to, stacked experts' alignment) stay: restoring single
+    channels would break the blocks."""
     if cfg.round_to > 1:
-        return chosen  # restoring single channels would break the multiples of round_to
+        return chosen
     kept = list(chosen)
     for key in reversed(chosen):
+        if limits.block[key[0]] > 1:
+            continue
         cost.remove(key, sign=-1)
         if cost.kept(cfg.budget_kind) > target:
             cost.remove(key)

@@ -52,6 +52,9 @@ class GroupSlices:
     # a module whose counted MACs scale with the number of structures (several: heads across layers)
     macs_module: str | tuple[str, ...] | None = None
     kind: str = "channels"  # "heads": an attention module's heads (DPMConfig.head_ratio applies)
+    # one-channel structures leave in multiples of this (with DPMConfig.round_to: their lcm). Stacked
+    # experts: transformers' grouped-matmul kernels need 16-byte-aligned rows, so units go 16 bytes at a time
+    block: int = 1
 
     @property
     def macs_modules(self) -> tuple[str, ...]:

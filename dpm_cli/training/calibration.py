@@ -56,11 +56,13 @@ def reconstruct(pruner: Any, model: nn.Module, original: nn.Module, batches: Cal
     was_training = model.training
     model.eval()
     try:
-        done = [r for r in refit(model, original, found, lambda: (move(split_batch(b)[0], device) for b in batches()),
-                                 call_model) if r.applied]
+        results = refit(model, original, found, lambda: (move(split_batch(b)[0], device) for b in batches()),
+                        call_model)
     finally:
         model.train(was_training)
+    done, shared = [r for r in results if r.applied], [r.name for r in results if r.shared]
     errors = ", ".join(f"{r.name} {r.before:.3f}->{r.after:.3f}" for r in done)
     message = (f"reconstruct at step {step}: relative output error {errors or 'unchanged'}"
-               + (f"; not linear, left as they are: {', '.join(others)}" if others else ""))
+               + (f"; not linear, left as they are: {', '.join(others)}" if others else "")
+               + (f"; shared by several layers, left as they are: {', '.join(shared)}" if shared else ""))
     return message, {"step": step, "kind": "reconstruct", "layers": {r.name: [r.before, r.after] for r in done}}
