@@ -6,6 +6,7 @@ overwrite the input) and written atomically at the end. `--force` overwrites onl
 """
 from __future__ import annotations
 
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,19 @@ def _check_folder(folder: Path) -> None:
         raise InputError(f"{printable(probe)}: output folder is not writable; choose another --output")
 
 
+def unpicklable(model: nn.Module) -> str | None:
+    """The first module torch.save cannot pickle, or None: torch refuses parametrized modules (Wav2Vec2's
+    and HuBERT's positional convolution is weight_norm'ed). Their state_dict saves, so the artifact, the
+    .pt2 program and a Hugging Face folder hold such a model; the pickled module (`module`) cannot."""
+    from torch.nn.utils import parametrize
+
+    return next((name for name, m in model.named_modules() if parametrize.is_parametrized(m)), None)
+
+
+MODULE_SKIPPED = ("the pickled module (output.formats: module) is not written: torch cannot pickle {name}, a "
+                  "parametrized module (weight_norm); the other formats hold the model")
+
+
 @dataclass
 class Written:
     files: dict[str, str] = field(default_factory=dict)
@@ -115,6 +129,10 @@ def write_outputs(model: nn.Module, example_inputs: Any, plan: OutputPlan,
     for fmt in plan.formats:
         path = plan.path(fmt)
         if fmt == "module":
+            name = unpicklable(model)
+            if name is not None:
+                written.notes.append(MODULE_SKIPPED.format(name=name))
+                continue
             atomic_save(model, path, force=plan.force)
         elif fmt == "artifact":
             if provenance is None and _is_hf(model):  # the reason is a note from loading the model

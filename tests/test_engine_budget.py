@@ -117,6 +117,31 @@ def test_taylor_needs_gradients_and_works_with_them():
     assert pruner.compact().macs_kept <= 0.5
 
 
+def test_taylor_ranks_a_group_no_gradient_reaches_by_magnitude_with_a_note():
+    """A branch whose output the loss never reads (SigLIP's pooling head when the objective reads the hidden
+    states) has no gradients: torch-pruning's Taylor importance crashed on it mid-training ("'NoneType'
+    object has no attribute 'data'"). Its parameters count with a zero gradient (the loss's derivative);
+    a group no gradient reaches at all is ranked by magnitude and named, like activation's fallback."""
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.used, self.unused = nn.Linear(4, 8), nn.Linear(8, 2), nn.Sequential(nn.Linear(8, 6),
+                                                                                                  nn.ReLU(), nn.Linear(6, 2))
+
+        def forward(self, x):
+            h = torch.relu(self.body(x))
+            return self.used(h), self.unused(h)
+
+    torch.manual_seed(0)
+    model, x = TwoHeads(), torch.randn(8, 4)
+    pruner = DecayPruner(model, x[:2], DPMConfig(criterion="taylor", budget=0.8, budget_kind="channels", decay_steps=1))
+    model(x)[0].square().mean().backward()  # the loss reads the first output only
+    scores = pruner.scores()
+    names = [g.name for g in pruner.groups]
+    assert pruner.activation_fallback == ["unused.0"] and torch.isfinite(scores[names.index("unused.0")]).all()
+    assert torch.isfinite(scores[names.index("body")]).all()
+
+
 @pytest.mark.parametrize("criterion", ["bn_scale", "lamp", "random"])
 def test_every_criterion_reaches_the_budget(criterion):
     torch.manual_seed(0)

@@ -186,6 +186,37 @@ output: {{dir: {tmp_path / 'run'}, hf: true}}
     assert torch.allclose(output(reloaded, x), output(compact, x), atol=1e-5)
 
 
+def test_prune_a_wav2vec2_folder_writes_every_format_but_the_pickle_torch_refuses(tmp_path, capsys):
+    """Wav2Vec2's positional convolution is weight_norm'ed (a parametrized module), which torch.save cannot
+    pickle: every `dpm prune` of a Wav2Vec2 or HuBERT folder trained to the end and then failed writing
+    the module format ("Serialization of parametrized modules is only supported through state_dict()").
+    The module format is skipped with a note, said before training too; the folder and the artifact hold it."""
+    import dpm_cli
+
+    path = folder(tmp_path, T.Wav2Vec2Model, T.Wav2Vec2Config, SPEECH)
+    np.savez(tmp_path / "audio.npz", inputs=np.random.default_rng(0).standard_normal((16, 16000)).astype("float32"))
+    (tmp_path / "r.yaml").write_text(f"""\
+version: 1
+model: {{hf: {{path: {path}, task: AutoModel}}}}
+data: {{source: tensors, path: audio.npz, batch_size: 4}}
+objective: {{kind: distill, targets: [hidden]}}
+pruning: {{budget: {{kind: macs, keep: 0.98}}, ranking: layer, head_ratio: 0, decay_steps: 2}}
+training: {{steps: 6, log_every: 3, optimizer: {{name: adamw, lr: 1.0e-3, weight_decay: 0.0}}}}
+output: {{dir: {tmp_path / 'run'}, hf: true, formats: [module, artifact]}}
+""")
+    capsys.readouterr()
+    code, out, err = run_cli(["prune", "--recipe", tmp_path / "r.yaml", "--json"], capsys)
+    assert code == 0, err
+    assert "torch cannot pickle encoder.pos_conv_embed.conv" in err.split("dpm fine-tune")[0]  # before training
+    summary = json.loads(out)
+    assert sum("torch cannot pickle" in note for note in summary["notes"]) == 1
+    assert "module" not in summary["outputs"] and not (tmp_path / "run" / "model.pt").exists()
+    x = derived_example(load_hf(path).model)
+    reloaded = no_warning_load(tmp_path / "run" / "model-hf", T.AutoModel)
+    rebuilt = dpm_cli.load(summary["outputs"]["artifact"]).eval()
+    assert torch.allclose(output(rebuilt, x), output(reloaded, x), atol=1e-5)
+
+
 def test_aimv2_gated_ffn_named_ffn_is_pruned(tmp_path):
     """AIMv2's vision encoder names its gated FFN ffn.gate_proj / up_proj / down_proj: with gate_proj
     unknown, it was protected, its group vanished and a channels budget divided by zero."""

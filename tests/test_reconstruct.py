@@ -10,9 +10,10 @@ import torch.nn as nn
 
 from cli_helpers import run_cli, write_checkpoint, write_recipe
 from hf_helpers import cut_half
-from dpm_cli import DecayPruner
+from dpm_cli import DecayPruner, DPMConfig
 from dpm_cli.batch import call_model
 from dpm_cli.engine.reconstruct import consumers, refit
+from dpm_cli.engine.selection import score_groups, select
 
 from test_training_loop import trainer
 
@@ -151,5 +152,31 @@ def test_a_layer_called_twice_per_forward_is_left_as_it_is_not_refitted():
     before = model.down.weight.clone()
     # it stopped the run with "expected one call of the layer per forward" (ALBERT, mid-training)
     (fit,) = refit(model.eval(), original, found, lambda: [x, x], call_model)
-    assert fit.shared and not fit.applied
+    assert fit.left == "shared" and not fit.applied
     assert torch.equal(model.down.weight, before)
+
+
+def test_a_layer_whose_weight_another_module_applies_is_left_as_it_is():
+    """nn.MultiheadAttention applies its out_proj's weight inside its own forward, never calling the layer
+    (SigLIP's pooling head): the refit stopped the run at the decay's end ("expected one call of the layer
+    per forward, got 0"). It is left as it is, and said so."""
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha, self.head = nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.mha(x, x, x)[0])
+
+    torch.manual_seed(0)
+    model, x = Attention(), torch.randn(4, 5, 8)
+    original = copy.deepcopy(model).eval()
+    cfg = DPMConfig(budget=0.9, budget_kind="macs", decay_steps=1, head_ratio=0.5, ignore=["head"])
+    pruner = DecayPruner(model, x[:2], cfg)
+    pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
+                            score_groups(pruner.groups, "magnitude", 0)))
+    found = [c for c in consumers(pruner, model)[0] if c.name == "mha.out_proj"]
+    assert found
+    before = model.mha.out_proj.weight.clone()
+    (fit,) = refit(model.eval(), original, found, lambda: [x], call_model)
+    assert fit.left == "not called" and not fit.applied and torch.equal(model.mha.out_proj.weight, before)

@@ -46,6 +46,8 @@ def fallback_note(criterion: str, groups: list[str]) -> str:
     """What the last scoring did with the groups its calibrated criterion could not rank."""
     if criterion == "obs":
         return f"criterion obs: no Linear reads {', '.join(groups)}; ranked as criterion activation"
+    if criterion == "taylor":
+        return f"criterion taylor: no gradient of the loss reached {', '.join(groups)}; ranked by magnitude"
     return f"criterion activation: no calibration forward reached a consumer of {', '.join(groups)}; ranked by magnitude"
 
 

@@ -12,7 +12,8 @@ the already-refitted layers before it produce (sequential reconstruction, as in 
 It needs the original model with the same module names (a frozen copy from before pruning) and only
 touches consumers that are `nn.Linear`; others (convolutions, transformers' Conv1D) are left as they are
 and named in the result, and so are layers called more than once per forward (ALBERT shares one layer's
-weights across its layers: a refit from one call's inputs would change what its later calls read). Pruned columns stay exactly zero, so compaction is unaffected.
+weights across its layers: a refit from one call's inputs would change what its later calls read) or
+never called as modules (nn.MultiheadAttention applies its out_proj's weight inside its own forward). Pruned columns stay exactly zero, so compaction is unaffected.
 """
 from __future__ import annotations
 
@@ -57,7 +58,10 @@ class Refit:
     before: float
     after: float
     applied: bool
-    shared: bool = False  # called more than once per forward (a layer shared by several layers): left as it is
+    # why a layer was left as it is: "shared" (called more than once per forward: ALBERT shares a layer's
+    # weights across its layers) or "not called" (its weight is applied inside another module's forward:
+    # nn.MultiheadAttention's out_proj)
+    left: str = ""
 
 
 def consumers(pruner: Any, model: nn.Module) -> tuple[list[Consumer], list[str]]:
@@ -122,8 +126,6 @@ def _capture(module: nn.Module, model: nn.Module, inputs: Any, call: Callable[[n
         pass
     finally:
         handle.remove()
-    if not got:
-        raise RuntimeError("the layer is not called by the model's forward")
     return got
 
 
@@ -151,9 +153,12 @@ def _refit_one(model: nn.Module, target_layer: nn.Module, original: nn.Module, c
     y_sq = err_sq = 0.0
     for i, inputs in enumerate(batches()):
         xs = _capture(c.module, model, inputs, call, want_input=True, stop=i > 0)
-        if len(xs) > 1:  # shared by several layers (ALBERT): its later calls read what its refit changes
-            return Refit(c.name, math.nan, math.nan, applied=False, shared=True)
-        y = _capture(target_layer, original, inputs, call, want_input=False, stop=i > 0)[0]
+        if len(xs) != 1:  # shared by several layers (ALBERT): its later calls read what its refit changes
+            return Refit(c.name, math.nan, math.nan, applied=False, left="shared" if xs else "not called")
+        ys = _capture(target_layer, original, inputs, call, want_input=False, stop=i > 0)
+        if len(ys) != 1:
+            return Refit(c.name, math.nan, math.nan, applied=False, left="shared" if ys else "not called")
+        y = ys[0]
         x = xs[0].reshape(-1, xs[0].shape[-1]).double()
         y = y.reshape(-1, y.shape[-1]).double()[:, live]  # outputs pruned themselves stay zero
         rows = _token_rows(inputs, len(x))

@@ -1,9 +1,11 @@
 """Choosing the structures to prune: torch-pruning importance + a budget against the original model."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 import torch_pruning as tp
@@ -53,7 +55,10 @@ def score_groups(groups: list[GroupSlices], criterion: str, seed: int, activatio
     `fallbacks`.
 
     moments: for criterion 'obs', {Linear: its input moments} (obs.py); a group no such Linear reads
-    (convolution consumers) scores as 'activation' does and is named in `fallbacks`."""
+    (convolution consumers) scores as 'activation' does and is named in `fallbacks`.
+
+    For criterion 'taylor', a group that no gradient reached scores by magnitude and is named in
+    `fallbacks`."""
     if needs_gradients(criterion) and all(s.param.grad is None for g in groups for s in g.slices):
         raise ConfigError("criterion 'taylor' needs gradients: select after loss.backward(), "
                           "or use a criterion such as 'magnitude'")
@@ -62,11 +67,12 @@ def score_groups(groups: list[GroupSlices], criterion: str, seed: int, activatio
     importance = make_importance(criterion, activations)
     scores = []
     # Seeded so that every process of a distributed run, and a resumed run, picks the same channels.
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _zero_missing_grads(groups, criterion) as ungraded:
         torch.manual_seed(seed)
         for g in groups:
-            imp = importance(g.tp_group) if g.tp_group is not None else own_importance(g, criterion, activations)
-            if imp is None and criterion == "activation":
+            imp = (None if g.name in ungraded else importance(g.tp_group) if g.tp_group is not None
+                   else own_importance(g, criterion, activations))
+            if imp is None and criterion in ("activation", "taylor"):
                 imp = _magnitude(g)
                 if fallbacks is not None:
                     fallbacks.append(g.name)
@@ -74,6 +80,24 @@ def score_groups(groups: list[GroupSlices], criterion: str, seed: int, activatio
                 imp = torch.full((g.channels,), math.inf)
             scores.append(unit_scores(torch.nan_to_num(imp.detach().float().cpu(), nan=math.inf), g.unit_of))
     return scores
+
+
+@contextmanager
+def _zero_missing_grads(groups: list[GroupSlices], criterion: str) -> Iterator[set[str]]:
+    """For criterion 'taylor': parameters that no gradient reached (layers that do not feed the loss:
+    SigLIP's pooling head when the objective reads the hidden states) get a zero gradient while the
+    groups are scored (torch-pruning's Taylor importance reads every layer's .grad), which is what the
+    loss's derivative is; yields the groups no gradient reached at all, to be ranked by magnitude."""
+    missing = {id(s.param): s.param for g in groups for s in g.slices if s.param.grad is None} \
+        if criterion == "taylor" else {}
+    ungraded = {g.name for g in groups if g.slices and all(id(s.param) in missing for s in g.slices)}
+    try:
+        for param in missing.values():
+            param.grad = torch.zeros_like(param)
+        yield ungraded
+    finally:
+        for param in missing.values():
+            param.grad = None
 
 
 def _obs_scores(g: GroupSlices, seed: int, activations: dict | None, moments: dict,

@@ -102,6 +102,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     from ..hf.artifact import hf_provenance
     from ..hf.prunable import head_problem
     from ..hf.save import format_problem
+    from ..outputs import MODULE_SKIPPED, unpicklable
 
     folder = Path(model_path or recipe.model.hf.path)
     loaded = load_hf(folder, recipe.model.hf.task)
@@ -130,6 +131,9 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     provenance, why = hf_provenance(loaded.model, example)  # the config before pruning: what the artifact rebuilds
     if why and "artifact" in recipe.output.formats:
         notes.append(f"no .dpm.pt artifact will be written: {why}")
+    unpicklable_module = unpicklable(loaded.model) if "module" in recipe.output.formats else None
+    if unpicklable_module:
+        notes.append(MODULE_SKIPPED.format(name=unpicklable_module))
     ctx = RunContext(recipe, device, data, train_loader, val_loader, loaded.model.to(device), example, provenance,
                      folder, notes, loaded.tokenizer, protected)
     _check_outputs(ctx)

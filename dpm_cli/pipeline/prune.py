@@ -213,7 +213,8 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         brief = {k: v for k, v in summary.to_dict().items() if k not in ("widths", "provenance")}
         written = write_outputs(compacted.model.cpu(), move(ctx.example_inputs, "cpu"), outputs, provenance,
                                 {"summary": brief, "provenance": record})
-        summary.outputs, summary.notes = written.files, summary.notes + written.notes
+        summary.outputs = written.files
+        summary.notes += [note for note in written.notes if note not in summary.notes]  # some are said before training
         if recipe.output.hf:
             _write_hf(ctx, compacted.model, outputs, summary)
         summary.output_sha256 = output_hashes(summary.outputs)

@@ -60,9 +60,12 @@ def reconstruct(pruner: Any, model: nn.Module, original: nn.Module, batches: Cal
                         call_model)
     finally:
         model.train(was_training)
-    done, shared = [r for r in results if r.applied], [r.name for r in results if r.shared]
+    done = [r for r in results if r.applied]
+    left = {why: [r.name for r in results if r.left == why] for why in ("shared", "not called")}
     errors = ", ".join(f"{r.name} {r.before:.3f}->{r.after:.3f}" for r in done)
     message = (f"reconstruct at step {step}: relative output error {errors or 'unchanged'}"
                + (f"; not linear, left as they are: {', '.join(others)}" if others else "")
-               + (f"; shared by several layers, left as they are: {', '.join(shared)}" if shared else ""))
+               + (f"; shared by several layers, left as they are: {', '.join(left['shared'])}" if left["shared"] else "")
+               + (f"; not called as modules, left as they are: {', '.join(left['not called'])}"
+                  if left["not called"] else ""))
     return message, {"step": step, "kind": "reconstruct", "layers": {r.name: [r.before, r.after] for r in done}}

@@ -62,6 +62,7 @@ class Trainer:
         self._zero_step: int | None = None  # last step on which every decaying structure reached zero
         self._zeroed_now = False  # this step made the last decaying structures zero
         self._pruned_now = False  # this step made some structures zero
+        self._fallback_said: list[str] = []  # the groups the last note said a criterion could not rank
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -231,8 +232,10 @@ class Trainer:
                 self.collect_activations()
             before = self._counts()
             self.pruner.step()
-            if collected and self.pruner.activation_fallback:
-                self.reporter.log("note: " + fallback_note(self.pruner.config.criterion, self.pruner.activation_fallback))
+            fallback = self.pruner.activation_fallback
+            if fallback and (collected or fallback != self._fallback_said):  # taylor: said once per change
+                self.reporter.log("note: " + fallback_note(self.pruner.config.criterion, fallback))
+                self._fallback_said = list(fallback)
             after = self._counts()
             self._pruned_now = after[1] > before[1]
             self._zeroed_now = before[0] > 0 and after[0] == 0
