@@ -131,3 +131,30 @@ output: {{dir: {tmp_path / 'run'}, hf: true}}
     x = {"pixel_values": torch.randn(2, 3, 32, 32)}
     with torch.no_grad():
         assert torch.allclose(rebuilt(**x).logits, compact(**x).logits, atol=1e-5)
+
+
+def test_a_feature_map_is_distilled_per_position_and_pooled_for_the_embedding(tmp_path, capsys):
+    """A convolutional network loaded with AutoModel returns a feature map (batch, channels, height,
+    width): distilling its hidden states or embedding crashed before training ("The size of tensor a (4)
+    must match the size of tensor b (16)"), since they were read as (batch, tokens, width). Positions are
+    its tokens, and the embedding is the global average pool."""
+    from dpm_cli.training.objective import embedding_of, hidden_of
+
+    feature_map = torch.randn(2, 16, 4, 4)
+    assert hidden_of({"last_hidden_state": feature_map}).shape == (2, 16, 16)
+    assert torch.allclose(embedding_of({"last_hidden_state": feature_map}, None), feature_map.mean(dim=(2, 3)))
+    path = folder(tmp_path, "resnet_bottleneck")
+    np.savez(tmp_path / "images.npz", inputs=np.random.default_rng(0).standard_normal((32, 3, 32, 32)).astype("float32"))
+    (tmp_path / "r.yaml").write_text(f"""\
+version: 1
+model: {{hf: {{path: {path}, task: AutoModel}}}}
+data: {{source: tensors, path: images.npz, batch_size: 8}}
+objective: {{kind: distill, targets: [embedding, hidden]}}
+pruning: {{budget: {{kind: macs, keep: 0.8}}, decay_steps: 2}}
+training: {{steps: 6, log_every: 3, optimizer: {{name: adamw, lr: 1.0e-3, weight_decay: 0.0}}}}
+output: {{dir: {tmp_path / 'run'}, hf: false, formats: [artifact]}}
+""")
+    code, out, err = run_cli(["prune", "--recipe", tmp_path / "r.yaml", "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["equivalence_error"] <= 1e-5 and summary["macs_after"] <= 0.8 * summary["macs_before"]

@@ -42,15 +42,19 @@ def need_logits(out: Any) -> torch.Tensor:
 
 
 def hidden_of(out: Any) -> torch.Tensor | None:
-    """The last hidden states (batch, tokens, width) of an output, if it has them."""
+    """The last hidden states (batch, tokens, width) of an output, if it has them. A convolutional
+    network's feature map (batch, channels, height, width: ResNet, ConvNeXt) counts its positions as
+    tokens, (batch, height x width, channels), so its embedding is the global average pool."""
+    hidden = None
     if isinstance(out, dict):
-        if torch.is_tensor(out.get("last_hidden_state")):
-            return out["last_hidden_state"]
         states = out.get("hidden_states")
-        return states[-1] if isinstance(states, (tuple, list)) and states else None
-    if torch.is_tensor(out) and out.dim() == 3:
-        return out
-    return None
+        hidden = out.get("last_hidden_state") if torch.is_tensor(out.get("last_hidden_state")) else \
+            states[-1] if isinstance(states, (tuple, list)) and states else None
+    elif torch.is_tensor(out) and out.dim() == 3:
+        hidden = out
+    if torch.is_tensor(hidden) and hidden.dim() == 4:
+        return hidden.flatten(2).transpose(1, 2)
+    return hidden
 
 
 def mask_of(inputs: Any, hidden: torch.Tensor) -> torch.Tensor:
