@@ -6,7 +6,6 @@ overwrite the input) and written atomically at the end. `--force` overwrites onl
 """
 from __future__ import annotations
 
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

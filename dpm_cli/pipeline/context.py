@@ -102,7 +102,6 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     from ..hf.artifact import hf_provenance
     from ..hf.prunable import head_problem
     from ..hf.save import format_problem
-    from ..outputs import MODULE_SKIPPED, unpicklable
 
     folder = Path(model_path or recipe.model.hf.path)
     loaded = load_hf(folder, recipe.model.hf.task)
@@ -131,13 +130,19 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     provenance, why = hf_provenance(loaded.model, example)  # the config before pruning: what the artifact rebuilds
     if why and "artifact" in recipe.output.formats:
         notes.append(f"no .dpm.pt artifact will be written: {why}")
-    unpicklable_module = unpicklable(loaded.model) if "module" in recipe.output.formats else None
-    if unpicklable_module:
-        notes.append(MODULE_SKIPPED.format(name=unpicklable_module))
+    notes += _module_note(recipe, loaded.model)
     ctx = RunContext(recipe, device, data, train_loader, val_loader, loaded.model.to(device), example, provenance,
                      folder, notes, loaded.tokenizer, protected)
     _check_outputs(ctx)
     return ctx
+
+
+def _module_note(recipe: Recipe, model: nn.Module) -> list[str]:
+    """Said before training: the pickled module format will be skipped for a model torch cannot pickle."""
+    from ..outputs import MODULE_SKIPPED, unpicklable
+
+    name = unpicklable(model) if "module" in recipe.output.formats else None
+    return [MODULE_SKIPPED.format(name=name)] if name else []
 
 
 def _check_outputs(ctx: RunContext) -> None:
