@@ -302,3 +302,29 @@ def test_a_hostile_image_size_in_the_config_is_one_line_before_anything_is_alloc
     capsys.readouterr()
     code, out, err = run_cli(["report", path], capsys)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("width", [10 ** 9, "__import__('os').system('touch pwned')", -16, True, [16]])
+def test_a_hostile_feature_width_in_a_wav2vec2_bert_config_is_one_line_and_nothing_runs(tmp_path, capsys,
+                                                                                      monkeypatch, width):
+    """Wav2Vec2-BERT's example input is shaped from config.json's feature_projection_input_dim: a huge,
+    negative, wrong-typed or code-carrying value is one line (exit 2) before any tensor exists, nothing
+    is evaluated and nothing written."""
+    from types import SimpleNamespace
+
+    from dpm_cli.errors import ConfigError
+
+    model = SimpleNamespace(config=SimpleNamespace(feature_projection_input_dim=width), main_input_name="input_features")
+    with pytest.raises(ConfigError) as err:
+        derived_example(model)
+    assert "\n" not in str(err.value)
+    path = folder(tmp_path, T.Wav2Vec2BertModel, T.Wav2Vec2BertConfig, dict(SPEECH, feature_projection_input_dim=16))
+    config = json.loads((path / "config.json").read_text())
+    config["feature_projection_input_dim"] = width
+    (path / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    code, out, err = run_cli(["report", path], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before and not (tmp_path / "pwned").exists()
