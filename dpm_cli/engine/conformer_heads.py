@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .head_adapters import HeadAdapter, HeadLayout
+from .head_parts import refuse_other_layers
 from .structures import Unsupported
 
 
@@ -30,15 +31,9 @@ class ConformerAttention(HeadAdapter):
         widths = {n: getattr(module, n).out_features for n in self.PROJECTIONS[:3]}
         if set(widths.values()) != {heads * dim} or module.linear_out.in_features != heads * dim:
             raise Unsupported(f"{name}: {widths} rows, not {heads} heads x {dim} each")
-        own = [a for a, p in module._parameters.items() if p is not None and a not in self.POSITION_BIASES]
-        if own:
-            raise Unsupported(f"{name}: its own parameter {own[0]} is not removed with a head")
-        for child, sub in module.named_children():
-            # a distance embedding of head_dim (Wav2Vec2-BERT's relative_key) is shared by every head
-            shared = isinstance(sub, nn.Embedding) and sub.embedding_dim == dim
-            if child not in (*self.PROJECTIONS, "linear_pos") and not shared and any(True for _ in sub.parameters()):
-                raise Unsupported(f"{name}: {child} ({type(sub).__name__}) spans more than one head, so no head "
-                                  "can leave without changing it")
+        # a distance embedding of head_dim (Wav2Vec2-BERT's relative_key) is shared by every head
+        shared = tuple(c for c, sub in module.named_children() if isinstance(sub, nn.Embedding) and sub.embedding_dim == dim)
+        refuse_other_layers(name, module, (*self.PROJECTIONS, "linear_pos", *shared), dim, own_known=self.POSITION_BIASES)
         pos = getattr(module, "linear_pos", None)
         extra = [pos] if isinstance(pos, nn.Linear) else []
         if extra and pos.out_features != heads * dim:

@@ -211,10 +211,7 @@ class DebertaAttention(HeadAdapter):
         heads, dim, fused = s.num_attention_heads, s.attention_head_size, s.in_proj
         if getattr(s, "head_logits_proj", None) is not None or getattr(s, "head_weights_proj", None) is not None:
             raise Unsupported(f"{where}: talking heads (head_logits_proj) mix the heads")
-        for child, sub in s.named_children():
-            if child not in ("in_proj", *self.POSITION) and any(True for _ in sub.parameters()):
-                raise Unsupported(f"{where}: {child} ({type(sub).__name__}) spans more than one head, so no head "
-                                  "can leave without changing it")
+        refuse_other_layers(where, s, ("in_proj", *self.POSITION), dim, own_known=("q_bias", "v_bias"))
         if fused.out_features != 3 * heads * dim or module.output.dense.in_features != heads * dim:
             raise Unsupported(f"{where}: in_proj has {fused.out_features} rows, not 3 x {heads} x {dim}")
         extra = [getattr(s, n) for n in self.POSITION if isinstance(getattr(s, n, None), nn.Linear)]

@@ -81,10 +81,7 @@ class HeadRemoval:
         for norm, width in zip(lay.rms_norms, before):
             _rescale_rms_norm(norm, width / norm.weight.numel())
         for holder, attr in lay.head_rows:  # a row per head: a Parameter, or a Linear's output (a gate per head)
-            if isinstance(holder, nn.Linear) and attr == "weight":
-                tp.prune_linear_out_channels(holder, q_heads)
-            else:
-                _drop_entries(holder, attr, q_heads)
+            _drop_rows(holder, attr, q_heads)
         for table in lay.bias_cols:
             drop_bias_columns(table, q_heads)
         if is_conv1d(lay.out):
