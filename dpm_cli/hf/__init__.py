@@ -6,12 +6,13 @@ the folder (`trust_remote_code=False`).
 """
 from __future__ import annotations
 
-from .inputs import SAMPLE_TEXT, derived_example, folder_example, is_hf_model, token_example
+from .inputs import (SAMPLE_TEXT, derived_example, folder_example, is_hf_model, token_example, with_decoder_data,
+                     with_decoder_inputs)
 from .load import TASKS, HFLoaded, import_transformers, is_hf_folder, load_hf
 from .prunable import ffn_roots, protected_modules
 from .save import HFFormatError, save_hf
 
 __all__ = [
     "TASKS", "HFLoaded", "HFFormatError", "SAMPLE_TEXT", "import_transformers", "is_hf_folder", "is_hf_model",
-    "load_hf", "token_example", "derived_example", "folder_example", "ffn_roots", "protected_modules", "save_hf",
+    "load_hf", "token_example", "with_decoder_data", "with_decoder_inputs", "derived_example", "folder_example", "ffn_roots", "protected_modules", "save_hf",
 ]

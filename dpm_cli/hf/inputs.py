@@ -1,6 +1,7 @@
 """Example inputs for token models: a sample sentence from the model's own tokenizer, padded to a stated length."""
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,53 @@ def derived_example(model: nn.Module) -> dict[str, torch.Tensor] | None:
 
 
 def folder_example(model: nn.Module, tokenizer: Any, seq_len: int) -> dict[str, torch.Tensor] | None:
-    """A folder's example input: its tokenizer's sample sentence when it has one, else `derived_example`."""
-    return token_example(tokenizer, seq_len) if tokenizer is not None else derived_example(model)
+    """A folder's example input: its tokenizer's sample sentence when it has one (with the decoder's
+    inputs for an encoder-decoder), else `derived_example`."""
+    if tokenizer is None:
+        return derived_example(model)
+    return with_decoder_inputs(model, token_example(tokenizer, seq_len))
+
+
+def takes_decoder_inputs(model: nn.Module) -> bool:
+    """An encoder-decoder whose forward takes decoder inputs (T5, BART, Marian as AutoModel or
+    AutoModelForSeq2SeqLM), not T5's encoder alone (AutoModelForTextEncoding), whose config says
+    is_encoder_decoder too."""
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return False
+    try:
+        return "decoder_input_ids" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def with_decoder_inputs(model: nn.Module, encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`encoded` plus the decoder's teacher-forced input for an encoder-decoder: the same tokens shifted
+    right by one behind the decoder start token, as transformers' `shift_tokens_right` makes them from
+    labels. Label-free distillation then runs the encoder, cross-attention and the decoder on the text
+    itself, and the decoder's output at position i (predicting token i) counts where the attention mask
+    keeps token i. Other models, and inputs that already hold decoder inputs, are returned as they are."""
+    ids = encoded.get("input_ids")
+    if not takes_decoder_inputs(model) or not torch.is_tensor(ids) or "decoder_input_ids" in encoded:
+        return encoded
+    decoder = torch.full_like(ids, decoder_start_token(model.config))
+    decoder[..., 1:] = ids[..., :-1]
+    return {**encoded, "decoder_input_ids": decoder}
+
+
+def decoder_start_token(config: Any) -> int:
+    """The token the decoder starts from: config.decoder_start_token_id, else its pad token (T5, Marian)."""
+    for key in ("decoder_start_token_id", "pad_token_id"):
+        value = getattr(config, key, None)
+        if value is not None:
+            vocab = getattr(config, "decoder_vocab_size", None) or getattr(config, "vocab_size", None)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"the model's config gives {key} {value!r}, not a token id; fix config.json")
+            if isinstance(vocab, int) and value >= vocab:
+                raise ConfigError(f"the model's config gives {key} {value}, outside its vocabulary of {vocab} "
+                                  "tokens, so the decoder cannot start from it; fix config.json")
+            return value
+    raise ConfigError("the encoder-decoder's config sets neither decoder_start_token_id nor pad_token_id, so dpm "
+                      "cannot build the decoder's inputs; set decoder_start_token_id in config.json")
 
 
 def _processor_size(config: Any) -> tuple[Any, Any] | None:
@@ -89,3 +135,23 @@ def _size(value: Any) -> int:
         raise ConfigError(f"the model's config gives the input size {value!r}, not a positive integer; "
                           "fix config.json or pass --input-shape")
     return value
+
+
+def with_decoder_data(model: nn.Module, data: Any) -> Any:
+    """A DataBundle whose token examples carry the decoder's inputs too (`with_decoder_inputs`) when the
+    model is an encoder-decoder; other models and other data are returned as they are."""
+    import dataclasses
+
+    if not takes_decoder_inputs(model):
+        return data
+    return dataclasses.replace(data, train=with_decoder_dataset(model, data.train),
+                               val=with_decoder_dataset(model, data.val))
+
+
+def with_decoder_dataset(model: nn.Module, dataset: Any) -> Any:
+    """A token dataset with the decoder's inputs added for an encoder-decoder; anything else as it is."""
+    from ..data.text import TokenDataset
+
+    if not isinstance(dataset, TokenDataset) or not takes_decoder_inputs(model):
+        return dataset
+    return TokenDataset(with_decoder_inputs(model, dataset.encoded), dataset.labels)

@@ -98,7 +98,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
                      model_path: str | Path | None = None) -> RunContext:
     """A Hugging Face folder (the MODEL argument, else model.hf.path): model and tokenizer first (text
     data is tokenised by it), then the data."""
-    from ..hf import load_hf, protected_modules, token_example
+    from ..hf import load_hf, protected_modules, token_example, with_decoder_data, with_decoder_inputs
     from ..hf.artifact import hf_provenance
     from ..hf.prunable import head_problem
     from ..hf.save import format_problem
@@ -116,6 +116,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
                      split_seed=d.split_seed, num_samples=d.num_samples, tokenizer=loaded.tokenizer,
                      seq_len=seq_len, text_field=d.text_field, label_field=d.label_field,
                      augment=(d.augment.replace_words, d.augment.share))
+    data = with_decoder_data(loaded.model, data)  # an encoder-decoder's decoder reads the text, shifted
     train_loader, val_loader = make_loaders(data, batch_size=per_rank_batch(d.batch_size, dist),
                                             eval_batch_size=d.eval_batch_size, seed=recipe.training.seed,
                                             distributed=(dist.rank, dist.world_size) if dist.enabled else None)
@@ -123,7 +124,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     if data.synthetic:
         notes.append("data is RANDOM (synthetic): this is a smoke run, accuracy means nothing")
     if loaded.tokenizer is not None:
-        example = token_example(loaded.tokenizer, seq_len)
+        example = with_decoder_inputs(loaded.model, token_example(loaded.tokenizer, seq_len))
         notes.append(f"MACs are counted on one sequence of {seq_len} tokens (model.seq_len)")
     else:  # no tokenizer: the first validation sample is the example
         example = first_rows(split_batch(next(iter(val_loader)))[0], 1)
@@ -155,7 +156,7 @@ def _check_outputs(ctx: RunContext) -> None:
             out = call_model(model, example)
     except Exception as err:
         raise InputError(f"the model does not run on the example input ({describe(example)}) "
-                         f"({type(err).__name__}: {str(err)[:160]}); {_input_fix(ctx)}") from err
+                         f"({type(err).__name__}: {str(err)[:160]}); fix model.input_shape or the data") from err
     finally:
         model.train(was_training)
     if ctx.data.labeled and ctx.recipe.objective.kind == "cross_entropy":
@@ -163,16 +164,6 @@ def _check_outputs(ctx: RunContext) -> None:
         if logits.dim() < 2:
             raise InputError("the model must return logits shaped (batch, classes) to train with labels")
         check_labels_fit(ctx.data, int(logits.shape[-1]))
-
-
-def _input_fix(ctx: RunContext) -> str:
-    """What to change when the model does not run on its example input."""
-    config = getattr(ctx.model, "config", None)
-    if ctx.recipe.model.hf is not None and getattr(config, "is_encoder_decoder", False):
-        # T5Model wants decoder inputs that text data does not have; its encoder alone needs none
-        return ("an encoder-decoder needs decoder inputs: to prune its encoder alone (a sentence encoder such "
-                "as sentence-t5), set model.hf.task: AutoModelForTextEncoding")
-    return "fix model.input_shape or the data"
 
 
 def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | None:
