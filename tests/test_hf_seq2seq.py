@@ -146,3 +146,17 @@ def test_decoder_start_falls_back_to_the_pad_token_and_refuses_without_either():
     with pytest.raises(ConfigError, match="decoder_start_token_id"):
         decoder_start_token(T.T5Config(decoder_start_token_id=None, pad_token_id=None))
 
+
+
+def test_check_gates_a_seq2seq_folder_on_the_recipes_text(tmp_path, capsys):
+    """`dpm check` feeds the decoder the shifted text too (without it T5 cannot run on text data)."""
+    path, _ = t5_folder(tmp_path / "t5")
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), task="AutoModelForSeq2SeqLM",
+                          objective="{kind: distill}")
+    code, _, err = run_cli(["prune", "-r", recipe, "-q"], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "-r", recipe, "--baseline", path,
+                              "--min-cosine", "0.5", "--json"], capsys)
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluation"]
+    assert evaluation["samples"] == 5 and 0.5 < evaluation["cosine"] <= 1.0 + 1e-6

@@ -220,6 +220,7 @@ def check(
     net, net_shape = parse.load_for_measuring(model, setup, trust_checkpoint)
     base, base_shape = parse.load_for_measuring(baseline, setup, trust_checkpoint) if baseline else (None, None)
     shape = parse.require_shape(setup, net_shape, base_shape)
+    eval_data = eval_data.for_model(net) if eval_data is not None else None
     result = check_model(net, shape, limits, baseline=base, batch_size=batch_size, repeats=repeats,
                          warmup=warmup, threads=threads, data=eval_data, device=where,
                          eval_batch_size=eval_batch, built_from=provenance,
@@ -259,7 +260,7 @@ def _data_and_provenance(limits: Limits, model: str, recipe: Optional[Path], ove
     if limits.needs_data:
         from ..report.evaldata import resolve_eval_data
 
-        eval_data = resolve_eval_data(data, full)
+        eval_data = resolve_eval_data(data, full, model)
     check_data(limits, eval_data)
     provenance = check_built_from(model, full, built_from) if built_from is not None else None
     return eval_data, provenance, full.data.eval_batch_size if full else 256

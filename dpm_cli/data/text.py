@@ -78,6 +78,12 @@ class TokenDataset(Dataset):
         return item if self.labels is None else (item, self.labels[index])
 
 
+def token_dataset(texts: list[str], labels: torch.Tensor | None, tokenizer: Any, seq_len: int) -> TokenDataset:
+    """`texts` tokenised to at most `seq_len` tokens each, with an attention mask (and `labels`)."""
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
+    return TokenDataset({k: v for k, v in enc.items() if torch.is_tensor(v)}, labels)
+
+
 def collate_tokens(samples: list[Any]) -> Any:
     """Stack, then drop the padding columns no example in the batch needs."""
     batch = torch.utils.data.default_collate(samples)
@@ -133,10 +139,8 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
     texts = _augmented(texts, train_idx, tokenizer, augment, split_seed)
 
     def part(idx: torch.Tensor) -> TokenDataset:
-        enc = tokenizer([texts[i] for i in idx.tolist()], padding="max_length", truncation=True,
-                        max_length=seq_len, return_tensors="pt")
-        return TokenDataset({k: v for k, v in enc.items() if torch.is_tensor(v)},
-                            None if label_t is None else label_t[idx])
+        return token_dataset([texts[i] for i in idx.tolist()], None if label_t is None else label_t[idx],
+                             tokenizer, seq_len)
 
     num_classes = int(label_t.max()) + 1 if label_t is not None else None
     if augment[0] > 0:

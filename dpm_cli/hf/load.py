@@ -134,6 +134,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
                    "spiece.model", "sentencepiece.bpe.model")
 
 
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer saved in the folder `path` (offline, no code run from it), or None without one."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    return _tokenizer(import_transformers(), path, dict(local_files_only=True, trust_remote_code=False))
+
+
 def _tokenizer(transformers: Any, path: Path, options: dict) -> Any:
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         return None  # transformers would build an empty tokenizer from the config alone

@@ -11,6 +11,7 @@ is used, so the numbers match the "after" accuracy `dpm prune` reported.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import ConfigError
 
 _FILE_SUFFIXES = (".pt", ".pth", ".npz")
+TEXT_SOURCES = ("text", "pydoc", "local-docs")  # tokenised by the model folder's tokenizer
 
 
 @dataclass
@@ -32,12 +34,23 @@ class EvalData:
     def samples(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    def for_model(self, model: Any) -> "EvalData":
+        """The same data with an encoder-decoder's decoder inputs added (the text shifted, as in training)."""
+        from ..hf.inputs import with_decoder_dataset
+
+        return EvalData(with_decoder_dataset(model, self.dataset), self.description, self.labeled)
+
     def loader(self, batch_size: int) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+        from ..data.text import TokenDataset, collate_tokens
+
+        collate = collate_tokens if isinstance(self.dataset, TokenDataset) else None  # trims token padding
+        return DataLoader(self.dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
 
-def resolve_eval_data(data: str | None, recipe: Any | None) -> EvalData | None:
-    """`--data` if given, else the recipe's validation data, else None (no data to evaluate on)."""
+def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | None = None) -> EvalData | None:
+    """`--data` if given, else the recipe's validation data, else None (no data to evaluate on). Text is
+    tokenised as `dpm prune` tokenised it: by the recipe's model folder's tokenizer (else MODEL's, when it
+    is a folder), at the recipe's model.seq_len."""
     from ..data import SOURCES, load_data
 
     section = recipe.data if recipe is not None else None
@@ -46,22 +59,68 @@ def resolve_eval_data(data: str | None, recipe: Any | None) -> EvalData | None:
         if section is None:
             return None
         bundle = load_data(section.source, path=section.path, factory=section.factory, kwargs=dict(section.kwargs),
-                           num_samples=section.num_samples, **split)
+                           num_samples=section.num_samples, **split, **_token_options(section.source, recipe, model))
         return _val_part(bundle, "the recipe's data")
     text = str(data).strip()
-    if text.lower().endswith(_FILE_SUFFIXES) or Path(text).is_file():
+    if text.lower().endswith(_FILE_SUFFIXES):
         return _file(Path(text))
+    if Path(text).is_file():  # any other file is text: one example per line, or JSON lines
+        return _text_file(Path(text), _token_options("text", recipe, model))
     if text.lower() in SOURCES:
         if text.lower() == "tensors":
             raise ConfigError("--data tensors: give the .pt or .npz file itself as --data")
         kwargs = dict(section.kwargs) if section is not None and section.source == text.lower() else None
-        return _val_part(load_data(text.lower(), kwargs=kwargs if text.lower() == "random" else None, **split),
-                         f"--data {text}")
+        return _val_part(load_data(text.lower(), kwargs=kwargs if text.lower() == "random" else None, **split,
+                                   **_token_options(text.lower(), recipe, model)), f"--data {text}")
     if ":" in text:
         kwargs = dict(section.kwargs) if section is not None and section.factory == text else {}
         return _val_part(load_data("factory", factory=text, kwargs=kwargs), f"--data {text}")
-    raise ConfigError(f"--data {text!r}: no such file; give a .pt/.npz file, a data source "
+    raise ConfigError(f"--data {text!r}: no such file; give a .pt/.npz file, a text file, a data source "
                       f"({', '.join(s for s in SOURCES if s != 'tensors')}) or 'package.module:callable'")
+
+
+def _token_options(source: str, recipe: Any | None, model: str | Path | None) -> dict[str, Any]:
+    """What text data needs to be tokenised (nothing for other sources): a tokenizer, the length, the fields."""
+    if source not in TEXT_SOURCES:
+        return {}
+    from ..hf.load import load_tokenizer
+
+    hf = getattr(getattr(recipe, "model", None), "hf", None)
+    folders = [f for f in (getattr(hf, "path", None), model) if f is not None]
+    tokenizer = next((t for t in map(load_tokenizer, folders) if t is not None), None)
+    if tokenizer is None:
+        raise ConfigError(f"text data ({source}) is tokenised by a model folder's tokenizer, and neither the "
+                          "recipe's model.hf.path nor MODEL is a folder with one; pass --recipe with the "
+                          "model.hf.path it was pruned from")
+    longest = min(filter(None, map(_max_positions, folders)), default=None)  # as dpm report caps it
+    seq_len = min(recipe.model.seq_len if recipe is not None else 128, longest or 2**31)
+    if recipe is None:
+        return {"tokenizer": tokenizer, "seq_len": seq_len}
+    return {"tokenizer": tokenizer, "seq_len": seq_len, "text_field": recipe.data.text_field,
+            "label_field": recipe.data.label_field}
+
+
+def _max_positions(folder: str | Path) -> int | None:
+    """config.json's max_position_embeddings in a model folder, when it states a positive integer."""
+    try:
+        value = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _text_file(path: Path, options: dict[str, Any]) -> EvalData:
+    """Every line of a text file (a file given to a check is evaluation data), tokenised."""
+    import torch
+
+    from ..data.text import read_text, token_dataset
+
+    seq_len = options.get("seq_len", 128)
+    texts, labels = read_text(path, options.get("text_field", "text"), options.get("label_field", "label"))
+    label_t = torch.tensor(labels, dtype=torch.long) if labels is not None else None
+    kind = f"{int(label_t.max()) + 1} classes" if label_t is not None else "unlabeled"
+    return EvalData(token_dataset(texts, label_t, options["tokenizer"], seq_len),
+                    f"text {path.name} (all {len(texts)} examples), up to {seq_len} tokens, {kind}", label_t is not None)
 
 
 def _val_part(bundle: Any, origin: str) -> EvalData:

@@ -5,6 +5,9 @@ Per batch both models run on the same inputs, so their numbers are paired exactl
   shaped (batch, classes);
 - cosine similarity of each sample's flattened output to the baseline's, averaged over samples; for
   label-free models (embeddings, features) this says how much of the function the compact one kept.
+  A token model whose output has hidden states but no logits (a Hugging Face encoder) is compared on
+  its mean-pooled sentence embedding, as `dpm prune` reports its val cosine.
+Inputs may be tensors or dicts of them (token batches), passed as keyword arguments.
 Evaluation is in eval mode under torch.inference_mode; the models are left as they were.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..batch import batch_size, call_model, describe, move
 from ..errors import InputError
 
 
@@ -97,7 +101,7 @@ def measure_quality(
     try:
         for batch in batches:
             x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
-            x = x.to(device)
+            x = move(x, device)
             outs = [_run(m, x) for m in models]
             labeled = y is not None if labeled is None else labeled and y is not None
             if labeled and scorable:  # accuracy and loss whenever there are labels and logits
@@ -114,7 +118,7 @@ def measure_quality(
                     raise InputError(f"the model's outputs {tuple(outs[0].shape)} and the baseline's "
                                      f"{tuple(outs[1].shape)} differ in shape; they cannot be compared")
                 cosine += float(F.cosine_similarity(a, b, dim=1).sum())
-            seen += x.shape[0]
+            seen += batch_size(x)
             if progress is not None:
                 progress(seen)
     finally:
@@ -128,15 +132,28 @@ def measure_quality(
                    cosine / seen if baseline is not None else None)
 
 
-def _run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _run(model: nn.Module, x: Any) -> torch.Tensor:
     try:
-        return primary_output(model(x))
+        return _compared(call_model(model, x), x)
     except InputError:
         raise
     except Exception as err:
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise InputError(f"the model does not run on the evaluation data (samples {tuple(x.shape[1:])}: "
+        raise InputError(f"the model does not run on the evaluation data ({describe(x)}: "
                          f"{type(err).__name__}: {first}); check --data or the recipe's data") from err
+
+
+def _compared(out: Any, inputs: Any) -> torch.Tensor:
+    """The output two models are compared on: a token model's mean-pooled (attention-mask aware) sentence
+    embedding when its output has hidden states and neither logits nor a sentence embedding, else
+    `primary_output`."""
+    if hasattr(out, "keys") and not any(k in out for k in ("sentence_embedding", "logits")):
+        from ..training.objective import embedding_of
+
+        embedding = embedding_of(out, inputs)
+        if embedding is not None:
+            return embedding
+    return primary_output(out)
 
 
 def _logits_problem(out: torch.Tensor, labels: torch.Tensor) -> str | None:

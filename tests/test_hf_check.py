@@ -1,0 +1,85 @@
+"""`dpm check` quality gates on Hugging Face models, the release pipeline's accuracy gate: text data is
+tokenised by the model folder's tokenizer (it failed with "text data needs a tokenizer, and the model
+folder has none" for every folder), dict batches are passed as keyword arguments, and an encoder is
+compared on its mean-pooled sentence embedding, so the gate measures what `dpm prune` reported."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from cli_helpers import run_cli  # noqa: E402
+from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
+
+COSINE = "{kind: distill, targets: [embedding, hidden], loss: both}"
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory):
+    """A BERT folder pruned by `dpm prune` (6 steps), its recipe, held-out text and the prune summary."""
+    from cli_helpers import exit_code
+
+    tmp = tmp_path_factory.mktemp("hfcheck")
+    folder = bert_folder(tmp / "bert")
+    recipe = write_recipe(tmp, folder, text_file(tmp / "t.txt", 24), objective=COSINE)
+    assert exit_code(["prune", "-r", recipe, "-q"]) == 0
+    held_out = text_file(tmp / "held.txt", 11)
+    return {"folder": folder, "recipe": recipe, "run": tmp / "run", "held_out": held_out,
+            "summary": json.loads((tmp / "run" / "summary.json").read_text())}
+
+
+def check(capsys, *args):
+    code, out, err = run_cli(["check", *map(str, args), "--json"], capsys)
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+@pytest.mark.parametrize("model", ["model-hf", "model.dpm.pt"])
+def test_min_cosine_on_the_recipes_text_measures_what_prune_reported(pruned, capsys, model):
+    code, doc, err = check(capsys, pruned["run"] / model, "-r", pruned["recipe"], "--baseline", pruned["folder"],
+                           "--min-cosine", "0.5")
+    assert code == 0, err
+    evaluation = doc["evaluation"]
+    assert evaluation["samples"] == 5 and evaluation["labeled"] is False  # 24 lines, 20% validation
+    assert evaluation["cosine"] == pytest.approx(pruned["summary"]["after"], abs=1e-5)  # prune's val cosine
+    assert evaluation["cosine"] < 1.0
+
+
+def test_min_cosine_fails_past_the_measured_value(pruned, capsys):
+    code, doc, err = check(capsys, pruned["run"] / "model-hf", "-r", pruned["recipe"], "--baseline", pruned["folder"],
+                           "--min-cosine", "0.99999")
+    assert code == 1 and not doc["passed"] and "check failed: 1 of 1 gates (min-cosine)" in err
+
+
+def test_data_text_file_is_every_line_and_needs_no_recipe(pruned, capsys):
+    """--data held.txt with MODEL a folder: its own tokenizer reads every line of the file."""
+    code, doc, err = check(capsys, pruned["run"] / "model-hf", "--baseline", pruned["folder"], "--min-cosine", "0.5",
+                           "--data", pruned["held_out"])
+    assert code == 0, err
+    assert doc["evaluation"]["samples"] == 11 and doc["evaluation"]["data"].startswith("text held.txt (all 11")
+
+
+def test_text_data_without_any_tokenizer_is_one_line(pruned, capsys, tmp_path):
+    compact = torch.load(pruned["run"] / "model.pt", weights_only=False)
+    path = tmp_path / "m.pt"
+    torch.save(compact, path)
+    code, doc, err = check(capsys, path, "--trust-checkpoint", "--baseline", path, "--min-cosine", "0.5",
+                           "--data", pruned["held_out"])
+    assert code == 2 and doc is None and len(err.strip().splitlines()) == 1
+    assert "tokenised by a model folder's tokenizer" in err and "Traceback" not in err
+
+
+def test_accuracy_gates_on_labelled_text_for_a_classifier(tmp_path, capsys):
+    folder = bert_folder(tmp_path / "cls", "AutoModelForSequenceClassification")
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt", 24, labelled=True),
+                          task="AutoModelForSequenceClassification", objective="{kind: cross_entropy}")
+    code, _, err = run_cli(["prune", "-r", recipe, "-q"], capsys)
+    assert code == 0, err
+    code, doc, err = check(capsys, tmp_path / "run" / "model-hf", "-r", recipe, "--baseline", folder,
+                           "--max-accuracy-drop", "100", "--max-loss-increase", "100")
+    assert code == 0, err
+    evaluation = doc["evaluation"]
+    assert evaluation["labeled"] is True and evaluation["samples"] == 5  # the validation part prune used
+    assert evaluation["baseline"]["top1"] is not None and evaluation["model"]["top1"] is not None
