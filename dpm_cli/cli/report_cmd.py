@@ -260,7 +260,7 @@ def _data_and_provenance(limits: Limits, model: str, recipe: Optional[Path], ove
     if limits.needs_data:
         from ..report.evaldata import resolve_eval_data
 
-        eval_data = resolve_eval_data(data, full, model)
+        eval_data = resolve_eval_data(data, full, parse.resolve_package(model))
     check_data(limits, eval_data)
     provenance = check_built_from(model, full, built_from) if built_from is not None else None
     return eval_data, provenance, full.data.eval_batch_size if full else 256

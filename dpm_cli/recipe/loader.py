@@ -261,9 +261,9 @@ def _value(spec: Spec, raw: Any, path: str, ctx: _Context) -> Any:
 PACKAGE_PREFIX = "package:"
 
 
-def _package_path(value: str, path: str, ctx: _Context) -> str:
-    """'package:NAME/sub/dir': a folder inside an installed package (e.g. a model shipped with pip),
-    found without importing (running) the package."""
+def package_folder(value: str) -> str | None:
+    """The folder 'package:NAME/sub/dir' names inside an installed package (e.g. a model shipped with
+    pip), found without importing (running) the package; None when no such package is installed."""
     import importlib.util
 
     name, _, rest = value[len(PACKAGE_PREFIX):].partition("/")
@@ -272,9 +272,14 @@ def _package_path(value: str, path: str, ctx: _Context) -> str:
     except (ImportError, ValueError):
         spec = None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
+    return os.path.abspath(Path(locations[0]) / rest) if locations else None
+
+
+def _package_path(value: str, path: str, ctx: _Context) -> str:
+    resolved = package_folder(value)
+    if resolved is None:
+        name = value[len(PACKAGE_PREFIX):].partition("/")[0]
         ctx.fail(path, f"{value!r}: no installed package {name!r}; install it or give a folder path")
-    resolved = os.path.abspath(Path(locations[0]) / rest)
     ctx.files[path] = resolved
     return resolved
 

@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import ConfigError
 
 _FILE_SUFFIXES = (".pt", ".pth", ".npz")
-TEXT_SOURCES = ("text", "pydoc", "local-docs")  # tokenised by the model folder's tokenizer
 
 
 @dataclass
@@ -81,6 +80,8 @@ def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | 
 
 def _token_options(source: str, recipe: Any | None, model: str | Path | None) -> dict[str, Any]:
     """What text data needs to be tokenised (nothing for other sources): a tokenizer, the length, the fields."""
+    from ..recipe.loader import TEXT_SOURCES
+
     if source not in TEXT_SOURCES:
         return {}
     from ..hf.load import load_tokenizer

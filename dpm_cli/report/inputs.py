@@ -14,6 +14,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..escaping import printable
 from ..limits import check_example_shape
 
 _SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -110,6 +111,21 @@ def _from_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ModelSetup:
     )
 
 
+def resolve_package(path: str | Path | None) -> str | Path | None:
+    """A 'package:NAME/dir' argument (the form recipes take for a model shipped with pip) as the folder it
+    names; any other path as given."""
+    from ..errors import CheckpointError
+    from ..recipe.loader import PACKAGE_PREFIX, package_folder
+
+    if path is None or not str(path).startswith(PACKAGE_PREFIX):
+        return path
+    folder = package_folder(str(path))
+    if folder is None:
+        name = str(path)[len(PACKAGE_PREFIX):].partition("/")[0]
+        raise CheckpointError(f"{printable(path)}: no installed package {name!r}; install it or give a folder path")
+    return folder
+
+
 def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False) -> tuple[nn.Module, Any]:
     """Load a checkpoint the way every dpm command does (see `dpm_cli.checkpoint`); also return the
     input shape a dpm artifact recorded (None for other checkpoints), or the token inputs it stored. A
@@ -119,6 +135,7 @@ def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False)
     from .. import checkpoint
     from ..hf import is_hf_folder
 
+    path = resolve_package(path)
     if is_hf_folder(path):
         from ..hf import folder_example, load_hf
 
