@@ -104,3 +104,14 @@ def logits_of(out: Any) -> torch.Tensor | None:
     if isinstance(out, (tuple, list)) and out and torch.is_tensor(out[0]):
         return out[0]
     return None
+
+
+def logit_fields(out: Any) -> list[torch.Tensor]:
+    """What distilling on logits matches: `logits_of`, else a span head's start and end logits (question
+    answering: a distribution over the positions each), else nothing."""
+    logits = logits_of(out)
+    if logits is not None:
+        return [logits]
+    if isinstance(out, dict) and all(torch.is_tensor(out.get(k)) for k in ("start_logits", "end_logits")):
+        return [out["start_logits"], out["end_logits"]]
+    return []

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..batch import call_model, logits_of
+from ..batch import call_model, logit_fields, logits_of
 from ..errors import ConfigError
 from .taps import find_blocks, tap_blocks
 
@@ -135,9 +135,10 @@ class Objective:
                 terms.append(self._layers(student, target, inputs))
                 continue
             if kind == "auto":
-                kind = "logits" if logits_of(outputs) is not None else "embedding"
+                kind = "logits" if logit_fields(outputs) else "embedding"
             if kind == "logits":
-                terms.append(self._logit_kl(need_logits(outputs), need_logits(target.outputs), inputs))
+                mine, theirs = logit_fields(outputs) or [need_logits(outputs)], logit_fields(target.outputs)
+                terms.append(torch.stack([self._logit_kl(a, b, inputs) for a, b in zip(mine, theirs)]).mean())
                 continue
             mine, theirs = hidden_of(outputs), hidden_of(target.outputs)
             if mine is None or theirs is None:

@@ -1,0 +1,68 @@
+"""Task heads through `dpm prune` with the default label-free objective (`distill`, targets auto): each is
+distilled on what it outputs and saved as a folder its Auto class reloads with the compact model's outputs.
+A question-answering head has no `logits`, only start and end logits: `auto` fell back to the embedding
+and stopped before training ("the model's output has no hidden states")."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from cli_helpers import run_cli  # noqa: E402
+from hf_helpers import no_warning_load, text_file, tokenizer, write_recipe  # noqa: E402
+
+from dpm_cli.training.objective import Objective  # noqa: E402
+
+T = transformers
+
+
+def bert_task_folder(path, task: str, labels: int = 3):
+    tok = tokenizer(path)
+    torch.manual_seed(0)
+    cfg = T.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=64, num_labels=labels)
+    getattr(T, task).from_config(cfg).eval().save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path, tok
+
+
+@pytest.mark.parametrize("task, fields", [
+    ("AutoModelForQuestionAnswering", ("start_logits", "end_logits")),
+    ("AutoModelForTokenClassification", ("logits",)),
+    ("AutoModelForMaskedLM", ("logits",)),
+])
+def test_a_task_head_is_distilled_pruned_and_saved(tmp_path, capsys, task, fields):
+    path, tok = bert_task_folder(tmp_path / "m", task, labels=2)
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), task=task, objective="{kind: distill}")
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["equivalence_error"] <= 1e-5
+    reloaded = no_warning_load(tmp_path / "run" / "model-hf", getattr(T, task))
+    assert reloaded.config.intermediate_size < 64
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    x = dict(tok(["the data of this module", "pruning removes whole channels"], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        got, want = reloaded(**x), compact(**x)
+    for field in fields:
+        assert torch.allclose(got[field], want[field], atol=1e-5)
+
+
+def test_question_answering_distils_the_mean_of_the_start_and_end_kl(tmp_path):
+    path, tok = bert_task_folder(tmp_path / "qa", "AutoModelForQuestionAnswering", labels=2)
+    teacher = T.AutoModelForQuestionAnswering.from_pretrained(str(path)).eval()
+    objective = Objective("distill", teacher=teacher, labeled=False)
+    x = dict(tok(["the data of this module"], return_tensors="pt"))
+    with torch.no_grad():
+        same = objective(teacher(**x), None, x)
+        student = teacher(**x)
+        shifted = type(student)(start_logits=student.start_logits * 3.0, end_logits=student.end_logits)
+        loss = objective(shifted, None, x)
+    assert float(same) == pytest.approx(0.0, abs=1e-7)
+    t = objective.temperature
+    start_kl = torch.nn.functional.kl_div((student.start_logits * 3.0 / t).log_softmax(-1),
+                                          (student.start_logits / t).log_softmax(-1), reduction="batchmean",
+                                          log_target=True) * t * t
+    assert float(loss) == pytest.approx(float(start_kl) / 2, rel=1e-5)  # the end logits match exactly
