@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError, DpmError
 from ..recipe.schema import HF_TASKS as TASKS  # the Auto classes model.hf.task may name
+from .dtypes import record_dtypes
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
@@ -118,6 +119,7 @@ def load_hf(path: str | Path, task: str = "AutoModel") -> HFLoaded:
     # folder dpm writes from it: `save_hf` holds the folder it writes to no new warning only.
     model._dpm_load_warnings = tuple(warned)
     model._dpm_task = task  # the Auto class `save_hf` reloads with (EXAONE's folder loads as LlamaModel)
+    record_dtypes(model)  # trained in float32, written back in the dtypes the folder held
     loaded = HFLoaded(model.float().eval(), _tokenizer(transformers, path, options), task, path)
     missing = list(info.get("missing_keys") or [])
     if missing:  # e.g. a classification head added to an encoder checkpoint: it starts random

@@ -21,6 +21,7 @@ from ..batch import output_fields, seeded_call
 from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import InputError
+from .dtypes import as_stored, stored_state, write_config_dtype
 from .load import captured_warnings, import_transformers
 from .expressible import shape_mismatch, width_key_governs, width_key_spills
 from .head_config import HFFormatError, head_counts, head_updates, size_free  # noqa: F401  (head_counts: re-exported)
@@ -169,10 +170,11 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
         if use_cache is not None:
             model.config.use_cache = use_cache
         try:
-            model.save_pretrained(str(tmp), safe_serialization=True)
+            model.save_pretrained(str(tmp), safe_serialization=True, state_dict=stored_state(model))
         finally:
             if use_cache is not None:
                 model.config.use_cache = False
+        write_config_dtype(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         _copy_extras(Path(source) if source else None, tmp)
@@ -207,7 +209,8 @@ def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance
     loader = getattr(import_transformers(), task) if task else type(model)
     with captured_warnings() as warned:
         try:
-            reloaded = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+            reloaded = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
+                                              dtype=torch.float32)  # a bfloat16 folder's weights, exactly
         except Exception as err:  # e.g. a size mismatch: a folder dpm must not hand over
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise HFFormatError(f"the saved folder does not load as {type(model).__name__} ({first})") from err
@@ -221,7 +224,8 @@ def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance
     model.eval()
     try:
         device = next(model.parameters()).device
-        expected = output_fields(seeded_call(model, example_inputs))
+        with as_stored(model):  # the weights as the folder holds them (bfloat16 stays bfloat16)
+            expected = output_fields(seeded_call(model, example_inputs))
         got = output_fields(seeded_call(reloaded.to(device).eval(), example_inputs))
     finally:
         model.train(was_training)
