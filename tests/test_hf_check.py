@@ -97,3 +97,33 @@ def test_package_folders_are_taken_as_model_and_baseline(pruned, capsys):
     assert code != 0 and doc is None and err.strip() == (
         "error: package:no_such_package_dpm/model: no installed package 'no_such_package_dpm'; "
         "install it or give a folder path")
+
+
+def test_latency_gates_and_report_latency_time_token_models(pruned, capsys):
+    """Latency refused token models ("latency of token models is not measured yet"); the example is now
+    repeated to the batch size and passed as keyword arguments."""
+    code, doc, err = check(capsys, pruned["run"] / "model-hf", "--baseline", pruned["folder"],
+                           "--max-latency-ms", "10000", "--min-speedup", "0.01", "--repeats", "2", "--warmup", "1",
+                           "--batch-size", "3")
+    assert code == 0, err
+    assert {g["name"] for g in doc["gates"]} == {"max-latency-ms", "min-speedup"} and doc["passed"]
+    code, out, err = run_cli(["report", pruned["run"] / "model.dpm.pt", "--compare", pruned["folder"], "--latency",
+                              "--repeats", "2", "--warmup", "0", "--batch-sizes", "1,2", "--json"], capsys)
+    assert code == 0, err
+    assert sorted(r["batch_size"] for r in json.loads(out)["latency"]["results"]) == [1, 1, 2, 2]
+
+
+def test_token_latency_runs_the_example_repeated_to_the_batch_size():
+    from dpm_cli.report import measure_latency
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            seen.append((tuple(input_ids.shape), bool((input_ids == input_ids[:1]).all())))
+            return input_ids.float() * attention_mask
+
+    example = {"input_ids": torch.arange(6).unsqueeze(0), "attention_mask": torch.ones(1, 6, dtype=torch.long)}
+    run = measure_latency(Recorder(), example, batch_sizes=(1, 4), repeats=2, warmup=1)
+    assert [s.batch_size for s in run.stats] == [1, 4]
+    assert set(seen) == {((1, 6), True), ((4, 6), True)} and len(seen) == 6

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ class LatencyRun:
 
 def measure_latency(
     models: Mapping[str, nn.Module] | nn.Module,
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | Mapping[str, torch.Tensor],
     *,
     batch_sizes: Sequence[int] = (1,),
     repeats: int = 20,
@@ -87,10 +88,10 @@ def measure_latency(
     threads: int | None = None,
 ) -> LatencyRun:
     """Time `model(x)` for each model at each batch size (x random, shaped like `input_shape` with its
-    first dimension replaced by the batch size). `threads` sets torch's intra-op threads for the
-    measurement (default: as configured). Training flags and the thread count are restored afterwards."""
-    if isinstance(input_shape, dict):  # token inputs: timing them per batch size is not built yet
-        raise ConfigError("latency of token models is not measured yet; leave out --latency and latency gates")
+    first dimension replaced by the batch size; token inputs, a dict of one example's tensors, are that
+    example repeated batch-size times and passed as keyword arguments). `threads` sets torch's intra-op
+    threads for the measurement (default: as configured). Training flags and the thread count are
+    restored afterwards."""
     if isinstance(models, nn.Module):
         models = {"model": models}
     _validate(input_shape, batch_sizes, repeats, warmup, threads)
@@ -111,7 +112,7 @@ def measure_latency(
     return run
 
 
-def _validate(input_shape: Sequence[int], batch_sizes: Sequence[int], repeats: int, warmup: int,
+def _validate(input_shape: Sequence[int] | Mapping[str, torch.Tensor], batch_sizes: Sequence[int], repeats: int, warmup: int,
               threads: int | None) -> None:
     if not input_shape:
         raise ConfigError("latency needs an input shape, e.g. --input-shape 1,3,32,32")
@@ -126,15 +127,15 @@ def _validate(input_shape: Sequence[int], batch_sizes: Sequence[int], repeats: i
 
 
 def _measure_batch(
-    models: Mapping[str, nn.Module], input_shape: Sequence[int], batch: int, repeats: int, warmup: int
+    models: Mapping[str, nn.Module], input_shape: Sequence[int] | Mapping[str, torch.Tensor], batch: int, repeats: int, warmup: int
 ) -> list[LatencyStats]:
-    x = example_input((batch, *input_shape[1:]))
+    x = _batch(input_shape, batch)
     labels = list(models)
     samples: dict[str, list[float]] = {label: [] for label in labels}
     with torch.inference_mode():
         for _ in range(warmup):
             for label in labels:
-                run_forward(models[label], (x,))
+                run_forward(models[label], _args(x))
         for round_ in range(repeats):
             # A B, B A, A B...: neither model always runs right after the other
             for label in labels if round_ % 2 == 0 else reversed(labels):
@@ -142,7 +143,19 @@ def _measure_batch(
     return [LatencyStats(label, batch, tuple(samples[label])) for label in labels]
 
 
-def _time_once(model: nn.Module, x: torch.Tensor) -> float:
+def _batch(input_shape: Sequence[int] | Mapping[str, torch.Tensor], batch: int) -> Any:
+    """A batch of `batch` inputs: random for a shape; for token inputs, the one example repeated."""
+    if isinstance(input_shape, Mapping):
+        return {k: v[:1].repeat(batch, *[1] * (v.dim() - 1)) if torch.is_tensor(v) and v.dim() else v
+                for k, v in input_shape.items()}
+    return example_input((batch, *input_shape[1:]))
+
+
+def _args(x: Any) -> Any:
+    return x if isinstance(x, dict) else (x,)  # keyword arguments for token inputs
+
+
+def _time_once(model: nn.Module, x: Any) -> float:
     start = time.perf_counter_ns()
-    run_forward(model, (x,))
+    run_forward(model, _args(x))
     return (time.perf_counter_ns() - start) / 1e6
