@@ -2,11 +2,13 @@
 
 `dpm prune` records `record(recipe, checkpoint)` in the artifact's metadata and in `summary.json`:
 
-    checkpoint  sha256 of the input checkpoint file (null when the recipe pre-trained a dense model)
+    checkpoint  sha256 of the input checkpoint file, or of a Hugging Face folder's files (null when the
+                recipe pre-trained a dense model)
     recipe      sha256 of the resolved recipe in canonical form (sorted JSON of every key, defaults
                 filled in), leaving out output.* (where results go, not what they are) and the
                 checkpoint/data paths (their contents are hashed instead, so moving a file is no change)
-    data        the data description (source, plus the sha256 of each file it reads) and its sha256
+    data        the data description (source, plus the sha256 of the tensors or text file it reads)
+                and its sha256
     versions    dpm, torch and torch-pruning
     key         sha256 over the three input hashes: equal keys mean the same inputs
 
@@ -62,6 +64,8 @@ def canonical_recipe(recipe: Any) -> dict[str, Any]:
     doc = json.loads(canonical_json(recipe.to_dict()))
     doc.pop("output", None)
     doc.get("model", {})["checkpoint"] = None
+    if isinstance(doc.get("model", {}).get("hf"), dict):
+        doc["model"]["hf"]["path"] = None  # the folder's files are hashed as the checkpoint
     doc.get("data", {})["path"] = None
     return doc
 
@@ -70,7 +74,7 @@ def data_description(data: Any) -> dict[str, Any]:
     """Where the data comes from: the source and, for a file, its content hash. Built-in sets are
     named; a factory is named with its kwargs (its code and whatever it reads cannot be hashed)."""
     doc: dict[str, Any] = {"source": data.source}
-    if data.source == "tensors" and data.path:
+    if data.source in ("tensors", "text") and data.path:
         doc["files"] = {Path(data.path).name: sha256_file(data.path)}
     elif data.source == "factory":
         doc["factory"] = data.factory
@@ -99,10 +103,13 @@ def versions() -> dict[str, str | None]:
 def record(recipe: Any, checkpoint: str | Path | None) -> dict[str, Any]:
     """What `dpm prune` records about a run of `recipe` on `checkpoint` (None: pre-trained dense)."""
     ckpt = None
+    hf = getattr(recipe.model, "hf", None)
+    checkpoint = checkpoint if checkpoint is not None else getattr(hf, "path", None)
     if checkpoint is not None:
-        if not Path(checkpoint).is_file():
-            raise CheckpointError(f"{checkpoint}: no such checkpoint file")
-        ckpt = {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
+        if not Path(checkpoint).exists():
+            raise CheckpointError(f"{checkpoint}: no such checkpoint file or model folder")
+        # a Hugging Face folder is hashed by its files' contents, like a checkpoint file
+        ckpt = {"file": Path(checkpoint).name, "sha256": sha256_path(checkpoint)}
     canonical = canonical_recipe(recipe)
     data = data_description(recipe.data)
     doc = {

@@ -8,7 +8,8 @@
 #   scripts/release.sh models/dense.pt recipes/r.yaml dist/model -- \
 #       --min-macs-reduction 2 --min-speedup 1.3 --threads 2 --repeats 50 --max-accuracy-drop 1
 #
-# MODEL is the dense checkpoint (also the baseline of the gates); overrides go to the recipe, as in
+# MODEL is the dense checkpoint or Hugging Face model folder (also the baseline of the gates; a folder's
+# files are hashed for --built-from and --reuse); overrides go to the recipe, as in
 # `dpm prune`; everything after `--` goes to `dpm check` (which always adds --baseline MODEL and
 # --built-from MODEL). PUBLISH_DIR must not exist: it appears, complete, only when every gate passed.
 #
@@ -79,6 +80,8 @@ STAGE=$(mktemp -d "$PUBLISH.partial.XXXXXX")
 for f in model.pt model.dpm.pt model.pt2 summary.json; do
   [ -f "$RUN_DIR/$f" ] && cp "$RUN_DIR/$f" "$STAGE/"
 done
+# a Hugging Face model's folder (output.hf: true), which from_pretrained loads
+[ -d "$RUN_DIR/model-hf" ] && cp -R "$RUN_DIR/model-hf" "$STAGE/"
 cp "$REPORT" "$STAGE/release-report.md"
 cp "$HTML" "$STAGE/release-report.html"
 mv "$STAGE" "$PUBLISH"
