@@ -172,3 +172,26 @@ def test_built_from_needs_the_artifact_and_the_recipe(work, capsys):
     assert code == 2 and "dpm artifact" in err
     code, _, err = run_cli(["check", work / "run" / "model.dpm.pt", "--built-from", work / "dense.pt"], capsys)
     assert code == 2 and "pass --recipe" in err
+
+
+def test_a_hugging_face_folder_is_hashed_by_its_files_not_its_path(tmp_path):
+    """A recipe naming a folder recorded only its path: a weight changed in place kept the same key, so
+    `--reuse` reused a stale result; and `dpm prune FOLDER` stopped ("no such checkpoint file")."""
+    pytest.importorskip("transformers")
+    from hf_helpers import bert_folder, text_file, write_recipe
+
+    folder = bert_folder(tmp_path / "bert")
+    data = text_file(tmp_path / "t.txt", 8)
+    recipe = load_recipe(write_recipe(tmp_path, folder, data))
+    first = provenance.record(recipe, None)
+    assert first["checkpoint"] == {"file": "bert", "sha256": provenance.sha256_path(folder)}
+    assert first["recipe"]["canonical"]["model"]["hf"]["path"] is None
+    assert provenance.record(recipe, folder)["key"] == first["key"]  # MODEL given: the same folder
+    moved = tmp_path / "elsewhere" / "bert"
+    shutil.copytree(folder, moved)
+    assert provenance.record(load_recipe(write_recipe(tmp_path, moved, data)), None)["key"] == first["key"]
+    weights = moved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # a weight changes in place
+    assert provenance.record(load_recipe(write_recipe(tmp_path, moved, data)), None)["key"] != first["key"]
+    data.write_text(data.read_text() + "one more line of text\n")  # and the text data is hashed too
+    assert provenance.record(recipe, None)["data"]["sha256"] != first["data"]["sha256"]
