@@ -376,3 +376,22 @@ def test_channels_budget_counts_ffn_units_when_heads_are_fixed(bert, head_ratio,
     layers = loaded.model.encoder.layer
     assert [a.intermediate.dense.out_features for a in layers] == [32, 32]
     assert [a.attention.self.num_attention_heads for a in layers] == [heads, heads]
+
+
+def test_a_sequence_longer_than_the_models_positions_says_which_setting_to_lower(bert, tmp_path, capsys):
+    recipe = write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt", 24))
+    recipe.write_text(recipe.read_text().replace("seq_len: 24", "seq_len: 512"))
+    code, _, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.strip().endswith("model.seq_len 512 is longer than the model's 64 positions (max_position_embeddings): "
+                                "set model.seq_len to 64 or less")
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_more_classes_than_the_heads_labels_names_num_labels(tmp_path, capsys):
+    folder = bert_folder(tmp_path / "cls", "AutoModelForSequenceClassification", labels=2)
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt", 24, labelled=True),  # 3 classes
+                          task="AutoModelForSequenceClassification", objective="{kind: cross_entropy}")
+    code, _, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and "data has 3 classes but the model outputs 2 logits" in err
+    assert "num_labels in the folder's config.json" in err and len(err.strip().splitlines()) == 1

@@ -103,10 +103,10 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
         sampler.set_epoch(epoch)  # type: ignore[union-attr]
 
 
-def check_labels_fit(bundle: DataBundle, num_outputs: int) -> None:
+def check_labels_fit(bundle: DataBundle, num_outputs: int, hf: bool = False) -> None:
     """Fail early when labels exceed the model's logits (cross-entropy would crash mid-run otherwise)."""
     if bundle.labeled and bundle.num_classes is not None and bundle.num_classes > num_outputs:
-        raise InputError(
-            f"data has {bundle.num_classes} classes but the model outputs {num_outputs} logits; "
-            "use a model built for this data (e.g. model.kwargs num_classes) or other data"
-        )
+        fix = ("a task head with that many labels (num_labels in the folder's config.json)" if hf
+               else "a model built for this data (e.g. model.kwargs num_classes)")
+        raise InputError(f"data has {bundle.num_classes} classes but the model outputs {num_outputs} logits; "
+                         f"use {fix} or other data")

@@ -156,14 +156,23 @@ def _check_outputs(ctx: RunContext) -> None:
             out = call_model(model, example)
     except Exception as err:
         raise InputError(f"the model does not run on the example input ({describe(example)}) "
-                         f"({type(err).__name__}: {str(err)[:160]}); fix model.input_shape or the data") from err
+                         f"({type(err).__name__}: {str(err)[:160]}); {_input_fix(ctx)}") from err
     finally:
         model.train(was_training)
     if ctx.data.labeled and ctx.recipe.objective.kind == "cross_entropy":
         logits = need_logits(out)
         if logits.dim() < 2:
             raise InputError("the model must return logits shaped (batch, classes) to train with labels")
-        check_labels_fit(ctx.data, int(logits.shape[-1]))
+        check_labels_fit(ctx.data, int(logits.shape[-1]), hf=ctx.recipe.model.hf is not None)
+
+
+def _input_fix(ctx: RunContext) -> str:
+    """What to change when the model does not run on its example input."""
+    positions = getattr(getattr(ctx.model, "config", None), "max_position_embeddings", None)
+    if ctx.tokenizer is not None and isinstance(positions, int) and 0 < positions < ctx.recipe.model.seq_len:
+        return (f"model.seq_len {ctx.recipe.model.seq_len} is longer than the model's {positions} positions "
+                f"(max_position_embeddings): set model.seq_len to {positions} or less")
+    return "fix model.input_shape or the data"
 
 
 def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | None:
