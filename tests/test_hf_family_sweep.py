@@ -370,7 +370,7 @@ def test_a_task_dpm_does_not_load_is_refused_by_validate_in_one_line(tmp_path, c
     build("t5").save_pretrained(str(path))
     recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 8))
     capsys.readouterr()
-    code, _, err = run_cli(["validate", recipe, "model.hf.task=AutoModelForSpeechSeq2Seq"], capsys)
+    code, _, err = run_cli(["validate", recipe, "model.hf.task=AutoModelForVision2Seq"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "model.hf.task" in err and "AutoModelForTextEncoding" in err
     assert not (tmp_path / "run").exists()

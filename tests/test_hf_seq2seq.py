@@ -160,3 +160,70 @@ def test_check_gates_a_seq2seq_folder_on_the_recipes_text(tmp_path, capsys):
     assert code == 0, err
     evaluation = json.loads(out)["evaluation"]
     assert evaluation["samples"] == 5 and 0.5 < evaluation["cosine"] <= 1.0 + 1e-6
+
+
+# ---------------------------------------------------------------- speech: Whisper, decoder on its own words
+WHISPER = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+               encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=16, vocab_size=64,
+               pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+
+
+def whisper_folder(tmp_path):
+    path = tmp_path / "whisper"
+    torch.manual_seed(0)
+    T.WhisperForConditionalGeneration(T.WhisperConfig(**WHISPER)).eval().save_pretrained(str(path))
+    (path / "preprocessor_config.json").write_text(json.dumps({"feature_extractor_type": "WhisperFeatureExtractor",
+                                                               "feature_size": 8}))
+    torch.save({"inputs": torch.randn(24, 8, 32, generator=torch.Generator().manual_seed(1))}, tmp_path / "feats.pt")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""version: 1
+model:
+  hf: {{path: {path}, task: AutoModelForSpeechSeq2Seq}}
+data: {{source: tensors, path: {tmp_path / 'feats.pt'}, batch_size: 4, eval_batch_size: 8}}
+objective: {{kind: distill}}
+pruning: {{budget: {{kind: macs, keep: 0.85}}, ranking: layer, head_ratio: 0, decay_steps: 2}}
+training: {{steps: 6, log_every: 3, optimizer: {{name: adamw, lr: 1.0e-3, weight_decay: 0.0}}}}
+output: {{dir: {tmp_path / 'run'}, hf: true}}
+""")
+    return path, recipe
+
+
+def test_transcripts_start_with_the_start_token_and_are_the_models_greedy_words(tmp_path):
+    from dpm_cli.hf.transcripts import DECODER_TOKENS, transcribe
+
+    path, _ = whisper_folder(tmp_path)
+    model = load_hf(path, "AutoModelForSpeechSeq2Seq").model
+    features = {"input_features": torch.randn(3, 8, 32, generator=torch.Generator().manual_seed(2))}
+    ids = transcribe(model, features, start=1)
+    assert ids.dtype == torch.long and ids.shape[0] == 3 and 2 <= ids.shape[1] <= DECODER_TOKENS
+    assert bool((ids[:, 0] == 1).all())
+    assert torch.equal(ids, transcribe(model, features, start=1))  # greedy: the same every time
+    with torch.no_grad():  # teacher-forced on its own words, the model predicts the next of them
+        logits = model(**features, decoder_input_ids=ids).logits
+    assert torch.equal(logits[0, 0].argmax(), ids[0, 1])
+
+
+def test_whisper_for_generation_is_pruned_on_audio_alone_and_its_folder_transcribes_the_same(tmp_path, capsys):
+    """AutoModelForSpeechSeq2Seq was not a task dpm took, and WhisperModel could not run on audio alone
+    (no decoder inputs): the decoder now reads the original model's own transcription of each input."""
+    path, recipe = whisper_folder(tmp_path)
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["equivalence_error"] <= 1e-5 and summary["macs_after"] < summary["macs_before"]
+    folder = tmp_path / "run" / "model-hf"
+    assert (folder / "preprocessor_config.json").is_file()  # the feature extractor's settings travel along
+    reloaded = no_warning_load(folder, T.AutoModelForSpeechSeq2Seq)
+    assert type(reloaded).__name__ == "WhisperForConditionalGeneration"
+    assert reloaded.config.encoder_ffn_dim < 64 or reloaded.config.decoder_ffn_dim < 64
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    x = {"input_features": torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(3))}
+    with torch.no_grad():
+        a = reloaded.generate(**x, max_new_tokens=5, do_sample=False)
+        assert torch.equal(a, compact.generate(**x, max_new_tokens=5, do_sample=False))
+    macs = {}
+    for args in ([], ["-r", recipe]):  # AutoModel (WhisperModel: the start token alone), and with the LM head
+        code, out, err = run_cli(["report", folder, *args, "--json"], capsys)
+        assert code == 0, err
+        macs[bool(args)] = json.loads(out)["models"][0]["macs"]
+    assert macs[True] > macs[False]  # the transcript's tokens through the decoder, and the LM head

@@ -328,3 +328,42 @@ def test_a_hostile_feature_width_in_a_wav2vec2_bert_config_is_one_line_and_nothi
     code, out, err = run_cli(["report", path], capsys)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before and not (tmp_path / "pwned").exists()
+
+
+def test_a_speech_folder_with_a_tokenizer_is_not_fed_tokens(tmp_path, capsys):
+    """A CTC model is saved with its processor: vocab.json makes a tokenizer load, and dpm built the
+    example from it (input_ids), which the model cannot take. Its main input decides: audio from the config."""
+    import json
+
+    path = folder(tmp_path, T.Wav2Vec2ForCTC, T.Wav2Vec2Config, dict(SPEECH, vocab_size=8))
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "a": 5, "b": 6, "c": 7}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    T.Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json")).save_pretrained(str(path))
+    assert load_hf(path, "AutoModelForCTC").tokenizer is not None
+    code, out, err = run_cli(["report", path, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["input_shape"] == [1, 16000]  # one second of 16 kHz audio, not token ids
+
+
+def test_extras_travel_with_the_folder_but_links_do_not(tmp_path):
+    """The processor's settings and sentence-transformers' module folders (a Dense projection too) are
+    copied into the pruned folder; a link in the source, which could point anywhere, is not followed."""
+    import json
+
+    from dpm_cli.hf.save import _copy_extras
+
+    source, target = tmp_path / "src", tmp_path / "dst"
+    (source / "2_Dense").mkdir(parents=True)
+    target.mkdir()
+    (source / "2_Dense" / "config.json").write_text("{}")
+    (source / "modules.json").write_text(json.dumps([{"path": ""}, {"path": "2_Dense"}, {"path": "../outside"}]))
+    (source / "preprocessor_config.json").write_text("{}")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("private")
+    (source / "1_Pooling").symlink_to(secret, target_is_directory=True)
+    (source / "2_Dense" / "link").symlink_to(secret / "key")
+    _copy_extras(source, target)
+    assert (target / "2_Dense" / "config.json").is_file() and (target / "preprocessor_config.json").is_file()
+    assert (target / "modules.json").is_file()
+    assert not (target / "1_Pooling").exists() and not (target / "2_Dense" / "link").exists()

@@ -62,9 +62,16 @@ def derived_example(model: nn.Module) -> dict[str, torch.Tensor] | None:
 def folder_example(model: nn.Module, tokenizer: Any, seq_len: int) -> dict[str, torch.Tensor] | None:
     """A folder's example input: its tokenizer's sample sentence when it has one (with the decoder's
     inputs for an encoder-decoder), else `derived_example`."""
-    if tokenizer is None:
-        return derived_example(model)
+    if tokenizer is None or not reads_tokens(model):
+        example = derived_example(model)
+        return None if example is None else with_decoder_inputs(model, example)
     return with_decoder_inputs(model, token_example(tokenizer, seq_len))
+
+
+def reads_tokens(model: nn.Module) -> bool:
+    """The model's main input is token ids. A speech folder may hold a tokenizer too (Whisper's, a CTC
+    model's vocab.json), for its outputs: its example is shaped from the config, not tokenised."""
+    return getattr(model, "main_input_name", "input_ids") == "input_ids"
 
 
 def takes_decoder_inputs(model: nn.Module) -> bool:
@@ -84,11 +91,17 @@ def with_decoder_inputs(model: nn.Module, encoded: dict[str, torch.Tensor]) -> d
     right by one behind the decoder start token, as transformers' `shift_tokens_right` makes them from
     labels. Label-free distillation then runs the encoder, cross-attention and the decoder on the text
     itself, and the decoder's output at position i (predicting token i) counts where the attention mask
-    keeps token i. Other models, and inputs that already hold decoder inputs, are returned as they are."""
-    ids = encoded.get("input_ids")
-    if not takes_decoder_inputs(model) or not torch.is_tensor(ids) or "decoder_input_ids" in encoded:
+    keeps token i. Speech (no input_ids): the model's own greedy transcription (`transcripts`). Other
+    models, and inputs that already hold decoder inputs, are returned as they are."""
+    if not takes_decoder_inputs(model) or "decoder_input_ids" in encoded:
         return encoded
-    decoder = torch.full_like(ids, decoder_start_token(model.config))
+    ids, start = encoded.get("input_ids"), decoder_start_token(model.config)
+    if not torch.is_tensor(ids):  # speech (Whisper): no text to shift, the model's own transcription
+        from .transcripts import transcribe
+
+        main = encoded.get(getattr(model, "main_input_name", ""))
+        return {**encoded, "decoder_input_ids": transcribe(model, encoded, start)} if torch.is_tensor(main) else encoded
+    decoder = torch.full_like(ids, start)
     decoder[..., 1:] = ids[..., :-1]
     return {**encoded, "decoder_input_ids": decoder}
 
@@ -151,7 +164,11 @@ def with_decoder_data(model: nn.Module, data: Any) -> Any:
 def with_decoder_dataset(model: nn.Module, dataset: Any) -> Any:
     """A token dataset with the decoder's inputs added for an encoder-decoder; anything else as it is."""
     from ..data.text import TokenDataset
+    from .transcripts import audio_dataset
 
-    if not isinstance(dataset, TokenDataset) or not takes_decoder_inputs(model):
+    if not takes_decoder_inputs(model):
         return dataset
-    return TokenDataset(with_decoder_inputs(model, dataset.encoded), dataset.labels)
+    if isinstance(dataset, TokenDataset):
+        return TokenDataset(with_decoder_inputs(model, dataset.encoded), dataset.labels)
+    audio = audio_dataset(model, dataset, decoder_start_token(model.config))  # tensors: Whisper's features
+    return dataset if audio is None else audio

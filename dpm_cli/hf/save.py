@@ -9,6 +9,8 @@ and the torch.export program remain the way to ship such a model.
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,7 +33,11 @@ from .prunable import (FFN_WIDTH_KEYS, config_scopes, config_value, expert_layer
 
 # Files of a source folder that describe more than the transformers model (sentence-transformers'
 # pooling and module list); copied so that e.g. SentenceTransformer(folder) loads the result too.
-EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+# Copied from the source folder: what pruning leaves valid. sentence-transformers' files and its module
+# folders (pooling, normalize, a Dense projection of the hidden width dpm keeps), and the image or audio
+# processor's settings, without which AutoImageProcessor/AutoFeatureExtractor cannot load the folder.
+EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+               "preprocessor_config.json", "processor_config.json")
 EXTRA_DIRS = ("1_Pooling", "2_Normalize")
 
 
@@ -193,12 +199,28 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
 def _copy_extras(source: Path | None, target: Path) -> None:
     if source is None or not source.is_dir():
         return
+    # links are left behind: a folder from elsewhere must not make dpm copy what they point to
     for name in EXTRA_FILES:
-        if (source / name).is_file():
+        if (source / name).is_file() and not (source / name).is_symlink():
             shutil.copy2(source / name, target / name)
-    for name in EXTRA_DIRS:
-        if (source / name).is_dir():
-            shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+    for name in EXTRA_DIRS + _module_dirs(source):
+        if (source / name).is_dir() and not (source / name).is_symlink():
+            shutil.copytree(source / name, target / name, dirs_exist_ok=True, ignore=_links)
+
+
+def _links(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if os.path.islink(os.path.join(folder, n))]
+
+
+def _module_dirs(source: Path) -> tuple[str, ...]:
+    """The sub-folders sentence-transformers' modules.json names (e.g. 2_Dense), plain names only."""
+    try:
+        modules = json.loads((source / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    paths = [m.get("path") for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+    plain = [p for p in paths if isinstance(p, str) and p not in ("", ".", "..")]
+    return tuple(p for p in plain if "/" not in p and "\\" not in p)  # inside the folder, nowhere else
 
 
 @torch.no_grad()

@@ -100,6 +100,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     data is tokenised by it), then the data."""
     from ..hf import load_hf, protected_modules, token_example, with_decoder_data, with_decoder_inputs
     from ..hf.artifact import hf_provenance
+    from ..hf.inputs import reads_tokens
     from ..hf.prunable import head_problem
     from ..hf.save import format_problem
 
@@ -123,7 +124,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     notes = list(loaded.notes)
     if data.synthetic:
         notes.append("data is RANDOM (synthetic): this is a smoke run, accuracy means nothing")
-    if loaded.tokenizer is not None:
+    if loaded.tokenizer is not None and reads_tokens(loaded.model):
         example = with_decoder_inputs(loaded.model, token_example(loaded.tokenizer, seq_len))
         notes.append(f"MACs are counted on one sequence of {seq_len} tokens (model.seq_len)")
     else:  # no tokenizer: the first validation sample is the example
