@@ -42,7 +42,7 @@ def transcribe(model: nn.Module, inputs: dict[str, torch.Tensor], start: int,
     finally:
         model.train(was_training)
     pad = getattr(model.config, "pad_token_id", None)
-    pad = start if pad is None else pad
+    pad = pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else start  # a value from a file
     width = max(r.shape[1] for r in rows)
     return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[1]), value=pad) for r in rows])
 
