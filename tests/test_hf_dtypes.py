@@ -87,3 +87,23 @@ def test_a_float32_folder_is_saved_as_float32(tmp_path, capsys):
     assert code == 0, err
     out = tmp_path / "run" / "model-hf"
     assert safetensors_dtypes(out) == {"F32"} and json.loads((out / "config.json").read_text())["dtype"] == "float32"
+
+
+def test_a_bfloat16_gemma_folder_is_written_although_its_embed_scale_is_built_not_loaded(tmp_path, capsys):
+    """Gemma builds its embedding scale (a buffer, not saved) in the dtype it is loaded in: the folder
+    check reloaded the folder straight in float32 (scale exact), the compact model had the bfloat16 one,
+    and the folder was not written ("does not reproduce output.logits ... 2.3e-05"). The check now loads
+    the folder as dpm loaded the source: in its own dtype, then to float32."""
+    tok = tokenizer(tmp_path / "g")
+    torch.manual_seed(0)
+    cfg = T.GemmaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+                        pad_token_id=0)
+    T.GemmaForCausalLM(cfg).to(torch.bfloat16).eval().save_pretrained(str(tmp_path / "g"))
+    tok.save_pretrained(str(tmp_path / "g"))
+    recipe = write_recipe(tmp_path, tmp_path / "g", text_file(tmp_path / "t.txt", 24), task="AutoModelForCausalLM",
+                          objective="{kind: distill}", head_ratio=0.5)
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    assert not any("not written" in n for n in json.loads(out)["notes"])
+    assert safetensors_dtypes(tmp_path / "run" / "model-hf") == {"BF16"}

@@ -231,8 +231,9 @@ def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance
     loader = getattr(import_transformers(), task) if task else type(model)
     with captured_warnings() as warned:
         try:
-            reloaded = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
-                                              dtype=torch.float32)  # a bfloat16 folder's weights, exactly
+            # loaded in the folder's own dtype, then to float32, as load_hf loaded the source: buffers the
+            # model builds rather than loads (Gemma's embed_scale) are then rounded the same way
+            reloaded = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False).float()
         except Exception as err:  # e.g. a size mismatch: a folder dpm must not hand over
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise HFFormatError(f"the saved folder does not load as {type(model).__name__} ({first})") from err
