@@ -24,6 +24,27 @@ def test_vocabulary_words_are_whole_words_only(tmp_path):
     assert words == sorted(w for w in set(WORDS) if len(w) > 1)  # no [PAD], no single letters, no ##pieces
 
 
+@pytest.mark.parametrize("kind", ["byte-level BPE", "SentencePiece"])
+def test_vocabulary_words_of_tokenizers_that_mark_word_starts(kind):
+    """GPT-2/RoBERTa ('Ġword') and Llama/T5 ('▁word') mark a word's first piece; their unmarked alphabetic
+    pieces continue a word ('ing'), and were taken for whole words, so augmentation spliced in fragments."""
+    pytest.importorskip("tokenizers")
+    from tokenizers import ByteLevelBPETokenizer, SentencePieceBPETokenizer
+
+    trainer = ByteLevelBPETokenizer() if kind == "byte-level BPE" else SentencePieceBPETokenizer()
+    corpus = [" ".join(WORDS)] * 20 + ["pruning pruned prunes removing removed"] * 20
+    trainer.train_from_iterator(corpus, vocab_size=600, min_frequency=1, show_progress=False)
+
+    class Wrapped:  # what dpm calls: a transformers tokenizer's get_vocab()
+        get_vocab = trainer.get_vocab
+
+    words = vocabulary_words(Wrapped())
+    assert "pruning" in words and "removed" in words
+    pieces = {w for w in trainer.get_vocab() if w.isascii() and w.isalpha() and len(w) > 1}  # unmarked
+    starts = {w[1:] for w in trainer.get_vocab() if w[:1] in ("\u0120", "\u2581")}
+    assert set(words) <= starts and set(words) != pieces
+
+
 def test_replace_words_changes_exactly_the_share_and_keeps_word_counts():
     out = replace_words(TEXTS, ["zebra"], rate=1.0, share=0.25, seed=3)
     changed = [i for i, (a, b) in enumerate(zip(TEXTS, out)) if a != b]

@@ -14,9 +14,18 @@ import random
 from typing import Any
 
 
+# How a vocabulary marks a word's first piece: byte-level BPE (GPT-2, RoBERTa) and SentencePiece (Llama,
+# T5). Their unmarked pieces continue a word; WordPiece (BERT) marks the continuations instead ('##').
+WORD_START = ("\u0120", "\u2581")  # 'Ġ', '▁'
+
+
 def vocabulary_words(tokenizer: Any) -> list[str]:
-    """The tokenizer's whole words (alphabetic, ASCII, two letters or more; no '##' pieces), sorted."""
-    return sorted(w for w in tokenizer.get_vocab() if len(w) > 1 and w.isascii() and w.isalpha())
+    """The tokenizer's whole words (alphabetic, ASCII, two letters or more), sorted: the pieces that start
+    a word, without their marker, when the vocabulary marks word starts; else its unmarked entries."""
+    vocab = list(tokenizer.get_vocab())
+    marker = next((m for m in WORD_START if sum(w.startswith(m) for w in vocab) * 10 > len(vocab)), None)
+    words = [w[len(marker):] for w in vocab if w.startswith(marker)] if marker else vocab
+    return sorted({w for w in words if len(w) > 1 and w.isascii() and w.isalpha()})
 
 
 def replace_words(texts: list[str], words: list[str], *, rate: float, share: float, seed: int) -> list[str]:
