@@ -40,9 +40,9 @@ def kill_all_with(marker: str) -> None:
                 pass
 
 
-def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], nproc: int = 2, program: list[str] | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "dpm_cli", *map(str, args)]
+           f"--master_port={free_port()}", *(program or ["-m", "dpm_cli"]), *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
@@ -129,3 +129,26 @@ def test_distributed_resume_after_kill_9(tmp_path):
     got = torch.load(json.loads(resumed.stdout)["outputs"]["module"], weights_only=False).state_dict()
     for key in reference:
         assert torch.equal(reference[key], got[key]), key
+
+
+@pytest.mark.slow
+def test_two_ranks_prune_a_hugging_face_encoder_whose_pooler_gets_no_gradient(tmp_path, capsys):
+    """Distilling BERT's hidden states leaves its pooler without a gradient: DistributedDataParallel
+    stopped at the second step ("Expected to have finished reduction in the prior iteration"). Hugging
+    Face models are now wrapped with find_unused_parameters; the ranks agree, as one process."""
+    pytest.importorskip("transformers")
+    from pathlib import Path
+
+    from hf_helpers import bert_folder, text_file
+    from hf_helpers import write_recipe as hf_recipe
+
+    folder = bert_folder(tmp_path / "bert")
+    recipe = hf_recipe(tmp_path, folder, text_file(tmp_path / "t.txt", 24),
+                       objective="{kind: distill, targets: [embedding, hidden], loss: both}")
+    stub = str(Path(__file__).resolve().parent / "dpm_test_cli.py")  # the CLI with conftest's torchvision stubs
+    done = torchrun(["prune", "-r", recipe, "--run-dir", tmp_path / "ddp", "-o", tmp_path / "ddp" / "m", "--json", "-q"],
+                    program=[stub])
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["equivalence_error"] <= 1e-5 and "hf" in summary["outputs"]
+    assert (tmp_path / "ddp" / "m-hf" / "config.json").is_file()

@@ -55,7 +55,11 @@ class DistContext:
         if not self.enabled:
             return model
         ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # A Hugging Face model often has parameters the loss never reaches (BERT's pooler when distilling
+        # hidden states, experts no token of a batch is routed to): DDP must look for them, or its
+        # second step fails ("Expected to have finished reduction in the prior iteration").
+        unused = hasattr(model, "config") and hasattr(model, "save_pretrained")
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
     @staticmethod
     def unwrap(model: nn.Module) -> nn.Module:
