@@ -222,8 +222,9 @@ def test_whisper_for_generation_is_pruned_on_audio_alone_and_its_folder_transcri
         a = reloaded.generate(**x, max_new_tokens=5, do_sample=False)
         assert torch.equal(a, compact.generate(**x, max_new_tokens=5, do_sample=False))
     macs = {}
-    for args in ([], ["-r", recipe]):  # AutoModel (WhisperModel: the start token alone), and with the LM head
+    for args in ([], ["-r", recipe]):  # the folder's own architecture, and the recipe's task: the same
         code, out, err = run_cli(["report", folder, *args, "--json"], capsys)
         assert code == 0, err
         macs[bool(args)] = json.loads(out)["models"][0]["macs"]
-    assert macs[True] > macs[False]  # the transcript's tokens through the decoder, and the LM head
+    # config.json names WhisperForConditionalGeneration: loaded with its LM head and transcripts with no recipe
+    assert macs[True] == macs[False]

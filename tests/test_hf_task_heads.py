@@ -66,3 +66,49 @@ def test_question_answering_distils_the_mean_of_the_start_and_end_kl(tmp_path):
                                           (student.start_logits / t).log_softmax(-1), reduction="batchmean",
                                           log_target=True) * t * t
     assert float(loss) == pytest.approx(float(start_kl) / 2, rel=1e-5)  # the end logits match exactly
+
+
+def test_a_recipe_naming_no_task_keeps_the_head_its_folder_was_saved_with(tmp_path, capsys):
+    """model.hf.task left out loaded a classifier's folder as AutoModel: the pruned folder was a bare
+    BertModel, its classifier gone, and nothing said so. The task now follows config.json's architectures."""
+    path, tok = bert_task_folder(tmp_path / "cls", "AutoModelForSequenceClassification")
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), objective="{kind: distill}")
+    recipe.write_text(recipe.read_text().replace(", task: AutoModel}", "}"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
+    assert code == 0, err
+    assert "loaded as AutoModelForSequenceClassification" in err
+    folder = tmp_path / "run" / "model-hf"
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+    source = T.AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+    reloaded = no_warning_load(folder, T.AutoModelForSequenceClassification)
+    # the source's head, fine-tuned for 6 AdamW steps of 1e-3 (each moves a weight by about lr at most)
+    assert (reloaded.classifier.weight - source.classifier.weight).abs().max() < 0.01
+
+
+def test_a_task_that_leaves_weights_of_the_folder_out_says_which_and_how_to_keep_them(tmp_path, capsys):
+    path, tok = bert_task_folder(tmp_path / "cls", "AutoModelForSequenceClassification")
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), task="AutoModel")
+    code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
+    assert code == 0, err
+    assert "2 weight(s) in cls are not part of AutoModel (classifier.weight, classifier.bias)" in err
+    assert "model.hf.task: AutoModelForSequenceClassification keeps them" in err
+
+
+@pytest.mark.parametrize("arch, task", [
+    ("BertModel", "AutoModel"), ("LlamaForCausalLM", "AutoModelForCausalLM"), ("T5EncoderModel", "AutoModelForTextEncoding"),
+    ("T5ForConditionalGeneration", "AutoModelForSeq2SeqLM"), ("BertForTokenClassification", "AutoModelForTokenClassification"),
+    ("WhisperForConditionalGeneration", "AutoModelForSpeechSeq2Seq"), ("BertForPreTraining", None), (None, None),
+])
+def test_the_task_of_an_architecture_is_the_auto_class_that_maps_to_it(arch, task):
+    from dpm_cli.hf.tasks import task_of
+
+    assert task_of(T, arch) == task
+
+
+def test_an_architecture_no_task_loads_is_loaded_as_automodel_with_a_note(tmp_path):
+    from dpm_cli.hf.tasks import resolve_task
+
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForPreTraining"]}))
+    task, note = resolve_task(T, tmp_path, "auto")
+    assert task == "AutoModel" and "BertForPreTraining" in note and "head are not in the pruned model" in note
+    assert resolve_task(T, tmp_path, "AutoModelForMaskedLM") == ("AutoModelForMaskedLM", None)

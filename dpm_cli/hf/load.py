@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..errors import CheckpointError, ConfigError, DpmError
 from ..recipe.schema import HF_TASKS as TASKS  # the Auto classes model.hf.task may name
 from .dtypes import record_dtypes
+from .tasks import AUTO, dropped_weights_note, resolve_task
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
@@ -93,13 +94,15 @@ def captured_warnings() -> Iterator[list[str]]:
         logger.propagate = old_propagate
 
 
-def load_hf(path: str | Path, task: str = "AutoModel") -> HFLoaded:
-    """The model (eval mode, float32) and tokenizer saved in `path`; refuses anything but safetensors."""
-    if task not in TASKS:
-        raise ConfigError(f"model.hf.task {task!r} is not one of {' | '.join(TASKS)}")
+def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
+    """The model (eval mode, float32) and tokenizer saved in `path`; refuses anything but safetensors.
+    `task` "auto": the Auto class of the architecture config.json names (`hf.tasks`)."""
+    if task != AUTO and task not in TASKS:
+        raise ConfigError(f"model.hf.task {task!r} is not one of {' | '.join((AUTO, *TASKS))}")
     path = Path(path)
     _check_folder(path)
     transformers = import_transformers()
+    task, chosen = resolve_task(transformers, path, task)
     options = dict(local_files_only=True, trust_remote_code=False)
     try:
         with captured_warnings() as warned:
@@ -121,6 +124,8 @@ def load_hf(path: str | Path, task: str = "AutoModel") -> HFLoaded:
     model._dpm_task = task  # the Auto class `save_hf` reloads with (EXAONE's folder loads as LlamaModel)
     record_dtypes(model)  # trained in float32, written back in the dtypes the folder held
     loaded = HFLoaded(model.float().eval(), _tokenizer(transformers, path, options), task, path)
+    loaded.notes += [n for n in (chosen, dropped_weights_note(path, task, list(info.get("unexpected_keys") or []),
+                                                               transformers)) if n]
     missing = list(info.get("missing_keys") or [])
     if missing:  # e.g. a classification head added to an encoder checkpoint: it starts random
         loaded.notes.append(f"{len(missing)} weight(s) not in {path.name} were initialised at random "

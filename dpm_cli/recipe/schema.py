@@ -62,7 +62,7 @@ _TARGET = Spec("str", "distillation target", choices=("auto", "logits", "embeddi
 @dataclass(frozen=True)
 class HFSection:
     path: str | None = opt(None, "path", "a Hugging Face model folder (config.json, model.safetensors, tokenizer), relative to the recipe's folder, or package:NAME/dir inside an installed package; loaded offline, no code run from it")
-    task: str = opt("AutoModel", "str", "the Auto class that loads it (the task head)", choices=HF_TASKS)
+    task: str = opt("auto", "str", "the Auto class that loads it (the task head); auto: the one its config.json's architectures belongs to", choices=("auto", *HF_TASKS))
 
 
 @dataclass(frozen=True)

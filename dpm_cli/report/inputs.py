@@ -56,7 +56,7 @@ class ModelSetup:
     factory: str | None = None
     factory_kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  # the recipe's model.checkpoint, used when no MODEL is given
-    hf_task: str = "AutoModel"  # Hugging Face folders: the Auto class (recipe model.hf.task)
+    hf_task: str = "auto"  # Hugging Face folders: the Auto class (recipe model.hf.task; auto: config.json's)
     seq_len: int = 128  # token models: the example is one sequence of this many tokens (recipe model.seq_len)
 
 
@@ -106,7 +106,7 @@ def _from_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ModelSetup:
         factory=getattr(model, "factory", None),
         factory_kwargs=dict(getattr(model, "kwargs", None) or {}),
         checkpoint=getattr(model, "checkpoint", None) or getattr(hf, "path", None),
-        hf_task=getattr(hf, "task", "AutoModel"),
+        hf_task=getattr(hf, "task", "auto"),
         seq_len=getattr(model, "seq_len", 128),
     )
 

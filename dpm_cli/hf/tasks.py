@@ -1,0 +1,62 @@
+"""Which Auto class loads a folder when the recipe names none: the one its config.json's `architectures`
+belongs to, as transformers' pipelines choose. A classifier's folder loaded as `AutoModel` would lose its
+head: the pruned folder would be a bare encoder, with nothing said.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..recipe.schema import HF_TASKS as TASKS
+
+AUTO = "auto"  # model.hf.task's default: the task of the folder's architecture
+
+
+def architecture(folder: Path) -> str | None:
+    """The first class config.json's `architectures` names (what `save_pretrained` wrote), or None."""
+    try:
+        names = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures")
+    except (OSError, ValueError, AttributeError):
+        return None  # loading the folder says what is wrong with it
+    return names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
+
+
+def task_of(transformers: Any, arch: str | None) -> str | None:
+    """The first of dpm's tasks whose Auto class maps a model type to `arch` (AutoModel first: BertModel is
+    also AutoModelForTextEncoding's), or None when none does."""
+    if not arch:
+        return None
+    for task in TASKS:
+        names = getattr(getattr(transformers, task, None), "_model_mapping", None)
+        names = getattr(names, "_model_mapping", None) or {}  # model_type -> class name(s), not imported
+        for value in names.values():
+            if arch == value or (isinstance(value, (list, tuple)) and arch in value):
+                return task
+    return None
+
+
+def resolve_task(transformers: Any, folder: Path, task: str) -> tuple[str, str | None]:
+    """(the Auto class to load with, a note saying why, or None). `task` is the recipe's model.hf.task."""
+    if task != AUTO:
+        return task, None
+    arch = architecture(folder)
+    found = task_of(transformers, arch)
+    if found is None:
+        return "AutoModel", (f"config.json names {arch}, which none of model.hf.task's classes loads: loaded as "
+                             "AutoModel, so the weights of its head are not in the pruned model" if arch else None)
+    if found == "AutoModel":
+        return found, None
+    return found, f"loaded as {found}, the task of {arch} in config.json (model.hf.task chooses another)"
+
+
+def dropped_weights_note(folder: Path, task: str, unexpected: list[str], transformers: Any) -> str | None:
+    """A note when loading left weights of the folder out (a classifier's head, loaded as AutoModel)."""
+    if not unexpected:
+        return None
+    arch = architecture(folder)
+    keeps = task_of(transformers, arch)
+    hint = f"; model.hf.task: {keeps} keeps them" if keeps and keeps != task else ""
+    shown = ", ".join(unexpected[:3]) + (", ..." if len(unexpected) > 3 else "")
+    return (f"{len(unexpected)} weight(s) in {folder.name} are not part of {task} ({shown}) and are left out "
+            f"of the pruned model{hint}")
