@@ -7,7 +7,9 @@ message that is not one printable line, fails. Fast by default (a few hundred ex
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,10 @@ def test_deep_and_wide_nesting(depth, width):
     outcome(lambda: parse_recipe(text, "r.yaml", check_files=False))
 
 
+# One folder for every example (hypothesis does not take function-scoped fixtures such as tmp_path),
+# removed when the session ends: each run left one behind in /tmp.
 _DIR = Path(tempfile.mkdtemp(prefix="dpm-fuzz-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 
 
 @FUZZ
