@@ -64,6 +64,9 @@ FAMILIES = {
     "modernbert_decoder": lambda: transformers.ModernBertDecoderModel(transformers.ModernBertDecoderConfig(  # Wo
         vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         max_position_embeddings=40, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)),
+    # ffn.linear_1, width d_inner, in blocks that pool the sequence, and in the decoder that upsamples it
+    "funnel": lambda: transformers.FunnelModel(transformers.FunnelConfig(
+        vocab_size=64, block_sizes=[1, 1], num_decoder_layers=1, d_model=32, n_head=4, d_head=8, d_inner=64)),
 }
 NO_FFN_FOLDER = {"openai_gpt"}  # its FFN is 4 x n_embd, which no config key holds
 SEQ2SEQ = {"bart", "prophetnet"}

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 # (ffn.up_proj), XLM/Flaubert (ffns.N.lin1), Jamba (feed_forward.gate_proj and up_proj), LFM2
 # (feed_forward.w1 and w3, gate and up) and the speech encoders (Wav2Vec2, HuBERT, WavLM, Data2Vec-audio:
 # feed_forward.intermediate_dense; Wav2Vec2-Conformer: ffn1 and ffn2, two per layer), XLNet (ff.layer_1),
-# CTRL (ffn.0, a Sequential), ProphetNet (feed_forward.intermediate), RecurrentGemma (mlp_block) and ALBERT
+# CTRL (ffn.0, a Sequential), Funnel (ffn.linear_1), ProphetNet (feed_forward.intermediate), RecurrentGemma (mlp_block) and ALBERT
 # (albert_layers.N.ffn: one FFN shared by every layer, so a unit leaves every layer at once; its cost is
 # counted once per layer it runs in).
 # FFN input projections that fuse gate and up in one Linear split in two halves (Phi-3, GLM:
@@ -42,10 +42,10 @@ FFN_INPUTS = ("intermediate.dense", "ffn.lin1", "mlp.gate_proj", "mlp.up_proj", 
               "mlp.fc_in", "ffn.up_proj", "ffn.gate_proj", "lin1", "feed_forward.gate_proj",
               "feed_forward.up_proj", "feed_forward.w1", "feed_forward.w3", "feed_forward.intermediate_dense",
               *TWIN_FFN_INPUTS, "ff.layer_1", "ffn", "mlp.wi", "ffn.0", "feed_forward.intermediate",
-              "mlp_block.gate_proj", "mlp_block.up_proj", *FUSED_PARTS, *SHARED_EXPERT_INPUTS)
+              "mlp_block.gate_proj", "mlp_block.up_proj", "ffn.linear_1", *FUSED_PARTS, *SHARED_EXPERT_INPUTS)
 FAMILIES = ("BERT-style, DistilBERT, ModernBERT, Llama-style, Phi-3/GLM, OPT/Phi, GPT-NeoX/Falcon, T5, GPT-2/GPT-Neo, "
             "stacked mixture-of-experts (Mixtral, Qwen-MoE, OLMoE, GraniteMoE), GPT-J/CodeGen, XLNet, CTRL, "
-            "ProphetNet and the speech encoders")
+            "Funnel, ProphetNet and the speech encoders")
 # The attention families whose heads dpm prunes (`engine.heads.ADAPTERS`), for messages.
 HEAD_FAMILIES = ("BERT-style (and DeBERTa v1, v2, v3), Llama-style (with attention sinks, output gates, q/k norms "
                  "across heads: GPT-OSS, OLMo 2), Phi-3, GPT-2 (and OpenAI GPT), GPT-NeoX (and Persimmon), Falcon, "
