@@ -112,3 +112,56 @@ def test_an_architecture_no_task_loads_is_loaded_as_automodel_with_a_note(tmp_pa
     task, note = resolve_task(T, tmp_path, "auto")
     assert task == "AutoModel" and "BertForPreTraining" in note and "head are not in the pruned model" in note
     assert resolve_task(T, tmp_path, "AutoModelForMaskedLM") == ("AutoModelForMaskedLM", None)
+
+
+NAMES = ["negative", "neutral", "positive"]
+
+
+def named_label_folder(tmp_path):
+    """A classifier whose config names its classes (label2id), and JSON lines labelled by those names."""
+    tok = tokenizer(tmp_path / "cls")
+    torch.manual_seed(0)
+    cfg = T.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=64, id2label=dict(enumerate(NAMES)))
+    T.BertForSequenceClassification(cfg).eval().save_pretrained(str(tmp_path / "cls"))
+    tok.save_pretrained(str(tmp_path / "cls"))
+    rows = [json.loads(line) for line in text_file(tmp_path / "i.jsonl", 48, labelled=True).read_text().splitlines()]
+    data = tmp_path / "named.jsonl"
+    data.write_text("".join(json.dumps({"text": r["text"], "label": NAMES[r["label"]]}) + "\n" for r in rows))
+    return tmp_path / "cls", data
+
+
+def test_labels_written_as_the_models_label_names_are_its_class_indices(tmp_path, capsys):
+    """Hugging Face datasets label by name ("positive") and a classifier's config.json names its classes
+    (label2id); dpm refused any label but an integer ("label 'positive' is not a class index >= 0")."""
+    folder, data = named_label_folder(tmp_path)
+    recipe = write_recipe(tmp_path, folder, data, task="AutoModelForSequenceClassification",
+                          objective="{kind: cross_entropy}")
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["metric"] == "top1" and 0 <= summary["after"] <= 100  # evaluated on the named labels
+    from dpm_cli.data.text import read_text
+
+    _, labels = read_text(data, label_names={name: i for i, name in enumerate(NAMES)})
+    _, indices = read_text(tmp_path / "i.jsonl")
+    assert labels == indices
+    code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "--baseline", folder, "--data", data,
+                              "--max-accuracy-drop", "100", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["evaluation"]["labeled"] is True
+
+
+def test_a_label_name_the_model_does_not_have_is_one_line_naming_its_labels(tmp_path, capsys):
+    folder, data = named_label_folder(tmp_path)
+    data.write_text(data.read_text().replace('"neutral"', '"mixed"', 1))
+    recipe = write_recipe(tmp_path, folder, data, task="AutoModelForSequenceClassification",
+                          objective="{kind: cross_entropy}")
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "label 'mixed' is not one of the model's labels (config.json label2id: negative, neutral, positive)" in err
+    from dpm_cli.data.text import read_text
+    from dpm_cli.errors import InputError
+
+    with pytest.raises(InputError, match="has no label2id to map it to a class index"):
+        read_text(data)

@@ -20,8 +20,10 @@ from .split import split_indices, truncate_indices
 MAX_BYTES = 256 * 2**20  # text is held and tokenised in memory: refuse files that cannot be meant for that
 
 
-def read_text(path: str | Path, text_field: str = "text", label_field: str = "label") -> tuple[list[str], list[int] | None]:
-    """(texts, labels or None) from a plain text file or a JSON lines file; blank lines are skipped."""
+def read_text(path: str | Path, text_field: str = "text", label_field: str = "label",
+              label_names: Any = None) -> tuple[list[str], list[int] | None]:
+    """(texts, labels or None) from a plain text file or a JSON lines file; blank lines are skipped.
+    `label_names`: a model's label2id ({"NEGATIVE": 0, ...}), which maps labels written as names."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such text file")
@@ -37,12 +39,42 @@ def read_text(path: str | Path, text_field: str = "text", label_field: str = "la
     if not numbered:
         raise InputError(f"{path}: holds no text")
     if path.suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{"):
-        return _json_lines(path, numbered, text_field, label_field)
+        return _json_lines(path, numbered, text_field, label_field, _names(label_names))
     return [line.strip() for _, line in numbered], None
 
 
-def _json_lines(path: Path, numbered: list[tuple[int, str]], text_field: str,
-                label_field: str) -> tuple[list[str], list[int] | None]:
+def label_names(label2id: Any, id2label: Any = None) -> dict[str, int]:
+    """A model config's class names as {name: class index}: its label2id, else its id2label inverted
+    (transformers 5 does not derive one from the other); {} when neither is such a mapping."""
+    if not isinstance(label2id, dict) and isinstance(id2label, dict):
+        label2id = {v: int(k) for k, v in id2label.items() if str(k).isdigit()}
+    return _names(label2id)
+
+
+def _names(label2id: Any) -> dict[str, int]:
+    if not isinstance(label2id, dict):
+        return {}
+    return {str(k): v for k, v in label2id.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+
+
+def _label(path: Path, number: int, label: Any, names: dict[str, int]) -> int | None:
+    """A record's label as a class index: an integer, or a name of the model's (label2id)."""
+    if isinstance(label, str):
+        if label in names:
+            return names[label]
+        if not names:
+            raise InputError(f"{path}:{number}: label {label!r} is a name, and the model's config.json has no "
+                             "label2id to map it to a class index; write class indices (0, 1, ...)")
+        known = ", ".join(list(names)[:8]) + (", ..." if len(names) > 8 else "")
+        raise InputError(f"{path}:{number}: label {label!r} is not one of the model's labels "
+                         f"(config.json label2id: {known})")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
+        raise InputError(f"{path}:{number}: label {label!r} is not a class index >= 0 or a label name")
+    return label
+
+
+def _json_lines(path: Path, numbered: list[tuple[int, str]], text_field: str, label_field: str,
+                names: dict[str, int]) -> tuple[list[str], list[int] | None]:
     texts, labels = [], []
     for number, line in numbered:
         try:
@@ -52,11 +84,8 @@ def _json_lines(path: Path, numbered: list[tuple[int, str]], text_field: str,
         text = record.get(text_field) if isinstance(record, dict) else None
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"{path}:{number}: no text in field {text_field!r}; set data.text_field")
-        label = record.get(label_field)
-        if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
-            raise InputError(f"{path}:{number}: label {label!r} is not a class index >= 0")
         texts.append(text)
-        labels.append(label)
+        labels.append(_label(path, number, record.get(label_field), names))
     present = [lab is not None for lab in labels]
     if any(present) and not all(present):
         first = numbered[present.index(False) if all(present[:1]) else present.index(True)][0]
@@ -120,13 +149,14 @@ def builtin_paragraphs(source: str) -> list[str]:
 
 def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_fraction: float, split_seed: int,
               num_samples: int | None, text_field: str = "text", label_field: str = "label",
-              builtin: str = "pydoc", augment: tuple[float, float] = (0.0, 0.0)) -> DataBundle:
+              builtin: str = "pydoc", augment: tuple[float, float] = (0.0, 0.0), label_names: Any = None) -> DataBundle:
     """Read (`path` None: the built-in source `builtin`), split (fixed by `split_seed`), truncate the
     training part, augment it (`augment` = (replace_words, share), see augment.py) and tokenise."""
     if tokenizer is None:
         raise InputError("text data needs a tokenizer, and the model folder has none; "
                          "save one into it with tokenizer.save_pretrained")
-    texts, labels = read_text(path, text_field, label_field) if path is not None else (builtin_paragraphs(builtin), None)
+    texts, labels = (read_text(path, text_field, label_field, label_names) if path is not None
+                     else (builtin_paragraphs(builtin), None))
     name = Path(path).name if path is not None else BUILTIN_TEXT[builtin]
     if len(texts) < 2:
         raise InputError(f"{path}: holds {len(texts)} example(s); a train/validation split needs at least 2")

@@ -14,6 +14,7 @@ from ..artifact import Provenance
 from ..batch import call_model, describe, first_rows, move
 from ..checkpoint import load_checkpoint
 from ..data import DataBundle, check_labels_fit, load_data, make_loaders
+from ..data.text import label_names
 from ..engine import DPMConfig, RectifyConfig
 from ..errors import ConfigError, InputError
 from ..limits import steps_problem
@@ -116,7 +117,9 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples, tokenizer=loaded.tokenizer,
                      seq_len=seq_len, text_field=d.text_field, label_field=d.label_field,
-                     augment=(d.augment.replace_words, d.augment.share))
+                     augment=(d.augment.replace_words, d.augment.share),
+                     label_names=label_names(getattr(loaded.model.config, "label2id", None),  # labels may be names
+                                             getattr(loaded.model.config, "id2label", None)))
     data = with_decoder_data(loaded.model, data)  # an encoder-decoder's decoder reads the text, shifted
     train_loader, val_loader = make_loaders(data, batch_size=per_rank_batch(d.batch_size, dist),
                                             eval_batch_size=d.eval_batch_size, seed=recipe.training.seed,

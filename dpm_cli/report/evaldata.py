@@ -95,18 +95,28 @@ def _token_options(source: str, recipe: Any | None, model: str | Path | None) ->
                           "model.hf.path it was pruned from")
     longest = min(filter(None, map(_max_positions, folders)), default=None)  # as dpm report caps it
     seq_len = min(recipe.model.seq_len if recipe is not None else 128, longest or 2**31)
+    from ..data.text import label_names
+
+    # labels may be written as the model's class names
+    names = next(filter(None, (label_names(_config_value(f, "label2id"), _config_value(f, "id2label"))
+                               for f in folders)), None)
     if recipe is None:
-        return {"tokenizer": tokenizer, "seq_len": seq_len}
+        return {"tokenizer": tokenizer, "seq_len": seq_len, "label_names": names}
     return {"tokenizer": tokenizer, "seq_len": seq_len, "text_field": recipe.data.text_field,
-            "label_field": recipe.data.label_field}
+            "label_field": recipe.data.label_field, "label_names": names}
+
+
+def _config_value(folder: str | Path, key: str) -> Any:
+    """config.json's `key` in a model folder, or None."""
+    try:
+        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _max_positions(folder: str | Path) -> int | None:
     """config.json's max_position_embeddings in a model folder, when it states a positive integer."""
-    try:
-        value = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = _config_value(folder, "max_position_embeddings")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
@@ -117,7 +127,8 @@ def _text_file(path: Path, options: dict[str, Any]) -> EvalData:
     from ..data.text import read_text, token_dataset
 
     seq_len = options.get("seq_len", 128)
-    texts, labels = read_text(path, options.get("text_field", "text"), options.get("label_field", "label"))
+    texts, labels = read_text(path, options.get("text_field", "text"), options.get("label_field", "label"),
+                              options.get("label_names"))
     label_t = torch.tensor(labels, dtype=torch.long) if labels is not None else None
     kind = f"{int(label_t.max()) + 1} classes" if label_t is not None else "unlabeled"
     return EvalData(token_dataset(texts, label_t, options["tokenizer"], seq_len),
