@@ -165,3 +165,15 @@ def test_a_label_name_the_model_does_not_have_is_one_line_naming_its_labels(tmp_
 
     with pytest.raises(InputError, match="has no label2id to map it to a class index"):
         read_text(data)
+
+
+def test_one_label_per_example_for_a_token_classifier_is_one_line_before_training(tmp_path, capsys):
+    """Labelled text (a label per line) with a token-classification head stopped with torch's
+    "Expected target size [10, 3], got [10]"; it is now refused in one line that says what to do."""
+    path, tok = bert_task_folder(tmp_path / "ner", "AutoModelForTokenClassification")
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.jsonl", 24, labelled=True),
+                          task="AutoModelForTokenClassification", objective="{kind: cross_entropy}")
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and "Traceback" not in err and len([x for x in err.splitlines() if x.startswith("error:")]) == 1
+    assert "gives a label per position (logits [1, 24, 3]" in err and "objective.kind: distill" in err
+    assert not (tmp_path / "run" / "state.pt").exists()

@@ -167,7 +167,18 @@ def _check_outputs(ctx: RunContext) -> None:
         logits = need_logits(out)
         if logits.dim() < 2:
             raise InputError("the model must return logits shaped (batch, classes) to train with labels")
+        if logits.dim() > 2 and _one_label_per_example(ctx.data):
+            head = " (model.hf.task: AutoModelForSequenceClassification)" if ctx.tokenizer is not None else ""
+            raise InputError(f"the model gives a label per position (logits {list(logits.shape)}: token "
+                             "classification or a language model) but the data has one label per example, and dpm "
+                             "reads no per-token labels: train label-free with objective.kind: distill, or use a "
+                             f"head with one label per example{head}")
         check_labels_fit(ctx.data, int(logits.shape[-1]), hf=ctx.recipe.model.hf is not None)
+
+
+def _one_label_per_example(data: DataBundle) -> bool:
+    sample = data.train[0] if len(data.train) else None
+    return isinstance(sample, (tuple, list)) and len(sample) > 1 and torch.as_tensor(sample[1]).dim() == 0
 
 
 def _input_fix(ctx: RunContext) -> str:
