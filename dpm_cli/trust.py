@@ -301,7 +301,12 @@ def unpickle_module(path: Path, trust: bool) -> nn.Module:
 
 def check_file(path: Path) -> None:
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file: name the .pt or .dpm.pt file in it")
+        if (path / "adapter_config.json").is_file():  # what load_hf says of a folder that has no config.json
+            from .hf.load import check_folder
+
+            check_folder(path)
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file: name the .pt or .dpm.pt file in it, "
+                              "or give a Hugging Face model folder (config.json, model.safetensors)")
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not path.is_file():  # a FIFO or a device would block or never end

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,25 @@ def test_load_refuses_pickle_only_and_missing_folders(tmp_path, bert):
         load_hf(pickled)
     with pytest.raises(CheckpointError, match="not a folder"):
         load_hf(tmp_path / "nope")
+
+
+def test_a_peft_adapter_or_a_quantized_folder_is_refused_saying_what_to_give_instead(tmp_path, bert, capsys):
+    """A LoRA adapter folder was "not a Hugging Face model folder" (or, to dpm report, "a directory, not a
+    checkpoint file"); a GPTQ/AWQ/bitsandbytes folder failed inside transformers. Each is one line now."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    quantized = tmp_path / "gptq"
+    quantized.mkdir()
+    config = json.loads((bert / "config.json").read_text())
+    (quantized / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "gptq"}}))
+    (quantized / "model.safetensors").write_bytes((bert / "model.safetensors").read_bytes())
+    for folder, says in ((adapter, "holds a PEFT adapter (adapter_config.json), not a model: merge it"),
+                         (quantized, "holds a quantized model (gptq, config.json quantization_config)")):
+        with pytest.raises(CheckpointError, match=re.escape(says)):
+            load_hf(folder)
+        code, out, err = run_cli(["report", folder], capsys)
+        assert code == 2 and says in err and "Traceback" not in err
 
 
 def test_remote_code_in_a_folder_is_never_run(tmp_path, bert):

@@ -5,6 +5,7 @@ trust module can route Hugging Face folders here.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from contextlib import contextmanager
@@ -57,17 +58,38 @@ def is_hf_folder(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
-def _check_folder(path: Path) -> None:
+def check_folder(path: Path) -> None:
     if not path.is_dir():
         raise CheckpointError(f"model.hf.path {path} is not a folder; give the folder save_pretrained wrote "
                               "(config.json and model.safetensors)")
     if not (path / "config.json").is_file():
+        if (path / "adapter_config.json").is_file():
+            raise CheckpointError(f"{path} holds a PEFT adapter (adapter_config.json), not a model: merge it into its "
+                                  "base model (model.merge_and_unload()) and save that with save_pretrained")
         raise CheckpointError(f"{path} has no config.json: not a Hugging Face model folder")
+    quantized = _quantization(path)
+    if quantized:
+        raise CheckpointError(f"{path} holds a quantized model ({quantized}, config.json quantization_config): dpm "
+                              "prunes floating-point weights; give the model before quantization, and quantize the "
+                              "pruned one")
     if not any((path / w).is_file() for w in WEIGHTS):
         pickled = (path / "pytorch_model.bin").is_file()
         hint = (" (only pytorch_model.bin, a pickle dpm does not load: convert it with "
                 "model.save_pretrained(folder, safe_serialization=True))") if pickled else ""
         raise CheckpointError(f"{path} has no model.safetensors{hint}")
+
+
+def _quantization(path: Path) -> str | None:
+    """The quantization method config.json names (gptq, awq, bitsandbytes, fp8, ...), or None."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # transformers says what is wrong with the file
+    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    if not quant:
+        return None
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    return str(method)[:40] if method else "quantized"
 
 
 @contextmanager
@@ -100,7 +122,7 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
     if task != AUTO and task not in TASKS:
         raise ConfigError(f"model.hf.task {task!r} is not one of {' | '.join((AUTO, *TASKS))}")
     path = Path(path)
-    _check_folder(path)
+    check_folder(path)
     transformers = import_transformers()
     task, chosen = resolve_task(transformers, path, task)
     options = dict(local_files_only=True, trust_remote_code=False)
