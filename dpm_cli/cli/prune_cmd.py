@@ -68,7 +68,8 @@ def _show_summary(s) -> None:
     table.add_row("parameters", human(s.params_before), human(s.params_after), f"{s.params_after / s.params_before:.3f}")
     table.add_row("MACs", human(s.macs_before), human(s.macs_after), f"{s.macs_after / s.macs_before:.3f}")
     unit = "%" if s.metric == "top1" else ""
-    digits = 4 if s.metric == "cosine" else 2  # embedding cosine to the original: 0.9xxx
+    # top-1 in % to 2 decimals; an embedding cosine (0.9xxx) or a distillation loss (0.00xx) to 4
+    digits = 2 if s.metric == "top1" else 4
     table.add_row(f"val {s.metric}", f"{s.before:.{digits}f}{unit}", f"{s.after:.{digits}f}{unit}",
                   f"{s.after - s.before:+.{digits}f}")
     if s.ce_before is not None and s.ce_after is not None:
