@@ -251,11 +251,37 @@ def test_recipe_checks_for_hf(tmp_path, bert, capsys):
     data = text_file(tmp_path / "t.txt")
     recipe = write_recipe(tmp_path, bert, data)
     code, _, err = run_cli(["validate", recipe, "model.factory=dpm_cli.models:mlp"], capsys)
-    assert code == 2 and "not used with model.hf.path" in err
+    assert code == 2 and "not used with a Hugging Face model (model.hf.path, or a folder given as MODEL" in err
     plain = tmp_path / "p.yaml"
     plain.write_text(f"version: 1\ndata: {{source: text, path: {data}}}\ntraining: {{steps: 2}}\n")
     code, _, err = run_cli(["validate", plain], capsys)
     assert code == 2 and "set model.hf.path" in err
+
+
+def test_a_folder_given_as_model_needs_no_model_hf_path_in_the_recipe(tmp_path, bert, capsys):
+    """`dpm prune FOLDER -r r.yaml`, the CLI's own shape, with a recipe that names no folder (one recipe for
+    every model a release pipeline compresses) was refused: "text data is tokenised by the model's
+    tokenizer: set model.hf.path". The folder given as MODEL is the recipe's model.hf.path."""
+    import os
+
+    recipe = write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt"))
+    (tmp_path / "recipes").mkdir()
+    text = recipe.read_text().replace(f"hf: {{path: {bert}, task: AutoModel}}", "hf: {task: AutoModel}")
+    recipe = tmp_path / "recipes" / "r.yaml"  # not beside the folder
+    recipe.write_text(text)
+    code, _, err = run_cli(["validate", recipe], capsys)
+    assert code == 2 and "set model.hf.path" in err  # the recipe alone names no model
+    cwd = os.getcwd()
+    os.chdir(bert.parent)  # a relative MODEL is relative to where dpm runs, not to the recipe
+    try:
+        code, out, err = run_cli(["plan", bert.name, "-r", recipe, "--json"], capsys)
+        assert code == 0, err
+        code, out, err = run_cli(["prune", bert.name, "-r", recipe, "--json", "-q"], capsys)
+    finally:
+        os.chdir(cwd)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["equivalence_error"] <= 1e-5 and (tmp_path / "run" / "model-hf" / "config.json").is_file()
 
 
 # ------------------------------------------------------------------ heads: read from the modules

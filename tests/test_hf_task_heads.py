@@ -90,7 +90,7 @@ def test_a_task_that_leaves_weights_of_the_folder_out_says_which_and_how_to_keep
     recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), task="AutoModel")
     code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
     assert code == 0, err
-    assert "2 weight(s) in cls are not part of AutoModel (classifier.weight, classifier.bias)" in err
+    assert "2 weight(s) in cls are not part of AutoModel (classifier.bias, classifier.weight)" in err
     assert "model.hf.task: AutoModelForSequenceClassification keeps them" in err
 
 

@@ -14,12 +14,18 @@ EXIT_CODES = "Exit codes: 0 success, 1 runtime failure, 2 bad input."
 
 
 def split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
-    """Positional arguments: at most one MODEL path, any number of key.path=value overrides."""
+    """Positional arguments: at most one MODEL path, any number of key.path=value overrides. A MODEL that
+    is a Hugging Face folder is the recipe's model.hf.path, so a recipe need not name one (`dpm prune
+    FOLDER -r r.yaml` with text data was refused: "set model.hf.path")."""
+    from ..hf.load import is_hf_folder
+
     paths = [a for a in args or [] if "=" not in a]
     overrides = [a for a in args or [] if "=" in a]
     if len(paths) > 1:
         raise InputError(f"expected one MODEL and key.path=value overrides, got {len(paths)} paths: "
                          f"{' '.join(paths)}")
+    if paths and is_hf_folder(paths[0]):  # absolute (the recipe's paths are relative to its folder); JSON is YAML
+        overrides = [f"model.hf.path={json.dumps(str(Path(paths[0]).resolve()))}", *overrides]
     return (paths[0] if paths else None), overrides
 
 

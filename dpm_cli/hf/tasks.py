@@ -57,6 +57,7 @@ def dropped_weights_note(folder: Path, task: str, unexpected: list[str], transfo
     arch = architecture(folder)
     keeps = task_of(transformers, arch)
     hint = f"; model.hf.task: {keeps} keeps them" if keeps and keeps != task else ""
+    unexpected = sorted(unexpected)  # transformers gives a set: the same note every run
     shown = ", ".join(unexpected[:3]) + (", ..." if len(unexpected) > 3 else "")
     return (f"{len(unexpected)} weight(s) in {folder.name} are not part of {task} ({shown}) and are left out "
             f"of the pruned model{hint}")

@@ -343,8 +343,8 @@ def _hf_checks(recipe: Recipe, ctx: _Context) -> None:
     if model.hf.path is not None:
         for key in ("factory", "checkpoint", "input_shape"):
             if getattr(model, key) is not None:
-                ctx.fail(f"model.{key}", f"not used with model.hf.path (the folder holds the architecture, the "
-                         f"weights and the tokenizer); remove model.{key}")
+                ctx.fail(f"model.{key}", f"not used with a Hugging Face model (model.hf.path, or a folder given as "
+                         f"MODEL: it holds the architecture, the weights and the tokenizer); remove model.{key}")
         return
     if data.source in TEXT_SOURCES:
         ctx.fail("data.source", "text data is tokenised by the model's tokenizer: set model.hf.path to a "
