@@ -32,6 +32,12 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do OVERRIDES+=("$1"); shift; done
 [ $# -gt 0 ] || die "no gates: give dpm check options after --, e.g. -- --min-macs-reduction 2 --max-accuracy-drop 1"
 [ -e "$PUBLISH" ] && die "$PUBLISH exists: publish into a new folder (a release is never overwritten)"
 
+# A Hugging Face folder is the recipe's model.hf.path, so one recipe serves every folder (dpm prune
+# does this for its MODEL; dpm validate below has no MODEL). JSON-quoted: a YAML string whatever the path.
+if [ -d "$MODEL" ] && [ -f "$MODEL/config.json" ]; then
+  OVERRIDES=("model.hf.path=\"$(cd "$MODEL" && pwd)\"" ${OVERRIDES[@]+"${OVERRIDES[@]}"})
+fi
+
 read -r -a DPM_CMD <<< "${DPM:-dpm}"
 RUN_DIR=${RUN_DIR:-runs/release}
 REPORT=${REPORT:-${RUN_DIR%/}-report.md}

@@ -108,13 +108,16 @@ def test_ci_doc_release_job_runs_the_script_with_real_gates():
 def test_release_of_a_hugging_face_folder_publishes_the_folder(tmp_path):
     """MODEL a Hugging Face folder: `dpm prune FOLDER` stopped at its provenance ("no such checkpoint
     file"). Now the folder's files are hashed (test_provenance.py), the gates run on token data with
-    --built-from FOLDER, and the pruned folder is published beside the artifact."""
+    --built-from FOLDER, and the pruned folder is published beside the artifact. The recipe need not
+    name the folder."""
     pytest.importorskip("transformers")
     from hf_helpers import bert_folder, text_file, write_recipe
 
     folder = bert_folder(tmp_path / "bert")
     recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt", 24),
                           objective="{kind: distill, targets: [embedding, hidden], loss: both}")
+    # a recipe that names no folder: MODEL is it (`dpm validate` in the script refused "set model.hf.path")
+    recipe.write_text(recipe.read_text().replace(f"hf: {{path: {folder}, task: AutoModel}}", "hf: {task: AutoModel}"))
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": path, "DPM": f"{sys.executable} {ROOT / 'tests' / 'dpm_test_cli.py'}",
            "RUN_DIR": str(tmp_path / "run"), "REPORT": str(tmp_path / "report.md"), "HF_HUB_OFFLINE": "1"}
