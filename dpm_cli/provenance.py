@@ -178,11 +178,14 @@ class BuiltFrom:
 
 
 def recorded_in(artifact: str | Path) -> dict[str, Any] | None:
-    """The provenance a dpm artifact (`*.dpm.pt`) records; None when it records none."""
+    """The provenance a dpm artifact (`*.dpm.pt`) or a Hugging Face folder dpm wrote records; None when it
+    records none."""
     import torch
 
     from .checkpoint import is_artifact
 
+    if Path(artifact).is_dir() and (Path(artifact) / "config.json").is_file():
+        return _recorded_in_folder(Path(artifact))
     if not Path(artifact).is_file():
         raise CheckpointError(f"{artifact}: no such checkpoint file")
     try:  # mmap: only the small metadata is read, not the weights
@@ -194,6 +197,22 @@ def recorded_in(artifact: str | Path) -> dict[str, Any] | None:
         raise InputError(f"{artifact} is not a dpm artifact: --built-from reads the provenance that "
                          "dpm prune records in MODEL.dpm.pt; pass that file")
     return (obj.get("metadata") or {}).get("provenance")
+
+
+def _recorded_in_folder(folder: Path) -> dict[str, Any]:
+    from .hf.save import PROVENANCE_FILE
+
+    path = folder / PROVENANCE_FILE
+    if not path.is_file():
+        raise InputError(f"{folder} records no provenance ({PROVENANCE_FILE}): --built-from checks a folder "
+                         "dpm prune wrote; pass that folder or its MODEL.dpm.pt")
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not the JSON dpm prune wrote ({type(err).__name__})") from err
+    if not isinstance(recorded, dict):
+        raise InputError(f"{path}: not the JSON dpm prune wrote")
+    return recorded
 
 
 def check_built_from(artifact: str | Path, recipe: Any, checkpoint: str | Path) -> BuiltFrom:

@@ -127,3 +127,38 @@ def test_token_latency_runs_the_example_repeated_to_the_batch_size():
     run = measure_latency(Recorder(), example, batch_sizes=(1, 4), repeats=2, warmup=1)
     assert [s.batch_size for s in run.stats] == [1, 4]
     assert set(seen) == {((1, 6), True), ((4, 6), True)} and len(seen) == 6
+
+
+def test_built_from_verifies_the_hugging_face_folder_dpm_wrote(pruned, capsys, tmp_path):
+    """`--built-from` read only a .dpm.pt ("model-hf: no such checkpoint file"), so the folder a release
+    publishes could not be verified. The folder now carries dpm_provenance.json, which from_pretrained ignores."""
+    folder = pruned["run"] / "model-hf"
+    assert json.loads((folder / "dpm_provenance.json").read_text()) == pruned["summary"]["provenance"]
+    code, doc, err = check(capsys, folder, "-r", pruned["recipe"], "--built-from", pruned["folder"])
+    assert code == 0 and doc["passed"], err
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for f in pruned["folder"].iterdir():
+        (changed / f.name).write_bytes(f.read_bytes())
+    config = json.loads((changed / "config.json").read_text())
+    (changed / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-6}))
+    code, doc, err = check(capsys, folder, "-r", pruned["recipe"], "--built-from", changed)
+    assert code == 1 and not doc["passed"] and "checkpoint: sha256" in doc["gates"][0]["detail"]
+    code, doc, err = check(capsys, pruned["folder"], "-r", pruned["recipe"], "--built-from", pruned["folder"])
+    assert code == 2 and "records no provenance (dpm_provenance.json)" in err
+
+
+def test_check_and_report_take_a_recipe_that_names_no_folder(pruned, capsys, tmp_path):
+    """One recipe for every folder (model.hf.path left out): `dpm check` and `dpm report` with it were
+    refused ("set model.hf.path"); the folder on the command line (--baseline, else MODEL) names the model."""
+    text = pruned["recipe"].read_text().replace(f"path: {pruned['folder']}, ", "")
+    assert "hf: {task: AutoModel}" in text
+    generic = tmp_path / "generic.yaml"
+    generic.write_text(text)
+    code, doc, err = check(capsys, pruned["run"] / "model-hf", "-r", generic, "--baseline", pruned["folder"],
+                           "--min-cosine", "0.5")
+    assert code == 0, err
+    assert doc["evaluation"]["cosine"] == pytest.approx(pruned["summary"]["after"], abs=1e-5)
+    code, out, err = run_cli(["report", pruned["folder"], "-r", generic, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["input_shape"] == [1, 24]  # the recipe's model.seq_len

@@ -14,25 +14,29 @@ EXIT_CODES = "Exit codes: 0 success, 1 runtime failure, 2 bad input."
 
 
 def split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
-    """Positional arguments: at most one MODEL path, any number of key.path=value overrides. A MODEL that
-    is a Hugging Face folder is the recipe's model.hf.path, so a recipe need not name one (`dpm prune
-    FOLDER -r r.yaml` with text data was refused: "set model.hf.path")."""
-    from ..hf.load import is_hf_folder
-
+    """Positional arguments: at most one MODEL path, any number of key.path=value overrides."""
     paths = [a for a in args or [] if "=" not in a]
     overrides = [a for a in args or [] if "=" in a]
     if len(paths) > 1:
         raise InputError(f"expected one MODEL and key.path=value overrides, got {len(paths)} paths: "
                          f"{' '.join(paths)}")
-    if paths and is_hf_folder(paths[0]):  # absolute (the recipe's paths are relative to its folder); JSON is YAML
-        overrides = [f"model.hf.path={json.dumps(str(Path(paths[0]).resolve()))}", *overrides]
     return (paths[0] if paths else None), overrides
 
 
-def read_recipe(recipe: Path | None, overrides: list[str]) -> Recipe:
+def read_recipe(recipe: Path | None, overrides: list[str], model: str | Path | None = None) -> Recipe:
+    """The recipe with its overrides. A MODEL that is a Hugging Face folder is its model.hf.path when it
+    names no model, so one recipe serves every folder (`dpm prune FOLDER -r r.yaml` with text data was
+    refused: "set model.hf.path")."""
     if recipe is None:
         raise InputError("no recipe: pass --recipe r.yaml (see recipes/ for examples)")
-    return load_recipe(recipe, overrides)
+    return load_recipe(recipe, overrides, model_folder=hf_folder(model))
+
+
+def hf_folder(*paths: str | Path | None) -> str | Path | None:
+    """The first of `paths` that is a Hugging Face model folder, or None."""
+    from ..hf.load import is_hf_folder
+
+    return next((p for p in paths if p is not None and is_hf_folder(p)), None)
 
 
 def emit_json(data: Any) -> None:

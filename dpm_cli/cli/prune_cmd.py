@@ -44,7 +44,7 @@ def prune(
     from ..training.progress import make_reporter
 
     model, overrides = split_args(args)
-    r = read_recipe(recipe, overrides)
+    r = read_recipe(recipe, overrides, model)
     dist = init_from_env(r.training.device)  # a no-op unless started by torchrun
     try:
         summary = prune_job(r, model_path=model, run_dir=run_dir, output=output, resume=resume, force=force,
@@ -107,7 +107,7 @@ def plan(
     from ..recipe.schema import describe_decay
 
     model, overrides = split_args(args)
-    r = read_recipe(recipe, overrides)
+    r = read_recipe(recipe, overrides, model)
     report = plan_job(r, model, trust=trust_checkpoint)
     if json_out:
         emit_json(report.to_dict())

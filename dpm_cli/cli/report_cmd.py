@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -15,6 +15,7 @@ from ..report import inputs as parse
 from ..provenance import check_built_from
 from ..report.gates import GateFailure, Limits, check_data, check_model
 from .app import app
+from .common import hf_folder
 
 REPORT_HELP = (
     "Print parameters, MACs and FLOPs of a model, per layer; compare two models; time them.\n\n"
@@ -94,7 +95,7 @@ def report(
     if model is None and recipe is None and run is not None:
         _run_only(run, plot, html, markdown, check_doc)
         return
-    setup = parse.resolve_setup(input_shape, recipe, factory)
+    setup = parse.resolve_setup(input_shape, recipe, factory, model_folder=hf_folder(parse.resolve_package(model)))
     sizes = parse.parse_batch_sizes(batch_sizes) if latency else ()
     paths = [parse.model_path(model, setup)] + ([other] if other else [])
     labels = parse.distinct_labels(*paths)
@@ -215,8 +216,11 @@ def check(
                           "--max-loss-increase or --min-cosine, or drop --data")
     where = _device(device)
     overrides = _overrides(overrides)
-    setup = parse.resolve_setup(input_shape, recipe, factory, overrides)
-    eval_data, provenance, eval_batch = _data_and_provenance(limits, model, recipe, overrides, data, built_from)
+    # a folder on the command line names the model when the recipe does not: the original (baseline) first
+    folder = hf_folder(parse.resolve_package(baseline), parse.resolve_package(model))
+    setup = parse.resolve_setup(input_shape, recipe, factory, overrides, model_folder=folder)
+    eval_data, provenance, eval_batch = _data_and_provenance(limits, model, recipe, overrides, data, built_from,
+                                                             folder)
     net, net_shape = parse.load_for_measuring(model, setup, trust_checkpoint)
     base, base_shape = parse.load_for_measuring(baseline, setup, trust_checkpoint) if baseline else (None, None)
     shape = parse.require_shape(setup, net_shape, base_shape)
@@ -246,13 +250,13 @@ def _overrides(args: Optional[List[str]]) -> list[str]:
 
 
 def _data_and_provenance(limits: Limits, model: str, recipe: Optional[Path], overrides: list[str],
-                         data: Optional[str], built_from: Optional[str]):
+                         data: Optional[str], built_from: Optional[str], model_folder: Any = None):
     """The evaluation data (and its batch size) and the --built-from finding, before any model loads."""
     full = None
     if recipe is not None and (limits.needs_data or built_from):
         from ..recipe import load_recipe
 
-        full = load_recipe(recipe, overrides)  # with its data section, files checked
+        full = load_recipe(recipe, overrides, model_folder=model_folder)  # with its data section, files checked
     if built_from is not None and full is None:
         raise ConfigError("--built-from compares with the recipe the model was built with: pass --recipe r.yaml "
                           "(and the same KEY.PATH=VALUE overrides as dpm prune)")

@@ -216,21 +216,22 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         summary.outputs = written.files
         summary.notes += [note for note in written.notes if note not in summary.notes]  # some are said before training
         if recipe.output.hf:
-            _write_hf(ctx, compacted.model, outputs, summary)
+            _write_hf(ctx, compacted.model, outputs, summary, record)
         summary.output_sha256 = output_hashes(summary.outputs)
         run.write_text(run.path / "summary.json", _json(summary))
     dist.barrier()
     return summary
 
 
-def _write_hf(ctx: RunContext, model: nn.Module, outputs: OutputPlan, summary: PruneSummary) -> None:
+def _write_hf(ctx: RunContext, model: nn.Module, outputs: OutputPlan, summary: PruneSummary,
+              record: dict[str, Any]) -> None:
     """BASE-hf/: save_pretrained + tokenizer, checked by loading it back; a shape the architecture's
     config cannot hold is a note (the other outputs hold the model), not a failed run."""
     from ..hf import HFFormatError, save_hf
 
     try:
         folder = save_hf(model, ctx.tokenizer, outputs.hf_path(), move(ctx.example_inputs, "cpu"),
-                         force=outputs.force, source=ctx.model_path)
+                         force=outputs.force, source=ctx.model_path, provenance=record)
     except HFFormatError as err:
         kept = [summary.outputs[f] for f in ("artifact", "export") if f in summary.outputs]
         where = f"; the compact model is in {' and '.join(kept)}" if kept else ""

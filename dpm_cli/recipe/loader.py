@@ -28,8 +28,10 @@ from .schema import SUPPORTED_VERSIONS, Recipe
 from .spec import Problem, Spec, fields_of, show, unknown_key_message
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True) -> Recipe:
-    """Load, override and validate the recipe file at `path`; see the module docstring."""
+def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True,
+                model_folder: str | Path | None = None) -> Recipe:
+    """Load, override and validate the recipe file at `path`; see the module docstring. `model_folder`: a
+    Hugging Face folder the command line names (MODEL), which is model.hf.path when the recipe names no model."""
     name = printable(path)
     file = Path(path)
     if not file.is_file():
@@ -42,7 +44,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, check_files:
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{name}: cannot read the recipe file ({printable(err)}); save it as UTF-8 text") from None
-    return parse_recipe(text, name, overrides, base_dir=file.parent, check_files=check_files)
+    return parse_recipe(text, name, overrides, base_dir=file.parent, check_files=check_files, model_folder=model_folder)
 
 
 def parse_recipe(
@@ -52,6 +54,7 @@ def parse_recipe(
     *,
     base_dir: str | Path | None = None,
     check_files: bool = True,
+    model_folder: str | Path | None = None,
 ) -> Recipe:
     """Like `load_recipe` for text already read; `source` only names it in messages.
 
@@ -63,6 +66,7 @@ def parse_recipe(
     node, data = _parse_yaml(text, source)
     raw = _top_level(node, data, source)
     raw, origins = apply_overrides(raw, overrides)
+    raw = _with_model_folder(raw, model_folder)
     ctx = _Context(source, _line_map(node, source), origins, Path(base_dir or "."))
     _check_version(raw, ctx)
     recipe = _build(Recipe, raw, "", ctx)
@@ -70,6 +74,19 @@ def parse_recipe(
     if check_files:  # last, so that e.g. "data.path is only used with tensors" comes first
         _check_files(ctx)
     return recipe
+
+
+def _with_model_folder(raw: Any, folder: str | Path | None) -> Any:
+    """`raw` with model.hf.path set to `folder` (absolute: it was named relative to where dpm runs) when the
+    recipe names no model (no hf.path, factory or checkpoint), so one recipe serves every folder."""
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if folder is None or (model is not None and not isinstance(model, dict)):
+        return raw
+    model = model or {}
+    hf = model.get("hf") if isinstance(model.get("hf"), dict) else {}
+    if hf.get("path") or model.get("factory") or model.get("checkpoint") or (model.get("hf") not in (None, {}) and not hf):
+        return raw
+    return {**raw, "model": {**model, "hf": {**hf, "path": str(Path(folder).resolve())}}}
 
 
 def dump_recipe(recipe: Recipe) -> str:

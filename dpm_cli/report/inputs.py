@@ -61,14 +61,15 @@ class ModelSetup:
 
 
 def resolve_setup(input_shape: str | None, recipe: str | Path | None, factory: str | None,
-                  overrides: Sequence[str] = ()) -> ModelSetup:
+                  overrides: Sequence[str] = (), model_folder: str | Path | None = None) -> ModelSetup:
     """Merge --input-shape/--factory with the recipe's model section (after `overrides`, KEY.PATH=VALUE);
-    options given win."""
+    options given win. `model_folder`: a Hugging Face folder on the command line, the recipe's
+    model.hf.path when it names no model (`recipe.load_recipe`)."""
     if overrides and recipe is None:
         raise ConfigError(f"{overrides[0]}: KEY.PATH=VALUE overrides change a recipe; pass --recipe r.yaml")
     setup = ModelSetup(None)
     if recipe is not None:
-        setup = _from_recipe(recipe, overrides)
+        setup = _from_recipe(recipe, overrides, model_folder)
     if input_shape is not None:
         setup.input_shape = parse_shape(input_shape)
         check_example_shape(setup.input_shape, f"--input-shape {input_shape}")  # before loading anything
@@ -90,7 +91,7 @@ def require_shape(setup: ModelSetup, *artifact_shapes: Any) -> Any:
     return tuple(shape)
 
 
-def _from_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ModelSetup:
+def _from_recipe(path: str | Path, overrides: Sequence[str] = (), model_folder: str | Path | None = None) -> ModelSetup:
     try:  # imported here: the recipe package is optional for measuring
         from ..recipe import load_recipe
     except ImportError as err:
@@ -98,6 +99,8 @@ def _from_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ModelSetup:
                           "use --input-shape and --factory instead") from err
     # the data files a recipe names are not needed to measure the model
     kwargs = {"check_files": False} if "check_files" in inspect.signature(load_recipe).parameters else {}
+    if model_folder is not None:
+        kwargs["model_folder"] = model_folder
     model = load_recipe(path, overrides, **kwargs).model
     shape = getattr(model, "input_shape", None)
     hf = getattr(model, "hf", None)
