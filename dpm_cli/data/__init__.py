@@ -68,11 +68,13 @@ def load_data(
     label_field: str = "label",
     augment: tuple[float, float] = (0.0, 0.0),
     label_names: dict[str, int] | None = None,
+    pair_field: str | None = None,
 ) -> DataBundle:
     """Load `source` into a DataBundle with a fixed train/validation split.
 
     ``augment`` = (replace_words, share) word-replaces text training data (data/augment.py).
-    ``label_names`` (a model's label2id) maps text labels written as names to class indices.
+    ``label_names`` (a model's label2id) maps text labels written as names to class indices;
+    ``pair_field`` reads a second text per record, tokenised with the first as a pair.
     ``val_fraction`` is used when the data has no validation part of its own (not for ``factory``,
     nor for tensor files with ``val_inputs``). ``num_samples`` keeps a seeded, class-balanced subset
     of that many training samples (after the split) for quick runs; validation is never truncated.
@@ -108,7 +110,8 @@ def load_data(
         if path is None:
             raise ConfigError("data source 'text' needs a path to a text file (recipe data.path)")
         return load_text(path, tokenizer, seq_len=seq_len, val_fraction=val_fraction, text_field=text_field,
-                         label_field=label_field, augment=augment, label_names=label_names, **common)
+                         label_field=label_field, augment=augment, label_names=label_names, pair_field=pair_field,
+                         **common)
     if path is None:
         raise ConfigError("data source 'tensors' needs a path to a .pt or .npz file (recipe data.path)")
     return load_tensors(path, val_fraction=val_fraction, **common)

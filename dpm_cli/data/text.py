@@ -20,10 +20,14 @@ from .split import split_indices, truncate_indices
 MAX_BYTES = 256 * 2**20  # text is held and tokenised in memory: refuse files that cannot be meant for that
 
 
+Text = str | tuple[str, str]  # one text, or a pair tokenised together (data.pair_field)
+
+
 def read_text(path: str | Path, text_field: str = "text", label_field: str = "label",
-              label_names: Any = None) -> tuple[list[str], list[int] | None]:
+              label_names: Any = None, pair_field: str | None = None) -> tuple[list[Text], list[int] | None]:
     """(texts, labels or None) from a plain text file or a JSON lines file; blank lines are skipped.
-    `label_names`: a model's label2id ({"NEGATIVE": 0, ...}), which maps labels written as names."""
+    `label_names`: a model's label2id ({"NEGATIVE": 0, ...}), which maps labels written as names;
+    `pair_field`: each record's second text, read as a (text, pair) tuple."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such text file")
@@ -39,7 +43,10 @@ def read_text(path: str | Path, text_field: str = "text", label_field: str = "la
     if not numbered:
         raise InputError(f"{path}: holds no text")
     if path.suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{"):
-        return _json_lines(path, numbered, text_field, label_field, _names(label_names))
+        return _json_lines(path, numbered, (text_field, pair_field), label_field, _names(label_names))
+    if pair_field is not None:
+        raise InputError(f"{path}: data.pair_field {pair_field!r} reads JSON lines, and this is plain text; write "
+                         f'one object per line, e.g. {{"{text_field}": ..., "{pair_field}": ...}}')
     return [line.strip() for _, line in numbered], None
 
 
@@ -73,18 +80,23 @@ def _label(path: Path, number: int, label: Any, names: dict[str, int]) -> int | 
     return label
 
 
-def _json_lines(path: Path, numbered: list[tuple[int, str]], text_field: str, label_field: str,
-                names: dict[str, int]) -> tuple[list[str], list[int] | None]:
+def _json_lines(path: Path, numbered: list[tuple[int, str]], fields: tuple[str, str | None], label_field: str,
+                names: dict[str, int]) -> tuple[list[Text], list[int] | None]:
     texts, labels = [], []
     for number, line in numbered:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{number}: not a JSON object ({err.msg}); write one JSON object per line") from err
-        text = record.get(text_field) if isinstance(record, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(f"{path}:{number}: no text in field {text_field!r}; set data.text_field")
-        texts.append(text)
+        parts = []
+        for field, setting in zip(fields, ("data.text_field", "data.pair_field")):
+            if field is None:
+                continue
+            text = record.get(field) if isinstance(record, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"{path}:{number}: no text in field {field!r}; set {setting}")
+            parts.append(text)
+        texts.append(parts[0] if len(parts) == 1 else tuple(parts))
         labels.append(_label(path, number, record.get(label_field), names))
     present = [lab is not None for lab in labels]
     if any(present) and not all(present):
@@ -107,9 +119,12 @@ class TokenDataset(Dataset):
         return item if self.labels is None else (item, self.labels[index])
 
 
-def token_dataset(texts: list[str], labels: torch.Tensor | None, tokenizer: Any, seq_len: int) -> TokenDataset:
-    """`texts` tokenised to at most `seq_len` tokens each, with an attention mask (and `labels`)."""
-    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
+def token_dataset(texts: list[Text], labels: torch.Tensor | None, tokenizer: Any, seq_len: int) -> TokenDataset:
+    """`texts` tokenised to at most `seq_len` tokens each, with an attention mask (and `labels`); pairs
+    as the tokenizer joins them ([CLS] a [SEP] b [SEP], token_type_ids), the longer cut first."""
+    pairs = bool(texts) and isinstance(texts[0], tuple)
+    first, second = ([t[0] for t in texts], [t[1] for t in texts]) if pairs else (texts, None)
+    enc = tokenizer(first, second, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
     return TokenDataset({k: v for k, v in enc.items() if torch.is_tensor(v)}, labels)
 
 
@@ -149,13 +164,18 @@ def builtin_paragraphs(source: str) -> list[str]:
 
 def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_fraction: float, split_seed: int,
               num_samples: int | None, text_field: str = "text", label_field: str = "label",
-              builtin: str = "pydoc", augment: tuple[float, float] = (0.0, 0.0), label_names: Any = None) -> DataBundle:
+              builtin: str = "pydoc", augment: tuple[float, float] = (0.0, 0.0), label_names: Any = None,
+              pair_field: str | None = None) -> DataBundle:
     """Read (`path` None: the built-in source `builtin`), split (fixed by `split_seed`), truncate the
     training part, augment it (`augment` = (replace_words, share), see augment.py) and tokenise."""
     if tokenizer is None:
         raise InputError("text data needs a tokenizer, and the model folder has none; "
                          "save one into it with tokenizer.save_pretrained")
-    texts, labels = (read_text(path, text_field, label_field, label_names) if path is not None
+    if pair_field is not None and (path is None or augment[0] > 0):
+        raise InputError("data.pair_field reads pairs from a JSON lines file (source text, data.path), and "
+                         "data.augment does not change pairs; " + ("set data.augment.replace_words: 0" if path
+                                                                   else "give data.path"))
+    texts, labels = (read_text(path, text_field, label_field, label_names, pair_field) if path is not None
                      else (builtin_paragraphs(builtin), None))
     name = Path(path).name if path is not None else BUILTIN_TEXT[builtin]
     if len(texts) < 2:

@@ -116,7 +116,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     d, seq_len = recipe.data, recipe.model.seq_len
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples, tokenizer=loaded.tokenizer,
-                     seq_len=seq_len, text_field=d.text_field, label_field=d.label_field,
+                     seq_len=seq_len, text_field=d.text_field, label_field=d.label_field, pair_field=d.pair_field,
                      augment=(d.augment.replace_words, d.augment.share),
                      label_names=label_names(getattr(loaded.model.config, "label2id", None),  # labels may be names
                                              getattr(loaded.model.config, "id2label", None)))

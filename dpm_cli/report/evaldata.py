@@ -103,7 +103,7 @@ def _token_options(source: str, recipe: Any | None, model: str | Path | None) ->
     if recipe is None:
         return {"tokenizer": tokenizer, "seq_len": seq_len, "label_names": names}
     return {"tokenizer": tokenizer, "seq_len": seq_len, "text_field": recipe.data.text_field,
-            "label_field": recipe.data.label_field, "label_names": names}
+            "label_field": recipe.data.label_field, "label_names": names, "pair_field": recipe.data.pair_field}
 
 
 def _config_value(folder: str | Path, key: str) -> Any:
@@ -128,7 +128,7 @@ def _text_file(path: Path, options: dict[str, Any]) -> EvalData:
 
     seq_len = options.get("seq_len", 128)
     texts, labels = read_text(path, options.get("text_field", "text"), options.get("label_field", "label"),
-                              options.get("label_names"))
+                              options.get("label_names"), options.get("pair_field"))
     label_t = torch.tensor(labels, dtype=torch.long) if labels is not None else None
     kind = f"{int(label_t.max()) + 1} classes" if label_t is not None else "unlabeled"
     return EvalData(token_dataset(texts, label_t, options["tokenizer"], seq_len),

@@ -3,7 +3,8 @@
 Per batch both models run on the same inputs, so their numbers are paired exactly:
 - top-1 accuracy (%) and mean cross-entropy, when the data has labels and the outputs are logits
   shaped (batch, classes);
-- cosine similarity of each sample's flattened output to the baseline's, averaged over samples; for
+- cosine similarity of each sample's flattened output to the baseline's, averaged over samples (a model
+  with one output per sample, a score, is compared on the vector of its scores over the samples); for
   label-free models (embeddings, features) this says how much of the function the compact one kept.
   A token model whose output has hidden states but no logits (a Hugging Face encoder) is compared on
   its mean-pooled sentence embedding, as `dpm prune` reports its val cosine.
@@ -98,6 +99,7 @@ def measure_quality(
         m.eval()
     tallies = [_Tally() for _ in models]
     cosine, seen, labeled, scorable = 0.0, 0, None, True
+    scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # single-output models: (model, baseline) per batch
     try:
         for batch in batches:
             x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
@@ -117,7 +119,10 @@ def measure_quality(
                 if a.shape != b.shape:
                     raise InputError(f"the model's outputs {tuple(outs[0].shape)} and the baseline's "
                                      f"{tuple(outs[1].shape)} differ in shape; they cannot be compared")
-                cosine += float(F.cosine_similarity(a, b, dim=1).sum())
+                if a.shape[1] == 1:  # a score per sample: its cosine would be the sign; compare across samples
+                    scores.append((a[:, 0].cpu(), b[:, 0].cpu()))
+                else:
+                    cosine += float(F.cosine_similarity(a, b, dim=1).sum())
             seen += batch_size(x)
             if progress is not None:
                 progress(seen)
@@ -127,8 +132,11 @@ def measure_quality(
     if seen == 0:
         raise InputError(f"{description or 'the data'}: no samples to evaluate on")
     scored = bool(labeled and scorable)
-    scores = [t.scores(seen) if scored else Scores(None, None) for t in tallies]
-    return Quality(description, seen, bool(labeled), scores[0], scores[1] if baseline is not None else None,
+    if scores:
+        mine, theirs = (torch.cat(part) for part in zip(*scores))
+        cosine = float(F.cosine_similarity(mine, theirs, dim=0)) * seen
+    results = [t.scores(seen) if scored else Scores(None, None) for t in tallies]
+    return Quality(description, seen, bool(labeled), results[0], results[1] if baseline is not None else None,
                    cosine / seen if baseline is not None else None)
 
 

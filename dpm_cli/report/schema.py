@@ -27,7 +27,8 @@ UNITS = {
     "ratios": "a / b: 2.0 means b has half of a's MACs or params, or runs twice as fast",
     "top1": "top-1 accuracy in % on the evaluation data; accuracy drop in points (baseline - model)",
     "loss": "mean cross-entropy on the evaluation data; loss increase = model - baseline",
-    "cosine": "mean over samples of the cosine similarity of model and baseline outputs (flattened)",
+    "cosine": "mean over samples of the cosine similarity of model and baseline outputs (flattened); "
+              "with one output per sample, the cosine of the two vectors of scores over all samples",
 }
 
 

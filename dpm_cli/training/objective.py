@@ -152,8 +152,16 @@ class Objective:
 
     def _logit_kl(self, student: torch.Tensor, teacher: torch.Tensor, inputs: Any) -> torch.Tensor:
         """KL(teacher || student) at the temperature, scaled by T². Per-token logits (batch, tokens, classes)
-        are averaged over the tokens the attention mask keeps: padding is not distilled."""
+        are averaged over the tokens the attention mask keeps: padding is not distilled. A single output
+        (a regression head: a cross-encoder's relevance score) has no distribution, so its KL is always 0:
+        it is matched by squared error instead."""
         t = self.temperature
+        if student.shape[-1] == 1:
+            error = (student.float() - teacher.float()).pow(2)[..., 0]
+            if error.dim() == 1:
+                return error.mean()
+            weights = mask_of(inputs, error).float()[..., 0]
+            return (error * weights).sum() / weights.sum().clamp_min(1.0)
         kl = F.kl_div(F.log_softmax(student.float() / t, dim=-1), F.log_softmax(teacher.float() / t, dim=-1),
                       reduction="none", log_target=True).sum(dim=-1) * t * t
         if kl.dim() == 1:

@@ -1,0 +1,101 @@
+"""Text pairs and single-score heads: a cross-encoder (reranker) reads a query and a passage as one
+pair, and outputs one relevance score (num_labels 1). Text data read one text per line only, and the
+default distillation, a KL between softmaxes, is 0 for a single output whatever the student does, so
+such a model was pruned with no training signal at all."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from cli_helpers import run_cli  # noqa: E402
+from hf_helpers import WORDS, no_warning_load, tokenizer, write_recipe  # noqa: E402
+
+from dpm_cli.data.text import read_text, token_dataset  # noqa: E402
+from dpm_cli.errors import InputError  # noqa: E402
+from dpm_cli.training.objective import Objective  # noqa: E402
+
+T = transformers
+
+
+def cross_encoder(path):
+    tok = tokenizer(path)
+    torch.manual_seed(0)
+    cfg = T.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=64, num_labels=1)
+    T.BertForSequenceClassification(cfg).eval().save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path, tok
+
+
+def pairs_file(path, n=32):
+    rows = []
+    for i in range(n):
+        query = " ".join(WORDS[(i * 3 + k) % len(WORDS)] for k in range(3 + i % 3))
+        passage = " ".join(WORDS[(i * 5 + k) % len(WORDS)] for k in range(6 + i % 7))
+        rows.append(json.dumps({"query": query, "passage": passage}))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_pairs_are_read_and_tokenised_together(tmp_path):
+    _, tok = cross_encoder(tmp_path / "ce")
+    texts, labels = read_text(pairs_file(tmp_path / "p.jsonl", 4), text_field="query", pair_field="passage")
+    assert labels is None and all(isinstance(t, tuple) and len(t) == 2 for t in texts)
+    data = token_dataset(texts, None, tok, 24)
+    first = data[0]
+    want = tok(texts[0][0], texts[0][1], padding="max_length", truncation=True, max_length=24, return_tensors="pt")
+    assert torch.equal(first["input_ids"], want["input_ids"][0])
+    assert int(first["token_type_ids"].max()) == 1  # the passage is the second segment
+    with pytest.raises(InputError, match="no text in field 'answer'; set data.pair_field"):
+        read_text(tmp_path / "p.jsonl", text_field="query", pair_field="answer")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("one line\nanother line\n")
+    with pytest.raises(InputError, match="data.pair_field 'passage' reads JSON lines"):
+        read_text(plain, pair_field="passage")
+
+
+def test_a_single_output_is_distilled_by_squared_error_not_a_kl_that_is_always_zero(tmp_path):
+    path, tok = cross_encoder(tmp_path / "ce")
+    teacher = T.AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+    objective = Objective("distill", teacher=teacher, labeled=False)
+    x = dict(tok(["a query"], ["a passage to score"], return_tensors="pt"))
+    with torch.no_grad():
+        same = objective(teacher(**x), None, x)
+        student = teacher(**x)
+        student.logits += 0.5
+        moved = objective(student, None, x)
+    assert float(same) == 0.0 and float(moved) == pytest.approx(0.25, rel=1e-5)
+
+
+def test_a_cross_encoder_is_pruned_on_query_passage_pairs_and_saved(tmp_path, capsys):
+    path, tok = cross_encoder(tmp_path / "ce")
+    recipe = write_recipe(tmp_path, path, pairs_file(tmp_path / "pairs.jsonl"),
+                          task="AutoModelForSequenceClassification", objective="{kind: distill}")
+    recipe.write_text(recipe.read_text().replace("  source: text\n",
+                                                 "  source: text\n  text_field: query\n  pair_field: passage\n"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["equivalence_error"] <= 1e-5 and summary["metric"] == "loss" and summary["before"] == 0.0
+    reloaded = no_warning_load(tmp_path / "run" / "model-hf", T.AutoModelForSequenceClassification)
+    assert reloaded.config.num_labels == 1 and reloaded.config.intermediate_size < 64
+    code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "-r", recipe, "--baseline", path,
+                              "--min-cosine", "0", "--json"], capsys)
+    assert code == 0, err
+    # one score per pair: compared as the vector of scores over the held-out pairs (a per-sample cosine of
+    # one number is its sign, 1.0 whenever the signs agree)
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    original = T.AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+    from dpm_cli.data import load_data
+
+    val = load_data("text", path=tmp_path / "pairs.jsonl", tokenizer=tok, seq_len=24, val_fraction=0.2,
+                    text_field="query", pair_field="passage").val
+    x = {k: torch.stack([val[i][k] for i in range(len(val))]) for k in val[0]}
+    with torch.no_grad():
+        a, b = compact(**x).logits[:, 0], original(**x).logits[:, 0]
+    want = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+    assert json.loads(out)["evaluation"]["cosine"] == pytest.approx(want, abs=1e-5) and want < 0.9999
