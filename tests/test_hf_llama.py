@@ -400,3 +400,20 @@ def test_a_warning_the_source_folder_already_gives_does_not_refuse_the_saved_fol
     model._dpm_load_warnings = ()  # a warning the source did not give still refuses the folder
     with pytest.raises(HFFormatError, match="loads with a warning"):
         save_hf(model, None, tmp_path / "out2", x)
+
+
+def test_a_tokenizer_with_more_tokens_than_the_embedding_is_named_before_training(tmp_path, capsys):
+    """A pad token added to the tokenizer without resize_token_embeddings: the padded example hit
+    "IndexError: index out of range in self" and the hint said "fix model.input_shape or the data"."""
+    folder = llama_folder(tmp_path / "llama", tied=False)
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    tok.add_special_tokens({"pad_token": "<pad>"})
+    tok.save_pretrained(str(folder))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.txt", 24), run=tmp_path / "run",
+                                    formats="module"))
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err
+    assert f"the tokenizer gives token id {len(tok) - 1} but the model's embedding has {len(tok) - 1} rows" in errors[0]
+    assert "resize_token_embeddings" in errors[0] and not (tmp_path / "run" / "state.pt").exists()

@@ -152,6 +152,7 @@ def _module_note(recipe: Recipe, model: nn.Module) -> list[str]:
 
 def _check_outputs(ctx: RunContext) -> None:
     """Run the model once on the example: it must run, and give logits that fit the labels when classifying."""
+    _check_vocabulary(ctx)
     model, example = ctx.model, move(ctx.example_inputs, ctx.device)
     was_training = model.training
     model.eval()
@@ -188,6 +189,24 @@ def _input_fix(ctx: RunContext) -> str:
         return (f"model.seq_len {ctx.recipe.model.seq_len} is longer than the model's {positions} positions "
                 f"(max_position_embeddings): set model.seq_len to {positions} or less")
     return "fix model.input_shape or the data"
+
+
+def _check_vocabulary(ctx: RunContext) -> None:
+    """Every token id of the example and the tokenised data must have a row in the model's embedding: a
+    pad token added to the tokenizer without resize_token_embeddings failed mid-run ("IndexError: index
+    out of range in self")."""
+    embedding = ctx.model.get_input_embeddings() if hasattr(ctx.model, "get_input_embeddings") else None
+    rows = getattr(embedding, "num_embeddings", None)
+    if ctx.tokenizer is None or not isinstance(rows, int):
+        return
+    parts = [ctx.example_inputs] + [getattr(p, "encoded", None) for p in (ctx.data.train, ctx.data.val)]
+    ids = [p["input_ids"] for p in parts if isinstance(p, dict) and torch.is_tensor(p.get("input_ids"))]
+    top = max((int(t.max()) for t in ids if t.numel()), default=-1)
+    if top >= rows:
+        raise InputError(f"the tokenizer gives token id {top} but the model's embedding has {rows} rows "
+                         f"(vocab_size): the folder's tokenizer has {len(ctx.tokenizer)} tokens, more than the model "
+                         "(a token added without model.resize_token_embeddings?); save the tokenizer the model was "
+                         "trained with, or resize and save the model")
 
 
 def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | None:
