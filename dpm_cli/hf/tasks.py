@@ -43,8 +43,9 @@ def resolve_task(transformers: Any, folder: Path, task: str) -> tuple[str, str |
     arch = architecture(folder)
     found = task_of(transformers, arch)
     if found is None:
+        # whether that leaves weights out is said by dropped_weights_note, from what loading found
         return "AutoModel", (f"config.json names {arch}, which none of model.hf.task's classes loads: loaded as "
-                             "AutoModel, so the weights of its head are not in the pruned model" if arch else None)
+                             "AutoModel" if arch else None)
     if found == "AutoModel":
         return found, None
     return found, f"loaded as {found}, the task of {arch} in config.json (model.hf.task chooses another)"
