@@ -166,3 +166,38 @@ def test_attention_whose_output_torch_pruning_does_not_map_still_counts_as_run(t
         TEXT, pad_token_id=0).items() if k in base})).eval()
     assert cut_half(model, tokens(), 0.5).compact().max_rel_error <= 1e-5
     assert all(layer.attention.self.query.out_features == 16 for layer in model.encoder.layer)
+
+
+def test_a_vision_language_folder_is_pruned_on_text_with_its_lm_head_and_exports(tmp_path, capsys):
+    """LLaVA (LlavaForConditionalGeneration) has no task of its own among model.hf.task's classes: it was
+    loaded as AutoModel, so its LM head was left out of the pruned folder; and its language model's
+    key/value cache, switched on in text_config (not the top config dpm switched off), made torch.export
+    fail ("DynamicCache in output"). Now the task is AutoModelForImageTextToText, from config.json, and the
+    cache is off in every part while dpm works, and back on in the folder."""
+    tok = decoder_tokenizer(["<unk>", "<s>", "</s>", "<image>"], bos="<s>", eos="</s>", unk="<unk>")
+    config = T.LlavaConfig(text_config=dict(T.LlamaConfig(**{**TEXT, "vocab_size": len(tok)}).to_dict()),
+                           vision_config=T.CLIPVisionConfig(**VISION).to_dict(), image_token_id=3)
+    torch.manual_seed(0)
+    T.AutoModelForImageTextToText.from_config(config).save_pretrained(str(tmp_path / "llava"))
+    tok.save_pretrained(str(tmp_path / "llava"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""version: 1
+model: {{seq_len: 16}}
+data: {{source: text, path: {text_file(tmp_path / "t.txt", 24)}, batch_size: 8, eval_batch_size: 16}}
+objective: {{kind: distill}}
+pruning: {{budget: {{kind: macs, keep: 0.8}}, ranking: layer, head_ratio: 0.5, decay_steps: 2}}
+training: {{steps: 6, log_every: 3, optimizer: {{name: adamw, lr: 1.0e-3, weight_decay: 0.0}}}}
+output: {{dir: {tmp_path / "run"}, hf: true}}
+""")
+    code, out, err = run_cli(["prune", tmp_path / "llava", "-r", recipe, "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert {"hf", "export"} <= set(summary["outputs"]) and summary["equivalence_error"] <= 1e-5
+    assert "loaded as AutoModelForImageTextToText" in err
+    reloaded = no_warning_load(tmp_path / "run" / "model-hf", T.AutoModelForImageTextToText)
+    assert type(reloaded).__name__ == "LlavaForConditionalGeneration"
+    assert reloaded.config.text_config.num_attention_heads == 2 and reloaded.config.text_config.use_cache is True
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    x = dict(tok(["the data of this module"], return_tensors="pt"))
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**x, use_cache=False).logits, compact(**x).logits, atol=1e-5)

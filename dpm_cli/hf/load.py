@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import torch.nn as nn
 
+from ..engine.kv_cache import cached_scopes, set_cache
 from ..errors import CheckpointError, ConfigError, DpmError
 from ..recipe.schema import HF_TASKS as TASKS  # the Auto classes model.hf.task may name
 from .dtypes import record_dtypes
@@ -135,11 +136,12 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
     except Exception as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: transformers cannot load it as {task} ({type(err).__name__}: {first})") from err
-    if getattr(model.config, "use_cache", None):
-        # A decoder's key/value cache in the output is no tensor torch-pruning can trace; off while
-        # dpm works on the model, and back on in the folder `save_hf` writes.
-        model.config.use_cache = False
-        model._dpm_use_cache = True
+    cached = cached_scopes(model.config)
+    if cached:
+        # A decoder's key/value cache in the output is no tensor torch-pruning can trace (nor torch.export
+        # a DynamicCache); off while dpm works on the model, and back on in the folder `save_hf` writes.
+        set_cache(model.config, cached, False)
+        model._dpm_use_cache = cached
     # What the source folder itself warns about (a config transformers finds odd) is no fault of the
     # folder dpm writes from it: `save_hf` holds the folder it writes to no new warning only.
     model._dpm_load_warnings = tuple(warned)

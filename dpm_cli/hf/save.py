@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..batch import output_fields, seeded_call
+from ..engine.kv_cache import set_cache
 from ..engine.outputs import relative_error
 from .. import owned
 from ..errors import InputError
@@ -176,14 +177,12 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        use_cache = getattr(model, "_dpm_use_cache", None)  # set aside by load_hf; saved as it was
-        if use_cache is not None:
-            model.config.use_cache = use_cache
+        cached = getattr(model, "_dpm_use_cache", None) or []  # set aside by load_hf; saved as it was
+        set_cache(model.config, cached, True)
         try:
             model.save_pretrained(str(tmp), safe_serialization=True, state_dict=stored_state(model))
         finally:
-            if use_cache is not None:
-                model.config.use_cache = False
+            set_cache(model.config, cached, False)
         write_config_dtype(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
@@ -253,9 +252,8 @@ def verify_folder(model: nn.Module, folder: Path, example_inputs: Any, tolerance
     warned = [w for w in warned if w not in getattr(model, "_dpm_load_warnings", ())]
     if warned:
         raise HFFormatError(f"the saved folder loads with a warning: {warned[0].splitlines()[0][:200]}")
-    if getattr(model, "_dpm_use_cache", None) is not None:
-        # compared as dpm ran it, without the key/value cache: FSMT's decoder computes otherwise with it
-        reloaded.config.use_cache = model.config.use_cache
+    # compared as dpm ran it, without the key/value cache: FSMT's decoder computes otherwise with it
+    set_cache(reloaded.config, getattr(model, "_dpm_use_cache", None) or [], False)
     was_training = model.training
     model.eval()
     try:

@@ -51,11 +51,13 @@ _FORMAT = Spec("str", "output format", choices=("module", "artifact", "export"))
 # The transformers Auto classes model.hf.task may name (dpm_cli.hf.TASKS); each maps a folder to a model
 # with that head. AutoModelForTextEncoding is the encoder alone of an encoder-decoder (T5's T5EncoderModel);
 # AutoModelForSeq2SeqLM the whole of one with its LM head (T5, BART, Marian), its decoder fed the text shifted;
-# AutoModelForSpeechSeq2Seq Whisper, its decoder fed the original model's transcription of the audio.
+# AutoModelForSpeechSeq2Seq Whisper, its decoder fed the original model's transcription of the audio;
+# AutoModelForImageTextToText a vision-language model with its LM head (LLaVA, PaliGemma), pruned on text.
 HF_TASKS = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
             "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM",
             "AutoModelForMultipleChoice", "AutoModelForTextEncoding", "AutoModelForImageClassification",
-            "AutoModelForAudioClassification", "AutoModelForCTC", "AutoModelForSpeechSeq2Seq")
+            "AutoModelForAudioClassification", "AutoModelForCTC", "AutoModelForSpeechSeq2Seq",
+            "AutoModelForImageTextToText")
 _TARGET = Spec("str", "distillation target", choices=("auto", "logits", "embedding", "hidden", "layers"))
 
 
