@@ -15,8 +15,10 @@ WORDS = ("the a of and to in is it that for on with as was by this are be from o
 def tokenizer(folder: Path):
     from transformers import BertTokenizer
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
-             *"abcdefghijklmnopqrstuvwxyz.,", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
+    # unique: a line repeated ("a", a word and a letter) gives the tokenizer fewer tokens than ids, and
+    # the last pieces ids beyond a vocab_size of len(tokenizer)
+    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
+                                *"abcdefghijklmnopqrstuvwxyz.,", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     return BertTokenizer(str(folder / "vocab.txt"))

@@ -12,7 +12,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from cli_helpers import run_cli  # noqa: E402
-from hf_helpers import no_warning_load, text_file, tokenizer, write_recipe  # noqa: E402
+from hf_helpers import WORDS, no_warning_load, text_file, tokenizer, write_recipe  # noqa: E402
 
 from dpm_cli.training.objective import Objective  # noqa: E402
 
@@ -177,3 +177,80 @@ def test_one_label_per_example_for_a_token_classifier_is_one_line_before_trainin
     assert code == 2 and "Traceback" not in err and len([x for x in err.splitlines() if x.startswith("error:")]) == 1
     assert "gives a label per position (logits [1, 24, 3]" in err and "objective.kind: distill" in err
     assert not (tmp_path / "run" / "state.pt").exists()
+
+
+def word_file(path, n=24, labels=True):
+    """JSON lines as Hugging Face's token-classification datasets hold them: words, and a tag per word
+    ("qzx" is no vocabulary word: it splits into pieces, q ##z ##x)."""
+    rows = []
+    for i in range(n):
+        words = [WORDS[(i * 7 + k) % len(WORDS)] for k in range(3 + i % 5)] + ["qzx"]
+        row = {"tokens": words}
+        if labels:
+            row["tags"] = [(i + k) % 3 for k in range(len(words))]
+        rows.append(json.dumps(row))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_labels_per_word_go_to_each_words_first_piece(tmp_path):
+    from dpm_cli.data.text import read_text, token_dataset
+    from dpm_cli.data.words import IGNORE
+
+    tok = tokenizer(tmp_path / "tok")
+    texts, labels = read_text(word_file(tmp_path / "w.jsonl", 2), text_field="tokens", label_field="tags")
+    assert texts[0] == ["the", "a", "of", "qzx"] and labels[0] == [0, 1, 2, 0]
+    data = token_dataset(texts[:1], labels[:1], tok, 12)
+    x, y = data[0]
+    pieces = tok.convert_ids_to_tokens(x["input_ids"][:8].tolist())
+    assert pieces == ["[CLS]", "the", "a", "of", "q", "##z", "##x", "[SEP]"]
+    assert y[:8].tolist() == [IGNORE, 0, 1, 2, 0, IGNORE, IGNORE, IGNORE] and set(y[8:].tolist()) == {IGNORE}
+
+
+def test_a_token_classifier_is_pruned_and_checked_on_labels_per_word(tmp_path, capsys):
+    """Named-entity data (a list of words, a tag per word) was refused ("label [0, 1, 2] is not a class
+    index"): a token classifier could only be distilled label-free. Now it trains and is scored per word."""
+    path, tok = bert_task_folder(tmp_path / "ner", "AutoModelForTokenClassification")
+    data = word_file(tmp_path / "w.jsonl", 40)
+    recipe = write_recipe(tmp_path, path, data, task="AutoModelForTokenClassification",
+                          objective="{kind: cross_entropy}")
+    recipe.write_text(recipe.read_text().replace("  source: text\n", "  source: text\n  text_field: tokens\n"
+                                                 "  label_field: tags\n"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["metric"] == "top1" and summary["equivalence_error"] <= 1e-5
+    code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "-r", recipe, "--baseline", path,
+                              "--max-accuracy-drop", "100", "--json"], capsys)
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluation"]
+    # the compact model's accuracy per labelled word, computed here by hand, is what check reports
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    from dpm_cli.data import load_data
+    from dpm_cli.data.words import IGNORE
+
+    val = load_data("text", path=data, tokenizer=tok, seq_len=24, val_fraction=0.2, text_field="tokens",
+                    label_field="tags").val
+    x = {k: torch.stack([val[i][0][k] for i in range(len(val))]) for k in val[0][0]}
+    y = torch.stack([val[i][1] for i in range(len(val))])
+    with torch.no_grad():
+        guess = compact(**x).logits.argmax(-1)
+    kept = y != IGNORE
+    assert evaluation["model"]["top1"] == pytest.approx(100.0 * float((guess == y)[kept].float().mean()), abs=1e-4)
+
+
+def test_word_labels_with_a_sequence_classifier_or_of_the_wrong_length_are_one_line(tmp_path, capsys):
+    from dpm_cli.data.text import read_text
+    from dpm_cli.errors import InputError
+
+    path, tok = bert_task_folder(tmp_path / "cls", "AutoModelForSequenceClassification")
+    recipe = write_recipe(tmp_path, path, word_file(tmp_path / "w.jsonl"), task="AutoModelForSequenceClassification",
+                          objective="{kind: cross_entropy}")
+    recipe.write_text(recipe.read_text().replace("  source: text\n", "  source: text\n  text_field: tokens\n"
+                                                 "  label_field: tags\n"))
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and "the data has a label per word but the model gives one per example" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"tokens": ["the", "data"], "tags": [1]}) + "\n")
+    with pytest.raises(InputError, match="2 words but 1 labels; give one label per word"):
+        read_text(bad, text_field="tokens", label_field="tags")

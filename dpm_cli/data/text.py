@@ -15,16 +15,19 @@ from torch.utils.data import Dataset
 
 from ..errors import InputError
 from .bundle import DataBundle
+from .words import aligned_labels, check_words, is_words
 from .split import split_indices, truncate_indices
 
 MAX_BYTES = 256 * 2**20  # text is held and tokenised in memory: refuse files that cannot be meant for that
 
 
-Text = str | tuple[str, str]  # one text, or a pair tokenised together (data.pair_field)
+# one text, a pair tokenised together (data.pair_field), or a list of words labelled one by one (words.py)
+Text = str | tuple[str, str] | list[str]
+Label = int | list[int]  # a class index per example, or per word
 
 
 def read_text(path: str | Path, text_field: str = "text", label_field: str = "label",
-              label_names: Any = None, pair_field: str | None = None) -> tuple[list[Text], list[int] | None]:
+              label_names: Any = None, pair_field: str | None = None) -> tuple[list[Text], list[Label] | None]:
     """(texts, labels or None) from a plain text file or a JSON lines file; blank lines are skipped.
     `label_names`: a model's label2id ({"NEGATIVE": 0, ...}), which maps labels written as names;
     `pair_field`: each record's second text, read as a (text, pair) tuple."""
@@ -81,23 +84,33 @@ def _label(path: Path, number: int, label: Any, names: dict[str, int]) -> int | 
 
 
 def _json_lines(path: Path, numbered: list[tuple[int, str]], fields: tuple[str, str | None], label_field: str,
-                names: dict[str, int]) -> tuple[list[Text], list[int] | None]:
+                names: dict[str, int]) -> tuple[list[Text], list[Label] | None]:
     texts, labels = [], []
     for number, line in numbered:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{number}: not a JSON object ({err.msg}); write one JSON object per line") from err
+        record = record if isinstance(record, dict) else {}
+        if is_words(record.get(fields[0])) and fields[1] is None:  # labels per word (token classification)
+            check_words(path, number, record[fields[0]], record.get(label_field))
+            texts.append(record[fields[0]])
+            label = record.get(label_field)
+            labels.append(None if label is None else [_label(path, number, x, names) for x in label])
+            continue
         parts = []
         for field, setting in zip(fields, ("data.text_field", "data.pair_field")):
             if field is None:
                 continue
-            text = record.get(field) if isinstance(record, dict) else None
+            text = record.get(field)
             if not isinstance(text, str) or not text.strip():
                 raise InputError(f"{path}:{number}: no text in field {field!r}; set {setting}")
             parts.append(text)
         texts.append(parts[0] if len(parts) == 1 else tuple(parts))
         labels.append(_label(path, number, record.get(label_field), names))
+    if len({is_words(t) for t in texts}) > 1:
+        first = numbered[[is_words(t) for t in texts].index(not is_words(texts[0]))][0]
+        raise InputError(f"{path}:{first}: some lines hold a list of words and some a text; use one form")
     present = [lab is not None for lab in labels]
     if any(present) and not all(present):
         first = numbered[present.index(False) if all(present[:1]) else present.index(True)][0]
@@ -119,13 +132,29 @@ class TokenDataset(Dataset):
         return item if self.labels is None else (item, self.labels[index])
 
 
-def token_dataset(texts: list[Text], labels: torch.Tensor | None, tokenizer: Any, seq_len: int) -> TokenDataset:
+def token_dataset(texts: list[Text], labels: torch.Tensor | list[list[int]] | None, tokenizer: Any,
+                  seq_len: int) -> TokenDataset:
     """`texts` tokenised to at most `seq_len` tokens each, with an attention mask (and `labels`); pairs
-    as the tokenizer joins them ([CLS] a [SEP] b [SEP], token_type_ids), the longer cut first."""
+    as the tokenizer joins them ([CLS] a [SEP] b [SEP], token_type_ids), the longer cut first; lists of
+    words with their labels at each word's first piece (words.py)."""
     pairs = bool(texts) and isinstance(texts[0], tuple)
     first, second = ([t[0] for t in texts], [t[1] for t in texts]) if pairs else (texts, None)
-    enc = tokenizer(first, second, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
+    words = bool(texts) and is_words(texts[0])
+    enc = tokenizer(first, second, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt",
+                    is_split_into_words=words)
+    if words and labels is not None:
+        labels = aligned_labels(enc, labels)
     return TokenDataset({k: v for k, v in enc.items() if torch.is_tensor(v)}, labels)
+
+
+def labels_of(labels: list[Label] | None) -> tuple[torch.Tensor | list[list[int]] | None, int | None]:
+    """(labels as a tensor, or as lists per word; the number of classes) of read_text's labels."""
+    if labels is None:
+        return None, None
+    if labels and isinstance(labels[0], list):
+        return labels, max((max(x) for x in labels if x), default=-1) + 1
+    label_t = torch.tensor(labels, dtype=torch.long)
+    return label_t, int(label_t.max()) + 1
 
 
 def collate_tokens(samples: list[Any]) -> Any:
@@ -137,7 +166,9 @@ def collate_tokens(samples: list[Any]) -> Any:
         used = int(mask.any(dim=0).nonzero().max()) + 1 if bool(mask.any()) else 1
         trimmed = {k: (v[:, :used] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == mask.shape[1] else v)
                    for k, v in inputs.items()}
-        batch = trimmed if isinstance(batch, dict) else [trimmed, *batch[1:]]
+        rest = [v[:, :used] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == mask.shape[1] else v
+                for v in (batch[1:] if not isinstance(batch, dict) else [])]  # labels per position too
+        batch = trimmed if isinstance(batch, dict) else [trimmed, *rest]
     return batch
 
 
@@ -180,23 +211,28 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
     name = Path(path).name if path is not None else BUILTIN_TEXT[builtin]
     if len(texts) < 2:
         raise InputError(f"{path}: holds {len(texts)} example(s); a train/validation split needs at least 2")
-    label_t = torch.tensor(labels, dtype=torch.long) if labels is not None else None
-    train_idx, val_idx = split_indices(len(texts), val_fraction, split_seed, label_t)
+    label_t, num_classes = labels_of(labels)
+    per_example = label_t if torch.is_tensor(label_t) else None  # the split keeps classes balanced
+    train_idx, val_idx = split_indices(len(texts), val_fraction, split_seed, per_example)
     total = len(train_idx)
     if num_samples is not None and num_samples < total:
-        keep = truncate_indices(total, num_samples, split_seed, None if label_t is None else label_t[train_idx])
+        keep = truncate_indices(total, num_samples, split_seed, None if per_example is None else per_example[train_idx])
         train_idx = train_idx[keep]
+    if augment[0] > 0 and texts and is_words(texts[0]):
+        raise InputError("data.augment replaces words in running text, not in labelled word lists; set "
+                         "data.augment.replace_words: 0")
     texts = _augmented(texts, train_idx, tokenizer, augment, split_seed)
 
     def part(idx: torch.Tensor) -> TokenDataset:
-        return token_dataset([texts[i] for i in idx.tolist()], None if label_t is None else label_t[idx],
-                             tokenizer, seq_len)
+        chosen = idx.tolist()
+        picked = None if label_t is None else label_t[idx] if per_example is not None else [label_t[i] for i in chosen]
+        return token_dataset([texts[i] for i in chosen], picked, tokenizer, seq_len)
 
-    num_classes = int(label_t.max()) + 1 if label_t is not None else None
     if augment[0] > 0:
         name += f", {augment[1]:.0%} of the training paragraphs with {augment[0]:.0%} of words replaced"
     train_text = f"{len(train_idx)} train" + (f" (of {total})" if len(train_idx) < total else "")
-    kind = f"{num_classes} classes" if num_classes else "unlabeled"
+    kind = (f"{num_classes} classes" + (" per word" if label_t is not None and per_example is None else "")
+            if num_classes else "unlabeled")
     return DataBundle(part(train_idx), part(val_idx), num_classes, (seq_len,), label_t is not None,
                       f"text {name}, {train_text} / {len(val_idx)} val, up to {seq_len} tokens, {kind}",
                       collate=collate_tokens)

@@ -168,18 +168,27 @@ def _check_outputs(ctx: RunContext) -> None:
         logits = need_logits(out)
         if logits.dim() < 2:
             raise InputError("the model must return logits shaped (batch, classes) to train with labels")
-        if logits.dim() > 2 and _one_label_per_example(ctx.data):
+        per_example = _one_label_per_example(ctx.data)
+        if logits.dim() > 2 and per_example:
             head = " (model.hf.task: AutoModelForSequenceClassification)" if ctx.tokenizer is not None else ""
             raise InputError(f"the model gives a label per position (logits {list(logits.shape)}: token "
-                             "classification or a language model) but the data has one label per example, and dpm "
-                             "reads no per-token labels: train label-free with objective.kind: distill, or use a "
-                             f"head with one label per example{head}")
+                             "classification or a language model) but the data has one label per example: give "
+                             'labels per word (JSON lines {"tokens": [words], "label": [one per word]}, with '
+                             "data.text_field and data.label_field naming them), train label-free with "
+                             f"objective.kind: distill, or use a head with one label per example{head}")
+        if logits.dim() == 2 and per_example is False:
+            raise InputError(f"the data has a label per word but the model gives one per example (logits "
+                             f"{list(logits.shape)}): use a token-classification head (model.hf.task: "
+                             "AutoModelForTokenClassification), or one label per example")
         check_labels_fit(ctx.data, int(logits.shape[-1]), hf=ctx.recipe.model.hf is not None)
 
 
-def _one_label_per_example(data: DataBundle) -> bool:
+def _one_label_per_example(data: DataBundle) -> bool | None:
+    """True: a label per example; False: a label per position (words.py); None: no labels to tell."""
     sample = data.train[0] if len(data.train) else None
-    return isinstance(sample, (tuple, list)) and len(sample) > 1 and torch.as_tensor(sample[1]).dim() == 0
+    if not (isinstance(sample, (tuple, list)) and len(sample) > 1):
+        return None
+    return torch.as_tensor(sample[1]).dim() == 0
 
 
 def _input_fix(ctx: RunContext) -> str:
@@ -195,9 +204,13 @@ def _check_vocabulary(ctx: RunContext) -> None:
     """Every token id of the example and the tokenised data must have a row in the model's embedding: a
     pad token added to the tokenizer without resize_token_embeddings failed mid-run ("IndexError: index
     out of range in self")."""
-    embedding = ctx.model.get_input_embeddings() if hasattr(ctx.model, "get_input_embeddings") else None
-    rows = getattr(embedding, "num_embeddings", None)
-    if ctx.tokenizer is None or not isinstance(rows, int):
+    if ctx.tokenizer is None or not hasattr(ctx.model, "get_input_embeddings"):
+        return
+    try:
+        rows = getattr(ctx.model.get_input_embeddings(), "num_embeddings", None)
+    except NotImplementedError:  # a model that reads no tokens (ResNet, Wav2Vec2)
+        return
+    if not isinstance(rows, int):
         return
     parts = [ctx.example_inputs] + [getattr(p, "encoded", None) for p in (ctx.data.train, ctx.data.val)]
     ids = [p["input_ids"] for p in parts if isinstance(p, dict) and torch.is_tensor(p.get("input_ids"))]

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..batch import call_model, logits_of, move, output_fields
+from ..data.words import class_loss
 from ..engine import DecayPruner
 from ..engine.activation import CALIBRATED, fallback_note
 from ..engine.selection import needs_gradients, select
@@ -77,7 +77,7 @@ def _gradients_on_one_batch(model: torch.nn.Module, loader: Any) -> None:
     out = call_model(model, inputs)
     logits = logits_of(out)
     if labels is not None and logits is not None:
-        loss = F.cross_entropy(logits, labels)
+        loss = class_loss(logits, labels)
     else:  # no labels: any scalar of the output gives the criterion gradients to rank by
         loss = sum(t.float().pow(2).mean() for t in output_fields(out).values())
     loss.backward()

@@ -87,9 +87,9 @@ class AugmentSection:
 class DataSection:
     source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random", "text", "pydoc", "local-docs"))
     path: str | None = opt(None, "path", "a .pt or .npz file with inputs and labels (source tensors), or a text file (source text: one example per line, or JSON lines), relative to the recipe's folder")
-    text_field: str = opt("text", "str", "source text, JSON lines: the key holding the text")
+    text_field: str = opt("text", "str", "source text, JSON lines: the key holding the text, or a list of words labelled one by one (token classification)")
     pair_field: str | None = opt(None, "str", "source text, JSON lines: the key holding a second text, tokenised with the first as a pair (a cross-encoder's query and passage, NLI's premise and hypothesis)")
-    label_field: str = opt("label", "str", "source text, JSON lines: the key holding an optional label, a class index or one of the model's label names (config.json label2id)")
+    label_field: str = opt("label", "str", "source text, JSON lines: the key holding an optional label, a class index or one of the model's label names (config.json label2id); a list of them, one per word, with a list of words")
     factory: str | None = opt(None, "str", "'package.module:callable' returning (train_loader, val_loader) (required when source is factory)", check=_factory_form)
     kwargs: dict = opt({}, "mapping", "keyword arguments for data.factory")
     val_fraction: float = opt(0.2, "float", "fraction of the samples held out for validation", gt=0, lt=1)

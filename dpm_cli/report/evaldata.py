@@ -122,15 +122,13 @@ def _max_positions(folder: str | Path) -> int | None:
 
 def _text_file(path: Path, options: dict[str, Any]) -> EvalData:
     """Every line of a text file (a file given to a check is evaluation data), tokenised."""
-    import torch
-
-    from ..data.text import read_text, token_dataset
+    from ..data.text import labels_of, read_text, token_dataset
 
     seq_len = options.get("seq_len", 128)
     texts, labels = read_text(path, options.get("text_field", "text"), options.get("label_field", "label"),
                               options.get("label_names"), options.get("pair_field"))
-    label_t = torch.tensor(labels, dtype=torch.long) if labels is not None else None
-    kind = f"{int(label_t.max()) + 1} classes" if label_t is not None else "unlabeled"
+    label_t, classes = labels_of(labels)
+    kind = f"{classes} classes" if label_t is not None else "unlabeled"
     return EvalData(token_dataset(texts, label_t, options["tokenizer"], seq_len),
                     f"text {path.name} (all {len(texts)} examples), up to {seq_len} tokens, {kind}", label_t is not None)
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.words import class_counts
+
 from ..batch import batch_size, call_model, describe, move
 from ..errors import InputError
 
@@ -55,14 +57,15 @@ class Quality:
 
 class _Tally:
     def __init__(self) -> None:
-        self.correct, self.ce = 0, 0.0
+        self.correct, self.ce, self.counted = 0, 0.0, 0
 
     def add(self, out: torch.Tensor, labels: torch.Tensor) -> None:
-        self.correct += int((out.argmax(dim=-1) == labels).sum())
-        self.ce += float(F.cross_entropy(out.float(), labels, reduction="sum"))
+        """Per example, or per labelled word (token classification: one label per word's first piece)."""
+        right, ce, counted = class_counts(out, labels)
+        self.correct, self.ce, self.counted = self.correct + right, self.ce + ce, self.counted + counted
 
     def scores(self, n: int) -> Scores:
-        return Scores(100.0 * self.correct / n, self.ce / n)
+        return Scores(100.0 * self.correct / max(self.counted, 1), self.ce / max(self.counted, 1))
 
 
 def primary_output(out: Any) -> torch.Tensor:
@@ -165,11 +168,13 @@ def _compared(out: Any, inputs: Any) -> torch.Tensor:
 
 
 def _logits_problem(out: torch.Tensor, labels: torch.Tensor) -> str | None:
-    """Why `out` cannot be scored against `labels` as class logits, or None."""
-    if out.dim() != 2 or out.shape[0] != labels.shape[0]:
+    """Why `out` cannot be scored against `labels` as class logits (per example, or per word: (batch,
+    tokens, classes) against (batch, tokens)), or None."""
+    per_word = out.dim() == 3 and labels.dim() == 2
+    if (out.dim() != 2 and not per_word) or out.shape[0] != labels.shape[0]:
         return (f"accuracy and loss gates need logits shaped (batch, classes); the model returned "
                 f"{tuple(out.shape)}; use --min-cosine for models without class outputs")
-    if len(labels) and int(labels.max()) >= out.shape[1]:
-        return (f"the data has class {int(labels.max())} but the model outputs {out.shape[1]} logits; "
+    if labels.numel() and int(labels.max()) >= out.shape[-1]:
+        return (f"the data has class {int(labels.max())} but the model outputs {out.shape[-1]} logits; "
                 "evaluate on data made for this model")
     return None

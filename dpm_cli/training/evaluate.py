@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..batch import batch_size, move
+from ..data.words import class_counts
 from .objective import Objective, embedding_of, need_logits, split_batch
 
 
@@ -33,11 +34,9 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
             target = objective.teacher_outputs(inputs) if objective.teacher is not None else None
             if labels is not None or target is not None:
                 total_loss += float(objective(forward, labels, inputs, teacher=target)) * n
-            if labels is not None:
-                logits = need_logits(outputs).float()
-                correct += int((logits.argmax(dim=-1) == labels).sum())
-                total_ce += float(F.cross_entropy(logits, labels, reduction="sum"))
-                labelled += n
+            if labels is not None:  # per example, or per labelled word (token classification)
+                right, ce, counted = class_counts(need_logits(outputs), labels)
+                correct, total_ce, labelled = correct + right, total_ce + ce, labelled + counted
             if target is not None:
                 mine, theirs = embedding_of(outputs, inputs), embedding_of(target.outputs, inputs)
                 if mine is not None and theirs is not None:

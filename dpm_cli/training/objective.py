@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.words import class_loss
 from ..batch import call_model, logit_fields, logits_of
 from ..errors import ConfigError
 from .taps import find_blocks, tap_blocks
@@ -121,7 +122,7 @@ class Objective:
         student = outputs if isinstance(outputs, Forward) else Forward(outputs)
         loss = torch.zeros((), device=_device(student.outputs))
         if self.distill_weight < 1.0:
-            loss = (1.0 - self.distill_weight) * F.cross_entropy(need_logits(student.outputs).float(), labels)
+            loss = (1.0 - self.distill_weight) * class_loss(need_logits(student.outputs), labels)
         if self.teacher is not None:
             target = teacher if teacher is not None else self.teacher_outputs(inputs)
             loss = loss + self.distill_weight * self.distill(student, target, inputs)
