@@ -99,3 +99,53 @@ def test_a_cross_encoder_is_pruned_on_query_passage_pairs_and_saved(tmp_path, ca
         a, b = compact(**x).logits[:, 0], original(**x).logits[:, 0]
     want = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
     assert json.loads(out)["evaluation"]["cosine"] == pytest.approx(want, abs=1e-5) and want < 0.9999
+
+
+def scored_pairs(path, n=32):
+    """Pairs with a similarity score (STS-B style, 0 to 5 with a fraction)."""
+    rows = [json.loads(line) for line in pairs_file(path.with_suffix(".raw"), n).read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "score": round((i * 0.37) % 5, 2)}) + "\n" for i, r in enumerate(rows)))
+    return path
+
+
+def test_a_cross_encoder_is_fine_tuned_on_scores_by_squared_error(tmp_path, capsys):
+    """Labels with a fraction (STS similarity) were refused ("label 0.37 is not a class index"); a model
+    with one output is fitted to them by squared error, as transformers does for num_labels 1, and the
+    check's loss gate compares mean squared errors."""
+    path, tok = cross_encoder(tmp_path / "ce")
+    data = scored_pairs(tmp_path / "sts.jsonl")
+    recipe = write_recipe(tmp_path, path, data, task="AutoModelForSequenceClassification",
+                          objective="{kind: cross_entropy}")
+    recipe.write_text(recipe.read_text().replace(
+        "  source: text\n", "  source: text\n  text_field: query\n  pair_field: passage\n  label_field: score\n"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["metric"] == "loss" and summary["after"] > 0 and summary["ce_after"] is None
+    code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "-r", recipe, "--baseline", path,
+                              "--max-loss-increase", "100", "--json"], capsys)
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluation"]
+    assert evaluation["model"]["top1"] is None and "scores" in evaluation["data"]
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    from dpm_cli.data import load_data
+
+    val = load_data("text", path=data, tokenizer=tok, seq_len=24, val_fraction=0.2, text_field="query",
+                    pair_field="passage", label_field="score").val
+    x = {k: torch.stack([val[i][0][k] for i in range(len(val))]) for k in val[0][0]}
+    y = torch.stack([val[i][1] for i in range(len(val))])
+    with torch.no_grad():
+        want = float(((compact(**x).logits[:, 0] - y) ** 2).mean())
+    assert evaluation["model"]["loss"] == pytest.approx(want, rel=1e-4)
+
+
+def test_scores_for_a_model_with_classes_are_one_line(tmp_path, capsys):
+    from hf_helpers import bert_folder
+
+    folder = bert_folder(tmp_path / "cls", "AutoModelForSequenceClassification", labels=3)
+    recipe = write_recipe(tmp_path, folder, scored_pairs(tmp_path / "sts.jsonl"),
+                          task="AutoModelForSequenceClassification", objective="{kind: cross_entropy}")
+    recipe.write_text(recipe.read_text().replace(
+        "  source: text\n", "  source: text\n  text_field: query\n  pair_field: passage\n  label_field: score\n"))
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and "the data's labels are scores (numbers with a fraction) but the model outputs 3 logits" in err

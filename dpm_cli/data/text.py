@@ -7,6 +7,7 @@ attention mask; batches are trimmed to their longest example (padding columns co
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,9 @@ def _names(label2id: Any) -> dict[str, int]:
     return {str(k): v for k, v in label2id.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
 
 
-def _label(path: Path, number: int, label: Any, names: dict[str, int]) -> int | None:
-    """A record's label as a class index: an integer, or a name of the model's (label2id)."""
+def _label(path: Path, number: int, label: Any, names: dict[str, int]) -> int | float | None:
+    """A record's label as a class index: an integer, or a name of the model's (label2id); a number
+    with a fraction is a score (STS similarity), for a model with one output."""
     if isinstance(label, str):
         if label in names:
             return names[label]
@@ -78,8 +80,10 @@ def _label(path: Path, number: int, label: Any, names: dict[str, int]) -> int | 
         known = ", ".join(list(names)[:8]) + (", ..." if len(names) > 8 else "")
         raise InputError(f"{path}:{number}: label {label!r} is not one of the model's labels "
                          f"(config.json label2id: {known})")
+    if isinstance(label, float) and math.isfinite(label):
+        return label  # a score (a regression head, num_labels 1)
     if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
-        raise InputError(f"{path}:{number}: label {label!r} is not a class index >= 0 or a label name")
+        raise InputError(f"{path}:{number}: label {label!r} is not a class index >= 0, a label name or a score")
     return label
 
 
@@ -147,12 +151,25 @@ def token_dataset(texts: list[Text], labels: torch.Tensor | list[list[int]] | No
     return TokenDataset({k: v for k, v in enc.items() if torch.is_tensor(v)}, labels)
 
 
+def label_kind(labels: torch.Tensor | list | None, num_classes: int | None) -> str:
+    """How the data is labelled, for its description."""
+    if labels is None:
+        return "unlabeled"
+    if torch.is_tensor(labels) and labels.is_floating_point():
+        return "scores"
+    return f"{num_classes} classes" + ("" if torch.is_tensor(labels) else " per word")
+
+
 def labels_of(labels: list[Label] | None) -> tuple[torch.Tensor | list[list[int]] | None, int | None]:
     """(labels as a tensor, or as lists per word; the number of classes) of read_text's labels."""
     if labels is None:
         return None, None
     if labels and isinstance(labels[0], list):
+        if any(isinstance(x, float) for row in labels for x in row):
+            raise InputError("labels per word must be class indices or names, not scores")
         return labels, max((max(x) for x in labels if x), default=-1) + 1
+    if any(isinstance(x, float) for x in labels):  # scores: no classes
+        return torch.tensor(labels, dtype=torch.float32), None
     label_t = torch.tensor(labels, dtype=torch.long)
     return label_t, int(label_t.max()) + 1
 
@@ -212,7 +229,8 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
     if len(texts) < 2:
         raise InputError(f"{path}: holds {len(texts)} example(s); a train/validation split needs at least 2")
     label_t, num_classes = labels_of(labels)
-    per_example = label_t if torch.is_tensor(label_t) else None  # the split keeps classes balanced
+    # the split keeps classes balanced (not scores, nor labels per word)
+    per_example = label_t if torch.is_tensor(label_t) and not label_t.is_floating_point() else None
     train_idx, val_idx = split_indices(len(texts), val_fraction, split_seed, per_example)
     total = len(train_idx)
     if num_samples is not None and num_samples < total:
@@ -225,14 +243,13 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
 
     def part(idx: torch.Tensor) -> TokenDataset:
         chosen = idx.tolist()
-        picked = None if label_t is None else label_t[idx] if per_example is not None else [label_t[i] for i in chosen]
+        picked = None if label_t is None else label_t[idx] if torch.is_tensor(label_t) else [label_t[i] for i in chosen]
         return token_dataset([texts[i] for i in chosen], picked, tokenizer, seq_len)
 
     if augment[0] > 0:
         name += f", {augment[1]:.0%} of the training paragraphs with {augment[0]:.0%} of words replaced"
     train_text = f"{len(train_idx)} train" + (f" (of {total})" if len(train_idx) < total else "")
-    kind = (f"{num_classes} classes" + (" per word" if label_t is not None and per_example is None else "")
-            if num_classes else "unlabeled")
+    kind = label_kind(label_t, num_classes)
     return DataBundle(part(train_idx), part(val_idx), num_classes, (seq_len,), label_t is not None,
                       f"text {name}, {train_text} / {len(val_idx)} val, up to {seq_len} tokens, {kind}",
                       collate=collate_tokens)

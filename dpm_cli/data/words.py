@@ -46,10 +46,18 @@ def aligned_labels(encoding: Any, word_labels: list[list[int]]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)
 
 
-def class_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, float, int]:
+def is_regression(logits: torch.Tensor, labels: torch.Tensor) -> bool:
+    """One output per example and a number per example: a score to fit (STS similarity, a reranker's
+    relevance), as transformers treats num_labels 1, not a class."""
+    return logits.dim() == 2 and logits.shape[-1] == 1 and labels.dim() == 1
+
+
+def class_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int | None, float, int]:
     """(correct, summed cross-entropy, labels counted) of logits against class labels: one per example
     ((batch, classes) and (batch,)) or one per position ((batch, tokens, classes) and (batch, tokens),
-    IGNORE skipped)."""
+    IGNORE skipped). A score (`is_regression`): (None, summed squared error, examples)."""
+    if is_regression(logits, labels):
+        return None, float(F.mse_loss(logits[:, 0].float(), labels.float(), reduction="sum")), len(labels)
     logits, labels = _flat(logits, labels)
     kept = labels != IGNORE
     correct = int(((logits.argmax(dim=-1) == labels) & kept).sum())
@@ -58,7 +66,10 @@ def class_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, float
 
 
 def class_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the labels counted (per example, or per labelled position)."""
+    """Mean cross-entropy over the labels counted (per example, or per labelled position); a score's
+    mean squared error."""
+    if is_regression(logits, labels):
+        return F.mse_loss(logits[:, 0].float(), labels.float())
     logits, labels = _flat(logits, labels)
     return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)
 

@@ -165,22 +165,39 @@ def _check_outputs(ctx: RunContext) -> None:
     finally:
         model.train(was_training)
     if ctx.data.labeled and ctx.recipe.objective.kind == "cross_entropy":
-        logits = need_logits(out)
-        if logits.dim() < 2:
-            raise InputError("the model must return logits shaped (batch, classes) to train with labels")
-        per_example = _one_label_per_example(ctx.data)
-        if logits.dim() > 2 and per_example:
-            head = " (model.hf.task: AutoModelForSequenceClassification)" if ctx.tokenizer is not None else ""
-            raise InputError(f"the model gives a label per position (logits {list(logits.shape)}: token "
-                             "classification or a language model) but the data has one label per example: give "
-                             'labels per word (JSON lines {"tokens": [words], "label": [one per word]}, with '
-                             "data.text_field and data.label_field naming them), train label-free with "
-                             f"objective.kind: distill, or use a head with one label per example{head}")
-        if logits.dim() == 2 and per_example is False:
-            raise InputError(f"the data has a label per word but the model gives one per example (logits "
-                             f"{list(logits.shape)}): use a token-classification head (model.hf.task: "
-                             "AutoModelForTokenClassification), or one label per example")
-        check_labels_fit(ctx.data, int(logits.shape[-1]), hf=ctx.recipe.model.hf is not None)
+        _check_labels(ctx, need_logits(out))
+
+
+def _check_labels(ctx: RunContext, logits: torch.Tensor) -> None:
+    """The data's labels fit the logits: per example or per word, classes or scores, how many classes."""
+    if logits.dim() < 2:
+        raise InputError("the model must return logits shaped (batch, classes) to train with labels")
+    per_example = _one_label_per_example(ctx.data)
+    if logits.dim() > 2 and per_example:
+        head = " (model.hf.task: AutoModelForSequenceClassification)" if ctx.tokenizer is not None else ""
+        raise InputError(f"the model gives a label per position (logits {list(logits.shape)}: token "
+                         "classification or a language model) but the data has one label per example: give "
+                         'labels per word (JSON lines {"tokens": [words], "label": [one per word]}, with '
+                         "data.text_field and data.label_field naming them), train label-free with "
+                         f"objective.kind: distill, or use a head with one label per example{head}")
+    scores = _scores(ctx.data)
+    if logits.shape[-1] == 1 and per_example:  # a score per example (regression): no classes to fit
+        return
+    if scores:
+        raise InputError(f"the data's labels are scores (numbers with a fraction) but the model outputs "
+                         f"{logits.shape[-1]} logits: give class indices, or a model with one output "
+                         "(num_labels: 1), which is fitted by squared error")
+    if logits.dim() == 2 and per_example is False:
+        raise InputError(f"the data has a label per word but the model gives one per example (logits "
+                         f"{list(logits.shape)}): use a token-classification head (model.hf.task: "
+                         "AutoModelForTokenClassification), or one label per example")
+    check_labels_fit(ctx.data, int(logits.shape[-1]), hf=ctx.recipe.model.hf is not None)
+
+
+def _scores(data: DataBundle) -> bool:
+    """Whether the labels are scores (floating point), not class indices."""
+    sample = data.train[0] if len(data.train) else None
+    return isinstance(sample, (tuple, list)) and len(sample) > 1 and torch.as_tensor(sample[1]).is_floating_point()
 
 
 def _one_label_per_example(data: DataBundle) -> bool | None:

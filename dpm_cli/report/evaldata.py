@@ -122,13 +122,13 @@ def _max_positions(folder: str | Path) -> int | None:
 
 def _text_file(path: Path, options: dict[str, Any]) -> EvalData:
     """Every line of a text file (a file given to a check is evaluation data), tokenised."""
-    from ..data.text import labels_of, read_text, token_dataset
+    from ..data.text import label_kind, labels_of, read_text, token_dataset
 
     seq_len = options.get("seq_len", 128)
     texts, labels = read_text(path, options.get("text_field", "text"), options.get("label_field", "label"),
                               options.get("label_names"), options.get("pair_field"))
     label_t, classes = labels_of(labels)
-    kind = f"{classes} classes" if label_t is not None else "unlabeled"
+    kind = label_kind(label_t, classes)
     return EvalData(token_dataset(texts, label_t, options["tokenizer"], seq_len),
                     f"text {path.name} (all {len(texts)} examples), up to {seq_len} tokens, {kind}", label_t is not None)
 

@@ -62,10 +62,13 @@ class _Tally:
     def add(self, out: torch.Tensor, labels: torch.Tensor) -> None:
         """Per example, or per labelled word (token classification: one label per word's first piece)."""
         right, ce, counted = class_counts(out, labels)
-        self.correct, self.ce, self.counted = self.correct + right, self.ce + ce, self.counted + counted
+        self.correct = None if right is None else self.correct + right  # None: scores (regression)
+        self.ce, self.counted = self.ce + ce, self.counted + counted
 
     def scores(self, n: int) -> Scores:
-        return Scores(100.0 * self.correct / max(self.counted, 1), self.ce / max(self.counted, 1))
+        """Top-1 (%) and mean cross-entropy; for scores, no top-1 and the mean squared error as the loss."""
+        top1 = None if self.correct is None else 100.0 * self.correct / max(self.counted, 1)
+        return Scores(top1, self.ce / max(self.counted, 1))
 
 
 def primary_output(out: Any) -> torch.Tensor:
@@ -174,6 +177,11 @@ def _logits_problem(out: torch.Tensor, labels: torch.Tensor) -> str | None:
     if (out.dim() != 2 and not per_word) or out.shape[0] != labels.shape[0]:
         return (f"accuracy and loss gates need logits shaped (batch, classes); the model returned "
                 f"{tuple(out.shape)}; use --min-cosine for models without class outputs")
+    if out.dim() == 2 and out.shape[-1] == 1 and labels.dim() == 1:
+        return None  # a score per example: compared by squared error
+    if labels.is_floating_point():
+        return (f"the data's labels are numbers, not class indices, but the model outputs {out.shape[-1]} "
+                "logits; give class indices, or a model with one output (num_labels 1)")
     if labels.numel() and int(labels.max()) >= out.shape[-1]:
         return (f"the data has class {int(labels.max())} but the model outputs {out.shape[-1]} logits; "
                 "evaluate on data made for this model")

@@ -34,9 +34,10 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
             target = objective.teacher_outputs(inputs) if objective.teacher is not None else None
             if labels is not None or target is not None:
                 total_loss += float(objective(forward, labels, inputs, teacher=target)) * n
-            if labels is not None:  # per example, or per labelled word (token classification)
+            if labels is not None:  # per example, or per labelled word; a score (regression) has no top-1
                 right, ce, counted = class_counts(need_logits(outputs), labels)
-                correct, total_ce, labelled = correct + right, total_ce + ce, labelled + counted
+                if right is not None:
+                    correct, total_ce, labelled = correct + right, total_ce + ce, labelled + counted
             if target is not None:
                 mine, theirs = embedding_of(outputs, inputs), embedding_of(target.outputs, inputs)
                 if mine is not None and theirs is not None:
