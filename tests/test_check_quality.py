@@ -227,3 +227,24 @@ def test_bad_arguments_exit_2(world, capsys, extra, message):
     code, _, err = run_cli(["check", world["small"], *extra, *SHAPE, "--min-accuracy", "1", "--data", world["data"]],
                            capsys)
     assert code == 2 and message in err
+
+
+def test_padded_positions_of_per_token_outputs_do_not_count_in_the_cosine():
+    """A decoder's logits at its padding are computed but mean nothing; they entered the flattened
+    cosine of --min-cosine. Two models that agree on every real token now measure 1.0."""
+
+    class PerToken(torch.nn.Module):
+        def __init__(self, garbage: float):
+            super().__init__()
+            self.embed, self.garbage = torch.nn.Embedding(10, 4), garbage
+
+        def forward(self, input_ids, attention_mask):
+            out = self.embed(input_ids)  # (batch, tokens, 4)
+            return out + self.garbage * (1 - attention_mask)[..., None]  # differs only where padded
+
+    torch.manual_seed(0)
+    a, b = PerToken(0.0), PerToken(5.0)
+    b.embed.load_state_dict(a.embed.state_dict())
+    x = {"input_ids": torch.randint(0, 10, (3, 6)), "attention_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])}
+    q = measure_quality(a, [x], baseline=b)
+    assert q.cosine == pytest.approx(1.0, abs=1e-6)

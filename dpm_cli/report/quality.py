@@ -121,7 +121,7 @@ def measure_quality(
                 for tally, out in zip(tallies, outs) if scorable else ():
                     tally.add(out, y)
             if baseline is not None:
-                a, b = outs[0].flatten(1).float(), outs[1].flatten(1).float()
+                a, b = (_unpadded(o, x).flatten(1).float() for o in outs[:2])
                 if a.shape != b.shape:
                     raise InputError(f"the model's outputs {tuple(outs[0].shape)} and the baseline's "
                                      f"{tuple(outs[1].shape)} differ in shape; they cannot be compared")
@@ -168,6 +168,15 @@ def _compared(out: Any, inputs: Any) -> torch.Tensor:
         if embedding is not None:
             return embedding
     return primary_output(out)
+
+
+def _unpadded(out: torch.Tensor, inputs: Any) -> torch.Tensor:
+    """Per-token outputs (batch, tokens, ...) with the padded positions zeroed, so that they count in
+    neither the dot product nor the norms of the cosine (a decoder's logits at its padding)."""
+    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+    if not torch.is_tensor(mask) or mask.dim() != 2 or out.dim() < 3 or tuple(out.shape[:2]) != tuple(mask.shape):
+        return out
+    return out * mask.to(out.dtype).reshape(*mask.shape, *([1] * (out.dim() - 2)))
 
 
 def _logits_problem(out: torch.Tensor, labels: torch.Tensor) -> str | None:
