@@ -149,3 +149,25 @@ def test_scores_for_a_model_with_classes_are_one_line(tmp_path, capsys):
         "  source: text\n", "  source: text\n  text_field: query\n  pair_field: passage\n  label_field: score\n"))
     code, out, err = run_cli(["prune", "-r", recipe], capsys)
     assert code == 2 and "the data's labels are scores (numbers with a fraction) but the model outputs 3 logits" in err
+
+
+def test_a_multi_label_head_is_distilled_on_its_logits_not_a_softmax_that_ignores_a_shift(tmp_path):
+    """problem_type multi_label_classification decides each class by its own sigmoid: adding the same
+    amount to every logit flips decisions, yet a softmax KL is 0 for it. Such logits are matched directly."""
+    tok = tokenizer(tmp_path / "ml")
+    cfg = T.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=64, num_labels=4, problem_type="multi_label_classification")
+    torch.manual_seed(0)
+    teacher = T.BertForSequenceClassification(cfg).eval()
+    objective = Objective("distill", teacher=teacher, labeled=False)
+    x = dict(tok(["the data of this module"], return_tensors="pt"))
+    with torch.no_grad():
+        student = teacher(**x)
+        student.logits += 2.0
+        assert float(objective(student, None, x)) == pytest.approx(4.0, rel=1e-5)
+    single = Objective("distill", teacher=T.BertForSequenceClassification(
+        T.BertConfig(**{**cfg.to_dict(), "problem_type": "single_label_classification"})).eval(), labeled=False)
+    with torch.no_grad():
+        shifted = single.teacher(**x)
+        shifted.logits += 2.0
+        assert float(single(shifted, None, x)) == pytest.approx(0.0, abs=1e-6)  # a softmax cannot see it

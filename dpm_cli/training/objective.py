@@ -96,6 +96,9 @@ class Objective:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
         self.wants_layers = self.teacher is not None and "layers" in self.targets
+        # classes decided one by one (a sigmoid each, not a softmax over them): a softmax KL cannot see a
+        # shift of every logit, which changes every decision, so their logits are matched directly
+        self.independent = getattr(getattr(teacher, "config", None), "problem_type", None) == "multi_label_classification"
         if self.wants_layers:
             find_blocks(self.teacher)  # refused here, before training, when there are no blocks
 
@@ -155,10 +158,10 @@ class Objective:
         """KL(teacher || student) at the temperature, scaled by T². Per-token logits (batch, tokens, classes)
         are averaged over the tokens the attention mask keeps: padding is not distilled. A single output
         (a regression head: a cross-encoder's relevance score) has no distribution, so its KL is always 0:
-        it is matched by squared error instead."""
+        it is matched by squared error instead, and so are a multi-label head's logits (`independent`)."""
         t = self.temperature
-        if student.shape[-1] == 1:
-            error = (student.float() - teacher.float()).pow(2)[..., 0]
+        if student.shape[-1] == 1 or self.independent:
+            error = (student.float() - teacher.float()).pow(2).mean(dim=-1)
             if error.dim() == 1:
                 return error.mean()
             weights = mask_of(inputs, error).float()[..., 0]
