@@ -371,3 +371,24 @@ def test_check_labels_fit():
     with pytest.raises(InputError, match="data has 10 classes but the model outputs 5 logits"):
         check_labels_fit(bundle, 5)
     check_labels_fit(load_data("random", kwargs={"num_classes": 0, "num_samples": 10}), 1)
+
+
+def test_csv_and_tsv_text_are_read_by_their_header(tmp_path):
+    """A .csv file was read as plain lines: its header became an example and every "text,label" line one
+    unlabelled text. CSV and TSV are now read by column: quoted commas stay in the text, a label column
+    holds class indices, names or scores, and an empty label is none."""
+    from dpm_cli.data.text import read_text
+
+    table = tmp_path / "reviews.csv"
+    table.write_text('text,label\n"I loved it, truly",positive\nterrible,negative\nfine,1\n')
+    texts, labels = read_text(table, label_names={"negative": 0, "positive": 1})
+    assert texts == ["I loved it, truly", "terrible", "fine"] and labels == [1, 0, 1]
+    scores = tmp_path / "sts.tsv"
+    scores.write_text("query\tpassage\tscore\nq one\tp one\t0.5\nq two\tp two\t3\n")
+    texts, labels = read_text(scores, text_field="query", pair_field="passage", label_field="score")
+    assert texts == [("q one", "p one"), ("q two", "p two")] and labels == [0.5, 3]
+    unlabeled = tmp_path / "u.csv"
+    unlabeled.write_text("text,label\nfirst,\nsecond,\n")
+    assert read_text(unlabeled) == (["first", "second"], None)
+    with pytest.raises(InputError, match=r"reviews.csv:2: no text in field 'body'; set data.text_field"):
+        read_text(table, text_field="body", label_names={"negative": 0, "positive": 1})

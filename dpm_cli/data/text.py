@@ -6,6 +6,8 @@ attention mask; batches are trimmed to their longest example (padding columns co
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -46,8 +48,12 @@ def read_text(path: str | Path, text_field: str = "text", label_field: str = "la
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     if not numbered:
         raise InputError(f"{path}: holds no text")
+    if path.suffix.lower() in (".csv", ".tsv"):  # read as plain lines, a header would be an example
+        return _records(path, _table_rows(path, lines, label_field), (text_field, pair_field), label_field,
+                        _names(label_names))
     if path.suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{"):
-        return _json_lines(path, numbered, (text_field, pair_field), label_field, _names(label_names))
+        return _records(path, _json_records(path, numbered), (text_field, pair_field), label_field,
+                        _names(label_names))
     if pair_field is not None:
         raise InputError(f"{path}: data.pair_field {pair_field!r} reads JSON lines, and this is plain text; write "
                          f'one object per line, e.g. {{"{text_field}": ..., "{pair_field}": ...}}')
@@ -87,15 +93,45 @@ def _label(path: Path, number: int, label: Any, names: dict[str, int]) -> int | 
     return label
 
 
-def _json_lines(path: Path, numbered: list[tuple[int, str]], fields: tuple[str, str | None], label_field: str,
-                names: dict[str, int]) -> tuple[list[Text], list[Label] | None]:
-    texts, labels = [], []
+def _json_records(path: Path, numbered: list[tuple[int, str]]) -> list[tuple[int, dict]]:
+    records = []
     for number, line in numbered:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{number}: not a JSON object ({err.msg}); write one JSON object per line") from err
-        record = record if isinstance(record, dict) else {}
+        records.append((number, record if isinstance(record, dict) else {}))
+    return records
+
+
+def _table_rows(path: Path, lines: list[str], label_field: str) -> list[tuple[int, dict]]:
+    """A CSV or TSV file's rows under its header, as records; the label column's numbers become numbers
+    (a class index, or a score), other labels stay text (a label name), an empty one is no label."""
+    reader = csv.DictReader(io.StringIO("\n".join(lines)), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    if not reader.fieldnames:
+        raise InputError(f"{path}: no header row; the first line names the columns, e.g. text,label")
+    try:
+        return [(reader.line_num, {k: _label_cell(v) if k == label_field else v for k, v in row.items() if k})
+                for row in reader if any((v or "").strip() for v in row.values() if isinstance(v, str))]
+    except csv.Error as err:
+        raise InputError(f"{path}:{reader.line_num}: not CSV ({err})") from err
+
+
+def _label_cell(value: Any) -> Any:
+    if value is None or not str(value).strip():
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            pass
+    return value
+
+
+def _records(path: Path, records: list[tuple[int, dict]], fields: tuple[str, str | None], label_field: str,
+             names: dict[str, int]) -> tuple[list[Text], list[Label] | None]:
+    texts, labels = [], []
+    for number, record in records:
         if is_words(record.get(fields[0])) and fields[1] is None:  # labels per word (token classification)
             check_words(path, number, record[fields[0]], record.get(label_field))
             texts.append(record[fields[0]])
@@ -113,11 +149,11 @@ def _json_lines(path: Path, numbered: list[tuple[int, str]], fields: tuple[str, 
         texts.append(parts[0] if len(parts) == 1 else tuple(parts))
         labels.append(_label(path, number, record.get(label_field), names))
     if len({is_words(t) for t in texts}) > 1:
-        first = numbered[[is_words(t) for t in texts].index(not is_words(texts[0]))][0]
+        first = records[[is_words(t) for t in texts].index(not is_words(texts[0]))][0]
         raise InputError(f"{path}:{first}: some lines hold a list of words and some a text; use one form")
     present = [lab is not None for lab in labels]
     if any(present) and not all(present):
-        first = numbered[present.index(False) if all(present[:1]) else present.index(True)][0]
+        first = records[present.index(False) if all(present[:1]) else present.index(True)][0]
         raise InputError(f"{path}:{first}: some lines have a {label_field!r} and some do not; label all or none")
     return texts, (labels if all(present) else None)
 
