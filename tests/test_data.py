@@ -388,7 +388,7 @@ def test_csv_and_tsv_text_are_read_by_their_header(tmp_path):
     texts, labels = read_text(scores, text_field="query", pair_field="passage", label_field="score")
     assert texts == [("q one", "p one"), ("q two", "p two")] and labels == [0.5, 3]
     unlabeled = tmp_path / "u.csv"
-    unlabeled.write_text("text,label\nfirst,\nsecond,\n")
+    unlabeled.write_text("\ufefftext,label\nfirst,\nsecond,\n", encoding="utf-8")  # with Excel's BOM
     assert read_text(unlabeled) == (["first", "second"], None)
     with pytest.raises(InputError, match=r"reviews.csv:2: no text in field 'body'; set data.text_field"):
         read_text(table, text_field="body", label_names={"negative": 0, "positive": 1})

@@ -42,7 +42,7 @@ def read_text(path: str | Path, text_field: str = "text", label_field: str = "la
         raise InputError(f"{path}: {size / 2**20:.0f} MiB is more text than dpm reads into memory "
                          f"({MAX_BYTES // 2**20} MiB); use a sample of it")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM (Excel) is no text
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
