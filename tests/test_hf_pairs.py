@@ -171,3 +171,49 @@ def test_a_multi_label_head_is_distilled_on_its_logits_not_a_softmax_that_ignore
         shifted = single.teacher(**x)
         shifted.logits += 2.0
         assert float(single(shifted, None, x)) == pytest.approx(0.0, abs=1e-6)  # a softmax cannot see it
+
+
+TOPICS = ["python", "data", "error", "network"]
+
+
+def test_a_multi_label_classifier_is_fine_tuned_on_lists_of_labels(tmp_path, capsys):
+    """Several classes per example ({"text": ..., "labels": ["data", "error"]}) were refused ("label [...]
+    is not a class index"). They become multi-hot rows, fitted by binary cross-entropy as transformers does
+    for multi_label_classification, and accuracy counts each class decision."""
+    from hf_helpers import text_file
+
+    tok = tokenizer(tmp_path / "ml")
+    cfg = T.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=64, problem_type="multi_label_classification",
+                       id2label=dict(enumerate(TOPICS)))
+    torch.manual_seed(0)
+    T.BertForSequenceClassification(cfg).eval().save_pretrained(str(tmp_path / "ml"))
+    tok.save_pretrained(str(tmp_path / "ml"))
+    lines = text_file(tmp_path / "t.txt", 40).read_text().splitlines()
+    data = tmp_path / "topics.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "labels": [w for w in TOPICS if w in t.split()] or ["data"]}) + "\n"
+                            for t in lines))
+    texts, labels = read_text(data, label_field="labels", label_names={w: i for i, w in enumerate(TOPICS)})
+    assert all(isinstance(x, tuple) for x in labels)
+    recipe = write_recipe(tmp_path, tmp_path / "ml", data, task="AutoModelForSequenceClassification",
+                          objective="{kind: cross_entropy}")
+    recipe.write_text(recipe.read_text().replace("  source: text\n", "  source: text\n  label_field: labels\n"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["metric"] == "top1"
+    code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "-r", recipe, "--baseline", tmp_path / "ml",
+                              "--max-accuracy-drop", "100", "--json"], capsys)
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluation"]
+    assert "4 classes, several per example" in evaluation["data"]
+    from dpm_cli.data import load_data
+
+    val = load_data("text", path=data, tokenizer=tok, seq_len=24, val_fraction=0.2, label_field="labels",
+                    label_names={w: i for i, w in enumerate(TOPICS)}).val
+    x = {k: torch.stack([val[i][0][k] for i in range(len(val))]) for k in val[0][0]}
+    y = torch.stack([val[i][1] for i in range(len(val))])
+    compact = torch.load(tmp_path / "run" / "model.pt", weights_only=False).eval()
+    with torch.no_grad():
+        decisions = compact(**x).logits > 0
+    want = 100.0 * float((decisions == (y > 0.5)).float().mean())
+    assert y.shape == (len(val), 4) and evaluation["model"]["top1"] == pytest.approx(want, abs=1e-4)

@@ -26,7 +26,7 @@ MAX_BYTES = 256 * 2**20  # text is held and tokenised in memory: refuse files th
 
 # one text, a pair tokenised together (data.pair_field), or a list of words labelled one by one (words.py)
 Text = str | tuple[str, str] | list[str]
-Label = int | list[int]  # a class index per example, or per word
+Label = int | float | tuple[int, ...] | list[int]  # a class or score per example, several classes, or per word
 
 
 def read_text(path: str | Path, text_field: str = "text", label_field: str = "label",
@@ -147,7 +147,13 @@ def _records(path: Path, records: list[tuple[int, dict]], fields: tuple[str, str
                 raise InputError(f"{path}:{number}: no text in field {field!r}; set {setting}")
             parts.append(text)
         texts.append(parts[0] if len(parts) == 1 else tuple(parts))
-        labels.append(_label(path, number, record.get(label_field), names))
+        label = record.get(label_field)
+        if isinstance(label, list):  # several classes of one example (multi-label): a tuple of them
+            labels.append(tuple(sorted({_label(path, number, x, names) for x in label})))
+            if any(isinstance(x, float) for x in labels[-1]):
+                raise InputError(f"{path}:{number}: a list of labels holds class indices or names, not scores")
+            continue
+        labels.append(_label(path, number, label, names))
     if len({is_words(t) for t in texts}) > 1:
         first = records[[is_words(t) for t in texts].index(not is_words(texts[0]))][0]
         raise InputError(f"{path}:{first}: some lines hold a list of words and some a text; use one form")
@@ -192,14 +198,23 @@ def label_kind(labels: torch.Tensor | list | None, num_classes: int | None) -> s
     if labels is None:
         return "unlabeled"
     if torch.is_tensor(labels) and labels.is_floating_point():
-        return "scores"
+        return f"{num_classes} classes, several per example" if labels.dim() == 2 else "scores"
     return f"{num_classes} classes" + ("" if torch.is_tensor(labels) else " per word")
 
 
-def labels_of(labels: list[Label] | None) -> tuple[torch.Tensor | list[list[int]] | None, int | None]:
-    """(labels as a tensor, or as lists per word; the number of classes) of read_text's labels."""
+def labels_of(labels: list[Label] | None, classes: int = 0) -> tuple[torch.Tensor | list[list[int]] | None, int | None]:
+    """(labels as a tensor, or as lists per word; the number of classes) of read_text's labels. Several
+    classes per example (tuples) become multi-hot rows of max(`classes`, the largest index + 1)."""
     if labels is None:
         return None, None
+    if any(isinstance(x, tuple) for x in labels):
+        if not all(isinstance(x, tuple) for x in labels):
+            raise InputError("some examples have a list of labels and some one label; use one form")
+        width = max(classes, max((max(x) for x in labels if x), default=-1) + 1)
+        hot = torch.zeros(len(labels), width)
+        for row, chosen in enumerate(labels):
+            hot[row, list(chosen)] = 1.0
+        return hot, width
     if labels and isinstance(labels[0], list):
         if any(isinstance(x, float) for row in labels for x in row):
             raise InputError("labels per word must be class indices or names, not scores")
@@ -264,7 +279,7 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
     name = Path(path).name if path is not None else BUILTIN_TEXT[builtin]
     if len(texts) < 2:
         raise InputError(f"{path}: holds {len(texts)} example(s); a train/validation split needs at least 2")
-    label_t, num_classes = labels_of(labels)
+    label_t, num_classes = labels_of(labels, len(_names(label_names)))
     # the split keeps classes balanced (not scores, nor labels per word)
     per_example = label_t if torch.is_tensor(label_t) and not label_t.is_floating_point() else None
     train_idx, val_idx = split_indices(len(texts), val_fraction, split_seed, per_example)

@@ -172,6 +172,13 @@ def _check_labels(ctx: RunContext, logits: torch.Tensor) -> None:
     """The data's labels fit the logits: per example or per word, classes or scores, how many classes."""
     if logits.dim() < 2:
         raise InputError("the model must return logits shaped (batch, classes) to train with labels")
+    sample = _label_sample(ctx.data)
+    if sample is not None and sample.dim() == 1 and sample.is_floating_point():  # several classes per example
+        if logits.dim() != 2 or logits.shape[-1] < sample.shape[0]:
+            raise InputError(f"the data has lists of labels over {sample.shape[0]} classes but the model gives "
+                             f"logits {list(logits.shape)}: use a classifier with that many labels "
+                             "(num_labels; problem_type: multi_label_classification)")
+        return
     per_example = _one_label_per_example(ctx.data)
     if logits.dim() > 2 and per_example:
         head = " (model.hf.task: AutoModelForSequenceClassification)" if ctx.tokenizer is not None else ""
@@ -194,18 +201,22 @@ def _check_labels(ctx: RunContext, logits: torch.Tensor) -> None:
     check_labels_fit(ctx.data, int(logits.shape[-1]), hf=ctx.recipe.model.hf is not None)
 
 
-def _scores(data: DataBundle) -> bool:
-    """Whether the labels are scores (floating point), not class indices."""
+def _label_sample(data: DataBundle) -> torch.Tensor | None:
+    """The first training example's label (a class, a score, a multi-hot row, or one per position)."""
     sample = data.train[0] if len(data.train) else None
-    return isinstance(sample, (tuple, list)) and len(sample) > 1 and torch.as_tensor(sample[1]).is_floating_point()
+    return torch.as_tensor(sample[1]) if isinstance(sample, (tuple, list)) and len(sample) > 1 else None
+
+
+def _scores(data: DataBundle) -> bool:
+    """Whether the labels are scores (a floating-point number per example), not class indices."""
+    label = _label_sample(data)
+    return label is not None and label.dim() == 0 and label.is_floating_point()
 
 
 def _one_label_per_example(data: DataBundle) -> bool | None:
     """True: a label per example; False: a label per position (words.py); None: no labels to tell."""
-    sample = data.train[0] if len(data.train) else None
-    if not (isinstance(sample, (tuple, list)) and len(sample) > 1):
-        return None
-    return torch.as_tensor(sample[1]).dim() == 0
+    label = _label_sample(data)
+    return None if label is None else label.dim() == 0
 
 
 def _input_fix(ctx: RunContext) -> str:

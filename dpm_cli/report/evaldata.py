@@ -127,7 +127,7 @@ def _text_file(path: Path, options: dict[str, Any]) -> EvalData:
     seq_len = options.get("seq_len", 128)
     texts, labels = read_text(path, options.get("text_field", "text"), options.get("label_field", "label"),
                               options.get("label_names"), options.get("pair_field"))
-    label_t, classes = labels_of(labels)
+    label_t, classes = labels_of(labels, len(options.get("label_names") or {}))
     kind = label_kind(label_t, classes)
     return EvalData(token_dataset(texts, label_t, options["tokenizer"], seq_len),
                     f"text {path.name} (all {len(texts)} examples), up to {seq_len} tokens, {kind}", label_t is not None)

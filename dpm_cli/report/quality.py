@@ -188,6 +188,10 @@ def _logits_problem(out: torch.Tensor, labels: torch.Tensor) -> str | None:
                 f"{tuple(out.shape)}; use --min-cosine for models without class outputs")
     if out.dim() == 2 and out.shape[-1] == 1 and labels.dim() == 1:
         return None  # a score per example: compared by squared error
+    if out.dim() == 2 and labels.dim() == 2 and labels.is_floating_point():  # several classes per example
+        return None if labels.shape[1] <= out.shape[1] else (
+            f"the data has {labels.shape[1]} classes but the model outputs {out.shape[1]} logits; "
+            "evaluate on data made for this model")
     if labels.is_floating_point():
         return (f"the data's labels are numbers, not class indices, but the model outputs {out.shape[-1]} "
                 "logits; give class indices, or a model with one output (num_labels 1)")
