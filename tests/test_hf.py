@@ -441,3 +441,17 @@ def test_more_classes_than_the_heads_labels_names_num_labels(tmp_path, capsys):
     code, _, err = run_cli(["prune", "-r", recipe], capsys)
     assert code == 2 and "data has 3 classes but the model outputs 2 logits" in err
     assert "num_labels in the folder's config.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_texts_cut_at_seq_len_are_said(tmp_path, bert, capsys):
+    """The tokenizer cuts every text at model.seq_len without a word; when most training texts fill it,
+    a note says so and what to raise."""
+    recipe = write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "model.seq_len=8"], capsys)
+    assert code == 0, err
+    notes = json.loads(out)["notes"]
+    assert any(n.endswith("of the training texts fill model.seq_len (8 tokens) and are cut there; raise "
+                          "model.seq_len (up to the model's max_position_embeddings) to train on more of each")
+               for n in notes), notes
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "--force"], capsys)  # seq_len 24: they fit
+    assert code == 0 and not any("fill model.seq_len" in n for n in json.loads(out)["notes"])

@@ -124,7 +124,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     train_loader, val_loader = make_loaders(data, batch_size=per_rank_batch(d.batch_size, dist),
                                             eval_batch_size=d.eval_batch_size, seed=recipe.training.seed,
                                             distributed=(dist.rank, dist.world_size) if dist.enabled else None)
-    notes = list(loaded.notes)
+    notes = list(loaded.notes) + _cut_note(data, seq_len)
     if data.synthetic:
         notes.append("data is RANDOM (synthetic): this is a smoke run, accuracy means nothing")
     if loaded.tokenizer is not None and reads_tokens(loaded.model):
@@ -205,6 +205,18 @@ def _label_sample(data: DataBundle) -> torch.Tensor | None:
     """The first training example's label (a class, a score, a multi-hot row, or one per position)."""
     sample = data.train[0] if len(data.train) else None
     return torch.as_tensor(sample[1]) if isinstance(sample, (tuple, list)) and len(sample) > 1 else None
+
+
+def _cut_note(data: DataBundle, seq_len: int) -> list[str]:
+    """A note when many training texts fill model.seq_len: the tokenizer cut them there, silently."""
+    mask = getattr(data.train, "encoded", {}).get("attention_mask")
+    if not torch.is_tensor(mask) or mask.dim() != 2 or not len(mask):
+        return []
+    full = float((mask.sum(dim=1) >= seq_len).float().mean())
+    if full < 0.5:
+        return []
+    return [f"{full:.0%} of the training texts fill model.seq_len ({seq_len} tokens) and are cut there; raise "
+            "model.seq_len (up to the model's max_position_embeddings) to train on more of each"]
 
 
 def _scores(data: DataBundle) -> bool:
