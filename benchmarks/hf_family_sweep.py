@@ -3,6 +3,8 @@
     python benchmarks/hf_family_sweep.py --out /tmp/sweep.jsonl               # all types (about 1 h, 1 core)
     python benchmarks/hf_family_sweep.py --out /tmp/sweep.jsonl llama vit t5  # some
     python benchmarks/hf_family_sweep.py --summary /tmp/sweep.jsonl           # counts by outcome
+    python benchmarks/hf_family_sweep.py --out /tmp/cls.jsonl --task AutoModelForSequenceClassification
+    python benchmarks/hf_family_sweep.py --out /tmp/vlm.jsonl --task AutoModelForImageTextToText --composite
 
 Each type's config class is built with small sizes (hidden 32, 2 layers, 4 heads, vocab 64; the keys
 it has), saved with `save_pretrained` and loaded the way dpm loads a folder (`hf.load_hf`). Then half
@@ -50,8 +52,8 @@ TYPE_SECONDS = 120  # per type and pass: a trace that does not finish is an `err
 
 
 def cut_half(model: torch.nn.Module, x: dict, head_ratio: float):
-    """Half the channels of every FFN (and `head_ratio` of the heads) cut at once and removed: the groups
-    and the compaction result."""
+    """Half the channels of every FFN (and `head_ratio` of the heads) cut at once (not yet removed:
+    `pruner.compact()`): the pruner, whose groups the checks before training read."""
     from dpm_cli import DecayPruner, DPMConfig
     from dpm_cli.engine.selection import score_groups, select
     from dpm_cli.hf import protected_modules
@@ -61,19 +63,36 @@ def cut_half(model: torch.nn.Module, x: dict, head_ratio: float):
     pruner = DecayPruner(model, x, cfg)
     pruner.prune_now(select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(),
                             score_groups(pruner.groups, "magnitude", 0)))
-    return pruner.groups, pruner.compact()
+    return pruner
 
 
-def build(model_type: str, folder: Path) -> str | None:
-    """Save a tiny model of `model_type` to `folder`; why not, or None."""
+def _shrunk(config):
+    """`config` with SMALL's sizes, in each part's config too (a composite: text_config, vision_config)."""
+    for key, value in SMALL.items():
+        if key in config.to_dict():
+            setattr(config, key, value)
+    for name in getattr(config, "sub_configs", None) or {}:
+        part = getattr(config, name, None)
+        if part is not None and hasattr(part, "to_dict"):
+            _shrunk(part)
+    return config
+
+
+def build(model_type: str, folder: Path, task: str = "AutoModel", composite: bool = False) -> str | None:
+    """Save a tiny model of `model_type` (with the head `task`) to `folder`; why not, or None."""
     import transformers as T
 
     config = T.AutoConfig.for_model(model_type)
-    if getattr(config, "sub_configs", None):
-        return "a composite config (tests/test_hf_composite.py covers Gemma 3 and CLIP)"
-    small = {k: v for k, v in SMALL.items() if k in config.to_dict()}
+    if model_type not in getattr(T, task)._model_mapping._model_mapping:
+        return f"no {task} for this type"
+    if getattr(config, "sub_configs", None) and not composite:
+        return "a composite config (--composite shrinks its parts too; tests/test_hf_composite.py)"
     torch.manual_seed(0)
-    model = T.AutoModel.from_config(T.AutoConfig.for_model(model_type, **small)).eval()
+    if getattr(config, "sub_configs", None):
+        model = getattr(T, task).from_config(_shrunk(config)).eval()
+    else:
+        small = {k: v for k, v in SMALL.items() if k in config.to_dict()}
+        model = getattr(T, task).from_config(T.AutoConfig.for_model(model_type, **small)).eval()
     model.save_pretrained(str(folder))
     if model.main_input_name == "pixel_values" and not getattr(model.config, "image_size", None):
         # a convolutional network's size is its image processor's, as a pretrained folder has it
@@ -114,10 +133,13 @@ def one_pass(folder: Path, head_ratio: float, out: Path) -> tuple[str, str]:
         if problem:
             return "refused", problem
         why = format_problem(model, "layer", head_ratio)
-        groups, result = cut_half(model, x, head_ratio)
-        # what `dpm prune` asks once the groups are known, still before training
+        pruner = cut_half(model, x, head_ratio)
+        groups = pruner.groups
+        # what `dpm prune` asks once the groups are known, before training (and so before compaction:
+        # asked of the compacted model, a composite part's head size looked fixed)
         why = (why or unpruned_ffn_problem(model, groups) or unpruned_heads_problem(model, groups, head_ratio)
                or pruned_head_problem(model, groups, head_ratio))
+        result = pruner.compact()
         if why:
             return ("exact" if result.max_rel_error <= 1e-4 else "error"), why
         save_hf(model, None, out, x)
@@ -132,7 +154,7 @@ def one_pass(folder: Path, head_ratio: float, out: Path) -> tuple[str, str]:
         return "crash", f"{type(err).__name__}: {err}"
 
 
-def sweep(model_types: list[str], out: Path) -> None:
+def sweep(model_types: list[str], out: Path, task: str = "AutoModel", composite: bool = False) -> None:
     done = {json.loads(line)["type"] for line in out.read_text().splitlines()} if out.exists() else set()
     started = out.with_suffix(".started")  # the type in progress: if the interpreter dies, it is a crash
     if started.exists() and started.read_text() and started.read_text() not in done:
@@ -152,7 +174,7 @@ def sweep(model_types: list[str], out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows = []
             try:
-                why = build(model_type, Path(tmp) / "in")
+                why = build(model_type, Path(tmp) / "in", task, composite)
             except Exception as err:
                 why = f"{type(err).__name__}: {err}"
             for head_ratio in (0.0, 0.5):
@@ -188,6 +210,10 @@ def main() -> None:
     parser.add_argument("types", nargs="*", help="model types (default: every AutoModel type)")
     parser.add_argument("--out", type=Path, help="JSON lines, appended (resumable)")
     parser.add_argument("--summary", type=Path, help="print counts by outcome from a finished OUT and stop")
+    parser.add_argument("--task", default="AutoModel", help="the Auto class (head) to build and load each type "
+                        "with, e.g. AutoModelForSequenceClassification; types without one are skipped")
+    parser.add_argument("--composite", action="store_true", help="also composite configs (vision-language, "
+                        "CLIP), every part shrunk; token inputs only, so a part that needs images is skipped")
     args = parser.parse_args()
     if args.summary:
         return summary(args.summary)
@@ -198,7 +224,9 @@ def main() -> None:
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
     transformers.logging.set_verbosity_error()
-    sweep(args.types or list(MODEL_MAPPING_NAMES), args.out)
+    mapping = getattr(transformers, args.task)._model_mapping._model_mapping
+    sweep(args.types or list(mapping if args.task != "AutoModel" else MODEL_MAPPING_NAMES), args.out, args.task,
+          args.composite)
 
 
 if __name__ == "__main__":
