@@ -1,8 +1,12 @@
 """Text data for token models: local text, tokenised by the model's own tokenizer.
 
-A file holds one example per line, or JSON lines (`{"text": ..., "label": 3}`) with an optional
-integer label (all lines or none). Every example is tokenised to at most `seq_len` tokens with an
-attention mask; batches are trimmed to their longest example (padding columns cost MACs for nothing).
+A file holds one example per line, JSON lines (`{"text": ..., "label": 3}`), or a CSV/TSV table with a
+header; labels are optional (all lines or none). A label is a class index, one of the model's class
+names (label2id), a score (a number with a fraction, for a model with one output) or a list of classes
+(multi-label). `data.pair_field` adds a second text, tokenised as a pair; a list of words with a label
+per word is token classification (words.py). Every example is tokenised to at most `seq_len` tokens
+with an attention mask; batches are trimmed to their longest example (padding columns cost MACs for
+nothing).
 """
 from __future__ import annotations
 
