@@ -33,6 +33,10 @@ def test_a_pruned_minilm_folder_is_a_sentence_transformer_giving_the_compact_mod
     assert code == 0, err
     folder = tmp_path / "run" / "model-hf"
     assert json.loads((folder / "config.json").read_text())["intermediate_size"] == 768  # half of 1536
+    # its own model card (the source's README.md describes the unpruned model), in the Hub's format
+    summary, card = json.loads(out), (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: sentence-transformers\n") and "all-MiniLM-L6-v2" not in card
+    assert f"| parameters | {int(summary['params_before']):,} -> {int(summary['params_after']):,} " in card
     encoder = sentence_transformers.SentenceTransformer(str(folder), device="cpu", local_files_only=True)
     texts = ["The cat sat on the mat.", "Pruning removes whole channels from a trained network, not single weights."]
     got = encoder.encode(texts, convert_to_tensor=True)

@@ -160,14 +160,15 @@ PROVENANCE_FILE = "dpm_provenance.json"  # what produced the folder, for `dpm ch
 
 
 def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs: Any = None, *,
-            force: bool = False, source: str | Path | None = None, provenance: dict | None = None) -> Path:
+            force: bool = False, source: str | Path | None = None, provenance: dict | None = None,
+            card: str | None = None) -> Path:
     """Write `model` (config rewritten to its real shapes) and `tokenizer` to `folder` with save_pretrained.
 
     With `example_inputs`, the folder is loaded back with `from_pretrained` before it is moved into
     place, and must load without warnings and give exactly the same outputs. `source` is the folder
     the model came from; its sentence-transformers files are copied along. Atomic: nothing is left
     at `folder` on failure. `provenance` (dpm_cli.provenance.record) is written beside the weights, where
-    transformers and sentence-transformers ignore it."""
+    transformers and sentence-transformers ignore it; `card`, the model card, as README.md."""
     folder = Path(folder)
     if folder.exists() and not force:
         raise InputError(f"{folder} exists: choose another output or pass --force to overwrite it")
@@ -189,6 +190,8 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
         _copy_extras(Path(source) if source else None, tmp)
         if provenance is not None:
             (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True), encoding="utf-8")
+        if card is not None:  # the model card (hf/card.py), never the source's, which describes another model
+            (tmp / "README.md").write_text(card, encoding="utf-8")
         if example_inputs is not None:
             verify_folder(model, tmp, example_inputs)
         if folder.exists():

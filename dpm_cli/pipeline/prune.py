@@ -228,10 +228,12 @@ def _write_hf(ctx: RunContext, model: nn.Module, outputs: OutputPlan, summary: P
     """BASE-hf/: save_pretrained + tokenizer, checked by loading it back; a shape the architecture's
     config cannot hold is a note (the other outputs hold the model), not a failed run."""
     from ..hf import HFFormatError, save_hf
+    from ..hf.card import model_card
 
     try:
         folder = save_hf(model, ctx.tokenizer, outputs.hf_path(), move(ctx.example_inputs, "cpu"),
-                         force=outputs.force, source=ctx.model_path, provenance=record)
+                         force=outputs.force, source=ctx.model_path, provenance=record,
+                         card=model_card(ctx.model_path, summary))
     except HFFormatError as err:
         kept = [summary.outputs[f] for f in ("artifact", "export") if f in summary.outputs]
         where = f"; the compact model is in {' and '.join(kept)}" if kept else ""
