@@ -254,3 +254,15 @@ def test_word_labels_with_a_sequence_classifier_or_of_the_wrong_length_are_one_l
     bad.write_text(json.dumps({"tokens": ["the", "data"], "tags": [1]}) + "\n")
     with pytest.raises(InputError, match="2 words but 1 labels; give one label per word"):
         read_text(bad, text_field="tokens", label_field="tags")
+
+
+def test_a_distillation_loss_is_printed_to_four_decimals(tmp_path, capsys):
+    """A classifier distilled on unlabelled text printed "val loss 0.00 / 0.00" (2 decimals, for top-1 %)."""
+    import re
+
+    path, tok = bert_task_folder(tmp_path / "cls", "AutoModelForSequenceClassification")
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), objective="{kind: distill}",
+                          task="AutoModelForSequenceClassification")
+    code, out, err = run_cli(["prune", "-r", recipe, "-q"], capsys)
+    assert code == 0, err
+    assert re.search(r"val loss\s+│\s+\d+\.\d{4}\s+│\s+\d+\.\d{4}\s+│\s+[+-]\d+\.\d{4}", out), out
