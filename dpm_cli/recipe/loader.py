@@ -79,8 +79,10 @@ def parse_recipe(
 def _with_model_folder(raw: Any, folder: str | Path | None) -> Any:
     """`raw` with model.hf.path set to `folder` (absolute: it was named relative to where dpm runs) when the
     recipe names no model (no hf.path, factory or checkpoint), so one recipe serves every folder."""
-    model = raw.get("model") if isinstance(raw, dict) else None
-    if folder is None or (model is not None and not isinstance(model, dict)):
+    if folder is None or not isinstance(raw, dict):
+        return raw  # not a mapping: validation says so
+    model = raw.get("model")
+    if model is not None and not isinstance(model, dict):
         return raw
     model = model or {}
     hf = model.get("hf") if isinstance(model.get("hf"), dict) else {}
