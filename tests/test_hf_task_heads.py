@@ -266,3 +266,23 @@ def test_a_distillation_loss_is_printed_to_four_decimals(tmp_path, capsys):
     code, out, err = run_cli(["prune", "-r", recipe, "-q"], capsys)
     assert code == 0, err
     assert re.search(r"val loss\s+│\s+\d+\.\d{4}\s+│\s+\d+\.\d{4}\s+│\s+[+-]\d+\.\d{4}", out), out
+
+
+@pytest.mark.parametrize("content, says", [
+    ('text,label\n"' + "x" * 200_000 + '",1\n', "not CSV"),                      # a field past csv's limit
+    ('text,label\n"an open quote,1\n', "a train/validation split needs at least 2"),  # truncated: the quote runs on
+    ("text,label\n__import__('os').system('touch pwned'),[1]\n", "is not one of the model's labels"),  # code is text
+    ("body,label\nfine,1\n", "no text in field 'text'; set data.text_field"),    # wrong column
+])
+def test_a_hostile_csv_is_one_line_before_anything_runs_or_is_written(tmp_path, capsys, monkeypatch, content, says):
+    monkeypatch.chdir(tmp_path)
+    path, tok = bert_task_folder(tmp_path / "cls", "AutoModelForSequenceClassification")
+    data = tmp_path / "d.csv"
+    data.write_text(content)
+    recipe = write_recipe(tmp_path, path, data, task="AutoModelForSequenceClassification",
+                          objective="{kind: cross_entropy}")
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and says in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "run" / "state.pt").exists()
+    assert not any((tmp_path / "run").glob("model*"))
