@@ -179,7 +179,7 @@ def _check_labels(ctx: RunContext, logits: torch.Tensor) -> None:
                              f"logits {list(logits.shape)}: use a classifier with that many labels "
                              "(num_labels; problem_type: multi_label_classification)")
         return
-    per_example = _one_label_per_example(ctx.data)
+    per_example = None if sample is None else sample.dim() == 0  # else one label per position (words.py)
     if logits.dim() > 2 and per_example:
         head = " (model.hf.task: AutoModelForSequenceClassification)" if ctx.tokenizer is not None else ""
         raise InputError(f"the model gives a label per position (logits {list(logits.shape)}: token "
@@ -187,10 +187,9 @@ def _check_labels(ctx: RunContext, logits: torch.Tensor) -> None:
                          'labels per word (JSON lines {"tokens": [words], "label": [one per word]}, with '
                          "data.text_field and data.label_field naming them), train label-free with "
                          f"objective.kind: distill, or use a head with one label per example{head}")
-    scores = _scores(ctx.data)
     if logits.shape[-1] == 1 and per_example:  # a score per example (regression): no classes to fit
         return
-    if scores:
+    if per_example and sample.is_floating_point():  # scores
         raise InputError(f"the data's labels are scores (numbers with a fraction) but the model outputs "
                          f"{logits.shape[-1]} logits: give class indices, or a model with one output "
                          "(num_labels: 1), which is fitted by squared error")
@@ -217,18 +216,6 @@ def _cut_note(data: DataBundle, seq_len: int) -> list[str]:
         return []
     return [f"{full:.0%} of the training texts fill model.seq_len ({seq_len} tokens) and are cut there; raise "
             "model.seq_len (up to the model's max_position_embeddings) to train on more of each"]
-
-
-def _scores(data: DataBundle) -> bool:
-    """Whether the labels are scores (a floating-point number per example), not class indices."""
-    label = _label_sample(data)
-    return label is not None and label.dim() == 0 and label.is_floating_point()
-
-
-def _one_label_per_example(data: DataBundle) -> bool | None:
-    """True: a label per example; False: a label per position (words.py); None: no labels to tell."""
-    label = _label_sample(data)
-    return None if label is None else label.dim() == 0
 
 
 def _input_fix(ctx: RunContext) -> str:
