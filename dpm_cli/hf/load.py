@@ -80,13 +80,19 @@ def check_folder(path: Path) -> None:
         raise CheckpointError(f"{path} has no model.safetensors{hint}")
 
 
+def folder_config(folder: str | Path) -> dict:
+    """A model folder's config.json as read (no transformers), or {} when it cannot be read as a mapping:
+    loading the folder says what is wrong with it."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def _quantization(path: Path) -> str | None:
     """The quantization method config.json names (gptq, awq, bitsandbytes, fp8, ...), or None."""
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # transformers says what is wrong with the file
-    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    quant = folder_config(path).get("quantization_config")
     if not quant:
         return None
     method = quant.get("quant_method") if isinstance(quant, dict) else None

@@ -4,7 +4,6 @@ head: the pruned folder would be a bare encoder, with nothing said.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,9 @@ AUTO = "auto"  # model.hf.task's default: the task of the folder's architecture
 
 def architecture(folder: Path) -> str | None:
     """The first class config.json's `architectures` names (what `save_pretrained` wrote), or None."""
-    try:
-        names = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures")
-    except (OSError, ValueError, AttributeError):
-        return None  # loading the folder says what is wrong with it
+    from .load import folder_config  # load imports this module
+
+    names = folder_config(folder).get("architectures")
     return names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
 
 

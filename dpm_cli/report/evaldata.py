@@ -11,7 +11,6 @@ is used, so the numbers match the "after" accuracy `dpm prune` reported.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,30 +92,23 @@ def _token_options(source: str, recipe: Any | None, model: str | Path | None) ->
         raise ConfigError(f"text data ({source}) is tokenised by a model folder's tokenizer, and neither the "
                           "recipe's model.hf.path nor MODEL is a folder with one; pass --recipe with the "
                           "model.hf.path it was pruned from")
-    longest = min(filter(None, map(_max_positions, folders)), default=None)  # as dpm report caps it
-    seq_len = min(recipe.model.seq_len if recipe is not None else 128, longest or 2**31)
     from ..data.text import label_names
+    from ..hf.load import folder_config
 
+    configs = [folder_config(f) for f in folders]
+    longest = min(filter(None, map(_max_positions, configs)), default=None)  # as dpm report caps it
+    seq_len = min(recipe.model.seq_len if recipe is not None else 128, longest or 2**31)
     # labels may be written as the model's class names
-    names = next(filter(None, (label_names(_config_value(f, "label2id"), _config_value(f, "id2label"))
-                               for f in folders)), None)
+    names = next(filter(None, (label_names(c.get("label2id"), c.get("id2label")) for c in configs)), None)
     if recipe is None:
         return {"tokenizer": tokenizer, "seq_len": seq_len, "label_names": names}
     return {"tokenizer": tokenizer, "seq_len": seq_len, "text_field": recipe.data.text_field,
             "label_field": recipe.data.label_field, "label_names": names, "pair_field": recipe.data.pair_field}
 
 
-def _config_value(folder: str | Path, key: str) -> Any:
-    """config.json's `key` in a model folder, or None."""
-    try:
-        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _max_positions(folder: str | Path) -> int | None:
-    """config.json's max_position_embeddings in a model folder, when it states a positive integer."""
-    value = _config_value(folder, "max_position_embeddings")
+def _max_positions(config: dict) -> int | None:
+    """A folder config's max_position_embeddings, when it states a positive integer."""
+    value = config.get("max_position_embeddings")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
