@@ -18,6 +18,7 @@ import torch.nn as nn
 from ..engine.kv_cache import cached_scopes, set_cache
 from ..errors import CheckpointError, ConfigError, DpmError
 from ..recipe.schema import HF_TASKS as TASKS  # the Auto classes model.hf.task may name
+from .custom_code import check_known_type, check_weights_match
 from .dtypes import record_dtypes
 from .tasks import AUTO, dropped_weights_note, resolve_task
 
@@ -132,6 +133,8 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
     check_folder(path)
     transformers = import_transformers()
     task, chosen = resolve_task(transformers, path, task)
+    config = folder_config(path)
+    check_known_type(path, config, task, transformers)
     options = dict(local_files_only=True, trust_remote_code=False)
     try:
         with captured_warnings() as warned:
@@ -142,6 +145,7 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
     except Exception as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: transformers cannot load it as {task} ({type(err).__name__}: {first})") from err
+    own_code = check_weights_match(path, config, task, model, info)  # refuses another model under a known type
     cached = cached_scopes(model.config)
     if cached:
         # A decoder's key/value cache in the output is no tensor torch-pruning can trace (nor torch.export
@@ -154,7 +158,7 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
     model._dpm_task = task  # the Auto class `save_hf` reloads with (EXAONE's folder loads as LlamaModel)
     record_dtypes(model)  # trained in float32, written back in the dtypes the folder held
     loaded = HFLoaded(model.float().eval(), _tokenizer(transformers, path, options), task, path)
-    loaded.notes += [n for n in (chosen, dropped_weights_note(path, task, list(info.get("unexpected_keys") or []),
+    loaded.notes += [n for n in (chosen, own_code, dropped_weights_note(path, task, list(info.get("unexpected_keys") or []),
                                                                transformers)) if n]
     missing = list(info.get("missing_keys") or [])
     if missing:  # e.g. a classification head added to an encoder checkpoint: it starts random
@@ -167,8 +171,9 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
     return loaded
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
-                   "spiece.model", "sentencepiece.bpe.model")
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model")
+TOKENIZER_FILES = ("tokenizer_config.json", *VOCABULARY_FILES)
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -184,8 +189,14 @@ def _tokenizer(transformers: Any, path: Path, options: dict) -> Any:
         return None  # transformers would build an empty tokenizer from the config alone
     try:
         tok = transformers.AutoTokenizer.from_pretrained(str(path), **options)
-    except Exception:  # a folder without tokenizer files: the caller says when it needs one
-        return None
+    except Exception as err:
+        if not any((path / f).is_file() for f in VOCABULARY_FILES):
+            return None  # a tokenizer_config.json alone (a processor's): no tokenizer, as for no files
+        # a vocabulary that does not load is a broken folder: going on would write the pruned folder
+        # without a tokenizer and say "the folder has none"
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: its tokenizer does not load ({type(err).__name__}: {first}); repair it "
+                              "with tokenizer.save_pretrained, or remove the tokenizer files") from err
     if tok.pad_token is None and getattr(tok, "eos_token", None) is not None:
         tok.pad_token = tok.eos_token  # decoder tokenizers (GPT-2, Llama) ship without a pad token
     return tok

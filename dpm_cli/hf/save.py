@@ -175,6 +175,10 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
     updates = standard_config_updates(model)
     for key, value in updates.items():
         set_config_value(model.config, key, value)  # the compact model's config now says what it is
+    if getattr(model.config, "auto_map", None):
+        # the folder's own code never ran (hf.custom_code): the pruned model is transformers' class, and
+        # the written folder holds no code for an auto_map to point at
+        del model.config.auto_map
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

@@ -38,8 +38,12 @@ def resolve_task(transformers: Any, folder: Path, task: str) -> tuple[str, str |
     """(the Auto class to load with, a note saying why, or None). `task` is the recipe's model.hf.task."""
     if task != AUTO:
         return task, None
+    from .custom_code import task_of_custom
+    from .load import folder_config
+
     arch = architecture(folder)
-    found = task_of(transformers, arch)
+    # a class of the folder's own code: the Auto class its config.json's auto_map registers it under
+    found = task_of(transformers, arch) or task_of_custom(folder_config(folder), arch, TASKS)
     if found is None:
         # whether that leaves weights out is said by dropped_weights_note, from what loading found
         return "AutoModel", (f"config.json names {arch}, which none of model.hf.task's classes loads: loaded as "
