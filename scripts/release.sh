@@ -32,12 +32,6 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do OVERRIDES+=("$1"); shift; done
 [ $# -gt 0 ] || die "no gates: give dpm check options after --, e.g. -- --min-macs-reduction 2 --max-accuracy-drop 1"
 [ -e "$PUBLISH" ] && die "$PUBLISH exists: publish into a new folder (a release is never overwritten)"
 
-# A Hugging Face folder is the recipe's model.hf.path, so one recipe serves every folder (dpm prune
-# does this for its MODEL; dpm validate below has no MODEL). JSON-quoted: a YAML string whatever the path.
-if [ -d "$MODEL" ] && [ -f "$MODEL/config.json" ]; then
-  OVERRIDES=("model.hf.path=\"$(cd "$MODEL" && pwd)\"" ${OVERRIDES[@]+"${OVERRIDES[@]}"})
-fi
-
 read -r -a DPM_CMD <<< "${DPM:-dpm}"
 RUN_DIR=${RUN_DIR:-runs/release}
 REPORT=${REPORT:-${RUN_DIR%/}-report.md}
@@ -50,10 +44,11 @@ dpm() { "${DPM_CMD[@]}" "$@"; }
 dpm prune "$MODEL" -r "$RECIPE" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --run-dir "$RUN_DIR" -o "$RUN_DIR/model" --reuse --force
 COMPACT=$RUN_DIR/model.dpm.pt
 
-# 2. The recipe as the run saw it (overrides applied), for the gates and the report.
+# 2. The recipe as the run saw it (overrides applied; a Hugging Face folder given as MODEL is the
+#    model.hf.path of a recipe that names no model, as for dpm prune), for the gates and the report.
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-dpm validate "$RECIPE" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --show > "$WORK/recipe.yaml"
+dpm validate "$RECIPE" "$MODEL" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --show > "$WORK/recipe.yaml"
 
 # 3. Gates: size, speed and accuracy against the dense model, and that the compact model was built
 #    from exactly these inputs. Exit 1 = a gate failed; anything else but 0 is an error.

@@ -162,3 +162,19 @@ def test_check_and_report_take_a_recipe_that_names_no_folder(pruned, capsys, tmp
     code, out, err = run_cli(["report", pruned["folder"], "-r", generic, "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["input_shape"] == [1, 24]  # the recipe's model.seq_len
+
+
+def test_validate_takes_the_folder_for_a_recipe_that_names_none(pruned, capsys, tmp_path):
+    """`dpm validate r.yaml` refused the release pipeline's one recipe for every folder ("set
+    model.hf.path"), which `dpm prune FOLDER -r r.yaml` accepts; and `-r` was "No such option"."""
+    folder, recipe = pruned["folder"], pruned["recipe"]
+    generic = tmp_path / "generic.yaml"
+    generic.write_text(recipe.read_text().replace(f"hf: {{path: {folder}, task: AutoModel}}", "hf: {task: AutoModel}"))
+    code, _, err = run_cli(["validate", generic], capsys)
+    assert code == 2 and "give the folder as MODEL" in err
+    for args in (["validate", generic, folder], ["validate", "-r", generic, folder, "training.steps=3"]):
+        code, out, err = run_cli([*args, "--show"], capsys)
+        assert code == 0, err
+        assert f"path: {folder}" in out
+    code, _, err = run_cli(["validate", "-r", generic, tmp_path / "absent"], capsys)
+    assert code == 2 and "no such file or folder" in err

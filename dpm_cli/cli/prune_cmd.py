@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .app import app
+from ..errors import InputError
+from ..escaping import printable
 from .common import EXIT_CODES, emit_json, human, read_recipe, split_args
 
 RECIPE = typer.Option(None, "--recipe", "-r", help="YAML recipe (see recipes/).", exists=False)
@@ -132,17 +134,29 @@ def plan(
         console.print(f"[yellow]note:[/yellow] {note}")
 
 
-@app.command(epilog=f"Example:\n\n  dpm validate recipes/mnist-demo.yaml training.epochs=1\n\n{EXIT_CODES}")
+@app.command(epilog=f"Examples:\n\n  dpm validate recipes/mnist-demo.yaml training.epochs=1\n\n"
+                    f"  dpm validate -r r.yaml my-encoder/   # a recipe that names no model, for this folder\n\n{EXIT_CODES}")
 def validate(
-    recipe: Path = typer.Argument(..., help="YAML recipe to check."),
-    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY.PATH=VALUE]..."),
+    args: Optional[List[str]] = typer.Argument(None, metavar="[RECIPE] [MODEL] [KEY.PATH=VALUE]...",
+                                               help="The recipe (or --recipe), the MODEL dpm prune would get "
+                                                    "(a Hugging Face folder serves a recipe that names no "
+                                                    "model), then overrides."),
+    recipe: Optional[Path] = RECIPE,
     show: bool = typer.Option(False, "--show", help="Print the resolved recipe with every default."),
 ) -> None:
     """Check a recipe without running it: keys, types, ranges, files."""
     from ..recipe import dump_recipe
     from ..recipe.schema import describe_decay
 
-    r = read_recipe(recipe, list(overrides or []))
+    args = list(args or [])
+    if recipe is None:  # `dpm validate r.yaml`, as before, or `dpm validate -r r.yaml` as prune and plan take it
+        first = next((a for a in args if "=" not in a), None)
+        recipe = Path(first) if first is not None else None
+        args = [a for a in args if a is not first]
+    model, overrides = split_args(args)
+    if model is not None and not Path(model).exists():
+        raise InputError(f"MODEL {printable(model)}: no such file or folder")
+    r = read_recipe(recipe, overrides, model)
     # N is a fraction by default; with training.epochs the steps depend on the data, not loaded here.
     decay = f"decay: {describe_decay(r.pruning, r.training.steps)}"
     if show:

@@ -367,6 +367,6 @@ def _hf_checks(recipe: Recipe, ctx: _Context) -> None:
         return
     if data.source in TEXT_SOURCES:
         ctx.fail("data.source", "text data is tokenised by the model's tokenizer: set model.hf.path to a "
-                 "Hugging Face model folder")
+                 "Hugging Face model folder, or give the folder as MODEL (dpm validate/prune FOLDER -r RECIPE)")
     if recipe.output.hf:
         ctx.fail("output.hf", "only for Hugging Face models: set model.hf.path, or remove output.hf")
