@@ -42,11 +42,15 @@ def sha256_file(path: str | Path) -> str:
 
 
 def sha256_path(path: str | Path) -> str:
-    """A file's sha256, or a folder's (e.g. a Hugging Face output): the hash of its files' names and hashes."""
+    """A file's sha256, or a folder's (a Hugging Face model): the hash of its files' names and hashes.
+    Hidden entries are not the model: `.git` (a clone from the Hub: every weight again, as LFS objects,
+    and files git rewrites on a fetch) and `.cache/huggingface` (`hf download --local-dir` stamps it on
+    every download) would change the hash of an unchanged model, and --reuse and --built-from with it."""
     path = Path(path)
     if not path.is_dir():
         return sha256_file(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    files = sorted(p for p in path.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
     return sha256_json({p.relative_to(path).as_posix(): sha256_file(p) for p in files})
 
 

@@ -195,3 +195,25 @@ def test_a_hugging_face_folder_is_hashed_by_its_files_not_its_path(tmp_path):
     assert provenance.record(load_recipe(write_recipe(tmp_path, moved, data)), None)["key"] != first["key"]
     data.write_text(data.read_text() + "one more line of text\n")  # and the text data is hashed too
     assert provenance.record(recipe, None)["data"]["sha256"] != first["data"]["sha256"]
+
+
+def test_a_folders_hash_leaves_out_git_and_download_caches(tmp_path):
+    """A folder cloned from the Hub holds `.git` (every weight again, and files a fetch rewrites), and
+    `hf download --local-dir` stamps `.cache/huggingface` on every download: both changed the hash of an
+    unchanged model, so --reuse trained again and --built-from failed. Any file of the model still counts."""
+    folder = tmp_path / "m"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "sub" / "model.safetensors").write_bytes(b"weights")
+    plain = provenance.sha256_path(folder)
+    (folder / ".git" / "lfs").mkdir(parents=True)
+    (folder / ".git" / "FETCH_HEAD").write_text("abc\n")
+    (folder / ".git" / "lfs" / "object").write_bytes(b"weights")
+    (folder / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (folder / ".cache" / "huggingface" / "download" / "config.json.metadata").write_text("etag\n1765000000.1\n")
+    (folder / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    assert provenance.sha256_path(folder) == plain
+    (folder / ".git" / "FETCH_HEAD").write_text("def\n")
+    assert provenance.sha256_path(folder) == plain
+    (folder / "sub" / "model.safetensors").write_bytes(b"weightz")
+    assert provenance.sha256_path(folder) != plain
