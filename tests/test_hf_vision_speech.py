@@ -367,3 +367,51 @@ def test_extras_travel_with_the_folder_but_links_do_not(tmp_path):
     assert (target / "2_Dense" / "config.json").is_file() and (target / "preprocessor_config.json").is_file()
     assert (target / "modules.json").is_file()
     assert not (target / "1_Pooling").exists() and not (target / "2_Dense" / "link").exists()
+
+
+def test_links_of_a_hub_cache_snapshot_are_copied_and_links_out_of_it_are_not(tmp_path):
+    """The folder snapshot_download returns (`hub/models--org--name/snapshots/REV`) is links into
+    `../../blobs`: they were all left behind, so a sentence-transformers model pruned from its cache lost
+    modules.json and its 1_Pooling settings (it reloaded without its pooling and normalisation)."""
+    import json
+    import os
+
+    from dpm_cli.hf.save import _copy_extras
+
+    repo = tmp_path / "hub" / "models--org--encoder"
+    source, blobs, target = repo / "snapshots" / "abc123", repo / "blobs", tmp_path / "dst"
+    for folder in (source / "1_Pooling", blobs, target):
+        folder.mkdir(parents=True)
+    (blobs / "1").write_text(json.dumps([{"path": ""}, {"path": "1_Pooling"}]))
+    (blobs / "2").write_text('{"pooling_mode_mean_tokens": true}')
+    os.symlink("../../blobs/1", source / "modules.json")
+    os.symlink("../../../blobs/2", source / "1_Pooling" / "config.json")
+    secret = tmp_path / "hub" / "secret"
+    secret.write_text("private")  # in the cache, but no blob of this repository
+    os.symlink(secret, source / "sentence_bert_config.json")
+    os.symlink(secret, source / "1_Pooling" / "stolen")
+    _copy_extras(source, target)
+    assert json.loads((target / "modules.json").read_text())[1]["path"] == "1_Pooling"
+    assert not (target / "modules.json").is_symlink()  # the file itself, not a link into the cache
+    assert json.loads((target / "1_Pooling" / "config.json").read_text()) == {"pooling_mode_mean_tokens": True}
+    assert not (target / "sentence_bert_config.json").exists() and not (target / "1_Pooling" / "stolen").exists()
+
+
+def test_the_saved_folder_is_readable_as_every_other_output(tmp_path):
+    """save_hf builds the folder in a mkdtemp directory (mode 0700) and renamed it into place: the other
+    outputs were 0644, the folder alone unreadable to a publish step running as another user."""
+    import os
+
+    from hf_helpers import bert_folder
+
+    from dpm_cli.hf.load import load_hf
+    from dpm_cli.hf.save import save_hf
+
+    loaded = load_hf(bert_folder(tmp_path / "bert"))
+    old = os.umask(0o022)
+    try:
+        folder = save_hf(loaded.model, loaded.tokenizer, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert os.stat(folder).st_mode & 0o777 == 0o755
+    assert {os.stat(p).st_mode & 0o777 for p in folder.iterdir() if p.is_file()} == {0o644}

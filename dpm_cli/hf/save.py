@@ -10,7 +10,6 @@ and the torch.export program remain the way to ship such a model.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..batch import output_fields, seeded_call
 from ..engine.kv_cache import set_cache
 from ..engine.outputs import relative_error
 from .. import owned
+from ..checkpoint import share_tree
 from ..errors import InputError
 from .dtypes import as_stored, stored_state, write_config_dtype
 from .load import captured_warnings, import_transformers
@@ -198,6 +198,7 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
             (tmp / "README.md").write_text(card, encoding="utf-8")
         if example_inputs is not None:
             verify_folder(model, tmp, example_inputs)
+        share_tree(tmp)
         if folder.exists():
             shutil.rmtree(folder)  # only a folder dpm wrote: OutputPlan.check refuses any other
         tmp.rename(folder)
@@ -211,17 +212,29 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
 def _copy_extras(source: Path | None, target: Path) -> None:
     if source is None or not source.is_dir():
         return
-    # links are left behind: a folder from elsewhere must not make dpm copy what they point to
     for name in EXTRA_FILES:
-        if (source / name).is_file() and not (source / name).is_symlink():
+        if _copyable(source / name, source) and (source / name).is_file():
             shutil.copy2(source / name, target / name)
     for name in EXTRA_DIRS + _module_dirs(source):
-        if (source / name).is_dir() and not (source / name).is_symlink():
-            shutil.copytree(source / name, target / name, dirs_exist_ok=True, ignore=_links)
+        if _copyable(source / name, source) and (source / name).is_dir():
+            shutil.copytree(source / name, target / name, dirs_exist_ok=True,
+                            ignore=lambda folder, names: [n for n in names
+                                                          if not _copyable(Path(folder) / n, source)])
 
 
-def _links(folder: str, names: list[str]) -> list[str]:
-    return [n for n in names if os.path.islink(os.path.join(folder, n))]
+def _copyable(path: Path, source: Path) -> bool:
+    """Not a link, or a link into the folder itself or into the Hugging Face cache's store of the folder's
+    repository: a snapshot (`hub/models--org--name/snapshots/REV`, what snapshot_download returns) is
+    links to `../../blobs/SHA`, and leaving them out wrote a sentence-transformers folder without
+    modules.json and with an empty 1_Pooling. A link anywhere else is left behind: a folder from elsewhere
+    must not make dpm copy what it points to (a key file) into a folder meant to be published."""
+    if not path.is_symlink():
+        return True
+    target, root = path.resolve(), source.resolve()
+    stores = [root]
+    if root.parent.name == "snapshots":
+        stores.append(root.parent.parent / "blobs")
+    return path.exists() and any(target.is_relative_to(store) for store in stores)
 
 
 def _module_dirs(source: Path) -> tuple[str, ...]:
