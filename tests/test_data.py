@@ -392,3 +392,28 @@ def test_csv_and_tsv_text_are_read_by_their_header(tmp_path):
     assert read_text(unlabeled) == (["first", "second"], None)
     with pytest.raises(InputError, match=r"reviews.csv:2: no text in field 'body'; set data.text_field"):
         read_text(table, text_field="body", label_names={"negative": 0, "positive": 1})
+
+
+def test_a_json_array_of_records_is_read_and_a_record_that_is_no_object_is_named(tmp_path):
+    """A .json file holding one array of records (pandas' to_json(orient="records"), json.dump of a list)
+    was refused as "no text in field 'text'; set data.text_field", which sends the user to the wrong
+    setting; so was a JSON line that is a list or a string."""
+    import json
+
+    from dpm_cli.data.text import read_text
+
+    records = [{"text": "good", "label": "positive"}, {"text": "bad", "label": "negative"}]
+    pretty = tmp_path / "reviews.json"
+    pretty.write_text(json.dumps(records, indent=2))
+    assert read_text(pretty, label_names={"negative": 0, "positive": 1}) == (["good", "bad"], [1, 0])
+    one_line = tmp_path / "plain.json"
+    one_line.write_text(json.dumps([{"text": "first"}, {"text": "second"}]))
+    assert read_text(one_line) == (["first", "second"], None)
+    cases = {"a.json": ('[{"text": "a"}, "b"]', r"a.json:item 2: a JSON string, not an object"),
+             "b.json": ("[\n{\"text\": \"a\"},\n{\"text\": }\n]", r"b.json:3: not JSON \(Expecting value\)"),
+             "c.json": ("[]", r"c.json: holds no examples"),
+             "d.jsonl": ('{"text": "a"}\n["b"]\n', r"d.jsonl:2: a JSON array, not an object")}
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_text(content)
+        with pytest.raises(InputError, match=message):
+            read_text(tmp_path / name)

@@ -1,7 +1,7 @@
 """Text data for token models: local text, tokenised by the model's own tokenizer.
 
-A file holds one example per line, JSON lines (`{"text": ..., "label": 3}`), or a CSV/TSV table with a
-header; labels are optional (all lines or none). A label is a class index, one of the model's class
+A file holds one example per line, JSON lines (`{"text": ..., "label": 3}`), one JSON array of such
+objects, or a CSV/TSV table with a header; labels are optional (all lines or none). A label is a class index, one of the model's class
 names (label2id), a score (a number with a fraction, for a model with one output) or a list of classes
 (multi-label). `data.pair_field` adds a second text, tokenised as a pair; a list of words with a label
 per word is token classification (words.py). Every example is tokenised to at most `seq_len` tokens
@@ -35,7 +35,8 @@ Label = int | float | tuple[int, ...] | list[int]  # a class or score per exampl
 
 def read_text(path: str | Path, text_field: str = "text", label_field: str = "label",
               label_names: Any = None, pair_field: str | None = None) -> tuple[list[Text], list[Label] | None]:
-    """(texts, labels or None) from a plain text file or a JSON lines file; blank lines are skipped.
+    """(texts, labels or None) from a plain text file, JSON lines, a JSON array of objects or a CSV/TSV
+    table; blank lines are skipped.
     `label_names`: a model's label2id ({"NEGATIVE": 0, ...}), which maps labels written as names;
     `pair_field`: each record's second text, read as a (text, pair) tuple."""
     path = Path(path)
@@ -46,7 +47,8 @@ def read_text(path: str | Path, text_field: str = "text", label_field: str = "la
         raise InputError(f"{path}: {size / 2**20:.0f} MiB is more text than dpm reads into memory "
                          f"({MAX_BYTES // 2**20} MiB); use a sample of it")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM (Excel) is no text
+        whole = path.read_text(encoding="utf-8-sig")  # -sig: a BOM (Excel) is no text
+        lines = whole.splitlines()
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
@@ -56,8 +58,10 @@ def read_text(path: str | Path, text_field: str = "text", label_field: str = "la
         return _records(path, _table_rows(path, lines, label_field), (text_field, pair_field), label_field,
                         _names(label_names))
     if path.suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{"):
-        return _records(path, _json_records(path, numbered), (text_field, pair_field), label_field,
-                        _names(label_names))
+        # one JSON array of objects (pandas' to_json(orient="records"), json.dump of a list), or JSON lines
+        records = (_json_array(path, whole) if path.suffix in (".jsonl", ".json") and whole.lstrip().startswith("[")
+                   else _json_records(path, numbered))
+        return _records(path, records, (text_field, pair_field), label_field, _names(label_names))
     if pair_field is not None:
         raise InputError(f"{path}: data.pair_field {pair_field!r} reads JSON lines, and this is plain text; write "
                          f'one object per line, e.g. {{"{text_field}": ..., "{pair_field}": ...}}')
@@ -104,8 +108,29 @@ def _json_records(path: Path, numbered: list[tuple[int, str]]) -> list[tuple[int
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{number}: not a JSON object ({err.msg}); write one JSON object per line") from err
-        records.append((number, record if isinstance(record, dict) else {}))
+        records.append((number, _object(path, number, record)))
     return records
+
+
+def _json_array(path: Path, whole: str) -> list[tuple[int | str, dict]]:
+    """The objects of a file that is one JSON array, numbered "item N" in messages (no line numbers)."""
+    try:
+        items = json.loads(whole)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}:{err.lineno}: not JSON ({err.msg}); write one JSON array of objects, or one "
+                         "object per line") from err
+    if not isinstance(items, list) or not items:
+        raise InputError(f"{path}: holds no examples; write a JSON array of objects, or one object per line")
+    return [(f"item {i + 1}", _object(path, f"item {i + 1}", item)) for i, item in enumerate(items)]
+
+
+def _object(path: Path, number: int | str, record: Any) -> dict:
+    """A record must be an object: a list or a string there was read as one with no fields ("no text")."""
+    if not isinstance(record, dict):
+        kind = {str: "string", list: "array", bool: "boolean", int: "number", float: "number"}.get(type(record), "null")
+        raise InputError(f"{path}:{number}: a JSON {kind}, not an object; "
+                         'each example is an object such as {"text": ..., "label": ...}')
+    return record
 
 
 def _table_rows(path: Path, lines: list[str], label_field: str) -> list[tuple[int, dict]]:
@@ -132,7 +157,7 @@ def _label_cell(value: Any) -> Any:
     return value
 
 
-def _records(path: Path, records: list[tuple[int, dict]], fields: tuple[str, str | None], label_field: str,
+def _records(path: Path, records: list[tuple[int | str, dict]], fields: tuple[str, str | None], label_field: str,
              names: dict[str, int]) -> tuple[list[Text], list[Label] | None]:
     texts, labels = [], []
     for number, record in records:
