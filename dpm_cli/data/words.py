@@ -5,7 +5,7 @@ datasets hold them (`{"tokens": ["EU", "rejects", ...], "ner_tags": [3, 0, ...]}
 Each word is tokenised to one or more pieces; its label goes to its first piece, and every other
 position (later pieces, special tokens, padding) gets IGNORE, which cross-entropy and accuracy skip:
 transformers' own token-classification recipe. Scores are then per labelled word, not per example
-(training/labels.py).
+(labels.py).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..batch import call_model, logits_of, move, output_fields
-from ..training.labels import class_loss
+from ..data.labels import class_loss
 from ..engine import DecayPruner
 from ..engine.activation import CALIBRATED, fallback_note
 from ..engine.selection import needs_gradients, select

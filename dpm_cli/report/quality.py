@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..training.labels import class_counts
+from ..data.labels import class_counts
 
 from ..batch import batch_size, call_model, describe, move
 from ..errors import InputError

@@ -293,6 +293,7 @@ _MAC_FREE_OPS = (
     "numel", "dim", "is_", "contiguous", "resize_", "set_", "_reshape_alias", "expand", "unfold",
     "cumsum",  # running sums (GPT-2's position ids from the attention mask): additions only
     "floor_divide", "histc", "bincount",  # token routing to experts (integer division, counting)
+    "scalar_tensor",  # a 0-d tensor from a Python number (transformers' attention masks): listed in every BERT report
 )
 _FREE_CACHE: dict[Any, bool] = {}
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..batch import batch_size, move
-from .labels import class_counts
+from ..data.labels import class_counts
 from .objective import Objective, embedding_of, need_logits, split_batch
 
 

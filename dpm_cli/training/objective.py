@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .labels import class_loss
+from ..data.labels import class_loss
 from ..batch import call_model, logit_fields, logits_of
 from ..errors import ConfigError
 from .taps import find_blocks, tap_blocks

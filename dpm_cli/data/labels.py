@@ -2,14 +2,15 @@
 example, a class per position (labels per word, IGNORE where unlabelled: data/words.py), a score per
 example (a head with one output: squared error, as transformers treats num_labels 1), or several classes
 per example (multi-hot rows: binary cross-entropy per class, as for multi_label_classification).
-Training (`class_loss`), evaluation and `dpm check` (`class_counts`) and `dpm plan` share them.
+Training (`class_loss`), evaluation and `dpm check` (`class_counts`) and `dpm plan` share them; they live
+beside the data that defines the forms (the report package, imported by the engine, cannot import training).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..data.words import IGNORE
+from .words import IGNORE
 
 
 def is_regression(logits: torch.Tensor, labels: torch.Tensor) -> bool:
