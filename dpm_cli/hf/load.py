@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..engine.kv_cache import cached_scopes, set_cache
 from ..errors import CheckpointError, ConfigError, DpmError
+from ..pooling import MEAN, folder_pooling
 from ..recipe.schema import HF_TASKS as TASKS  # the Auto classes model.hf.task may name
 from .custom_code import check_known_type, check_weights_match
 from .dtypes import record_dtypes
@@ -156,10 +157,15 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
     # folder dpm writes from it: `save_hf` holds the folder it writes to no new warning only.
     model._dpm_load_warnings = tuple(warned)
     model._dpm_task = task  # the Auto class `save_hf` reloads with (EXAONE's folder loads as LlamaModel)
+    model._dpm_pooling = folder_pooling(path)  # how its sentence-transformers pipeline pools (pooling.py)
     record_dtypes(model)  # trained in float32, written back in the dtypes the folder held
     loaded = HFLoaded(model.float().eval(), _tokenizer(transformers, path, options), task, path)
     loaded.notes += [n for n in (chosen, own_code, dropped_weights_note(path, task, list(info.get("unexpected_keys") or []),
                                                                transformers)) if n]
+    if model._dpm_pooling not in (None, MEAN):
+        loaded.notes.append(f"sentence embeddings are pooled as the folder's sentence-transformers pipeline pools "
+                            f"them ({'+'.join(model._dpm_pooling)}, modules.json): the embedding target, the val "
+                            "cosine and dpm check --min-cosine")
     missing = list(info.get("missing_keys") or [])
     if missing:  # e.g. a classification head added to an encoder checkpoint: it starts random
         loaded.notes.append(f"{len(missing)} weight(s) not in {path.name} were initialised at random "

@@ -105,7 +105,7 @@ class ObjectiveSection:
     kind: str = opt("cross_entropy", "str", "training loss; distill needs no labels", choices=("cross_entropy", "distill"))
     temperature: float = opt(4.0, "float", "distillation temperature", gt=0)
     distill_weight: float = opt(0.0, "float", "with cross_entropy, weight of distillation from the original model", ge=0, le=1)
-    targets: tuple = opt(["auto"], "list", "what distillation matches: logits (KL at temperature; a question-answering head: its start and end logits), embedding (mean-pooled over the attention mask), hidden (last hidden states), layers (every transformer block's output); auto: logits if the model has them, else embedding", item=_TARGET, min_len=1, unique=True)
+    targets: tuple = opt(["auto"], "list", "what distillation matches: logits (KL at temperature; a question-answering head: its start and end logits), embedding (pooled as the folder's sentence-transformers pipeline pools: mean over the attention mask without one), hidden (last hidden states), layers (every transformer block's output); auto: logits if the model has them, else embedding", item=_TARGET, min_len=1, unique=True)
     loss: str = opt("cosine", "str", "loss on embedding and hidden targets", choices=("cosine", "mse", "both"))
 
 

@@ -7,7 +7,7 @@ Per batch both models run on the same inputs, so their numbers are paired exactl
   with one output per sample, a score, is compared on the vector of its scores over the samples); for
   label-free models (embeddings, features) this says how much of the function the compact one kept.
   A token model whose output has hidden states but no logits (a Hugging Face encoder) is compared on
-  its mean-pooled sentence embedding, as `dpm prune` reports its val cosine.
+  its sentence embedding (pooled as its sentence-transformers folder says), as `dpm prune` reports its val cosine.
 Inputs may be tensors or dicts of them (token batches), passed as keyword arguments.
 Evaluation is in eval mode under torch.inference_mode; the models are left as they were.
 """
@@ -24,6 +24,7 @@ from ..data.labels import class_counts
 
 from ..batch import batch_size, call_model, describe, move
 from ..errors import InputError
+from ..pooling import pooling_of
 
 
 @dataclass
@@ -104,13 +105,14 @@ def measure_quality(
     for m in models:
         m.eval()
     tallies = [_Tally() for _ in models]
+    pooling = pooling_of(baseline, model)  # one pooling for both: the baseline folder's, as the pruned one copies it
     cosine, seen, labeled, scorable = 0.0, 0, None, True
     scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # single-output models: (model, baseline) per batch
     try:
         for batch in batches:
             x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
             x = move(x, device)
-            outs = [_run(m, x) for m in models]
+            outs = [_run(m, x, pooling) for m in models]
             labeled = y is not None if labeled is None else labeled and y is not None
             if labeled and scorable:  # accuracy and loss whenever there are labels and logits
                 y = y.to(device)
@@ -146,9 +148,9 @@ def measure_quality(
                    cosine / seen if baseline is not None else None)
 
 
-def _run(model: nn.Module, x: Any) -> torch.Tensor:
+def _run(model: nn.Module, x: Any, pooling: tuple[str, ...]) -> torch.Tensor:
     try:
-        return _compared(call_model(model, x), x)
+        return _compared(call_model(model, x), x, pooling)
     except InputError:
         raise
     except Exception as err:
@@ -157,14 +159,14 @@ def _run(model: nn.Module, x: Any) -> torch.Tensor:
                          f"{type(err).__name__}: {first}); check --data or the recipe's data") from err
 
 
-def _compared(out: Any, inputs: Any) -> torch.Tensor:
-    """The output two models are compared on: a token model's mean-pooled (attention-mask aware) sentence
-    embedding when its output has hidden states and neither logits nor a sentence embedding, else
-    `primary_output`."""
+def _compared(out: Any, inputs: Any, pooling: tuple[str, ...]) -> torch.Tensor:
+    """The output two models are compared on: a token model's sentence embedding (pooled as its
+    sentence-transformers folder says, else the attention-mask aware mean) when its output has hidden
+    states and neither logits nor a sentence embedding, else `primary_output`."""
     if hasattr(out, "keys") and not any(k in out for k in ("sentence_embedding", "logits")):
         from ..training.objective import embedding_of
 
-        embedding = embedding_of(out, inputs)
+        embedding = embedding_of(out, inputs, pooling)
         if embedding is not None:
             return embedding
     return primary_output(out)

@@ -18,7 +18,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
              autocast: Any = None) -> dict[str, float]:
     """{"loss": mean objective loss, "top1": accuracy in % and "ce": mean cross-entropy (labelled data
     only; unlike "loss" it leaves out any distillation term, so runs with different objectives compare),
-    "cosine": mean cosine between the model's and the original model's mean-pooled embeddings (when
+    "cosine": mean cosine between the model's and the original model's sentence embeddings (when
     distilling a model with hidden states), "samples": n}."""
     was_training = model.training
     model.eval()
@@ -39,7 +39,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
                 if right is not None:
                     correct, total_ce, labelled = correct + right, total_ce + ce, labelled + counted
             if target is not None:
-                mine, theirs = embedding_of(outputs, inputs), embedding_of(target.outputs, inputs)
+                mine, theirs = (embedding_of(o, inputs, objective.pooling) for o in (outputs, target.outputs))
                 if mine is not None and theirs is not None:
                     total_cos += float(F.cosine_similarity(mine, theirs, dim=-1).sum())
                     embedded += n

@@ -1,8 +1,9 @@
 """Training objectives: cross-entropy with labels, or distillation from the original (dense) model.
 
 Distillation needs no labels, so a user with only unlabeled calibration data can still prune. It
-matches the teacher's logits (KL at a temperature), or, for encoders without logits, the mean-pooled
-sentence embedding (attention-mask aware, as sentence-transformers pools), the last hidden states
+matches the teacher's logits (KL at a temperature), or, for encoders without logits, the sentence
+embedding (pooled as the folder's sentence-transformers pipeline pools, `pooling.py`; else the
+attention-mask aware mean), the last hidden states
 and/or every transformer block's output (`layers`), with cosine and/or mean squared error. Outputs may be tensors or Hugging Face `ModelOutput`s.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from ..data.labels import class_loss
 from ..batch import call_model, logit_fields, logits_of
 from ..errors import ConfigError
+from ..pooling import MEAN, pool, pooling_of
 from .taps import find_blocks, tap_blocks
 
 
@@ -72,9 +74,11 @@ def mean_pool(hidden: torch.Tensor, inputs: Any) -> torch.Tensor:
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
 
 
-def embedding_of(out: Any, inputs: Any) -> torch.Tensor | None:
+def embedding_of(out: Any, inputs: Any, pooling: tuple[str, ...] = MEAN) -> torch.Tensor | None:
+    """The sentence embedding of a token model's output, pooled as its sentence-transformers folder says
+    (`pooling_of(model)`; the attention-mask aware mean without one)."""
     hidden = hidden_of(out)
-    return mean_pool(hidden.float(), inputs) if hidden is not None else None
+    return pool(hidden.float(), inputs, pooling) if hidden is not None else None
 
 
 class Objective:
@@ -96,6 +100,7 @@ class Objective:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
         self.wants_layers = self.teacher is not None and "layers" in self.targets
+        self.pooling = pooling_of(teacher)  # the embedding target: as the model's own pipeline pools
         # classes decided one by one (a sigmoid each, not a softmax over them): a softmax KL cannot see a
         # shift of every logit, which changes every decision, so their logits are matched directly
         self.independent = getattr(getattr(teacher, "config", None), "problem_type", None) == "multi_label_classification"
@@ -149,7 +154,8 @@ class Objective:
                 raise ConfigError(f"objective.targets {kind}: the model's output has no hidden states "
                                   "(last_hidden_state); load it with model.hf.task: AutoModel or distill logits")
             if kind == "embedding":
-                terms.append(self._distance(mean_pool(mine.float(), inputs), mean_pool(theirs.float(), inputs)))
+                terms.append(self._distance(pool(mine.float(), inputs, self.pooling),
+                                            pool(theirs.float(), inputs, self.pooling)))
             else:
                 terms.append(self._distance(mine.float(), theirs.float(), mask_of(inputs, mine)))
         return torch.stack(terms).mean()

@@ -1,0 +1,89 @@
+"""Sentence encoders are distilled and gated on the embedding their sentence-transformers pipeline serves.
+
+Every embedding was the attention-mask aware mean of the last hidden states, whatever the folder's
+Pooling module said. BGE, mxbai and Arctic serve the first token (`cls`), decoder embedders the last
+(`lasttoken`): `dpm prune` distilled, and `dpm check --min-cosine` gated, a vector their users never
+see. The pooling is now read from modules.json and 1_Pooling/config.json, and computed as
+sentence-transformers computes it.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+sentence_transformers = pytest.importorskip("sentence_transformers")
+
+from cli_helpers import run_cli  # noqa: E402
+from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
+
+from dpm_cli.errors import CheckpointError  # noqa: E402
+from dpm_cli.hf.load import load_hf  # noqa: E402
+from dpm_cli.pooling import MODES, folder_pooling, pool  # noqa: E402
+
+DISTILL = "{kind: distill, targets: [embedding], loss: cosine}"
+
+
+def st_folder(folder, pooling, *, legacy: bool = False):
+    """A tiny BERT folder with sentence-transformers' modules.json and a Pooling module's settings."""
+    bert_folder(folder)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pooling").mkdir()
+    config = ({f"pooling_mode_{k}": k == pooling for k in ("cls_token", "mean_tokens", "max_tokens")}
+              if legacy else {"embedding_dimension": 32, "pooling_mode": pooling})
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_every_mode_pools_as_sentence_transformers_does_on_padded_batches():
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError:  # sentence-transformers before 6
+        from sentence_transformers.models import Pooling
+
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, 8)
+    for side in ("right", "left"):
+        mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+        mask = mask if side == "right" else mask.flip(1)
+        for modes in [(m,) for m in MODES] + [("cls", "mean")]:
+            theirs = Pooling(8, pooling_mode=modes[0] if len(modes) == 1 else modes)(
+                {"token_embeddings": hidden, "attention_mask": mask})["sentence_embedding"]
+            assert torch.allclose(pool(hidden, {"attention_mask": mask}, modes), theirs, atol=1e-6), (side, modes)
+
+
+def test_the_folders_pooling_is_read_in_both_config_formats(tmp_path):
+    assert folder_pooling(st_folder(tmp_path / "new", "cls")) == ("cls",)
+    assert folder_pooling(st_folder(tmp_path / "old", "cls_token", legacy=True)) == ("cls",)
+    assert folder_pooling(bert_folder(tmp_path / "plain")) is None  # no sentence-transformers pipeline
+    odd = st_folder(tmp_path / "odd", "median")
+    with pytest.raises(CheckpointError, match="pooling mode 'median' is not one of"):
+        folder_pooling(odd)
+    loaded = load_hf(st_folder(tmp_path / "bge", "cls"))
+    assert loaded.model._dpm_pooling == ("cls",)
+    assert any("pooled as the folder's sentence-transformers pipeline pools them (cls" in n for n in loaded.notes)
+
+
+def test_prune_and_check_measure_the_embedding_the_pipeline_serves(tmp_path, capsys):
+    folder = st_folder(tmp_path / "bge", "cls")
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt", 24), objective=DISTILL)
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    pruned = tmp_path / "run" / "model-hf"
+    held = text_file(tmp_path / "held.txt", 11)
+    code, out, err = run_cli(["check", pruned, "--baseline", folder, "--data", held, "--min-cosine", "0", "--json"],
+                             capsys)
+    assert code == 0, err
+    measured = next(g for g in json.loads(out)["gates"] if g["name"] == "min-cosine")["measured"]
+    # what a user of the two folders gets: sentence-transformers' own embeddings of the held-out text
+    texts = held.read_text().splitlines()
+    original, compact = (sentence_transformers.SentenceTransformer(str(f), device="cpu", local_files_only=True)
+                         for f in (folder, pruned))
+    assert compact[1].pooling_mode == "cls"  # the pruned folder keeps the pipeline
+    a, b = (torch.as_tensor(m.encode(texts, batch_size=64, convert_to_numpy=True)) for m in (original, compact))
+    served = float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+    assert abs(measured - served) < 1e-4, (measured, served)
