@@ -72,4 +72,5 @@ def check_weights_match(path: Path, config: dict, task: str, model: Any, info: d
                               f"dpm does not run, and transformers' own {cls} does not match its weights "
                               f"({'; '.join(found)}): it is another model; {FROM_PYTHON}")
     return (f"{path.name} names its own code ({_shown(config, task)}); dpm ran none of it and loaded transformers' "
-            f"{cls}, which holds exactly the folder's weights")
+            f"{cls}, which holds exactly the folder's weights (whether it also computes what that code computes, "
+            "dpm cannot tell without running it)")
