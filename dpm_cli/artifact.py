@@ -62,11 +62,27 @@ def make_artifact(model: nn.Module, provenance: Provenance, metadata: dict[str, 
         "input_shape": None if provenance.input_shape is None else list(provenance.input_shape),
         "stages": [[_entry(step) for step in stage] for stage in provenance.stages],
         "metadata": dict(metadata or {}),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": _stored_weights(model),
     }
     if provenance.example_inputs is not None:  # an addition: artifacts without it read as before
         art["example_inputs"] = _plain_inputs(provenance.example_inputs)
     return art
+
+
+def _stored_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights as the source stored them: a Hugging Face folder's bfloat16 stays bfloat16 (the artifact
+    was float32, twice the size of the folder dpm writes beside it; the loader casts to the model's dtype).
+    One copy per storage, so tied weights (an LM head and its embedding) are one tensor in the file."""
+    from .hf.dtypes import stored_state  # here: the hf package imports the engine, which imports this module
+
+    copies: dict[tuple, torch.Tensor] = {}
+    state = {}
+    for name, tensor in (stored_state(model) or model.state_dict()).items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
+        if key not in copies:
+            copies[key] = tensor.detach().cpu().clone()
+        state[name] = copies[key]
+    return state
 
 
 def _plain_inputs(inputs: Any) -> torch.Tensor | dict[str, torch.Tensor]:

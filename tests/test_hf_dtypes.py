@@ -63,6 +63,30 @@ def test_a_bfloat16_folder_is_pruned_in_float32_and_saved_as_bfloat16(tmp_path, 
     assert torch.allclose(got, want, atol=1e-5)
 
 
+def test_the_artifact_of_a_bfloat16_folder_holds_bfloat16_and_tied_weights_once(tmp_path, capsys):
+    """The .dpm.pt was float32 (twice the bytes of the folder written beside it) and held a tied LM head
+    and its embedding as two tensors. It now holds the weights as the folder stored them, once, and loads
+    into a float32 model that computes what the pruned folder computes."""
+    import dpm_cli
+
+    path, tok = qwen2_folder(tmp_path / "q", torch.bfloat16)
+    recipe = write_recipe(tmp_path, path, text_file(tmp_path / "t.txt", 24), task="AutoModelForCausalLM",
+                          objective="{kind: distill}", head_ratio=0.5)
+    code, _, err = run_cli(["prune", "-r", recipe, "-q"], capsys)
+    assert code == 0, err
+    artifact = torch.load(tmp_path / "run" / "model.dpm.pt", weights_only=True)
+    state = artifact["state_dict"]
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.bfloat16}
+    assert state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()  # stored once
+    rebuilt = dpm_cli.load(tmp_path / "run" / "model.dpm.pt").eval()
+    assert next(rebuilt.parameters()).dtype == torch.float32
+    folder = no_warning_load(tmp_path / "run" / "model-hf", T.AutoModelForCausalLM).float()
+    x = dict(tok(["the data of this module"], return_tensors="pt"))
+    x.pop("token_type_ids", None)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(**x).logits, folder(**x).logits)
+
+
 def test_as_stored_rounds_for_its_duration_and_restores_the_float32_weights(tmp_path):
     path, _ = qwen2_folder(tmp_path / "q", torch.bfloat16)
     model = load_hf(path, "AutoModelForCausalLM").model
