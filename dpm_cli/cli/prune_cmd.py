@@ -150,9 +150,8 @@ def validate(
 
     args = list(args or [])
     if recipe is None:  # `dpm validate r.yaml`, as before, or `dpm validate -r r.yaml` as prune and plan take it
-        first = next((a for a in args if "=" not in a), None)
-        recipe = Path(first) if first is not None else None
-        args = [a for a in args if a is not first]
+        first = next((i for i, a in enumerate(args) if "=" not in a), None)
+        recipe = Path(args.pop(first)) if first is not None else None
     model, overrides = split_args(args)
     if model is not None and not Path(model).exists():
         raise InputError(f"MODEL {printable(model)}: no such file or folder")
