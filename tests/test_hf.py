@@ -121,6 +121,22 @@ def test_cli_report_and_check_take_a_hf_folder(bert, capsys):
     assert code == 0, err
 
 
+def test_input_shape_for_a_token_model_is_batch_and_tokens(bert, capsys, tmp_path):
+    """`dpm report FOLDER --input-shape 1,32` built a float tensor of that shape ("Expected tensor for
+    argument #1 'indices' to have one of the following scalar types: Long, Int"): MACs at a stated
+    length were out of reach for a token model. Its token inputs are now cut or tiled to the shape."""
+    h, ffn, layers = 32, 64, 2
+    for batch, t in ((1, 32), (2, 16)):
+        code, out, err = run_cli(["report", bert, "--input-shape", f"{batch},{t}", "--json"], capsys)
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["input_shape"] == [batch, t]
+        linear = batch * (layers * t * (4 * h * h + 2 * h * ffn) + h * h)  # + the pooler on one token each
+        assert report["models"][0]["macs"] == linear + batch * layers * 2 * t * t * h
+    code, _, err = run_cli(["report", bert, "--input-shape", "1,3,32"], capsys)
+    assert code == 2 and "a token model's input shape is batch,tokens" in err and "Traceback" not in err
+
+
 # ------------------------------------------------------------------ 3. text data
 def test_text_lines_and_json_lines(tmp_path, bert):
     tok = load_hf(bert).tokenizer

@@ -49,8 +49,8 @@ CHECK_HELP = (
     "given, unreadable model, bad shape or count, a gate without the data or labels it needs)."
 )
 
-_SHAPE = typer.Option(None, "--input-shape", help="Input shape, batch first, e.g. 1,3,32,32 "
-                      "(default: the recipe's, or the one a dpm artifact recorded).")
+_SHAPE = typer.Option(None, "--input-shape", help="Input shape, batch first, e.g. 1,3,32,32; for a token model "
+                      "batch,tokens, e.g. 1,512 (default: the recipe's, or the one a dpm artifact recorded).")
 _RECIPE = typer.Option(None, "--recipe", "-r", help="Recipe YAML: model.input_shape, model.factory and model.kwargs.")
 _FACTORY = typer.Option(None, "--factory", help="Model factory 'package.module:callable', for state_dict checkpoints.")
 _TRUST = typer.Option(False, "--trust-checkpoint", help="Allow pickled modules and any factory an artifact names "

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
@@ -80,7 +81,12 @@ def resolve_setup(input_shape: str | None, recipe: str | Path | None, factory: s
 
 def require_shape(setup: ModelSetup, *artifact_shapes: Any) -> Any:
     """--input-shape or the recipe's, else the one a dpm artifact recorded (or the token inputs of a
-    Hugging Face folder, a dict)."""
+    Hugging Face folder or its artifact, a dict). Token inputs given a shape (batch, tokens) are cut or
+    tiled to it: `dpm report FOLDER --input-shape 1,512` built a float tensor of that shape, which no
+    embedding takes ("Expected tensor for argument #1 'indices' to have one of the following scalar types")."""
+    tokens = next((s for s in artifact_shapes if isinstance(s, dict)), None)
+    if tokens is not None and (setup.input_shape is None or token_ids_only(tokens)):
+        return tokens if setup.input_shape is None else resized_tokens(tokens, setup.input_shape)
     shape = setup.input_shape or next((s for s in artifact_shapes if s is not None and len(s)), None)
     if isinstance(shape, dict):
         return shape
@@ -89,6 +95,24 @@ def require_shape(setup: ModelSetup, *artifact_shapes: Any) -> Any:
                           "or a --recipe with model.input_shape")
     check_example_shape(shape, f"input shape {','.join(map(str, shape))}")  # before allocating the example
     return tuple(shape)
+
+
+def token_ids_only(inputs: dict) -> bool:
+    """Inputs that are all (batch, tokens) integer tensors: ids, masks, types (not audio features)."""
+    return all(torch.is_tensor(v) and v.dim() == 2 and not v.is_floating_point() for v in inputs.values())
+
+
+def resized_tokens(inputs: dict, shape: tuple[int, ...]) -> dict:
+    """Token inputs tiled or cut to `shape` = (batch, tokens): their MACs are those of that shape."""
+    if len(shape) != 2:
+        raise ConfigError(f"--input-shape {','.join(map(str, shape))}: a token model's input shape is "
+                          "batch,tokens (e.g. 1,128)")
+    batch, length = shape
+    resized = {}
+    for name, value in inputs.items():
+        value = value.repeat(1, -(-length // value.shape[1]))[:, :length]
+        resized[name] = value.repeat(-(-batch // value.shape[0]), 1)[:batch]
+    return resized
 
 
 def _from_recipe(path: str | Path, overrides: Sequence[str] = (), model_folder: str | Path | None = None) -> ModelSetup:
