@@ -178,3 +178,15 @@ def test_validate_takes_the_folder_for_a_recipe_that_names_none(pruned, capsys, 
         assert f"path: {folder}" in out
     code, _, err = run_cli(["validate", "-r", generic, tmp_path / "absent"], capsys)
     assert code == 2 and "no such file or folder" in err
+
+
+def test_a_pruned_models_artifact_as_model_points_to_its_folder(pruned, capsys, tmp_path):
+    """Pruning a pruned encoder again, `dpm prune run/model.dpm.pt -r r.yaml` said "model.hf.path
+    run/model.dpm.pt is not a folder", naming a key the user never set. It now says to give the folder, and
+    which one dpm wrote beside the artifact; nothing is written."""
+    artifact = pruned["run"] / "model.dpm.pt"
+    code, _, err = run_cli(["prune", artifact, "-r", pruned["recipe"], f"output.dir={tmp_path / 'again'}"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"MODEL {artifact}: the recipe prunes a Hugging Face model" in err
+    assert f"dpm wrote {pruned['run'] / 'model-hf'} beside it" in err
+    assert not (tmp_path / "again").exists()

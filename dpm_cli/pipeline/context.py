@@ -95,6 +95,16 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
     return ctx
 
 
+def _not_a_folder(path: Path) -> str:
+    """MODEL a file where the recipe prunes a Hugging Face model: pruning a pruned model again starts from
+    the folder dpm wrote beside its artifact (it was "model.hf.path X is not a folder")."""
+    base = path.name.removesuffix(".dpm.pt").removesuffix(".pt2").removesuffix(".pt")
+    written = path.with_name(f"{base}-hf")
+    hint = f" (dpm wrote {written} beside it)" if (written / "config.json").is_file() else ""
+    return (f"MODEL {path}: the recipe prunes a Hugging Face model, which dpm loads from its folder; give a "
+            f"model folder as MODEL{hint}")
+
+
 def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
                      model_path: str | Path | None = None) -> RunContext:
     """A Hugging Face folder (the MODEL argument, else model.hf.path): model and tokenizer first (text
@@ -105,6 +115,8 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     from ..hf.prunable import head_problem
     from ..hf.save import format_problem
 
+    if model_path is not None and not Path(model_path).is_dir():
+        raise InputError(_not_a_folder(Path(model_path)))
     folder = Path(model_path or recipe.model.hf.path)
     loaded = load_hf(folder, recipe.model.hf.task)
     protected = protected_modules(loaded.model)  # refuses a family whose FFN dpm cannot prune
