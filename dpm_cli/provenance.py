@@ -49,9 +49,21 @@ def sha256_path(path: str | Path) -> str:
     path = Path(path)
     if not path.is_dir():
         return sha256_file(path)
-    files = sorted(p for p in path.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    return sha256_json({p.relative_to(path).as_posix(): sha256_file(p) for p in files})
+    return sha256_json({p.relative_to(path).as_posix(): sha256_file(p) for p in _model_files(path)})
+
+
+def _model_files(folder: Path) -> list[Path]:
+    """A folder's files, hidden entries left out (see sha256_path)."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def path_bytes(path: str | Path) -> int:
+    """The bytes sha256_path reads (0 for a path that is not there)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in _model_files(path))
+    return path.stat().st_size if path.is_file() else 0
 
 
 def sha256_json(value: Any) -> str:

@@ -95,3 +95,20 @@ def test_single_step_pruning_reports_its_anytime_accuracy(setup, capsys):
                               "pruning.rectify.enabled=false"], capsys)
     assert code == 0, err
     assert json.loads(out)["min_decay_top1"] is not None
+
+
+def test_a_large_model_is_announced_before_it_is_hashed_and_loaded(setup, capsys, monkeypatch):
+    """Nothing was printed while dpm hashed a model for the provenance record and loaded it: for a
+    folder of several GB that is minutes of silence. A model past LARGE_INPUT gets one line first."""
+    import importlib
+
+    pipeline = importlib.import_module("dpm_cli.pipeline.prune")  # the module: the package exports prune()
+    recipe, ckpt = setup
+    monkeypatch.setattr(pipeline, "LARGE_INPUT", 1)  # the test's checkpoint counts as large
+    code, _, err = run_cli(["prune", ckpt, "-r", recipe], capsys)
+    assert code == 0, err
+    assert err.index(f"reading {ckpt} (0.0 GiB): its hash for the provenance record, then the model") < err.index("decay:")
+    monkeypatch.setattr(pipeline, "LARGE_INPUT", 2**40)
+    code, _, err = run_cli(["prune", ckpt, "-r", recipe, "--force"], capsys)
+    assert code == 0, err
+    assert "its hash for the provenance record" not in err

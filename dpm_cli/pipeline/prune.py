@@ -91,6 +91,9 @@ def _dense_model(run_dir: RunDir, reporter: Reporter, resume: bool, prepare, dis
     return build
 
 
+LARGE_INPUT = 256 * 2**20  # a model this large takes seconds to hash and to load: say so before starting
+
+
 def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str | Path | None = None,
           output: str | Path | None = None, resume: bool = False, force: bool = False, trust: bool = False,
           reporter: Reporter | None = None, dist: DistContext = SINGLE, hooks: TrainerHooks | None = None,
@@ -103,6 +106,10 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
     run = RunDir(run_dir or recipe.output.dir)
     outputs = OutputPlan(Path(output) if output else run.path / recipe.output.name, list(recipe.output.formats), force,
                          hf=recipe.output.hf)
+    model_input = model_path or recipe.model.checkpoint or recipe.model.hf.path
+    if model_input and (size := prov.path_bytes(model_input)) >= LARGE_INPUT:  # minutes of silence otherwise
+        reporter.log(f"reading {model_input} ({size / 2**30:.1f} GiB): its hash for the provenance record, "
+                     "then the model")
     record = prov.record(recipe, model_path or recipe.model.checkpoint)
     # Before outputs.check: that refuses existing outputs without --force, and a match reuses them.
     if reuse and (earlier := reusable(record, run, outputs, force=force)) is not None:
