@@ -50,6 +50,20 @@ def folder_pooling(folder: str | Path) -> tuple[str, ...] | None:
     return modes
 
 
+def after_pooling(folder: str | Path) -> list[str]:
+    """The modules sentence-transformers runs on the pooled embedding other than its normalisation (a
+    Dense projection: LaBSE, sentence-t5), by path: dpm compares the embedding before them."""
+    modules = _json(Path(folder) / "modules.json")
+    if not isinstance(modules, list):
+        return []
+    types = [str(m.get("type", "")) if isinstance(m, dict) else "" for m in modules]
+    start = next((i for i, t in enumerate(types) if t.endswith(".Pooling")), None)
+    if start is None:
+        return []
+    return [str(m.get("path") or t.rsplit(".", 1)[-1])[:40] for m, t in zip(modules[start + 1:], types[start + 1:])
+            if not t.endswith(".Normalize")]
+
+
 def pooling_of(*models: nn.Module | None) -> tuple[str, ...]:
     """The pooling load_hf found in the first of `models` that came from a sentence-transformers folder."""
     return next((m._dpm_pooling for m in models if getattr(m, "_dpm_pooling", None)), MEAN)

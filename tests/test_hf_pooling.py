@@ -21,7 +21,7 @@ from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
 
 from dpm_cli.errors import CheckpointError  # noqa: E402
 from dpm_cli.hf.load import load_hf  # noqa: E402
-from dpm_cli.pooling import MODES, folder_pooling, pool  # noqa: E402
+from dpm_cli.pooling import MODES, after_pooling, folder_pooling, pool  # noqa: E402
 
 DISTILL = "{kind: distill, targets: [embedding], loss: cosine}"
 
@@ -63,6 +63,13 @@ def test_the_folders_pooling_is_read_in_both_config_formats(tmp_path):
     odd = st_folder(tmp_path / "odd", "median")
     with pytest.raises(CheckpointError, match="pooling mode 'median' is not one of"):
         folder_pooling(odd)
+    dense = st_folder(tmp_path / "labse", "cls")
+    modules = json.loads((dense / "modules.json").read_text())
+    modules += [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+                {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (dense / "modules.json").write_text(json.dumps(modules))
+    assert after_pooling(dense) == ["2_Dense"]  # named in a note: the embedding is compared before it
+    assert any("applies 2_Dense to the pooled embedding" in n for n in load_hf(dense).notes)
     loaded = load_hf(st_folder(tmp_path / "bge", "cls"))
     assert loaded.model._dpm_pooling == ("cls",)
     assert any("pooled as the folder's sentence-transformers pipeline pools them (cls" in n for n in loaded.notes)
