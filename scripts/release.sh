@@ -50,6 +50,13 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 dpm validate "$RECIPE" "$MODEL" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --show > "$WORK/recipe.yaml"
 
+# A Hugging Face folder the recipe asks for (output.hf: true) that dpm prune could not write is a note in
+# its summary, not a failed run: a release without it would publish less than its consumers load.
+if sed -n '/^output:/,/^[^ ]/p' "$WORK/recipe.yaml" | grep -q '^  hf: true' && [ ! -d "$RUN_DIR/model-hf" ]; then
+  why=$(grep -o 'Hugging Face folder not written[^"]*' "$RUN_DIR/summary.json" 2>/dev/null | head -1 || true)
+  die "the recipe asks for a Hugging Face folder (output.hf: true) and dpm prune did not write it${why:+: $why}; nothing published" 1
+fi
+
 # 3. Gates: size, speed and accuracy against the dense model, and that the compact model was built
 #    from exactly these inputs. Exit 1 = a gate failed; anything else but 0 is an error.
 set +e

@@ -133,3 +133,29 @@ def test_release_of_a_hugging_face_folder_publishes_the_folder(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| built-from | — | same checkpoint, recipe and data as recorded | pass |" in report
     assert "| min-cosine |" in report
+
+
+def test_a_hugging_face_folder_the_recipe_asks_for_and_prune_could_not_write_stops_the_release(tmp_path):
+    """dpm prune keeps a run whose Hugging Face folder could not be written (a note in summary.json: the
+    other outputs hold the model), and the script then published the artifacts without the folder and
+    said "all gates passed". It now stops with exit 1, the note's reason, and nothing published. A stand-in
+    dpm plays that run, so this test trains nothing."""
+    run, model = tmp_path / "run", tmp_path / "encoder"
+    model.mkdir()
+    fake = tmp_path / "fake-dpm"
+    fake.write_text(f"""#!/usr/bin/env bash
+case "$1" in
+  prune) mkdir -p {run} && echo artifact > {run}/model.dpm.pt &&
+         echo '{{"notes": ["Hugging Face folder not written: the saved folder does not load as BertModel"]}}' > {run}/summary.json ;;
+  validate) printf 'model:\\n  hf: {{path: x}}\\noutput:\\n  dir: {run}\\n  hf: true\\n' ;;
+  *) echo "the test's stand-in dpm was asked for $1" >&2; exit 3 ;;
+esac
+""")
+    fake.chmod(0o755)
+    env = {**os.environ, "DPM": str(fake), "RUN_DIR": str(run), "REPORT": str(tmp_path / "report.md")}
+    done = subprocess.run(["bash", str(SCRIPT), str(model), "r.yaml", str(tmp_path / "dist"), "--", "--max-params", "1M"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "asks for a Hugging Face folder (output.hf: true) and dpm prune did not write it: Hugging Face folder " \
+           "not written: the saved folder does not load as BertModel; nothing published" in done.stderr
+    assert not (tmp_path / "dist").exists()
