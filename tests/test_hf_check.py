@@ -190,3 +190,25 @@ def test_a_pruned_models_artifact_as_model_points_to_its_folder(pruned, capsys, 
     assert f"MODEL {artifact}: the recipe prunes a Hugging Face model" in err
     assert f"dpm wrote {pruned['run'] / 'model-hf'} beside it" in err
     assert not (tmp_path / "again").exists()
+
+
+def test_labelled_text_with_an_encoder_is_calibration_text_not_a_score(tmp_path, capsys):
+    """A classification dataset used as calibration text for an encoder: `dpm prune` with distillation
+    failed ("the model returns no logits ... use objective.kind: distill with targets: [embedding]",
+    which it was), and `dpm check` scored the 32-value sentence embedding as 32 class logits (a top-1
+    "accuracy" and a cross-entropy of about ln 32). The labels are now unused, with a note; an accuracy
+    gate on an encoder is one line."""
+    folder = bert_folder(tmp_path / "bert")
+    labelled = text_file(tmp_path / "t.jsonl", 24, labelled=True)
+    recipe = write_recipe(tmp_path, folder, labelled, objective=COSINE)
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["metric"] == "cosine" and any("labels are not used" in n for n in summary["notes"])
+    code, report, err = check(capsys, tmp_path / "run" / "model-hf", "--baseline", folder, "--data", labelled,
+                              "--min-cosine", "0")
+    assert code == 0, err
+    assert report["evaluation"]["model"] == {"top1": None, "loss": None} and report["evaluation"]["cosine"] > 0
+    code, _, err = check(capsys, tmp_path / "run" / "model-hf", "--baseline", folder, "--data", labelled,
+                         "--max-accuracy-drop", "1")
+    assert code == 2 and "outputs a sentence embedding (32 values), not class logits" in err

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..artifact import Provenance
-from ..batch import call_model, describe, first_rows, move
+from ..batch import call_model, describe, first_rows, logits_of, move
 from ..checkpoint import load_checkpoint
 from ..data import DataBundle, check_labels_fit, load_data, make_loaders
 from ..data.text import label_names
@@ -178,6 +178,9 @@ def _check_outputs(ctx: RunContext) -> None:
         model.train(was_training)
     if ctx.data.labeled and ctx.recipe.objective.kind == "cross_entropy":
         _check_labels(ctx, need_logits(out))
+    elif ctx.data.labeled and logits_of(out) is None:  # it failed: "the model returns no logits"
+        ctx.notes.append("the data's labels are not used: the model gives no logits to score them, and "
+                         "label-free distillation needs none")
 
 
 def _check_labels(ctx: RunContext, logits: torch.Tensor) -> None:

@@ -112,11 +112,15 @@ def measure_quality(
         for batch in batches:
             x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
             x = move(x, device)
-            outs = [_run(m, x, pooling) for m in models]
+            outs, logits = zip(*(_run(m, x, pooling) for m in models))
             labeled = y is not None if labeled is None else labeled and y is not None
             if labeled and scorable:  # accuracy and loss whenever there are labels and logits
                 y = y.to(device)
                 problem = next((p for p in map(lambda o: _logits_problem(o, y), outs) if p), None)
+                if not all(logits):  # an encoder's sentence embedding is no score per class
+                    problem = (f"the model outputs a sentence embedding ({outs[0].shape[-1]} values), not class "
+                               "logits: labels cannot score it; load a task head (model.hf.task) or gate on "
+                               "--min-cosine")
                 if problem and labels_needed:
                     raise InputError(problem)
                 scorable = problem is None
@@ -148,7 +152,8 @@ def measure_quality(
                    cosine / seen if baseline is not None else None)
 
 
-def _run(model: nn.Module, x: Any, pooling: tuple[str, ...]) -> torch.Tensor:
+def _run(model: nn.Module, x: Any, pooling: tuple[str, ...]) -> tuple[torch.Tensor, bool]:
+    """What the model is compared on, and whether that is logits (labels can score it)."""
     try:
         return _compared(call_model(model, x), x, pooling)
     except InputError:
@@ -159,17 +164,20 @@ def _run(model: nn.Module, x: Any, pooling: tuple[str, ...]) -> torch.Tensor:
                          f"{type(err).__name__}: {first}); check --data or the recipe's data") from err
 
 
-def _compared(out: Any, inputs: Any, pooling: tuple[str, ...]) -> torch.Tensor:
+def _compared(out: Any, inputs: Any, pooling: tuple[str, ...]) -> tuple[torch.Tensor, bool]:
     """The output two models are compared on: a token model's sentence embedding (pooled as its
     sentence-transformers folder says, else the attention-mask aware mean) when its output has hidden
-    states and neither logits nor a sentence embedding, else `primary_output`."""
-    if hasattr(out, "keys") and not any(k in out for k in ("sentence_embedding", "logits")):
+    states and neither logits nor a sentence embedding, else `primary_output`; and whether it is logits.
+    An embedding scored as logits gave an encoder a top-1 "accuracy" over its 384 dimensions."""
+    if hasattr(out, "keys") and "logits" not in out:
+        if "sentence_embedding" in out:
+            return primary_output(out), False
         from ..training.objective import embedding_of
 
         embedding = embedding_of(out, inputs, pooling)
         if embedding is not None:
-            return embedding
-    return primary_output(out)
+            return embedding, False
+    return primary_output(out), True
 
 
 def _unpadded(out: torch.Tensor, inputs: Any) -> torch.Tensor:

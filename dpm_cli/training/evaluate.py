@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..batch import batch_size, move
+from ..batch import batch_size, logits_of, move
 from ..data.labels import class_counts
-from .objective import Objective, embedding_of, need_logits, split_batch
+from .objective import Objective, embedding_of, split_batch
 
 
 @torch.no_grad()
@@ -34,8 +34,11 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
             target = objective.teacher_outputs(inputs) if objective.teacher is not None else None
             if labels is not None or target is not None:
                 total_loss += float(objective(forward, labels, inputs, teacher=target)) * n
-            if labels is not None:  # per example, or per labelled word; a score (regression) has no top-1
-                right, ce, counted = class_counts(need_logits(outputs), labels)
+            # per example, or per labelled word; a score (regression) has no top-1. An encoder distilled on
+            # labelled text has no logits to score: its labels are not used (need_logits failed the run)
+            logits = logits_of(outputs) if labels is not None else None
+            if logits is not None:
+                right, ce, counted = class_counts(logits, labels)
                 if right is not None:
                     correct, total_ce, labelled = correct + right, total_ce + ce, labelled + counted
             if target is not None:
