@@ -417,3 +417,17 @@ def test_a_tokenizer_with_more_tokens_than_the_embedding_is_named_before_trainin
     assert code == 2 and len(errors) == 1 and "Traceback" not in err
     assert f"the tokenizer gives token id {len(tok) - 1} but the model's embedding has {len(tok) - 1} rows" in errors[0]
     assert "resize_token_embeddings" in errors[0] and not (tmp_path / "run" / "state.pt").exists()
+
+
+def test_a_language_model_distilled_on_labelled_text_leaves_the_labels_unused(tmp_path, capsys):
+    """A classification dataset as a decoder's calibration text: the evaluation scored its one label per
+    text against a logit per token and stopped the run ("The size of tensor a (12) must match the size
+    of tensor b (10)"). Label-free distillation needs no labels; they are now unused, with a note."""
+    folder = llama_folder(tmp_path / "llama", tied=True)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.jsonl", 24, labelled=True),
+                                    run=tmp_path / "run", formats="module"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["metric"] == "loss" and any("labels are not used" in n for n in summary["notes"])

@@ -29,6 +29,18 @@ def _multi_hot(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels.float(), (0, logits.shape[-1] - labels.shape[-1])) if labels.shape[-1] < logits.shape[-1] else labels.float()
 
 
+def scorable(logits: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether `labels` can score `logits` at all: one of the four forms, classes within the logits. Text
+    labelled for another task (a classification dataset used as a language model's calibration text)
+    cannot, and is distilled on without them."""
+    if is_regression(logits, labels) or is_multi_label(logits, labels):
+        return True
+    if labels.is_floating_point() or (logits.dim(), labels.dim()) not in ((2, 1), (3, 2)):
+        return False
+    kept = labels[labels != IGNORE]
+    return kept.numel() == 0 or (int(kept.min()) >= 0 and int(kept.max()) < logits.shape[-1])
+
+
 def class_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int | None, float, int]:
     """(correct, summed cross-entropy, labels counted) of logits against class labels: one per example
     ((batch, classes) and (batch,)) or one per position ((batch, tokens, classes) and (batch, tokens),

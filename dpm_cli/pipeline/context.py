@@ -14,6 +14,7 @@ from ..artifact import Provenance
 from ..batch import call_model, describe, first_rows, logits_of, move
 from ..checkpoint import load_checkpoint
 from ..data import DataBundle, check_labels_fit, load_data, make_loaders
+from ..data.labels import scorable
 from ..data.text import label_names
 from ..engine import DPMConfig, RectifyConfig
 from ..errors import ConfigError, InputError
@@ -178,9 +179,9 @@ def _check_outputs(ctx: RunContext) -> None:
         model.train(was_training)
     if ctx.data.labeled and ctx.recipe.objective.kind == "cross_entropy":
         _check_labels(ctx, need_logits(out))
-    elif ctx.data.labeled and logits_of(out) is None:  # it failed: "the model returns no logits"
-        ctx.notes.append("the data's labels are not used: the model gives no logits to score them, and "
-                         "label-free distillation needs none")
+    elif ctx.data.labeled and not _labels_score(logits_of(out), _label_sample(ctx.data)):
+        ctx.notes.append("the data's labels are not used: they do not score the model's outputs (no logits, "
+                         "or a logit per token against a label per text), and label-free distillation needs none")
 
 
 def _check_labels(ctx: RunContext, logits: torch.Tensor) -> None:
@@ -213,6 +214,10 @@ def _check_labels(ctx: RunContext, logits: torch.Tensor) -> None:
                          f"{list(logits.shape)}): use a token-classification head (model.hf.task: "
                          "AutoModelForTokenClassification), or one label per example")
     check_labels_fit(ctx.data, int(logits.shape[-1]), hf=ctx.recipe.model.hf is not None)
+
+
+def _labels_score(logits: torch.Tensor | None, sample: torch.Tensor | None) -> bool:
+    return logits is not None and sample is not None and scorable(logits, sample.unsqueeze(0))
 
 
 def _label_sample(data: DataBundle) -> torch.Tensor | None:

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..batch import batch_size, logits_of, move
-from ..data.labels import class_counts
+from ..data.labels import class_counts, scorable
 from .objective import Objective, embedding_of, split_batch
 
 
@@ -34,10 +34,11 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
             target = objective.teacher_outputs(inputs) if objective.teacher is not None else None
             if labels is not None or target is not None:
                 total_loss += float(objective(forward, labels, inputs, teacher=target)) * n
-            # per example, or per labelled word; a score (regression) has no top-1. An encoder distilled on
-            # labelled text has no logits to score: its labels are not used (need_logits failed the run)
+            # per example, or per labelled word; a score (regression) has no top-1. Distilling on text
+            # labelled for something else (an encoder: no logits; a language model: a logit per token),
+            # its labels are not used: scoring them failed the run
             logits = logits_of(outputs) if labels is not None else None
-            if logits is not None:
+            if logits is not None and (objective.kind == "cross_entropy" or scorable(logits, labels)):
                 right, ce, counted = class_counts(logits, labels)
                 if right is not None:
                     correct, total_ce, labelled = correct + right, total_ce + ce, labelled + counted
