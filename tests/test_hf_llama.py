@@ -431,3 +431,6 @@ def test_a_language_model_distilled_on_labelled_text_leaves_the_labels_unused(tm
     assert code == 0, err
     summary = json.loads(out)
     assert summary["metric"] == "loss" and any("labels are not used" in n for n in summary["notes"])
+    # dpm plan's gradients for the taylor criterion scored them too ("Expected target size [8, 50], got [8]")
+    code, _, err = run_cli(["plan", "-r", recipe, "pruning.criterion=taylor"], capsys)
+    assert code == 0, err

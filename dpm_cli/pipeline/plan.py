@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..batch import call_model, logits_of, move, output_fields
-from ..data.labels import class_loss
+from ..data.labels import class_loss, scorable
 from ..engine import DecayPruner
 from ..engine.activation import CALIBRATED, fallback_note
 from ..engine.selection import needs_gradients, select
@@ -76,7 +76,7 @@ def _gradients_on_one_batch(model: torch.nn.Module, loader: Any) -> None:
     model.zero_grad()
     out = call_model(model, inputs)
     logits = logits_of(out)
-    if labels is not None and logits is not None:
+    if labels is not None and logits is not None and scorable(logits, labels):
         loss = class_loss(logits, labels)
     else:  # no labels: any scalar of the output gives the criterion gradients to rank by
         loss = sum(t.float().pow(2).mean() for t in output_fields(out).values())
