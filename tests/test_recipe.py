@@ -457,3 +457,19 @@ def test_describe_decay_gives_n_or_the_rule():
     assert describe_decay(p, 186) == "N = 46 steps (decay_fraction 0.25, the default, of 186 fine-tuning steps)"
     assert "dpm plan shows N" in describe_decay(p, None)
     assert describe_decay(dataclasses.replace(p, decay_steps=60), None) == "N = 60 steps (pruning.decay_steps)"
+
+
+def test_a_data_path_that_is_a_folder_is_named_as_one(tmp_path):
+    """`data.path: corpus/` (a folder of text files) failed at the start of the run with "cannot read it
+    to hash it (Is a directory)"; `dpm check --data corpus` said "no such file"."""
+    (tmp_path / "corpus").mkdir()
+    for source in ("text", "tensors"):
+        message = _error(f"""
+            version: 1
+            data: {{source: {source}, path: corpus}}
+            """, base_dir=tmp_path)
+        assert "data.path: '" in message and "corpus' is a folder; set it to a" in message
+    from dpm_cli.report.evaldata import resolve_eval_data
+
+    with pytest.raises(ConfigError, match="--data '.*corpus' is a folder; give one file"):
+        resolve_eval_data(str(tmp_path / "corpus"), None)

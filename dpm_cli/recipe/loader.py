@@ -331,6 +331,9 @@ def _cross_checks(recipe: Recipe, ctx: _Context) -> None:
         if data.source == source and value is None:
             ctx.fail(f"data.{key}", f"required when data.source is '{source}'; set it to {needs}", at="data.source")
         if key == "path" and data.source in ("tensors", "text"):
+            if data.source == source and value is not None and Path(value).is_dir():  # hashing it failed
+                ctx.fail("data.path", f"'{value}' is a folder; set it to {needs} (the folder's files joined "
+                         "into one, e.g. cat *.jsonl > all.jsonl)")
             continue
         if data.source != source and value is not None:
             ctx.fail(f"data.{key}", f"only used when data.source is '{source}' (it is '{data.source}'); "

@@ -73,6 +73,9 @@ def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | 
     if ":" in text:
         kwargs = dict(section.kwargs) if section is not None and section.factory == text else {}
         return _val_part(load_data("factory", factory=text, kwargs=kwargs), f"--data {text}")
+    if Path(text).is_dir():
+        raise ConfigError(f"--data {text!r} is a folder; give one file (its files joined into one, e.g. cat "
+                          "*.txt > all.txt)")
     raise ConfigError(f"--data {text!r}: no such file; give a .pt/.npz file, a text file, a data source "
                       f"({', '.join(s for s in SOURCES if s != 'tensors')}) or 'package.module:callable'")
 
