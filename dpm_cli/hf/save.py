@@ -175,9 +175,10 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
     updates = standard_config_updates(model)
     for key, value in updates.items():
         set_config_value(model.config, key, value)  # the compact model's config now says what it is
-    if getattr(model.config, "auto_map", None):
+    if getattr(model.config, "auto_map", None) and getattr(import_transformers(), type(model).__name__, None) is type(model):
         # the folder's own code never ran (hf.custom_code): the pruned model is transformers' class, and
-        # the written folder holds no code for an auto_map to point at
+        # the written folder holds no code for an auto_map to point at. A model built from such code (in
+        # Python, trust_remote_code=True) keeps it: its folder needs that code beside it.
         del model.config.auto_map
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
