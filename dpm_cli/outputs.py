@@ -44,6 +44,11 @@ class OutputPlan:
         """Fail before any work when an output cannot or must not be written."""
         _check_folder(self.base.parent)
         resolved_inputs = {p.resolve() for p in inputs if p is not None}
+        holder = inside_input_folder(self.base.parent, inputs)
+        if holder is not None:
+            raise InputError(f"{printable(self.base)} is inside {printable(holder)}, an input folder: dpm never writes "
+                             "into its inputs (the folder's provenance hash would change with it); choose an --output (or a "
+                             "--run-dir, which holds the outputs by default) outside it")
         for fmt in self.formats:
             path = self.path(fmt)
             shown = printable(path)
@@ -87,6 +92,17 @@ class OutputPlan:
     def release(self) -> None:
         if self._lock is not None:
             self._lock.release()
+
+
+def inside_input_folder(path: Path, inputs: list[Path]) -> Path | None:
+    """The input folder (a Hugging Face model's) that `path` is or lies in, or None."""
+    where = path.resolve()
+    for item in inputs:
+        if item is not None and Path(item).is_dir():
+            folder = Path(item).resolve()
+            if where == folder or folder in where.parents:
+                return Path(item)
+    return None
 
 
 def _check_folder(folder: Path) -> None:

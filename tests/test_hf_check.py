@@ -212,3 +212,17 @@ def test_labelled_text_with_an_encoder_is_calibration_text_not_a_score(tmp_path,
     code, _, err = check(capsys, tmp_path / "run" / "model-hf", "--baseline", folder, "--data", labelled,
                          "--max-accuracy-drop", "1")
     assert code == 2 and "outputs a sentence embedding (32 values), not class logits" in err
+
+
+def test_outputs_and_run_directories_inside_the_model_folder_are_refused(pruned, capsys, tmp_path):
+    """`dpm prune FOLDER -o FOLDER/pruned` wrote the pruned model into the model folder: its provenance
+    hash changed with it, so --built-from FOLDER failed afterwards and --reuse trained again every time."""
+    import shutil
+
+    folder = tmp_path / "bert"
+    shutil.copytree(pruned["folder"], folder)
+    before = sorted(p.name for p in folder.iterdir())
+    for args in (["-o", folder / "pruned"], ["--run-dir", folder / "run"]):
+        code, _, err = run_cli(["prune", folder, "-r", pruned["recipe"], *args], capsys)
+        assert code == 2 and f"is inside {folder}, an input folder: dpm never writes into its inputs" in err
+    assert sorted(p.name for p in folder.iterdir()) == before

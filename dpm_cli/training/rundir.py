@@ -32,6 +32,7 @@ from ..checkpoint import write_atomically
 from ..errors import CheckpointError, InputError
 from ..escaping import printable
 from ..filelock import RunLock
+from ..outputs import inside_input_folder
 from .resume import recipe_changes
 
 MARKER = ".dpm-run"
@@ -79,6 +80,10 @@ class RunDir:
         """Fail early, changing nothing (but taking the lock of an existing run), when the folder cannot be used."""
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.name}: run directory is a file; choose another --run-dir")
+        holder = inside_input_folder(self.path, [Path(p) for p in inputs if p is not None])
+        if holder is not None:
+            raise InputError(f"{self.name} is inside {printable(holder)}, an input folder: dpm never writes into its "
+                             "inputs (the folder's provenance hash would change with it); choose a --run-dir outside it")
         if resume:
             if not self.is_run():
                 raise InputError(f"{self.name}: no resumable state (no dpm run here); "
