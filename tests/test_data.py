@@ -394,6 +394,23 @@ def test_csv_and_tsv_text_are_read_by_their_header(tmp_path):
         read_text(table, text_field="body", label_names={"negative": 0, "positive": 1})
 
 
+def test_class_indices_written_as_text_are_indices_unless_they_are_the_models_names(tmp_path):
+    """`"label": "1"` (pandas writes an object column so) was refused: "label '1' is not one of the model's
+    labels (LABEL_0, LABEL_1, ...)". A CSV cell "1" was already read as the index 1. A model whose names
+    are digits (star ratings "1".."5" as classes 0..4) keeps its names."""
+    import json
+
+    from dpm_cli.data.text import read_text
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "label": label}) for t, label in (("a", "1"), ("b", " 0"))))
+    assert read_text(data, label_names={"LABEL_0": 0, "LABEL_1": 1}) == (["a", "b"], [1, 0])
+    assert read_text(data, label_names={"0": 1, "1": 0})[1] == [0, 1]  # the model's own names win
+    stars = tmp_path / "s.jsonl"
+    stars.write_text(json.dumps({"text": "x", "label": "5"}))
+    assert read_text(stars, label_names={str(k + 1): k for k in range(5)})[1] == [4]
+
+
 def test_a_json_array_of_records_is_read_and_a_record_that_is_no_object_is_named(tmp_path):
     """A .json file holding one array of records (pandas' to_json(orient="records"), json.dump of a list)
     was refused as "no text in field 'text'; set data.text_field", which sends the user to the wrong
