@@ -390,7 +390,7 @@ def test_csv_and_tsv_text_are_read_by_their_header(tmp_path):
     unlabeled = tmp_path / "u.csv"
     unlabeled.write_text("\ufefftext,label\nfirst,\nsecond,\n", encoding="utf-8")  # with Excel's BOM
     assert read_text(unlabeled) == (["first", "second"], None)
-    with pytest.raises(InputError, match=r"reviews.csv:2: no text in field 'body'; set data.text_field"):
+    with pytest.raises(InputError, match=r"reviews.csv:2: no field 'body' \(the record has 'text', 'label'\); set data.text_field"):
         read_text(table, text_field="body", label_names={"negative": 0, "positive": 1})
 
 
@@ -409,6 +409,25 @@ def test_class_indices_written_as_text_are_indices_unless_they_are_the_models_na
     stars = tmp_path / "s.jsonl"
     stars.write_text(json.dumps({"text": "x", "label": "5"}))
     assert read_text(stars, label_names={str(k + 1): k for k in range(5)})[1] == [4]
+
+
+def test_a_missing_text_field_lists_the_records_fields_and_an_empty_one_is_named(tmp_path):
+    """Both were "no text in field 'text'; set data.text_field": for a record whose text is empty or null
+    that setting is no fix, and for a dataset that calls it "sentence" the user had to open the file."""
+    import json
+
+    from dpm_cli.data.text import read_text
+
+    sst = tmp_path / "sst.jsonl"
+    sst.write_text(json.dumps({"idx": 0, "sentence": "a fine film", "label": 1}) + "\n")
+    with pytest.raises(InputError, match=r"sst.jsonl:1: no field 'text' \(the record has 'idx', 'sentence', "
+                                         r"'label'\); set data.text_field"):
+        read_text(sst)
+    assert read_text(sst, text_field="sentence") == (["a fine film"], [1])
+    empty = tmp_path / "e.jsonl"
+    empty.write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"text": None}) + "\n")
+    with pytest.raises(InputError, match=r"e.jsonl:2: field 'text' holds no text \(None\); every example needs one"):
+        read_text(empty)
 
 
 def test_a_json_array_of_records_is_read_and_a_record_that_is_no_object_is_named(tmp_path):

@@ -50,7 +50,7 @@ def test_pairs_are_read_and_tokenised_together(tmp_path):
     want = tok(texts[0][0], texts[0][1], padding="max_length", truncation=True, max_length=24, return_tensors="pt")
     assert torch.equal(first["input_ids"], want["input_ids"][0])
     assert int(first["token_type_ids"].max()) == 1  # the passage is the second segment
-    with pytest.raises(InputError, match="no text in field 'answer'; set data.pair_field"):
+    with pytest.raises(InputError, match=r"no field 'answer' \(the record has 'query', 'passage'.*\); set data.pair_field"):
         read_text(tmp_path / "p.jsonl", text_field="query", pair_field="answer")
     plain = tmp_path / "plain.txt"
     plain.write_text("one line\nanother line\n")

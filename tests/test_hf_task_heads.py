@@ -272,7 +272,7 @@ def test_a_distillation_loss_is_printed_to_four_decimals(tmp_path, capsys):
     ('text,label\n"' + "x" * 200_000 + '",1\n', "not CSV"),                      # a field past csv's limit
     ('text,label\n"an open quote,1\n', "a train/validation split needs at least 2"),  # truncated: the quote runs on
     ("text,label\n__import__('os').system('touch pwned'),[1]\n", "is not one of the model's labels"),  # code is text
-    ("body,label\nfine,1\n", "no text in field 'text'; set data.text_field"),    # wrong column
+    ("body,label\nfine,1\n", "no field 'text' (the record has 'body', 'label'); set data.text_field"),    # wrong column
 ])
 def test_a_hostile_csv_is_one_line_before_anything_runs_or_is_written(tmp_path, capsys, monkeypatch, content, says):
     monkeypatch.chdir(tmp_path)

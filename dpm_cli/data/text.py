@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import InputError
+from ..escaping import printable
 from .bundle import DataBundle
 from .words import aligned_labels, check_words, is_words
 from .split import split_indices, truncate_indices
@@ -174,8 +175,12 @@ def _records(path: Path, records: list[tuple[int | str, dict]], fields: tuple[st
             if field is None:
                 continue
             text = record.get(field)
+            if field not in record:  # the usual cause: the dataset's own name for it (sentence, question, ...)
+                shown = ", ".join(repr(k)[:40] for k in list(record)[:8]) or "none"
+                raise InputError(f"{path}:{number}: no field {field!r} (the record has {shown}); set {setting}")
             if not isinstance(text, str) or not text.strip():
-                raise InputError(f"{path}:{number}: no text in field {field!r}; set {setting}")
+                raise InputError(f"{path}:{number}: field {field!r} holds no text ({printable(text, 40)}); every "
+                                 "example needs one")
             parts.append(text)
         texts.append(parts[0] if len(parts) == 1 else tuple(parts))
         label = record.get(label_field)
