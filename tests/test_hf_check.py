@@ -226,3 +226,24 @@ def test_outputs_and_run_directories_inside_the_model_folder_are_refused(pruned,
         code, _, err = run_cli(["prune", folder, "-r", pruned["recipe"], *args], capsys)
         assert code == 2 and f"is inside {folder}, an input folder: dpm never writes into its inputs" in err
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_reuse_checks_the_hugging_face_folder_too(tmp_path, capsys):
+    """--reuse compared the hashes of model.pt, .dpm.pt and .pt2 only: with model-hf/ deleted (a CI cache
+    that kept the other files) it reused the result and never wrote the folder again, even with --force."""
+    import shutil
+
+    folder = bert_folder(tmp_path / "bert")
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt", 24), objective=COSINE)
+    hf = tmp_path / "run" / "model-hf"
+    assert run_cli(["prune", "-r", recipe, "--reuse", "-q"], capsys)[0] == 0 and hf.is_dir()
+    shutil.rmtree(hf)
+    code, _, err = run_cli(["prune", "-r", recipe, "--reuse", "-q"], capsys)
+    assert code == 2 and f"{hf} is missing" in err
+    code, out, err = run_cli(["prune", "-r", recipe, "--reuse", "--force", "-q", "--json"], capsys)
+    assert code == 0 and not json.loads(out)["reused"] and (hf / "config.json").is_file()
+    code, out, _ = run_cli(["prune", "-r", recipe, "--reuse", "-q", "--json"], capsys)
+    assert code == 0 and json.loads(out)["reused"]  # and now, with the folder back, it is reused
+    (hf / "config.json").write_text((hf / "config.json").read_text().replace("32", "33"))
+    code, _, err = run_cli(["prune", "-r", recipe, "--reuse", "-q"], capsys)
+    assert code == 2 and f"{hf} changed since it was written" in err

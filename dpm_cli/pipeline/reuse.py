@@ -59,6 +59,14 @@ def _output_problems(earlier: dict[str, Any], outputs: OutputPlan) -> list[str]:
             problems.append(f"{path} is missing")
         elif provenance.sha256_file(path) != recorded[fmt]:
             problems.append(f"{path} changed since it was written")
+    if outputs.hf:  # the folder too: a deleted model-hf was "reused" and never written again, even with --force
+        folder = outputs.hf_path()
+        if "hf" not in recorded:
+            problems.append(f"that run wrote no Hugging Face folder ({folder})")
+        elif not folder.is_dir():
+            problems.append(f"{folder} is missing")
+        elif provenance.sha256_path(folder) != recorded["hf"]:
+            problems.append(f"{folder} changed since it was written")
     return problems
 
 
