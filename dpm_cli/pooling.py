@@ -98,5 +98,5 @@ def pool(hidden: torch.Tensor, inputs: Any, modes: tuple[str, ...] = MEAN) -> to
 def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None

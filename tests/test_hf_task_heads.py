@@ -268,16 +268,27 @@ def test_a_distillation_loss_is_printed_to_four_decimals(tmp_path, capsys):
     assert re.search(r"val loss\s+│\s+\d+\.\d{4}\s+│\s+\d+\.\d{4}\s+│\s+[+-]\d+\.\d{4}", out), out
 
 
-@pytest.mark.parametrize("content, says", [
-    ('text,label\n"' + "x" * 200_000 + '",1\n', "not CSV"),                      # a field past csv's limit
-    ('text,label\n"an open quote,1\n', "a train/validation split needs at least 2"),  # truncated: the quote runs on
-    ("text,label\n__import__('os').system('touch pwned'),[1]\n", "is not one of the model's labels"),  # code is text
-    ("body,label\nfine,1\n", "no field 'text' (the record has 'body', 'label'); set data.text_field"),    # wrong column
+CODE = "__import__('os').system('touch pwned')"
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("d.csv", 'text,label\n"' + "x" * 200_000 + '",1\n', "not CSV"),                      # a field past csv's limit
+    ("d.csv", 'text,label\n"an open quote,1\n', "a train/validation split needs at least 2"),  # truncated quote
+    ("d.csv", f"text,label\n{CODE},[1]\n", "is not one of the model's labels"),  # code is text
+    ("d.csv", "body,label\nfine,1\n", "no field 'text' (the record has 'body', 'label'); set data.text_field"),
+    # one JSON array: truncated, of the wrong types, code as a label, deeply nested
+    ("d.json", '[{"text": "fine", "label": 1}, {"text": "cut', "d.json:1: not JSON"),
+    ("d.json", "[1, 2, 3]", "d.json:item 1: a JSON number, not an object"),
+    ("d.json", json.dumps([{"text": "a", "label": CODE}, {"text": "b", "label": 0}]), "is not one of the model's labels"),
+    ("d.json", "[" * 100_000 + "]" * 100_000, "d.json: JSON nested too deep to be examples"),
+    ("d.jsonl", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "d.jsonl:1: JSON nested too deep"),
+    ("d.jsonl", '{"text": "fine", "label": 1}\n{"text": true, "label": 0}\n', "field 'text' holds no text (True)"),
 ])
-def test_a_hostile_csv_is_one_line_before_anything_runs_or_is_written(tmp_path, capsys, monkeypatch, content, says):
+def test_a_hostile_data_file_is_one_line_before_anything_runs_or_is_written(tmp_path, capsys, monkeypatch, name,
+                                                                            content, says):
     monkeypatch.chdir(tmp_path)
     path, tok = bert_task_folder(tmp_path / "cls", "AutoModelForSequenceClassification")
-    data = tmp_path / "d.csv"
+    data = tmp_path / name
     data.write_text(content)
     recipe = write_recipe(tmp_path, path, data, task="AutoModelForSequenceClassification",
                           objective="{kind: cross_entropy}")

@@ -26,6 +26,7 @@ from .bundle import DataBundle
 from .words import aligned_labels, check_words, is_words
 from .split import split_indices, truncate_indices
 
+NESTED = "JSON nested too deep to be examples; each example is an object such as {\"text\": ..., \"label\": ...}"
 MAX_BYTES = 256 * 2**20  # text is held and tokenised in memory: refuse files that cannot be meant for that
 
 
@@ -111,6 +112,8 @@ def _json_records(path: Path, numbered: list[tuple[int, str]]) -> list[tuple[int
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{number}: not a JSON object ({err.msg}); write one JSON object per line") from err
+        except RecursionError:
+            raise InputError(f"{path}:{number}: {NESTED}") from None
         records.append((number, _object(path, number, record)))
     return records
 
@@ -122,6 +125,8 @@ def _json_array(path: Path, whole: str) -> list[tuple[int | str, dict]]:
     except json.JSONDecodeError as err:
         raise InputError(f"{path}:{err.lineno}: not JSON ({err.msg}); write one JSON array of objects, or one "
                          "object per line") from err
+    except RecursionError:  # json's decoder recurses per level: 100,000 brackets are no data
+        raise InputError(f"{path}: {NESTED}") from None
     if not isinstance(items, list) or not items:
         raise InputError(f"{path}: holds no examples; write a JSON array of objects, or one object per line")
     return [(f"item {i + 1}", _object(path, f"item {i + 1}", item)) for i, item in enumerate(items)]

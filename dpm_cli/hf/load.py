@@ -87,7 +87,7 @@ def folder_config(folder: str | Path) -> dict:
     loading the folder says what is wrong with it."""
     try:
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return config if isinstance(config, dict) else {}
 

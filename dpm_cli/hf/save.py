@@ -242,7 +242,7 @@ def _module_dirs(source: Path) -> tuple[str, ...]:
     """The sub-folders sentence-transformers' modules.json names (e.g. 2_Dense), plain names only."""
     try:
         modules = json.loads((source / "modules.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return ()
     paths = [m.get("path") for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
     plain = [p for p in paths if isinstance(p, str) and p not in ("", ".", "..")]
