@@ -26,13 +26,16 @@ LEGACY = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max", "po
           "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 
 
+def st_modules(folder: str | Path) -> list[dict]:
+    """The modules a sentence-transformers folder's modules.json lists, in order ([] without one)."""
+    modules = _json(Path(folder) / "modules.json")
+    return [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+
+
 def folder_pooling(folder: str | Path) -> tuple[str, ...] | None:
     """The modes of the folder's sentence-transformers Pooling module, or None when it has none."""
     folder = Path(folder)
-    modules = _json(folder / "modules.json")
-    if not isinstance(modules, list):
-        return None
-    module = next((m for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling")), None)
+    module = next((m for m in st_modules(folder) if str(m.get("type", "")).endswith(".Pooling")), None)
     if module is None:
         return None
     path = str(module.get("path") or "")
@@ -53,10 +56,8 @@ def folder_pooling(folder: str | Path) -> tuple[str, ...] | None:
 def after_pooling(folder: str | Path) -> list[str]:
     """The modules sentence-transformers runs on the pooled embedding other than its normalisation (a
     Dense projection: LaBSE, sentence-t5), by path: dpm compares the embedding before them."""
-    modules = _json(Path(folder) / "modules.json")
-    if not isinstance(modules, list):
-        return []
-    types = [str(m.get("type", "")) if isinstance(m, dict) else "" for m in modules]
+    modules = st_modules(folder)
+    types = [str(m.get("type", "")) for m in modules]
     start = next((i for i, t in enumerate(types) if t.endswith(".Pooling")), None)
     if start is None:
         return []
@@ -98,5 +99,5 @@ def pool(hidden: torch.Tensor, inputs: Any, modes: tuple[str, ...] = MEAN) -> to
 def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested past any data
         return None

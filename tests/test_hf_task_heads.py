@@ -106,12 +106,14 @@ def test_the_task_of_an_architecture_is_the_auto_class_that_maps_to_it(arch, tas
 
 
 def test_an_architecture_no_task_loads_is_loaded_as_automodel_with_a_note(tmp_path):
+    from dpm_cli.hf.load import folder_config
     from dpm_cli.hf.tasks import resolve_task
 
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForPreTraining"]}))
-    task, note = resolve_task(T, tmp_path, "auto")
+    config = folder_config(tmp_path)
+    task, note = resolve_task(T, config, "auto")
     assert task == "AutoModel" and note.startswith("config.json names BertForPreTraining") and "loaded as AutoModel" in note
-    assert resolve_task(T, tmp_path, "AutoModelForMaskedLM") == ("AutoModelForMaskedLM", None)
+    assert resolve_task(T, config, "AutoModelForMaskedLM") == ("AutoModelForMaskedLM", None)
 
 
 NAMES = ["negative", "neutral", "positive"]

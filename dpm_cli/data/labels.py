@@ -29,16 +29,32 @@ def _multi_hot(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels.float(), (0, logits.shape[-1] - labels.shape[-1])) if labels.shape[-1] < logits.shape[-1] else labels.float()
 
 
+def label_problem(out: torch.Tensor, labels: torch.Tensor) -> str | None:
+    """Why `out` cannot be scored against `labels` as class logits (per example, or per word: (batch,
+    tokens, classes) against (batch, tokens)), or None."""
+    per_word = out.dim() == 3 and labels.dim() == 2
+    if (out.dim() != 2 and not per_word) or out.shape[0] != labels.shape[0]:
+        return (f"accuracy and loss gates need logits shaped (batch, classes); the model returned "
+                f"{tuple(out.shape)}; use --min-cosine for models without class outputs")
+    if is_regression(out, labels):
+        return None  # a score per example: compared by squared error
+    if is_multi_label(out, labels):  # several classes per example
+        return None if labels.shape[1] <= out.shape[1] else (
+            f"the data has {labels.shape[1]} classes but the model outputs {out.shape[1]} logits; "
+            "evaluate on data made for this model")
+    if labels.is_floating_point():
+        return (f"the data's labels are numbers, not class indices, but the model outputs {out.shape[-1]} "
+                "logits; give class indices, or a model with one output (num_labels 1)")
+    if labels.numel() and int(labels.max()) >= out.shape[-1]:
+        return (f"the data has class {int(labels.max())} but the model outputs {out.shape[-1]} logits; "
+                "evaluate on data made for this model")
+    return None
+
+
 def scorable(logits: torch.Tensor, labels: torch.Tensor) -> bool:
-    """Whether `labels` can score `logits` at all: one of the four forms, classes within the logits. Text
-    labelled for another task (a classification dataset used as a language model's calibration text)
-    cannot, and is distilled on without them."""
-    if is_regression(logits, labels) or is_multi_label(logits, labels):
-        return True
-    if labels.is_floating_point() or (logits.dim(), labels.dim()) not in ((2, 1), (3, 2)):
-        return False
-    kept = labels[labels != IGNORE]
-    return kept.numel() == 0 or (int(kept.min()) >= 0 and int(kept.max()) < logits.shape[-1])
+    """Whether `labels` can score `logits` at all. Text labelled for another task (a classification
+    dataset used as a language model's calibration text) cannot, and is distilled on without them."""
+    return label_problem(logits, labels) is None
 
 
 def class_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int | None, float, int]:

@@ -88,10 +88,11 @@ def _label(path: Path, number: int, label: Any, names: dict[str, int]) -> int | 
     """A record's label as a class index: an integer, or a name of the model's (label2id); a number
     with a fraction is a score (STS similarity), for a model with one output."""
     if isinstance(label, str):
-        if label in names or label.strip() in names:
-            return names[label if label in names else label.strip()]
-        if label.strip().isdigit():  # a class index written as text ("1": pandas' object columns), as CSV cells are read
-            return int(label)
+        key = label if label in names else label.strip()
+        if key in names:
+            return names[key]
+        if key.isdigit():  # a class index written as text ("1": pandas' object columns), as CSV cells are read
+            return int(key)
         if not names:
             raise InputError(f"{path}:{number}: label {label!r} is a name, and the model's config.json has no "
                              "label2id to map it to a class index; write class indices (0, 1, ...)")

@@ -133,8 +133,8 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
     path = Path(path)
     check_folder(path)
     transformers = import_transformers()
-    task, chosen = resolve_task(transformers, path, task)
     config = folder_config(path)
+    task, chosen = resolve_task(transformers, config, task)
     check_known_type(path, config, task, transformers)
     options = dict(local_files_only=True, trust_remote_code=False)
     try:
@@ -160,7 +160,7 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
     model._dpm_pooling = folder_pooling(path)  # how its sentence-transformers pipeline pools (pooling.py)
     record_dtypes(model)  # trained in float32, written back in the dtypes the folder held
     loaded = HFLoaded(model.float().eval(), _tokenizer(transformers, path, options), task, path)
-    loaded.notes += [n for n in (chosen, own_code, dropped_weights_note(path, task, list(info.get("unexpected_keys") or []),
+    loaded.notes += [n for n in (chosen, own_code, dropped_weights_note(path, config, task, list(info.get("unexpected_keys") or []),
                                                                transformers)) if n]
     if model._dpm_pooling not in (None, MEAN):
         loaded.notes.append(f"sentence embeddings are pooled as the folder's sentence-transformers pipeline pools "

@@ -23,6 +23,7 @@ from ..engine.kv_cache import set_cache
 from ..engine.outputs import relative_error
 from .. import owned
 from ..checkpoint import share_tree
+from ..pooling import st_modules
 from ..errors import InputError
 from .dtypes import as_stored, stored_state, write_config_dtype
 from .load import captured_warnings, import_transformers
@@ -240,11 +241,7 @@ def _copyable(path: Path, source: Path) -> bool:
 
 def _module_dirs(source: Path) -> tuple[str, ...]:
     """The sub-folders sentence-transformers' modules.json names (e.g. 2_Dense), plain names only."""
-    try:
-        modules = json.loads((source / "modules.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return ()
-    paths = [m.get("path") for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+    paths = [m.get("path") for m in st_modules(source)]
     plain = [p for p in paths if isinstance(p, str) and p not in ("", ".", "..")]
     return tuple(p for p in plain if "/" not in p and "\\" not in p)  # inside the folder, nowhere else
 

@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ..recipe.schema import HF_TASKS as TASKS
+from .custom_code import task_of_custom
 
 AUTO = "auto"  # model.hf.task's default: the task of the folder's architecture
 
 
-def architecture(folder: Path) -> str | None:
+def architecture(config: dict) -> str | None:
     """The first class config.json's `architectures` names (what `save_pretrained` wrote), or None."""
-    from .load import folder_config  # load imports this module
-
-    names = folder_config(folder).get("architectures")
+    names = config.get("architectures")
     return names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
 
 
@@ -34,16 +33,14 @@ def task_of(transformers: Any, arch: str | None) -> str | None:
     return None
 
 
-def resolve_task(transformers: Any, folder: Path, task: str) -> tuple[str, str | None]:
-    """(the Auto class to load with, a note saying why, or None). `task` is the recipe's model.hf.task."""
+def resolve_task(transformers: Any, config: dict, task: str) -> tuple[str, str | None]:
+    """(the Auto class to load with, a note saying why, or None). `config`: the folder's config.json as
+    read (`load.folder_config`); `task`: the recipe's model.hf.task."""
     if task != AUTO:
         return task, None
-    from .custom_code import task_of_custom
-    from .load import folder_config
-
-    arch = architecture(folder)
+    arch = architecture(config)
     # a class of the folder's own code: the Auto class its config.json's auto_map registers it under
-    found = task_of(transformers, arch) or task_of_custom(folder_config(folder), arch, TASKS)
+    found = task_of(transformers, arch) or task_of_custom(config, arch, TASKS)
     if found is None:
         # whether that leaves weights out is said by dropped_weights_note, from what loading found
         return "AutoModel", (f"config.json names {arch}, which none of model.hf.task's classes loads: loaded as "
@@ -53,11 +50,12 @@ def resolve_task(transformers: Any, folder: Path, task: str) -> tuple[str, str |
     return found, f"loaded as {found}, the task of {arch} in config.json (model.hf.task chooses another)"
 
 
-def dropped_weights_note(folder: Path, task: str, unexpected: list[str], transformers: Any) -> str | None:
+def dropped_weights_note(folder: Path, config: dict, task: str, unexpected: list[str],
+                         transformers: Any) -> str | None:
     """A note when loading left weights of the folder out (a classifier's head, loaded as AutoModel)."""
     if not unexpected:
         return None
-    arch = architecture(folder)
+    arch = architecture(config)
     keeps = task_of(transformers, arch)
     hint = f"; model.hf.task: {keeps} keeps them" if keeps and keeps != task else ""
     unexpected = sorted(unexpected)  # transformers gives a set: the same note every run

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.labels import class_counts
+from ..data.labels import class_counts, label_problem
 
 from ..batch import batch_size, call_model, describe, move
 from ..errors import InputError
@@ -116,7 +116,7 @@ def measure_quality(
             labeled = y is not None if labeled is None else labeled and y is not None
             if labeled and scorable:  # accuracy and loss whenever there are labels and logits
                 y = y.to(device)
-                problem = next((p for p in map(lambda o: _logits_problem(o, y), outs) if p), None)
+                problem = next((p for p in map(lambda o: label_problem(o, y), outs) if p), None)
                 if not all(logits):  # an encoder's sentence embedding is no score per class
                     problem = (f"the model outputs a sentence embedding ({outs[0].shape[-1]} values), not class "
                                "logits: labels cannot score it; load a task head (model.hf.task) or gate on "
@@ -187,25 +187,3 @@ def _unpadded(out: torch.Tensor, inputs: Any) -> torch.Tensor:
     if not torch.is_tensor(mask) or mask.dim() != 2 or out.dim() < 3 or tuple(out.shape[:2]) != tuple(mask.shape):
         return out
     return out * mask.to(out.dtype).reshape(*mask.shape, *([1] * (out.dim() - 2)))
-
-
-def _logits_problem(out: torch.Tensor, labels: torch.Tensor) -> str | None:
-    """Why `out` cannot be scored against `labels` as class logits (per example, or per word: (batch,
-    tokens, classes) against (batch, tokens)), or None."""
-    per_word = out.dim() == 3 and labels.dim() == 2
-    if (out.dim() != 2 and not per_word) or out.shape[0] != labels.shape[0]:
-        return (f"accuracy and loss gates need logits shaped (batch, classes); the model returned "
-                f"{tuple(out.shape)}; use --min-cosine for models without class outputs")
-    if out.dim() == 2 and out.shape[-1] == 1 and labels.dim() == 1:
-        return None  # a score per example: compared by squared error
-    if out.dim() == 2 and labels.dim() == 2 and labels.is_floating_point():  # several classes per example
-        return None if labels.shape[1] <= out.shape[1] else (
-            f"the data has {labels.shape[1]} classes but the model outputs {out.shape[1]} logits; "
-            "evaluate on data made for this model")
-    if labels.is_floating_point():
-        return (f"the data's labels are numbers, not class indices, but the model outputs {out.shape[-1]} "
-                "logits; give class indices, or a model with one output (num_labels 1)")
-    if labels.numel() and int(labels.max()) >= out.shape[-1]:
-        return (f"the data has class {int(labels.max())} but the model outputs {out.shape[-1]} logits; "
-                "evaluate on data made for this model")
-    return None

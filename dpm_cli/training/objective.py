@@ -70,8 +70,7 @@ def mask_of(inputs: Any, hidden: torch.Tensor) -> torch.Tensor:
 
 def mean_pool(hidden: torch.Tensor, inputs: Any) -> torch.Tensor:
     """Sentence embeddings: the mean of the hidden states over the tokens the attention mask keeps."""
-    mask = mask_of(inputs, hidden)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
+    return pool(hidden, inputs, MEAN)
 
 
 def embedding_of(out: Any, inputs: Any, pooling: tuple[str, ...] = MEAN) -> torch.Tensor | None:
