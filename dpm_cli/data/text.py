@@ -25,9 +25,9 @@ from ..escaping import printable
 from .bundle import DataBundle
 from .words import aligned_labels, check_words, is_words
 from .split import split_indices, truncate_indices
+from .textfile import format_suffix, read_characters
 
 NESTED = "JSON nested too deep to be examples; each example is an object such as {\"text\": ..., \"label\": ...}"
-MAX_BYTES = 256 * 2**20  # text is held and tokenised in memory: refuse files that cannot be meant for that
 
 
 # one text, a pair tokenised together (data.pair_field), or a list of words labelled one by one (words.py)
@@ -38,30 +38,22 @@ Label = int | float | tuple[int, ...] | list[int]  # a class or score per exampl
 def read_text(path: str | Path, text_field: str = "text", label_field: str = "label",
               label_names: Any = None, pair_field: str | None = None) -> tuple[list[Text], list[Label] | None]:
     """(texts, labels or None) from a plain text file, JSON lines, a JSON array of objects or a CSV/TSV
-    table; blank lines are skipped.
+    table (UTF-8 or UTF-16, gzip-compressed or not: textfile.py); blank lines are skipped.
     `label_names`: a model's label2id ({"NEGATIVE": 0, ...}), which maps labels written as names;
     `pair_field`: each record's second text, read as a (text, pair) tuple."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such text file")
-    size = path.stat().st_size
-    if size > MAX_BYTES:
-        raise InputError(f"{path}: {size / 2**20:.0f} MiB is more text than dpm reads into memory "
-                         f"({MAX_BYTES // 2**20} MiB); use a sample of it")
-    try:
-        whole = path.read_text(encoding="utf-8-sig")  # -sig: a BOM (Excel) is no text
-        lines = whole.splitlines()
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
+    whole = read_characters(path)
+    lines = whole.splitlines()
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     if not numbered:
         raise InputError(f"{path}: holds no text")
-    if path.suffix.lower() in (".csv", ".tsv"):  # read as plain lines, a header would be an example
+    suffix = format_suffix(path)  # train.jsonl.gz is JSON lines
+    if suffix in (".csv", ".tsv"):  # read as plain lines, a header would be an example
         return _records(path, _table_rows(path, lines, label_field), (text_field, pair_field), label_field,
                         _names(label_names))
-    if path.suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{"):
+    if suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{"):
         # one JSON array of objects (pandas' to_json(orient="records"), json.dump of a list), or JSON lines
-        records = (_json_array(path, whole) if path.suffix in (".jsonl", ".json") and whole.lstrip().startswith("[")
+        records = (_json_array(path, whole) if suffix in (".jsonl", ".json") and whole.lstrip().startswith("[")
                    else _json_records(path, numbered))
         return _records(path, records, (text_field, pair_field), label_field, _names(label_names))
     if pair_field is not None:
@@ -145,7 +137,7 @@ def _object(path: Path, number: int | str, record: Any) -> dict:
 def _table_rows(path: Path, lines: list[str], label_field: str) -> list[tuple[int, dict]]:
     """A CSV or TSV file's rows under its header, as records; the label column's numbers become numbers
     (a class index, or a score), other labels stay text (a label name), an empty one is no label."""
-    reader = csv.DictReader(io.StringIO("\n".join(lines)), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    reader = csv.DictReader(io.StringIO("\n".join(lines)), delimiter="\t" if format_suffix(path) == ".tsv" else ",")
     if not reader.fieldnames:
         raise InputError(f"{path}: no header row; the first line names the columns, e.g. text,label")
     try:
