@@ -135,6 +135,11 @@ def test_input_shape_for_a_token_model_is_batch_and_tokens(bert, capsys, tmp_pat
         assert report["models"][0]["macs"] == linear + batch * layers * 2 * t * t * h
     code, _, err = run_cli(["report", bert, "--input-shape", "1,3,32"], capsys)
     assert code == 2 and "a token model's input shape is batch,tokens" in err and "Traceback" not in err
+    # more tokens than the position table: the hint was "check model.seq_len", a key the user never set
+    for command in (["report", bert], ["check", bert, "--max-params", "10M"]):
+        code, _, err = run_cli([*command, "--input-shape", "1,128"], capsys)
+        assert code == 2 and "Traceback" not in err, err
+        assert "128 tokens are more than the model's 64 positions (max_position_embeddings): use at most 64" in err
 
 
 # ------------------------------------------------------------------ 3. text data

@@ -28,7 +28,8 @@ REPORT_HELP = (
     "  dpm report orig.pt --compare compact.pt --recipe r.yaml --markdown > pr.md\n"
     "  dpm report m.pt --input-shape 1,3,224,224 --json > report.json\n"
     "  dpm report --run runs/resnet56 --plot plots/\n"
-    "  dpm report orig.pt --compare runs/r/model.dpm.pt -r r.yaml --run runs/r --gates check.json --html r.html\n\n"
+    "  dpm report orig.pt --compare runs/r/model.dpm.pt -r r.yaml --run runs/r --gates check.json --html r.html\n"
+    "  dpm report my-encoder/ --compare runs/r/model-hf --input-shape 1,128   # Hugging Face folders, 128 tokens\n\n"
     "Exit codes: 0 success, 1 runtime failure, 2 bad input (options, shape, unreadable model)."
 )
 
@@ -44,14 +45,17 @@ CHECK_HELP = (
     "  dpm check c.pt --input-shape 1,3,32,32 --max-macs 60M --max-params 0.5M\n"
     "  dpm check c.pt --recipe r.yaml --baseline orig.pt --min-macs-reduction 2\n"
     "  dpm check c.dpm.pt -r r.yaml --baseline orig.pt --max-accuracy-drop 1 --min-accuracy 90\n"
-    "  dpm check c.dpm.pt -r r.yaml --built-from orig.pt --json > check.json\n\n"
+    "  dpm check c.dpm.pt -r r.yaml --built-from orig.pt --json > check.json\n"
+    "  dpm check runs/r/model-hf -r r.yaml --baseline my-encoder/ --min-cosine 0.95 --built-from my-encoder/\n"
+    "  dpm check runs/r/model-hf --baseline my-classifier/ --data test.jsonl --max-accuracy-drop 1\n\n"
     "Exit codes: 0 every gate passed, 1 a gate failed (or a runtime failure), 2 bad input (no gates "
     "given, unreadable model, bad shape or count, a gate without the data or labels it needs)."
 )
 
 _SHAPE = typer.Option(None, "--input-shape", help="Input shape, batch first, e.g. 1,3,32,32; for a token model "
                       "batch,tokens, e.g. 1,512 (default: the recipe's, or the one a dpm artifact recorded).")
-_RECIPE = typer.Option(None, "--recipe", "-r", help="Recipe YAML: model.input_shape, model.factory and model.kwargs.")
+_RECIPE = typer.Option(None, "--recipe", "-r", help="Recipe YAML: the model (model.hf, or model.factory and "
+                      "model.kwargs), its input (model.input_shape, model.seq_len) and its data.")
 _FACTORY = typer.Option(None, "--factory", help="Model factory 'package.module:callable', for state_dict checkpoints.")
 _TRUST = typer.Option(False, "--trust-checkpoint", help="Allow pickled modules and any factory an artifact names "
                       "(both run code from the file); see README Security.")
@@ -60,7 +64,7 @@ _THREADS = typer.Option(None, "--threads", help="CPU threads for timing (default
 
 @app.command("report", help=REPORT_HELP)
 def report(
-    model: Optional[str] = typer.Argument(None, help="Checkpoint to measure (state_dict, dpm artifact or module)."),
+    model: Optional[str] = typer.Argument(None, help="Checkpoint to measure (state_dict, dpm artifact, module) or a Hugging Face model folder."),
     input_shape: Optional[str] = _SHAPE,
     recipe: Optional[Path] = _RECIPE,
     factory: Optional[str] = _FACTORY,
@@ -153,7 +157,7 @@ def _write_page(path: Path, page) -> None:
 
 @app.command("check", help=CHECK_HELP)
 def check(
-    model: str = typer.Argument(..., help="Checkpoint to check."),
+    model: str = typer.Argument(..., help="Checkpoint or Hugging Face model folder to check."),
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY.PATH=VALUE]...",
                                                     help="Recipe overrides, as given to dpm prune."),
     input_shape: Optional[str] = _SHAPE,
@@ -179,14 +183,16 @@ def check(
     max_loss_increase: Optional[float] = typer.Option(
         None, "--max-loss-increase", help="Most cross-entropy increase over the baseline, e.g. 0.05."),
     min_cosine: Optional[float] = typer.Option(
-        None, "--min-cosine", help="Least mean cosine of MODEL's outputs to the baseline's (label-free models)."),
+        None, "--min-cosine", help="Least mean cosine of MODEL's outputs to the baseline's (label-free models; a "
+        "sentence encoder's embedding as its sentence-transformers pooling makes it)."),
     data: Optional[str] = typer.Option(
         None, "--data", help="Evaluate on this instead of the recipe's validation data: a .pt/.npz file, "
-        "a source (mnist, digits) or package.module:callable."),
+        "a text file for a Hugging Face model (every example is evaluated), a source (mnist, digits, pydoc, "
+        "local-docs) or package.module:callable."),
     device: str = typer.Option("cpu", "--device", help="Device to evaluate on: cpu, cuda or auto."),
     built_from: Optional[str] = typer.Option(
-        None, "--built-from", help="Pass only if MODEL (a *.dpm.pt) was built by dpm prune from this checkpoint "
-        "with --recipe (and its data)."),
+        None, "--built-from", help="Pass only if MODEL (a *.dpm.pt, or the Hugging Face folder dpm prune wrote) "
+        "was built by dpm prune from this checkpoint or folder with --recipe (and its data)."),
     repeats: int = typer.Option(20, "--repeats", help="Timed runs for the latency gates."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up runs first."),
     threads: Optional[int] = _THREADS,
