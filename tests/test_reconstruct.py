@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import torch
 import torch.nn as nn
@@ -116,6 +117,25 @@ def test_prune_with_reconstruct_refits_and_logs_it(tmp_path, capsys):
     assert all(after < before for before, after in fit["layers"].values())
     code, _, err = run_cli(["report", "--run", tmp_path / "run", "--plot", tmp_path / "plots"], capsys)
     assert code == 0, err  # the run's plots read a metrics log with a reconstruct line
+
+
+def test_the_slow_calibration_passes_are_said_before_they_run(tmp_path, capsys):
+    """On MiniLM the criterion's statistics and the refit read 96 batches of 32 paragraphs each: minutes
+    in which the progress stood at one step and `dpm plan` printed nothing at all."""
+    recipe, ckpt = write_recipe(tmp_path), write_checkpoint(tmp_path)
+    options = ["pruning.reconstruct=true", "pruning.criterion=activation", "pruning.recalibrate_bn.batches=3"]
+    code, _, err = run_cli(["prune", ckpt, "-r", recipe, *options], capsys)
+    assert code == 0, err
+    reading = re.findall(r"step (\d+): activation criterion: reading 3 calibration batches", err)
+    refit = re.findall(r"step (\d+): refitting the layers that read the pruned structures on 3 calibration batches", err)
+    assert reading and len(refit) == 1
+    assert err.index("refitting the layers") < err.index("reconstruct at step")  # said before, not after the work
+    code, out, err = run_cli(["plan", ckpt, "-r", recipe, *options, "pruning.recalibrate_bn.batches=1000", "--json"],
+                             capsys)
+    assert code == 0, err
+    assert json.loads(out)["structures"] > 0  # stdout is still only the JSON
+    assert re.search(r"activation criterion: reading (\d+) calibration batches", err)
+    assert "reading 1000" not in err  # the batches there are, not the ones asked for
 
 
 def test_bert_ffn_and_heads_are_refitted_with_real_tokens_and_stay_exact():

@@ -110,7 +110,8 @@ def plan(
 
     model, overrides = split_args(args)
     r = read_recipe(recipe, overrides, model)
-    report = plan_job(r, model, trust=trust_checkpoint)
+    status = Console(stderr=True)  # stderr: --json on stdout stays machine-readable
+    report = plan_job(r, model, trust=trust_checkpoint, log=lambda message: status.print(message, highlight=False))
     if json_out:
         emit_json(report.to_dict())
         return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -18,7 +18,7 @@ from ..engine import DecayPruner
 from ..engine.activation import CALIBRATED, fallback_note
 from ..engine.selection import needs_gradients, select
 from ..recipe import Recipe
-from ..training.calibration import calibration_batches, collect_activations
+from ..training.calibration import calibration_batches, calibration_count, collect_activations
 from ..training.objective import split_batch
 from .context import decay_overrun, dpm_config, folder_groups_problem, load_context, total_steps
 
@@ -45,7 +45,9 @@ class PlanReport:
         return asdict(self)
 
 
-def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = False) -> PlanReport:
+def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = False,
+         log: Callable[[str], None] = lambda message: None) -> PlanReport:
+    """What `dpm prune` would remove, without training. `log` hears of the slow parts before they start."""
     ctx = load_context(recipe, model_path, trust=trust)
     model = copy.deepcopy(ctx.model).cpu()
     example = move(ctx.example_inputs, "cpu")
@@ -59,6 +61,8 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
     if needs_gradients(cfg.criterion):
         _gradients_on_one_batch(model, ctx.train_loader)
     if cfg.criterion in CALIBRATED:  # the calibration batches `dpm prune` collects on, at the checkpoint's weights
+        batches = calibration_count(ctx.train_loader, recipe.pruning.recalibrate_bn.batches)
+        log(f"{cfg.criterion} criterion: reading {batches} calibration batches")
         collect_activations(pruner, model, calibration_batches(ctx.train_loader, recipe.pruning.recalibrate_bn.batches),
                             "cpu")
     keys = select(pruner.groups, pruner.cost, cfg, cfg.budget, set(), set(), pruner.scores())

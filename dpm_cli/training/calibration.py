@@ -27,6 +27,11 @@ def calibration_batches(train_loader: Any, count: int) -> Any:
     return itertools.islice(iter(loader), count)
 
 
+def calibration_count(train_loader: Any, count: int) -> int:
+    """How many batches `calibration_batches` gives: `count`, or fewer when the dataset is smaller."""
+    return min(count, -(-len(train_loader.dataset) // train_loader.batch_size))
+
+
 def collect_activations(pruner: Any, model: nn.Module, batches: Iterable[Any], device: torch.device | str,
                         autocast: Callable[[], Any] = contextlib.nullcontext) -> None:
     """Run `batches` through the bare `model` (no grad, eval mode, then train mode again) under the

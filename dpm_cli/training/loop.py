@@ -22,7 +22,7 @@ from ..errors import TrainingError
 from .distributed import SINGLE, DistContext
 from .evaluate import evaluate
 from ..batch import move
-from .calibration import calibration_batches, collect_activations, reconstruct
+from .calibration import calibration_batches, calibration_count, collect_activations, reconstruct
 from .normlog import NORM_POINTS, log_decaying_norms, norm_stride  # noqa: F401  (NORM_POINTS: old import path)
 from .objective import Objective, split_batch
 from .options import LoopOptions, Position, TrainerHooks, TrainResult  # noqa: F401  (import path of old)
@@ -314,11 +314,17 @@ class Trainer:
 
     def collect_activations(self) -> None:
         """The activation criterion's statistics on the calibration batches, right before a step that selects."""
+        # minutes on a transformer (96 batches of 32 sequences): said first, or the run looks stuck at this step
+        self.reporter.log(f"step {self.position.step + 1}: {self.pruner.config.criterion} criterion: reading "
+                          f"{calibration_count(self.train_loader, self.options.recalibrate_batches)} calibration batches")
         collect_activations(self.pruner, self.dist.unwrap(self.model), self._calibration_batches(), self.device,
                             self._autocast)
 
     def reconstruct(self) -> None:
         """Refit the linear layers reading the structures that just reached zero (`pruning.reconstruct`)."""
+        self.reporter.log(f"step {self.position.step + 1}: refitting the layers that read the pruned structures "
+                          f"on {calibration_count(self.train_loader, self.options.recalibrate_batches)} calibration batches "
+                          "(pruning.reconstruct)")
         message, record = reconstruct(self.pruner, self.dist.unwrap(self.model), self.reference,
                                       self._calibration_batches, self.device, self.position.step + 1)
         self.reporter.log(message)
