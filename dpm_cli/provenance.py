@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, InputError
+from .hub_ids import hub_id_hint
 
 SCHEMA = 1
 _CHUNK = 1 << 20
@@ -123,7 +124,7 @@ def record(recipe: Any, checkpoint: str | Path | None) -> dict[str, Any]:
     checkpoint = checkpoint if checkpoint is not None else getattr(hf, "path", None)
     if checkpoint is not None:
         if not Path(checkpoint).exists():
-            raise CheckpointError(f"{checkpoint}: no such checkpoint file or model folder")
+            raise CheckpointError(f"{checkpoint}: no such checkpoint file or model folder{hub_id_hint(checkpoint)}")
         # a Hugging Face folder is hashed by its files' contents, like a checkpoint file
         ckpt = {"file": Path(checkpoint).name, "sha256": sha256_path(checkpoint)}
     canonical = canonical_recipe(recipe)

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, ConfigError
+from .hub_ids import hub_id_hint
 
 TRUST_FLAG = "--trust-checkpoint"
 _TRUST_HINT = f"pass {TRUST_FLAG} (trust=True in Python) only if you trust the file's source"
@@ -308,7 +309,7 @@ def check_file(path: Path) -> None:
         raise CheckpointError(f"{path} is a directory, not a checkpoint file: name the .pt or .dpm.pt file in it, "
                               "or give a Hugging Face model folder (config.json, model.safetensors)")
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such checkpoint file{hub_id_hint(path)}")
     if not path.is_file():  # a FIFO or a device would block or never end
         raise CheckpointError(f"{path} is not a regular file: name a checkpoint file")
     if not os.access(path, os.R_OK):

@@ -21,6 +21,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError
 from ..escaping import printable
+from ..hub_ids import hub_id_hint
 from ..limits import MAX_RECIPE_BYTES, human_bytes
 from .bounded_yaml import BoundedLoader, check_expansion, reader_message
 from .overrides import apply_overrides
@@ -212,6 +213,7 @@ class _Context:
     origins: dict[str, str]  # key path -> override text
     base_dir: Path
     files: dict[str, str] = field(default_factory=dict)  # key path -> resolved path to check
+    given: dict[str, str] = field(default_factory=dict)  # key path -> the path as written
 
     def override_of(self, path: str) -> str | None:
         """The override that set `path` or one of its parents, if any (the last one wins)."""
@@ -308,7 +310,7 @@ def _resolve(value: str, path: str, ctx: _Context) -> str:
         return _package_path(value, path, ctx)
     base = Path.cwd() if ctx.override_of(path) is not None else ctx.base_dir
     resolved = os.path.abspath(base / Path(value).expanduser())
-    ctx.files[path] = resolved
+    ctx.files[path], ctx.given[path] = resolved, value
     return resolved
 
 
@@ -316,7 +318,8 @@ def _check_files(ctx: _Context) -> None:
     for path, resolved in ctx.files.items():
         if not Path(resolved).exists():
             base = "the working directory" if ctx.override_of(path) is not None else "the recipe's folder"
-            ctx.fail(path, f"no such file '{resolved}' (relative paths resolve against {base}); fix the path")
+            ctx.fail(path, f"no such file '{resolved}' (relative paths resolve against {base}); fix the path"
+                     + hub_id_hint(ctx.given.get(path, "")))
 
 
 TEXT_SOURCES = ("text", "pydoc", "local-docs")  # tokenised by the model's tokenizer
