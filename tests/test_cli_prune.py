@@ -70,6 +70,13 @@ def test_validate(setup, capsys):
     assert run_cli(["validate", recipe], capsys)[0] == 0
     code, out, _ = run_cli(["validate", recipe, "--show", "training.seed=3"], capsys)
     assert code == 0 and "seed: 3" in out
+    code, out, _ = run_cli(["validate", recipe, "--json", "training.seed=3"], capsys)  # --json, as the other commands
+    result = json.loads(out)
+    assert code == 0 and result["valid"] is True and result["recipe"] == str(recipe)
+    assert result["resolved"]["training"]["seed"] == 3 and result["resolved"]["pruning"]["criterion"] == "magnitude"
+    assert result["decay"].startswith("N = ")
+    code, out, err = run_cli(["validate", recipe, "--json", "training.steps=-3"], capsys)
+    assert code == 2 and out == "" and err.startswith("error: ")  # bad input: one line on stderr, nothing on stdout
 
 
 def test_validate_and_plan_show_the_resolved_decay(setup, capsys):

@@ -144,6 +144,8 @@ def validate(
                                                     "model), then overrides."),
     recipe: Optional[Path] = RECIPE,
     show: bool = typer.Option(False, "--show", help="Print the resolved recipe with every default."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON: the recipe, the decay steps and the "
+                                  "resolved recipe with every default (errors stay one line on stderr, exit 2)."),
 ) -> None:
     """Check a recipe without running it: keys, types, ranges, files."""
     from ..recipe import dump_recipe
@@ -159,7 +161,12 @@ def validate(
     r = read_recipe(recipe, overrides, model)
     # N is a fraction by default; with training.epochs the steps depend on the data, not loaded here.
     decay = f"decay: {describe_decay(r.pruning, r.training.steps)}"
-    if show:
+    if json_out:
+        import yaml
+
+        emit_json({"recipe": str(recipe), "valid": True, "decay": decay.partition(": ")[2],
+                   "resolved": yaml.safe_load(dump_recipe(r))})
+    elif show:
         typer.echo(dump_recipe(r) + f"# {decay}")
     else:
         typer.echo(f"{recipe}: ok\n{decay}")
