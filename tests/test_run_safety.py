@@ -153,6 +153,43 @@ def test_library_prune_releases_its_locks(tmp_path):
     prune(r, model_path=ckpt, recipe_path=recipe, force=True)  # same process, same folder: not blocked by itself
 
 
+def test_a_finished_run_leaves_no_lock_file_beside_its_outputs(tmp_path, capsys):
+    """Finding: `dpm prune -o dist/model` left a hidden dist/.model.dpm-lock, which a step publishing
+    dist/ (aws s3 sync, an upload of the folder) shipped with the model."""
+    recipe, ckpt = write_recipe(tmp_path, steps=10), write_checkpoint(tmp_path)
+    assert run_cli(["prune", ckpt, "-r", recipe, "-o", tmp_path / "dist" / "model", "-q"], capsys)[0] == 0
+    assert not list((tmp_path / "dist").glob("*lock*")) and not list((tmp_path / "run").glob("*lock*"))
+    assert (tmp_path / "dist" / "model.pt").is_file()
+    code, _, err = run_cli(["prune", ckpt, "-r", recipe, "-o", tmp_path / "dist" / "model", "-q", "--force"], capsys)
+    assert code == 0, err  # and the next run locks the same paths afresh
+
+
+def test_a_lock_file_removed_by_its_last_holder_is_never_held_twice(tmp_path):
+    """The lock-file protocol: B opened the file before A, finishing, removed it and let go; B's lock is
+    then on a file no path names, so B must lock the path afresh, or B and a third run C would both run."""
+    from dpm_cli.errors import InputError
+    from dpm_cli.filelock import RunLock
+
+    path = tmp_path / ".model.dpm-lock"
+    a, b, c = (RunLock(path, "output model", "choose another --output") for _ in range(3))
+    a.acquire()
+    stale = os.open(path, os.O_RDWR)  # B's open, just before A removes the file
+    opened = iter([stale])
+    original = b._open
+    b._open = lambda: next(opened, None) or original()  # B's first open is the stale one
+    a.release()
+    assert not path.exists()
+    b.acquire()  # locks the stale file, sees the path does not name it, and locks the path afresh
+    assert path.exists() and b._names(b._fd)
+    with pytest.raises(OSError):
+        os.fstat(stale)  # B closed the stale file, letting its lock go
+    with pytest.raises(InputError, match=f"in use by another dpm run \\(pid {os.getpid()}\\)"):
+        c.acquire()
+    b.release()
+    c.acquire()
+    c.release()
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_run_dir_that_is_a_file(tmp_path, capsys, resume):
     recipe, ckpt = write_recipe(tmp_path), write_checkpoint(tmp_path)
