@@ -64,7 +64,8 @@ _THREADS = typer.Option(None, "--threads", help="CPU threads for timing (default
 
 @app.command("report", help=REPORT_HELP)
 def report(
-    model: Optional[str] = typer.Argument(None, help="Checkpoint to measure (state_dict, dpm artifact, module) or a Hugging Face model folder."),
+    model: Optional[str] = typer.Argument(
+        None, help="Checkpoint to measure (state_dict, dpm artifact, module) or a Hugging Face model folder."),
     input_shape: Optional[str] = _SHAPE,
     recipe: Optional[Path] = _RECIPE,
     factory: Optional[str] = _FACTORY,

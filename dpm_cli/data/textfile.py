@@ -13,9 +13,10 @@ from ..errors import InputError
 MAX_BYTES = 256 * 2**20  # text is held and tokenised in memory: refuse files that cannot be meant for that
 GZIP = b"\x1f\x8b"
 # magic bytes of formats that are not text: what the file is, and how to get text from it
+TO_JSONL = "datasets.Dataset.from_file(path).to_json('data.jsonl')"
 BINARY = ((b"PAR1", "a Parquet file", "pandas.read_parquet(path).to_json('data.jsonl', orient='records', lines=True)"),
-          (b"ARROW1", "an Arrow file", "datasets.Dataset.from_file(path).to_json('data.jsonl')"),
-          (b"\xff\xff\xff\xff", "an Arrow stream (a datasets cache file)", "datasets.Dataset.from_file(path).to_json('data.jsonl')"),
+          (b"ARROW1", "an Arrow file", TO_JSONL),
+          (b"\xff\xff\xff\xff", "an Arrow stream (a datasets cache file)", TO_JSONL),
           (b"PK\x03\x04", "a zip archive", "unzip it and name the text file inside"))
 
 
