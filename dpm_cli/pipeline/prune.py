@@ -24,7 +24,9 @@ from ..training.evaluate import evaluate
 from ..training.loop import LoopOptions, Trainer, TrainerHooks
 from ..training.progress import Reporter, SilentReporter
 from ..training.rundir import RunDir
-from .context import RunContext, decay_overrun, dpm_config, folder_groups_problem, load_context, total_steps
+from .context import (RunContext, decay_overrun, dpm_config, folder_groups_problem, load_context, resolve_device,
+                      total_steps)
+from .memory import check_memory
 from .pretrain import pretrain_dense
 from .reuse import output_hashes, reusable, summary_from
 
@@ -116,6 +118,9 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
         summary = summary_from(earlier, PruneSummary)
         reporter.log(summary.notes[-1])
         return summary
+    # a reused result needs no memory; one that will train is refused here when it cannot fit
+    if note := check_memory(recipe, model_input, resolve_device(recipe.training.device, dist).type):
+        reporter.log(f"note: {note}")
     inputs = [Path(p) for p in (model_path, recipe.model.checkpoint, recipe.model.hf.path, recipe.data.path,
                                 recipe_path) if p]
     try:

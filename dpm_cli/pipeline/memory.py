@@ -1,0 +1,137 @@
+"""Will the fine-tune fit in this machine's memory? Asked before the model is hashed or loaded.
+
+A model too large for the machine was loaded for minutes and then killed by the kernel (exit 137, no
+message), which is what a CI runner with 7-16 GiB does with a model of a few billion parameters. The
+parameter count is read from the files' headers (safetensors) or sizes, without loading anything, and
+the least that training on the CPU holds is compared with the memory the process may use:
+
+    float32 weights + their gradients + the optimizer's state per weight (AdamW: two moments, SGD with
+    momentum: one) + a frozen float32 copy of the original when it is distilled from or refitted to.
+
+Activations, the data and Python come on top, so this is a lower bound: above the memory the process may
+use at all (physical memory, or its container's limit) the run cannot succeed and is refused in one line;
+above what is free now it is said, and the run goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+HEADER_LIMIT = 100 * 2**20  # a safetensors header larger than this is no header: count nothing
+
+
+def stored_parameters(path: str | Path) -> int | None:
+    """Parameters in a Hugging Face folder's safetensors files (every tensor's element count, read from
+    the headers), or in a checkpoint file counted as float32 (its size / 4); None when unknown."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size // 4
+    files = [path / "model.safetensors"]
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()
+            files = [path / name for name in sorted(set(shards)) if isinstance(name, str) and "/" not in name]
+        except (OSError, ValueError, AttributeError):
+            return None
+    counts = [_safetensors_elements(f) for f in files]
+    return None if not counts or None in counts else sum(counts)  # type: ignore[arg-type]
+
+
+def _safetensors_elements(file: Path) -> int | None:
+    try:
+        with open(file, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > HEADER_LIMIT:
+                return None
+            header = json.loads(f.read(size))
+    except (OSError, ValueError, struct.error):
+        return None
+    total = 0
+    for name, entry in header.items():
+        if name == "__metadata__" or not isinstance(entry, dict):
+            continue
+        count = 1
+        for dim in entry.get("shape", []):
+            count *= int(dim)
+        total += count
+    return total
+
+
+def _has_copy(recipe: Any) -> bool:
+    return recipe.objective.kind == "distill" or bool(recipe.pruning.reconstruct)
+
+
+def training_bytes(parameters: int, recipe: Any) -> int:
+    """The least a CPU fine-tune of `parameters` float32 weights holds (see the module docstring)."""
+    optimizer = recipe.training.optimizer
+    states = 2 if optimizer.name == "adamw" else (1 if optimizer.momentum > 0 else 0)
+    copies = 2 + states  # weights, gradients, optimizer state
+    if _has_copy(recipe):
+        copies += 1  # the frozen original
+    return 4 * parameters * copies
+
+
+def usable_memory() -> tuple[int | None, int | None]:
+    """(bytes the process may use at all: physical memory or its container's limit, bytes free now);
+    None where this system does not say."""
+    total = None
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        pass
+    limit = _cgroup_limit()
+    if limit is not None:
+        total = limit if total is None else min(total, limit)
+    free = _meminfo_available()
+    return total, (min(free, total) if free is not None and total is not None else free)
+
+
+def _cgroup_limit() -> int | None:
+    for file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # "max", or v1's huge number: no limit
+            return int(text)
+    return None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(recipe: Any, model: str | Path | None, device: str) -> str | None:
+    """Refuse a CPU fine-tune that cannot fit (InputError); the note to give when it may not fit, or None.
+    Every process torchrun starts on this machine (LOCAL_WORLD_SIZE) holds its own copy."""
+    if model is None or device != "cpu" or not Path(model).exists():
+        return None
+    parameters = stored_parameters(model)
+    total, free = usable_memory()
+    if parameters is None or total is None:
+        return None
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    need = training_bytes(parameters, recipe) * processes
+    each = f" in {processes} processes" if processes > 1 else ""
+    what = (f"{model} has {parameters / 1e9:.2f}B parameters: fine-tuning them on the CPU holds at least "
+            f"{need / 2**30:.1f} GiB{each} (float32 weights, gradients, the optimizer's state"
+            + (" and the original model's copy" if _has_copy(recipe) else "")
+            + ")")
+    if need > total:
+        raise InputError(f"{what}, more than the {total / 2**30:.1f} GiB this process may use; use a machine "
+                         "(or a GPU, training.device: cuda) with more memory, or a smaller model")
+    if free is not None and need > free:
+        return f"{what}, more than the {free / 2**30:.1f} GiB free now: the run may be stopped for memory"
+    return None

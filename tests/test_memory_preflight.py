@@ -1,0 +1,81 @@
+"""A model too large for the machine's memory is refused before it is hashed or loaded.
+
+Without the check, a CPU fine-tune of a model a few times the machine's memory loaded for minutes and
+was then killed by the kernel (exit 137, no message): what a 7-16 GiB CI runner does with a model of a
+few billion parameters. The parameter count comes from the safetensors headers, without loading."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+from cli_helpers import run_cli  # noqa: E402
+from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
+
+from dpm_cli.pipeline import memory  # noqa: E402
+from dpm_cli.recipe import load_recipe  # noqa: E402
+
+GiB = 2**30
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return bert_folder(tmp_path_factory.mktemp("mem") / "bert")
+
+
+def parameters_of(folder) -> int:
+    model = transformers.AutoModel.from_pretrained(str(folder))
+    return sum(t.numel() for t in model.state_dict().values())
+
+
+def test_the_parameters_are_counted_from_the_headers_of_one_file_or_of_shards(folder, tmp_path):
+    assert memory.stored_parameters(folder) == parameters_of(folder)
+    model = transformers.AutoModel.from_pretrained(str(folder))
+    model.save_pretrained(str(tmp_path / "sharded"), max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    assert memory.stored_parameters(tmp_path / "sharded") == parameters_of(folder)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"\xff" * 16)  # no header: unknown, not a guess
+    assert memory.stored_parameters(tmp_path / "bad") is None
+
+
+def test_the_least_a_fine_tune_holds_follows_optimizer_and_objective(folder, tmp_path):
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt"))
+    n = 1_000_000
+    adamw_distill = load_recipe(recipe, ["training.optimizer.name=adamw"])
+    assert memory.training_bytes(n, adamw_distill) == 4 * n * 5  # weights, grads, 2 moments, the original
+    sgd_ce = load_recipe(recipe, ["objective={kind: cross_entropy}", "training.optimizer.name=sgd",
+                                  "training.optimizer.momentum=0"])
+    assert memory.training_bytes(n, sgd_ce) == 4 * n * 2
+
+
+def test_a_model_that_cannot_fit_is_refused_before_anything_runs(folder, tmp_path, capsys, monkeypatch):
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt"))
+    need = memory.training_bytes(memory.stored_parameters(folder), load_recipe(recipe))
+    monkeypatch.setattr(memory, "usable_memory", lambda: (need - 1, need - 1))
+    code, _, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"has 0.00B parameters: fine-tuning them on the CPU holds at least {need / GiB:.1f} GiB" in err
+    assert "this process may use; use a machine (or a GPU, training.device: cuda) with more memory" in err
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
+
+
+def test_a_model_that_may_not_fit_is_said_and_the_run_goes_on(folder, tmp_path, capsys, monkeypatch):
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt"))
+    need = memory.training_bytes(memory.stored_parameters(folder), load_recipe(recipe))
+    monkeypatch.setattr(memory, "usable_memory", lambda: (64 * GiB, need - 1))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
+    assert code == 0, err
+    assert "free now: the run may be stopped for memory" in err
+    # a reused result trains nothing, so it needs no memory: not refused
+    monkeypatch.setattr(memory, "usable_memory", lambda: (need - 1, need - 1))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "--reuse"], capsys)
+    assert code == 0 and json.loads(out)["reused"] is True, err
+
+
+def test_this_machine_reports_its_memory():
+    total, free = memory.usable_memory()
+    assert total is not None and total > 2**28
+    assert free is None or 0 < free <= total
