@@ -72,7 +72,7 @@ def test_validate(setup, capsys):
     assert code == 0 and "seed: 3" in out
     code, out, _ = run_cli(["validate", recipe, "--json", "training.seed=3"], capsys)  # --json, as the other commands
     result = json.loads(out)
-    assert code == 0 and result["valid"] is True and result["recipe"] == str(recipe)
+    assert code == 0 and result["valid"] is True and result["recipe"] == str(recipe) and result["model"] is None
     assert result["resolved"]["training"]["seed"] == 3 and result["resolved"]["pruning"]["criterion"] == "magnitude"
     assert result["decay"].startswith("N = ")
     code, out, err = run_cli(["validate", recipe, "--json", "training.steps=-3"], capsys)

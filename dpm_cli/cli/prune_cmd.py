@@ -15,20 +15,24 @@ from .common import EXIT_CODES, emit_json, human, read_recipe, split_args
 
 RECIPE = typer.Option(None, "--recipe", "-r", help="YAML recipe (see recipes/).", exists=False)
 ARGS = typer.Argument(None, metavar="[MODEL] [KEY.PATH=VALUE]...",
-                      help="Checkpoint to prune (else model.checkpoint), then recipe overrides.")
+                      help="Checkpoint or Hugging Face model folder to prune (else the recipe's model.checkpoint or "
+                           "model.hf.path), then recipe overrides.")
 
 
 @app.command(epilog=f"Examples:\n\n  dpm prune model.pt --recipe r.yaml\n\n"
                     f"  dpm prune --recipe recipes/mnist-demo.yaml pruning.budget.keep=0.25 --json\n\n"
                     f"  dpm prune model.pt -r r.yaml --run-dir runs/a --resume\n\n"
                     f"  dpm prune model.pt -r r.yaml --reuse --force   # CI: train only when an input changed\n\n"
+                    f"  dpm prune my-encoder/ -r recipes/minilm-distill.yaml   # a Hugging Face folder: "
+                    f"writes BASE-hf/ too\n\n"
                     f"  torchrun --nproc_per_node=2 -m dpm_cli prune model.pt -r r.yaml\n\n{EXIT_CODES}")
 def prune(
     args: Optional[List[str]] = ARGS,
     recipe: Optional[Path] = RECIPE,
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: output.dir)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                          help="Base path of the outputs: BASE.pt, BASE.dpm.pt, BASE.pt2."),
+                                          help="Base path of the outputs: BASE.pt, BASE.dpm.pt, BASE.pt2 "
+                                          "(and BASE-hf/ with output.hf: true)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the run directory."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs and an existing run."),
     reuse: bool = typer.Option(False, "--reuse", help="Skip training when the run directory holds outputs built "
@@ -96,7 +100,8 @@ def _cadence(s) -> str:
     return f" ({len(steps)} evals, steps {steps[0]}-{steps[-1]}, {every})"
 
 
-@app.command(epilog=f"Example:\n\n  dpm plan model.pt --recipe r.yaml\n\n{EXIT_CODES}")
+@app.command(epilog=f"Examples:\n\n  dpm plan model.pt --recipe r.yaml\n\n"
+                    f"  dpm plan my-encoder/ -r recipes/minilm-heads.yaml --json\n\n{EXIT_CODES}")
 def plan(
     args: Optional[List[str]] = ARGS,
     recipe: Optional[Path] = RECIPE,
@@ -144,8 +149,8 @@ def validate(
                                                     "model), then overrides."),
     recipe: Optional[Path] = RECIPE,
     show: bool = typer.Option(False, "--show", help="Print the resolved recipe with every default."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON: the recipe, the decay steps and the "
-                                  "resolved recipe with every default (errors stay one line on stderr, exit 2)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON: the recipe, MODEL (which prune takes over "
+                                  "the recipe's model), the decay steps and the resolved recipe with every default (errors stay one line on stderr, exit 2)."),
 ) -> None:
     """Check a recipe without running it: keys, types, ranges, files."""
     from ..recipe import dump_recipe
@@ -164,7 +169,7 @@ def validate(
     if json_out:
         import yaml
 
-        emit_json({"recipe": str(recipe), "valid": True, "decay": decay.partition(": ")[2],
+        emit_json({"recipe": str(recipe), "model": model, "valid": True, "decay": decay.partition(": ")[2],
                    "resolved": yaml.safe_load(dump_recipe(r))})
     elif show:
         typer.echo(dump_recipe(r) + f"# {decay}")
