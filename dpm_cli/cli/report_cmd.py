@@ -226,8 +226,9 @@ def check(
     # a folder on the command line names the model when the recipe does not: the original (baseline) first
     folder = hf_folder(parse.resolve_package(baseline), parse.resolve_package(model))
     setup = parse.resolve_setup(input_shape, recipe, factory, overrides, model_folder=folder)
-    eval_data, provenance, eval_batch = _data_and_provenance(limits, model, recipe, overrides, data, built_from,
-                                                             folder)
+    parse.check_exists(model, baseline)  # before the data: a missing MODEL is not a tokenizer problem
+    eval_data, provenance, eval_batch = _data_and_provenance(limits, model, baseline, recipe, overrides, data,
+                                                             built_from, folder)
     net, net_shape = parse.load_for_measuring(model, setup, trust_checkpoint)
     base, base_shape = parse.load_for_measuring(baseline, setup, trust_checkpoint) if baseline else (None, None)
     shape = parse.require_shape(setup, net_shape, base_shape)
@@ -256,8 +257,8 @@ def _overrides(args: Optional[List[str]]) -> list[str]:
     return list(args or [])
 
 
-def _data_and_provenance(limits: Limits, model: str, recipe: Optional[Path], overrides: list[str],
-                         data: Optional[str], built_from: Optional[str], model_folder: Any = None):
+def _data_and_provenance(limits: Limits, model: str, baseline: Optional[str], recipe: Optional[Path],
+                         overrides: list[str], data: Optional[str], built_from: Optional[str], model_folder: Any = None):
     """The evaluation data (and its batch size) and the --built-from finding, before any model loads."""
     full = None
     if recipe is not None and (limits.needs_data or built_from):
@@ -271,7 +272,7 @@ def _data_and_provenance(limits: Limits, model: str, recipe: Optional[Path], ove
     if limits.needs_data:
         from ..report.evaldata import resolve_eval_data
 
-        eval_data = resolve_eval_data(data, full, parse.resolve_package(model))
+        eval_data = resolve_eval_data(data, full, parse.resolve_package(model), parse.resolve_package(baseline))
     check_data(limits, eval_data)
     provenance = check_built_from(model, full, built_from) if built_from is not None else None
     return eval_data, provenance, full.data.eval_batch_size if full else 256

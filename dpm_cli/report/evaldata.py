@@ -45,10 +45,46 @@ class EvalData:
         return DataLoader(self.dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
 
-def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | None = None) -> EvalData | None:
+def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | None = None,
+                      baseline: str | Path | None = None) -> EvalData | None:
     """`--data` if given, else the recipe's validation data, else None (no data to evaluate on). Text is
-    tokenised as `dpm prune` tokenised it: by the recipe's model folder's tokenizer (else MODEL's, when it
-    is a folder), at the recipe's model.seq_len."""
+    tokenised as `dpm prune` tokenised it: by the recipe's model folder's tokenizer (else MODEL's, else
+    the baseline's, when it is a folder), at the recipe's model.seq_len. Unlabelled text for a language
+    model is labelled with its next tokens (data/next_token.py), so the accuracy and loss gates score it."""
+    folders = [f for f in (model, baseline) if f is not None]
+    found = _eval_data(data, recipe, folders)
+    if found is None or found.labeled or not _language_model(recipe, folders):
+        return found
+    from ..data.next_token import DESCRIPTION, next_token_labels
+    from ..data.text import TokenDataset
+
+    dataset = found.dataset
+    if not isinstance(dataset, TokenDataset) or "input_ids" not in dataset.encoded:
+        return found
+    labels = next_token_labels(dataset.encoded["input_ids"], dataset.encoded.get("attention_mask"))
+    described = (found.description.replace("unlabeled", DESCRIPTION, 1) if "unlabeled" in found.description
+                 else f"{found.description}, {DESCRIPTION}")
+    return EvalData(TokenDataset(dataset.encoded, labels), described, True)
+
+
+def _language_model(recipe: Any | None, given: list[str | Path]) -> bool:
+    """Whether the model generates text token by token (a causal LM, or a vision-language model read on
+    text), from its folder's config.json and the recipe's model.hf.task: known before any model loads."""
+    from ..hf import is_hf_folder
+    from ..hf.load import folder_config, import_transformers
+    from ..hf.tasks import AUTO, resolve_task
+
+    hf = getattr(getattr(recipe, "model", None), "hf", None)
+    named = getattr(hf, "path", None)
+    folder = next((f for f in (named, *given) if f is not None and is_hf_folder(f)), None)
+    if folder is None:
+        return False
+    task = getattr(hf, "task", AUTO) if named is not None else AUTO
+    resolved, _ = resolve_task(import_transformers(), folder_config(folder), task)
+    return resolved in ("AutoModelForCausalLM", "AutoModelForImageTextToText")
+
+
+def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path]) -> EvalData | None:
     from ..data import SOURCES, load_data
 
     section = recipe.data if recipe is not None else None
@@ -57,19 +93,19 @@ def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | 
         if section is None:
             return None
         bundle = load_data(section.source, path=section.path, factory=section.factory, kwargs=dict(section.kwargs),
-                           num_samples=section.num_samples, **split, **_token_options(section.source, recipe, model))
+                           num_samples=section.num_samples, **split, **_token_options(section.source, recipe, folders))
         return _val_part(bundle, "the recipe's data")
     text = str(data).strip()
     if text.lower().endswith(_FILE_SUFFIXES):
         return _file(Path(text))
     if Path(text).is_file():  # any other file is text: one example per line, or JSON lines
-        return _text_file(Path(text), _token_options("text", recipe, model))
+        return _text_file(Path(text), _token_options("text", recipe, folders))
     if text.lower() in SOURCES:
         if text.lower() == "tensors":
             raise ConfigError("--data tensors: give the .pt or .npz file itself as --data")
         kwargs = dict(section.kwargs) if section is not None and section.source == text.lower() else None
         return _val_part(load_data(text.lower(), kwargs=kwargs if text.lower() == "random" else None, **split,
-                                   **_token_options(text.lower(), recipe, model)), f"--data {text}")
+                                   **_token_options(text.lower(), recipe, folders)), f"--data {text}")
     if ":" in text:
         kwargs = dict(section.kwargs) if section is not None and section.factory == text else {}
         return _val_part(load_data("factory", factory=text, kwargs=kwargs), f"--data {text}")
@@ -80,7 +116,7 @@ def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | 
                       f"({', '.join(s for s in SOURCES if s != 'tensors')}) or 'package.module:callable'")
 
 
-def _token_options(source: str, recipe: Any | None, model: str | Path | None) -> dict[str, Any]:
+def _token_options(source: str, recipe: Any | None, given: list[str | Path]) -> dict[str, Any]:
     """What text data needs to be tokenised (nothing for other sources): a tokenizer, the length, the fields."""
     from ..recipe.loader import TEXT_SOURCES
 
@@ -89,12 +125,12 @@ def _token_options(source: str, recipe: Any | None, model: str | Path | None) ->
     from ..hf.load import load_tokenizer
 
     hf = getattr(getattr(recipe, "model", None), "hf", None)
-    folders = [f for f in (getattr(hf, "path", None), model) if f is not None]
+    folders = [f for f in (getattr(hf, "path", None), *given) if f is not None]
     tokenizer = next((t for t in map(load_tokenizer, folders) if t is not None), None)
     if tokenizer is None:
         raise ConfigError(f"text data ({source}) is tokenised by a model folder's tokenizer, and neither the "
-                          "recipe's model.hf.path nor MODEL is a folder with one; pass --recipe with the "
-                          "model.hf.path it was pruned from")
+                          "recipe's model.hf.path, MODEL nor --baseline is a folder with one; pass --recipe with "
+                          "the model.hf.path it was pruned from")
     from ..data.text import label_names
     from ..hf.load import folder_config
 

@@ -153,6 +153,16 @@ def resolve_package(path: str | Path | None) -> str | Path | None:
     return folder
 
 
+def check_exists(*paths: str | Path | None) -> None:
+    """Each given path (MODEL, --baseline) is there: said before anything is read for them (the data)."""
+    from ..errors import CheckpointError
+    from ..hub_ids import hub_id_hint
+
+    for path in paths:
+        if path is not None and not Path(resolve_package(path)).exists():
+            raise CheckpointError(f"{printable(path)}: no such checkpoint file or model folder{hub_id_hint(path)}")
+
+
 def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False) -> tuple[nn.Module, Any]:
     """Load a checkpoint the way every dpm command does (see `dpm_cli.checkpoint`); also return the
     input shape a dpm artifact recorded (None for other checkpoints), or the token inputs it stored. A
