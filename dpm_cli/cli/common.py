@@ -14,13 +14,17 @@ EXIT_CODES = "Exit codes: 0 success, 1 runtime failure, 2 bad input."
 
 
 def split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
-    """Positional arguments: at most one MODEL path, any number of key.path=value overrides."""
+    """Positional arguments: at most one MODEL path, any number of key.path=value overrides. A MODEL
+    `package:NAME/dir` (a model shipped inside an installed package, as recipes, `dpm report` and
+    `dpm check` take it) is the folder it names."""
+    from ..report.inputs import resolve_package
+
     paths = [a for a in args or [] if "=" not in a]
     overrides = [a for a in args or [] if "=" in a]
     if len(paths) > 1:
         raise InputError(f"expected one MODEL and key.path=value overrides, got {len(paths)} paths: "
                          f"{' '.join(paths)}")
-    return (paths[0] if paths else None), overrides
+    return (str(resolve_package(paths[0])) if paths else None), overrides
 
 
 def read_recipe(recipe: Path | None, overrides: list[str], model: str | Path | None = None) -> Recipe:
