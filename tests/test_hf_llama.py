@@ -422,7 +422,8 @@ def test_a_tokenizer_with_more_tokens_than_the_embedding_is_named_before_trainin
 def test_a_language_model_distilled_on_labelled_text_leaves_the_labels_unused(tmp_path, capsys):
     """A classification dataset as a decoder's calibration text: the evaluation scored its one label per
     text against a logit per token and stopped the run ("The size of tensor a (12) must match the size
-    of tensor b (10)"). Label-free distillation needs no labels; they are now unused, with a note."""
+    of tensor b (10)"). Label-free distillation needs no labels; they are now unused, with a note, and the
+    model is scored on each text's next tokens."""
     folder = llama_folder(tmp_path / "llama", tied=True)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.jsonl", 24, labelled=True),
@@ -430,7 +431,10 @@ def test_a_language_model_distilled_on_labelled_text_leaves_the_labels_unused(tm
     code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["metric"] == "loss" and any("labels are not used" in n for n in summary["notes"])
+    # scored on the next tokens instead (a logit per token has nothing to say about one label per text)
+    assert summary["metric"] == "top1" and summary["ce_after"] > 0
+    assert any("labels are not used: a language model is trained and scored on each text's next tokens" in n
+               for n in summary["notes"])
     # dpm plan's gradients for the taylor criterion scored them too ("Expected target size [8, 50], got [8]")
     code, _, err = run_cli(["plan", "-r", recipe, "pruning.criterion=taylor"], capsys)
     assert code == 0, err

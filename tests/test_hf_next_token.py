@@ -88,3 +88,25 @@ def test_a_missing_model_is_named_before_the_data_is_read(pruned, tmp_path, caps
     code, _, err = run_cli(["check", tmp_path / "gone-hf", "--baseline", pruned["folder"], "--data", pruned["held_out"],
                             "--min-cosine", "0.5"], capsys)
     assert code == 2 and f"{tmp_path / 'gone-hf'}: no such checkpoint file or model folder" in err
+
+
+def test_prune_trains_and_scores_a_language_model_on_its_next_tokens(tmp_path, capsys):
+    """`objective.kind: cross_entropy` on a decoder with plain text was refused ("needs labels but the data
+    has none; use objective.kind: distill"): it is language-model fine-tuning. Distilled runs reported only
+    the distillation loss (0 before pruning, by definition); both now report next-token top-1 and
+    cross-entropy before and after, which `dpm check` then measures the same way."""
+    folder = llama_folder(tmp_path / "llama", tied=True)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.txt", 24), run=tmp_path / "run",
+                                    formats="module"))
+    for objective in ("{kind: cross_entropy}", "{kind: distill, targets: [logits]}"):
+        code, out, err = run_cli(["prune", "-r", recipe, f"objective={objective}", "--json", "-q", "--force"], capsys)
+        assert code == 0, err
+        summary = json.loads(out)
+        assert summary["metric"] == "top1" and summary["ce_before"] > 0 and summary["ce_after"] > 0
+    code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "-r", recipe, "--baseline", folder,
+                              "--max-loss-increase", "10", "--json"], capsys)
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluation"]
+    assert evaluation["model"]["loss"] == pytest.approx(summary["ce_after"], rel=1e-4)  # the same split, the same loss
+    assert evaluation["baseline"]["loss"] == pytest.approx(summary["ce_before"], rel=1e-4)

@@ -8,6 +8,9 @@ with the text it was pruned on: next-token top-1 and the mean cross-entropy per 
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import torch
 
 from .words import IGNORE
@@ -22,3 +25,28 @@ def next_token_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     both = real[:, :-1] & real[:, 1:]
     labels[:, :-1] = torch.where(both, input_ids[:, 1:], torch.full_like(input_ids[:, 1:], IGNORE))
     return labels
+
+
+LANGUAGE_MODEL_TASKS = ("AutoModelForCausalLM", "AutoModelForImageTextToText")  # logits for every next token
+
+
+def labelled_by_next_tokens(bundle: Any) -> tuple[Any, bool]:
+    """(a text DataBundle whose examples are labelled with their next tokens, whether labels it had were
+    replaced). Labels per example, which a logit per token cannot score, are replaced; labels per position
+    are kept, and a bundle that holds no token texts is returned as it was."""
+    from .text import TokenDataset
+
+    parts = (bundle.train, bundle.val)
+    if not all(isinstance(p, TokenDataset) and "input_ids" in p.encoded for p in parts):
+        return bundle, False
+    if bundle.labeled and torch.is_tensor(bundle.train.labels) and bundle.train.labels.dim() == 2:
+        return bundle, False  # a label per position already
+
+    def relabel(part: Any) -> Any:
+        encoded = part.encoded
+        return TokenDataset(encoded, next_token_labels(encoded["input_ids"], encoded.get("attention_mask")))
+
+    described = (bundle.description.replace("unlabeled", DESCRIPTION, 1) if not bundle.labeled else
+                 f"{bundle.description}, {DESCRIPTION} in place of its labels")
+    return dataclasses.replace(bundle, train=relabel(bundle.train), val=relabel(bundle.val), labeled=True,
+                               num_classes=None, description=described), bundle.labeled

@@ -15,6 +15,7 @@ from ..batch import call_model, describe, first_rows, logits_of, move
 from ..checkpoint import load_checkpoint
 from ..data import DataBundle, check_labels_fit, load_data, make_loaders
 from ..data.labels import scorable
+from ..data.next_token import LANGUAGE_MODEL_TASKS, labelled_by_next_tokens
 from ..data.text import label_names
 from ..engine import DPMConfig, RectifyConfig
 from ..errors import ConfigError, InputError
@@ -134,10 +135,16 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
                      label_names=label_names(getattr(loaded.model.config, "label2id", None),  # labels may be names
                                              getattr(loaded.model.config, "id2label", None)))
     data = with_decoder_data(loaded.model, data)  # an encoder-decoder's decoder reads the text, shifted
+    relabelled = False
+    if getattr(loaded.model, "_dpm_task", None) in LANGUAGE_MODEL_TASKS:  # scored on its next tokens
+        data, relabelled = labelled_by_next_tokens(data)
     train_loader, val_loader = make_loaders(data, batch_size=per_rank_batch(d.batch_size, dist),
                                             eval_batch_size=d.eval_batch_size, seed=recipe.training.seed,
                                             distributed=(dist.rank, dist.world_size) if dist.enabled else None)
     notes = list(loaded.notes) + _cut_note(data, seq_len)
+    if relabelled:
+        notes.append("the data's labels are not used: a language model is trained and scored on each text's "
+                     "next tokens")
     if data.synthetic:
         notes.append("data is RANDOM (synthetic): this is a smoke run, accuracy means nothing")
     if loaded.tokenizer is not None and reads_tokens(loaded.model):

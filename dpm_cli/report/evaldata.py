@@ -70,6 +70,7 @@ def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | 
 def _language_model(recipe: Any | None, given: list[str | Path]) -> bool:
     """Whether the model generates text token by token (a causal LM, or a vision-language model read on
     text), from its folder's config.json and the recipe's model.hf.task: known before any model loads."""
+    from ..data.next_token import LANGUAGE_MODEL_TASKS
     from ..hf import is_hf_folder
     from ..hf.load import folder_config, import_transformers
     from ..hf.tasks import AUTO, resolve_task
@@ -81,7 +82,7 @@ def _language_model(recipe: Any | None, given: list[str | Path]) -> bool:
         return False
     task = getattr(hf, "task", AUTO) if named is not None else AUTO
     resolved, _ = resolve_task(import_transformers(), folder_config(folder), task)
-    return resolved in ("AutoModelForCausalLM", "AutoModelForImageTextToText")
+    return resolved in LANGUAGE_MODEL_TASKS
 
 
 def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path]) -> EvalData | None:
