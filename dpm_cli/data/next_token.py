@@ -30,23 +30,37 @@ def next_token_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
 LANGUAGE_MODEL_TASKS = ("AutoModelForCausalLM", "AutoModelForImageTextToText")  # logits for every next token
 
 
-def labelled_by_next_tokens(bundle: Any) -> tuple[Any, bool]:
-    """(a text DataBundle whose examples are labelled with their next tokens, whether labels it had were
-    replaced). Labels per example, which a logit per token cannot score, are replaced; labels per position
-    are kept, and a bundle that holds no token texts is returned as it was."""
+def relabels(dataset: Any, labeled: bool) -> bool:
+    """Whether `dataset` is token texts a language model is scored on by their next tokens: unlabelled,
+    or labelled per example (which a logit per token cannot score); labels per position are kept."""
     from .text import TokenDataset
 
-    parts = (bundle.train, bundle.val)
-    if not all(isinstance(p, TokenDataset) and "input_ids" in p.encoded for p in parts):
+    if not isinstance(dataset, TokenDataset) or "input_ids" not in dataset.encoded:
+        return False
+    return not (labeled and torch.is_tensor(dataset.labels) and dataset.labels.dim() == 2)
+
+
+def with_next_token_labels(dataset: Any) -> Any:
+    """The token texts of `dataset` (a TokenDataset), labelled with their next tokens."""
+    from .text import TokenDataset
+
+    encoded = dataset.encoded
+    return TokenDataset(encoded, next_token_labels(encoded["input_ids"], encoded.get("attention_mask")))
+
+
+def described(description: str, labeled: bool) -> str:
+    """A data description ("..., unlabeled") saying how its texts are now labelled."""
+    if not labeled and "unlabeled" in description:
+        return description.replace("unlabeled", DESCRIPTION, 1)
+    return f"{description}, {DESCRIPTION}" + (" in place of its labels" if labeled else "")
+
+
+def labelled_by_next_tokens(bundle: Any) -> tuple[Any, bool]:
+    """(a text DataBundle whose examples are labelled with their next tokens, whether labels it had were
+    replaced); a bundle that is not token texts to relabel (`relabels`) is returned as it was."""
+    if not (relabels(bundle.train, bundle.labeled) and relabels(bundle.val, bundle.labeled)):
         return bundle, False
-    if bundle.labeled and torch.is_tensor(bundle.train.labels) and bundle.train.labels.dim() == 2:
-        return bundle, False  # a label per position already
-
-    def relabel(part: Any) -> Any:
-        encoded = part.encoded
-        return TokenDataset(encoded, next_token_labels(encoded["input_ids"], encoded.get("attention_mask")))
-
-    described = (bundle.description.replace("unlabeled", DESCRIPTION, 1) if not bundle.labeled else
-                 f"{bundle.description}, {DESCRIPTION} in place of its labels")
-    return dataclasses.replace(bundle, train=relabel(bundle.train), val=relabel(bundle.val), labeled=True,
-                               num_classes=None, description=described), bundle.labeled
+    relabelled = dataclasses.replace(bundle, train=with_next_token_labels(bundle.train),
+                                     val=with_next_token_labels(bundle.val), labeled=True, num_classes=None,
+                                     description=described(bundle.description, bundle.labeled))
+    return relabelled, bundle.labeled

@@ -51,20 +51,13 @@ def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | 
     tokenised as `dpm prune` tokenised it: by the recipe's model folder's tokenizer (else MODEL's, else
     the baseline's, when it is a folder), at the recipe's model.seq_len. Unlabelled text for a language
     model is labelled with its next tokens (data/next_token.py), so the accuracy and loss gates score it."""
+    from ..data.next_token import described, relabels, with_next_token_labels
+
     folders = [f for f in (model, baseline) if f is not None]
     found = _eval_data(data, recipe, folders)
-    if found is None or found.labeled or not _language_model(recipe, folders):
+    if found is None or not relabels(found.dataset, found.labeled) or not _language_model(recipe, folders):
         return found
-    from ..data.next_token import DESCRIPTION, next_token_labels
-    from ..data.text import TokenDataset
-
-    dataset = found.dataset
-    if not isinstance(dataset, TokenDataset) or "input_ids" not in dataset.encoded:
-        return found
-    labels = next_token_labels(dataset.encoded["input_ids"], dataset.encoded.get("attention_mask"))
-    described = (found.description.replace("unlabeled", DESCRIPTION, 1) if "unlabeled" in found.description
-                 else f"{found.description}, {DESCRIPTION}")
-    return EvalData(TokenDataset(dataset.encoded, labels), described, True)
+    return EvalData(with_next_token_labels(found.dataset), described(found.description, found.labeled), True)
 
 
 def _language_model(recipe: Any | None, given: list[str | Path]) -> bool:
