@@ -110,3 +110,13 @@ def test_prune_trains_and_scores_a_language_model_on_its_next_tokens(tmp_path, c
     evaluation = json.loads(out)["evaluation"]
     assert evaluation["model"]["loss"] == pytest.approx(summary["ce_after"], rel=1e-4)  # the same split, the same loss
     assert evaluation["baseline"]["loss"] == pytest.approx(summary["ce_before"], rel=1e-4)
+
+
+def test_labels_per_text_given_to_check_a_language_model_are_replaced_by_its_next_tokens(pruned, tmp_path, capsys):
+    labelled = text_file(tmp_path / "l.jsonl", 9, labelled=True)  # a classification set as a decoder's text
+    code, out, err = run_cli(["check", pruned["pruned"], "--baseline", pruned["folder"], "--data", labelled,
+                              "--max-loss-increase", "10", "--json"], capsys)
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluation"]
+    assert evaluation["data"].endswith("labelled with their next tokens (loss: mean cross-entropy per token; "
+                                       "perplexity = exp(loss)) in place of its labels")
