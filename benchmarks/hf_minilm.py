@@ -90,6 +90,18 @@ def cosine(original, compact, tokenizer, sentences: list[str], seq_len: int) -> 
 KINDS = ("pydoc_heldout", "docstrings", "prose")
 
 
+def judge(compact, lengths: list[int]) -> dict[str, float]:
+    """{"KIND@LENGTH": cosine}: the held-out sets judged with texts cut at each of `lengths` tokens."""
+    from dpm_cli.hf import load_hf
+    from dpm_cli.recipe import load_recipe
+
+    if not lengths:
+        return {}
+    original = load_hf(load_recipe(RECIPE).model.hf.path)
+    return {f"{kind}@{n}": round(cosine(original.model.eval(), compact, original.tokenizer, sentences, n), 4)
+            for n in lengths for kind, sentences in eval_sets().items()}
+
+
 def table(out: Path) -> str:
     """Markdown: every run, then smooth - single_step per (calibration, heads, seed) pair."""
     rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
@@ -122,11 +134,20 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/.cache/hf-minilm")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 when two runs share 2 cores)")
     ap.add_argument("--table", action="store_true", help="print the Markdown tables of OUT/runs.jsonl and stop")
+    ap.add_argument("--judge-lengths", default="",
+                    help="also judge at these token lengths, e.g. 128,256 (sentence-transformers encodes "
+                         "all-MiniLM-L6-v2 at up to 256); keys KIND@LENGTH in the row")
+    ap.add_argument("--rejudge", metavar="RUN", help="judge RUN/model.pt (a run of this script) at "
+                    "--judge-lengths and print the row; trains nothing")
     args = ap.parse_args()
     if args.table:
         print(table(Path(args.out)))
         return
     torch.set_num_threads(args.threads)
+    lengths = [int(n) for n in args.judge_lengths.split(",") if n.strip()]
+    if args.rejudge:
+        print(json.dumps(judge(torch.load(Path(args.rejudge) / "model.pt", weights_only=False).eval(), lengths)))
+        return
 
     from dpm_cli.hf import load_hf
     from dpm_cli.pipeline.prune import prune
@@ -156,6 +177,7 @@ def main() -> None:
            "val_cosine": summary.after, "releases": summary.releases}
     for kind, sentences in eval_sets().items():
         row[kind] = round(cosine(original.model.eval(), compact, original.tokenizer, sentences, seq_len), 4)
+    row.update(judge(compact, lengths))
     print(json.dumps(row))
     with open(out / "runs.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
