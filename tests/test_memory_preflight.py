@@ -79,3 +79,10 @@ def test_this_machine_reports_its_memory():
     total, free = memory.usable_memory()
     assert total is not None and total > 2**28
     assert free is None or 0 < free <= total
+
+
+def test_a_checkpoint_file_is_not_guessed_from_its_size(tmp_path):
+    """A .pt may hold an optimizer's state beside the weights: its size / 4 could refuse a run that fits."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"\0" * 4096)
+    assert memory.stored_parameters(path) is None

@@ -2,8 +2,8 @@
 
 A model too large for the machine was loaded for minutes and then killed by the kernel (exit 137, no
 message), which is what a CI runner with 7-16 GiB does with a model of a few billion parameters. The
-parameter count is read from the files' headers (safetensors) or sizes, without loading anything, and
-the least that training on the CPU holds is compared with the memory the process may use:
+parameter count of a Hugging Face folder is read from its safetensors headers, without loading anything,
+and the least that training on the CPU holds is compared with the memory the process may use:
 
     float32 weights + their gradients + the optimizer's state per weight (AdamW: two moments, SGD with
     momentum: one) + a frozen float32 copy of the original when it is distilled from or refitted to.
@@ -27,10 +27,11 @@ HEADER_LIMIT = 100 * 2**20  # a safetensors header larger than this is no header
 
 def stored_parameters(path: str | Path) -> int | None:
     """Parameters in a Hugging Face folder's safetensors files (every tensor's element count, read from
-    the headers), or in a checkpoint file counted as float32 (its size / 4); None when unknown."""
+    the headers); None when unknown. A checkpoint file is not counted: its size says nothing exact (it may
+    hold an optimizer's state beside the weights), and a guess must not refuse a run that would fit."""
     path = Path(path)
-    if path.is_file():
-        return path.stat().st_size // 4
+    if not path.is_dir():
+        return None
     files = [path / "model.safetensors"]
     index = path / "model.safetensors.index.json"
     if index.is_file():
