@@ -45,6 +45,7 @@ def test_min_cosine_on_the_recipes_text_measures_what_prune_reported(pruned, cap
     assert evaluation["samples"] == 5 and evaluation["labeled"] is False  # 24 lines, 20% validation
     assert evaluation["cosine"] == pytest.approx(pruned["summary"]["after"], abs=1e-5)  # prune's val cosine
     assert evaluation["cosine"] < 1.0
+    assert pruned["summary"]["perplexity_after"] is None  # an encoder has no next tokens to be scored on
 
 
 def test_min_cosine_fails_past_the_measured_value(pruned, capsys):

@@ -7,6 +7,7 @@ Plain text labels a language model by itself (each position's next token), which
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -104,6 +105,10 @@ def test_prune_trains_and_scores_a_language_model_on_its_next_tokens(tmp_path, c
         assert code == 0, err
         summary = json.loads(out)
         assert summary["metric"] == "top1" and summary["ce_before"] > 0 and summary["ce_after"] > 0
+        assert summary["perplexity_after"] == pytest.approx(math.exp(summary["ce_after"]))
+        assert summary["perplexity_before"] == pytest.approx(math.exp(summary["ce_before"]))
+    code, out, err = run_cli(["prune", "-r", recipe, "--force"], capsys)
+    assert code == 0 and "val perplexity" in out + err, err  # a row of the before/after table
     code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "-r", recipe, "--baseline", folder,
                               "--max-loss-increase", "10", "--json"], capsys)
     assert code == 0, err

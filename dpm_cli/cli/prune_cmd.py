@@ -80,6 +80,9 @@ def _show_summary(s) -> None:
                   f"{s.after - s.before:+.{digits}f}")
     if s.ce_before is not None and s.ce_after is not None:
         table.add_row("val cross-entropy", f"{s.ce_before:.4f}", f"{s.ce_after:.4f}", f"{s.ce_after - s.ce_before:+.4f}")
+    if s.perplexity_before is not None and s.perplexity_after is not None:  # a language model, on its next tokens
+        table.add_row("val perplexity", f"{s.perplexity_before:.2f}", f"{s.perplexity_after:.2f}",
+                      f"{s.perplexity_after / s.perplexity_before:.3f}")
     console.print(table)
     console.print(f"equivalence error (compact vs decayed, relative): {s.equivalence_error:.2e}")
     console.print(f"steps {s.steps}, releases {s.releases}, suppressed releases {s.suppressed}"

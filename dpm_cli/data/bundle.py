@@ -26,6 +26,7 @@ class DataBundle:
     description: str
     synthetic: bool = False  # True only for random data, so the CLI can warn that results mean nothing
     collate: Any = None  # the DataLoader's collate_fn (None: torch's default), e.g. trimming token padding
+    next_token: bool = False  # a language model's text, labelled with its next tokens (data/next_token.py)
 
 
 class InputsDataset(Dataset):

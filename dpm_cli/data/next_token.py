@@ -61,6 +61,6 @@ def labelled_by_next_tokens(bundle: Any) -> tuple[Any, bool]:
     if not (relabels(bundle.train, bundle.labeled) and relabels(bundle.val, bundle.labeled)):
         return bundle, False
     relabelled = dataclasses.replace(bundle, train=with_next_token_labels(bundle.train),
-                                     val=with_next_token_labels(bundle.val), labeled=True, num_classes=None,
+                                     val=with_next_token_labels(bundle.val), labeled=True, num_classes=None, next_token=True,
                                      description=described(bundle.description, bundle.labeled))
     return relabelled, bundle.labeled

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,9 @@ class PruneSummary:
     run_dir: str
     ce_before: float | None = None  # held-out cross-entropy of the dense and the compact model (labelled data)
     ce_after: float | None = None
+    # a language model scored on its next tokens: exp of ce_before / ce_after, what decoders are judged by
+    perplexity_before: float | None = None
+    perplexity_after: float | None = None
     ranks: int = 1  # processes that trained (torchrun); their parameters and event logs agreed
     outputs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -220,6 +224,8 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
         widths=[asdict(w) for w in compacted.widths], min_decay_steps=list(result.decay_eval_steps),
         min_decay_eval_every=recipe.training.eval_every_decay or recipe.training.eval_every,
         provenance=record, output_formats=list(outputs.formats))
+    if ctx.data.next_token and summary.ce_before is not None and summary.ce_after is not None:
+        summary.perplexity_before, summary.perplexity_after = math.exp(summary.ce_before), math.exp(summary.ce_after)
     if dist.is_main:
         provenance = ctx.provenance.with_stage(compacted.history) if ctx.provenance else None
         brief = {k: v for k, v in summary.to_dict().items() if k not in ("widths", "provenance")}
