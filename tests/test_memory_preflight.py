@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 from cli_helpers import run_cli  # noqa: E402
 from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
 
+from dpm_cli.errors import InputError  # noqa: E402
 from dpm_cli.pipeline import memory  # noqa: E402
 from dpm_cli.recipe import load_recipe  # noqa: E402
 
@@ -86,3 +87,16 @@ def test_a_checkpoint_file_is_not_guessed_from_its_size(tmp_path):
     path = tmp_path / "model.pt"
     path.write_bytes(b"\0" * 4096)
     assert memory.stored_parameters(path) is None
+
+
+def test_every_local_process_under_torchrun_is_counted(folder, tmp_path, monkeypatch):
+    recipe = load_recipe(write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt")))
+    need = memory.training_bytes(memory.stored_parameters(folder), recipe)
+    monkeypatch.setattr(memory, "usable_memory", lambda: (2 * need - 1, None))
+    assert memory.check_memory(recipe, folder, "cpu") is None  # one process fits
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(InputError, match=f"at least {2 * need / GiB:.1f} GiB in 2 processes"):
+        memory.check_memory(recipe, folder, "cpu")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "not a number")
+    assert memory.check_memory(recipe, folder, "cpu") is None
+    assert memory.check_memory(recipe, folder, "cuda") is None  # host memory is what is checked, on the CPU

@@ -123,7 +123,8 @@ def check_memory(recipe: Any, model: str | Path | None, device: str) -> str | No
     total, free = usable_memory()
     if parameters is None or total is None:
         return None
-    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    processes = max(1, int(local)) if local.isdigit() else 1
     need = training_bytes(parameters, recipe) * processes
     each = f" in {processes} processes" if processes > 1 else ""
     what = (f"{model} has {parameters / 1e9:.2f}B parameters: fine-tuning them on the CPU holds at least "
