@@ -16,6 +16,7 @@ from ..checkpoint import load_checkpoint
 from ..data import DataBundle, check_labels_fit, load_data, make_loaders
 from ..data.labels import scorable
 from ..data.next_token import LANGUAGE_MODEL_TASKS, labelled_by_next_tokens
+from ..report.forward import max_positions
 from ..data.text import label_names
 from ..engine import DPMConfig, RectifyConfig
 from ..errors import ConfigError, InputError
@@ -247,8 +248,8 @@ def _cut_note(data: DataBundle, seq_len: int) -> list[str]:
 
 def _input_fix(ctx: RunContext) -> str:
     """What to change when the model does not run on its example input."""
-    positions = getattr(getattr(ctx.model, "config", None), "max_position_embeddings", None)
-    if ctx.tokenizer is not None and isinstance(positions, int) and 0 < positions < ctx.recipe.model.seq_len:
+    positions = max_positions(getattr(ctx.model, "config", None))
+    if ctx.tokenizer is not None and positions is not None and positions < ctx.recipe.model.seq_len:
         return (f"model.seq_len {ctx.recipe.model.seq_len} is longer than the model's {positions} positions "
                 f"(max_position_embeddings): set model.seq_len to {positions} or less")
     return "fix model.input_shape or the data"

@@ -33,8 +33,8 @@ from __future__ import annotations
 import copy
 import functools
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +42,9 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 
-from ..batch import call_model, describe, move, tensors
+from ..batch import move, tensors
 from ..errors import DpmError, InputError
+from .forward import clear_forward_errors
 from .rules import counted_whole, import_thop, is_mac_free, op_name, op_rule, thop_custom_ops, width_of
 
 
@@ -201,40 +202,6 @@ def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...] | dict[str, Any]:
     return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
 
 
-def run_forward(model: nn.Module, inputs: Any) -> Any:
-    """model(*inputs) or model(**inputs), with a failing forward turned into one clear line."""
-    with _clear_forward_errors(inputs, model):
-        return call_model(model, inputs)
-
-
-@contextmanager
-def _clear_forward_errors(inputs: Any, model: nn.Module | None = None) -> Iterator[None]:
-    """Turn an error raised by a model's forward pass into one InputError line."""
-    try:
-        yield
-    except DpmError:
-        raise
-    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
-        shapes = describe(inputs)
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise InputError(f"the model's forward pass failed on input {shapes}: {first}; "
-                         f"{_forward_hint(inputs, model)}") from err
-
-
-def _forward_hint(inputs: Any, model: nn.Module | None) -> str:
-    """What to change: the image shape, or the number of tokens (said with the model's position count when
-    the tokens are more than its position table holds, the usual cause)."""
-    if not isinstance(inputs, dict):
-        return "check --input-shape (batch first, e.g. 1,3,32,32)"
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    ids = inputs.get("input_ids")
-    tokens = ids.shape[-1] if torch.is_tensor(ids) and ids.dim() == 2 else None
-    if isinstance(positions, int) and tokens is not None and tokens > positions:
-        return (f"{tokens} tokens are more than the model's {positions} positions (max_position_embeddings): "
-                f"use at most {positions} (model.seq_len, or batch,tokens in --input-shape)")
-    return "check the number of tokens (model.seq_len, or batch,tokens in --input-shape)"
-
-
 def count_model(
     model: nn.Module,
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
@@ -294,7 +261,7 @@ def _count_pass(model: nn.Module, inputs: Any, *, meta: bool) -> _Counts:
     it counts whole, the dispatch mode the ops outside them."""
     profile = import_thop().profile
     shadow = _shadow_copy(model, meta)
-    errors = _clear_forward_errors(inputs, model) if not meta else nullcontext()  # meta: caller falls back
+    errors = clear_forward_errors(inputs, model) if not meta else nullcontext()  # meta: caller falls back
     if meta:
         inputs = move(inputs, "meta")
     if isinstance(inputs, dict):

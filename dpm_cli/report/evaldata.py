@@ -127,9 +127,10 @@ def _token_options(source: str, recipe: Any | None, given: list[str | Path]) -> 
                           "the model.hf.path it was pruned from")
     from ..data.text import label_names
     from ..hf.load import folder_config
+    from .forward import max_positions
 
     configs = [folder_config(f) for f in folders]
-    longest = min(filter(None, map(_max_positions, configs)), default=None)  # as dpm report caps it
+    longest = min(filter(None, map(max_positions, configs)), default=None)  # as dpm report caps it
     seq_len = min(recipe.model.seq_len if recipe is not None else 128, longest or 2**31)
     # labels may be written as the model's class names
     names = next(filter(None, (label_names(c.get("label2id"), c.get("id2label")) for c in configs)), None)
@@ -137,12 +138,6 @@ def _token_options(source: str, recipe: Any | None, given: list[str | Path]) -> 
         return {"tokenizer": tokenizer, "seq_len": seq_len, "label_names": names}
     return {"tokenizer": tokenizer, "seq_len": seq_len, "text_field": recipe.data.text_field,
             "label_field": recipe.data.label_field, "label_names": names, "pair_field": recipe.data.pair_field}
-
-
-def _max_positions(config: dict) -> int | None:
-    """A folder config's max_position_embeddings, when it states a positive integer."""
-    value = config.get("max_position_embeddings")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _text_file(path: Path, options: dict[str, Any]) -> EvalData:

@@ -175,10 +175,11 @@ def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False)
     path = resolve_package(path)
     if is_hf_folder(path):
         from ..hf import folder_example, load_hf
+        from .forward import max_positions
         from ..hf.inputs import reads_tokens
 
         loaded = load_hf(path, setup.hf_task)
-        longest = getattr(loaded.model.config, "max_position_embeddings", None) or setup.seq_len
+        longest = max_positions(loaded.model.config) or setup.seq_len
         if (loaded.tokenizer is None or not reads_tokens(loaded.model)) and setup.input_shape:
             return loaded.model, None  # --input-shape (require_shape): the model's first input, that shape
         example = folder_example(loaded.model, loaded.tokenizer, min(setup.seq_len, longest))

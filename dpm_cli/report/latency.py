@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from .counting import example_input, run_forward
+from .counting import example_input
+from .forward import run_forward
 
 
 @dataclass(frozen=True)
