@@ -107,3 +107,45 @@ def test_a_zip_is_named_and_a_gzip_of_garbage_still_says_it_is_not_text(tmp_path
     path.write_bytes(gzip.compress(bytes([0x80, 0x81]) * 10))
     with pytest.raises(InputError, match=r"not UTF-8 text \(byte 0\); save it as UTF-8"):
         read_text(path)
+
+
+class _Marker:
+    """Unpickling this writes a file: proof that a data file was never unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("case", ["bomb", "cut", "pickle", "parquet", "zip"])
+def test_hostile_data_files_through_dpm_prune_are_one_line_exit_2_nothing_run_or_written(case, tmp_path, capsys,
+                                                                                        monkeypatch):
+    import pickle
+
+    pytest.importorskip("transformers")
+    from cli_helpers import run_cli
+    from hf_helpers import bert_folder, write_recipe
+
+    marker = tmp_path / "ran"
+    data = tmp_path / ("train.zip" if case == "zip" else "train.jsonl.gz")
+    if case == "bomb":
+        monkeypatch.setattr(textfile, "MAX_BYTES", 50_000)
+        data.write_bytes(gzip.compress(jsonl().encode() * 2_000))
+    elif case == "cut":
+        data.write_bytes(gzip.compress(jsonl().encode())[:50])
+    elif case == "pickle":  # a pickle, gzip-compressed, named as JSON lines
+        data.write_bytes(gzip.compress(pickle.dumps(_Marker(marker))))
+    elif case == "parquet":
+        data.write_bytes(b"PAR1" + bytes(range(256)) + b"PAR1")
+    else:
+        with zipfile.ZipFile(data, "w") as z:
+            z.writestr("train.jsonl", jsonl())
+    recipe = write_recipe(tmp_path, bert_folder(tmp_path / "bert"), data)
+    capsys.readouterr()  # what building the folder printed (transformers' progress bar)
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert str(data) in lines[0]
+    assert not marker.exists() and not (tmp_path / "run").exists()
