@@ -6,15 +6,22 @@ decoder embedders (e5-mistral, Qwen3-Embedding). Distilling or comparing the mea
 its first token trains and gates something its users never see, so the `embedding` target, the val
 cosine and `dpm check --min-cosine` pool as the folder does. Mean (attention-mask aware) when the folder
 says nothing. The arithmetic follows sentence-transformers' `Pooling` (padded inputs, no prompts).
+
+The modules after the Pooling are applied too where they are plain arithmetic: a `Dense` projection
+(LaBSE, distiluse, sentence-t5: its weights read from safetensors, its activation a torch.nn class named
+in its config, so no code from the folder runs) and `Normalize`. Both models share them unchanged (dpm
+keeps the hidden width), but a tanh projection moves the cosine: the gate measures what users are served.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .errors import CheckpointError
 
@@ -53,25 +60,111 @@ def folder_pooling(folder: str | Path) -> tuple[str, ...] | None:
     return modes
 
 
-def after_pooling(folder: str | Path) -> list[str]:
-    """The modules sentence-transformers runs on the pooled embedding other than its normalisation (a
-    Dense projection: LaBSE, sentence-t5), by path: dpm compares the embedding before them."""
+@dataclass(frozen=True)
+class Projection:
+    """One module sentence-transformers runs on the pooled embedding: a Dense layer
+    (activation(W x + b)) or, with no weight, Normalize."""
+    path: str
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    activation: str = "Identity"  # a class of torch.nn, built with no arguments
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:
+            return F.normalize(x, p=2, dim=-1)
+        if x.shape[-1] != self.weight.shape[1]:
+            raise CheckpointError(f"{self.path} takes {self.weight.shape[1]} values but the pooled sentence embedding "
+                                  f"has {x.shape[-1]}: the folder's modules.json does not fit its model")
+        bias = None if self.bias is None else self.bias.to(x)
+        return getattr(nn, self.activation)()(F.linear(x, self.weight.to(x), bias))
+
+
+@dataclass(frozen=True)
+class SentencePooling:
+    """How a folder's pipeline turns token states into the embedding it serves."""
+    modes: tuple[str, ...] = MEAN
+    projections: tuple[Projection, ...] = ()
+
+
+Pooling = Union[tuple[str, ...], SentencePooling]
+
+
+def folder_projections(folder: str | Path) -> tuple[tuple[Projection, ...], list[str]]:
+    """The modules after the Pooling, in order, as far as dpm can apply them; and the paths it cannot
+    apply with why (an unknown module, a pickled Dense, a custom activation): the embedding is then
+    compared before the first of them."""
+    folder = Path(folder)
     modules = st_modules(folder)
     types = [str(m.get("type", "")) for m in modules]
     start = next((i for i, t in enumerate(types) if t.endswith(".Pooling")), None)
-    if start is None:
-        return []
-    return [str(m.get("path") or t.rsplit(".", 1)[-1])[:40] for m, t in zip(modules[start + 1:], types[start + 1:])
-            if not t.endswith(".Normalize")]
+    applied: list[Projection] = []
+    for i, (module, kind) in enumerate(zip(modules[start + 1:], types[start + 1:]) if start is not None else ()):
+        path = str(module.get("path") or kind.rsplit(".", 1)[-1])[:40]
+        step, why = _projection(folder, path, kind)
+        if step is None:
+            while applied and applied[-1].weight is None:
+                applied.pop()
+            return tuple(applied), [f"{path} ({why})"] + [str(m.get("path") or t.rsplit(".", 1)[-1])[:40]
+                                                        for m, t in zip(modules[start + 2 + i:], types[start + 2 + i:])
+                                                        if not t.endswith(".Normalize")]
+        applied.append(step)
+    while applied and applied[-1].weight is None:  # a last Normalize leaves the cosine as it is; the MSE
+        applied.pop()                              # targets keep the scale they had
+    return tuple(applied), []
 
 
-def pooling_of(*models: nn.Module | None) -> tuple[str, ...]:
+def after_pooling(folder: str | Path) -> list[str]:
+    """The modules after the Pooling that dpm does not apply (see folder_projections), with why."""
+    return folder_projections(folder)[1]
+
+
+def _projection(folder: Path, path: str, kind: str) -> tuple[Projection | None, str]:
+    if kind.endswith(".Normalize"):
+        return Projection(path), ""
+    if not kind.endswith(".Dense"):
+        return None, f"a {kind.rsplit('.', 1)[-1] or 'module'} dpm does not run"
+    if Path(path).is_absolute() or ".." in Path(path).parts:
+        return None, "a path outside the folder"
+    config = _json(folder / path / "config.json")
+    weights = folder / path / "model.safetensors"
+    if not isinstance(config, dict):
+        return None, "no readable config.json"
+    if not weights.is_file():
+        return None, "no model.safetensors; a pickled Dense is not loaded"
+    activation = str(config.get("activation_function", "torch.nn.modules.activation.Tanh"))  # its default
+    name = activation.rsplit(".", 1)[-1]
+    cls = getattr(nn, name, None)
+    if not (activation.startswith("torch.nn.modules.") and isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return None, f"activation {activation[:80]!r} is no torch.nn class"
+    try:
+        from safetensors.torch import load_file
+        tensors = load_file(str(weights))
+    except Exception as err:  # noqa: BLE001 - any unreadable file: compare before it, as before
+        return None, f"model.safetensors unreadable ({type(err).__name__})"
+    weight, bias = tensors.get("linear.weight"), tensors.get("linear.bias")
+    shape = (config.get("out_features"), config.get("in_features"))
+    if weight is None or weight.dim() != 2 or tuple(weight.shape) != shape or (
+            bias is not None and tuple(bias.shape) != shape[:1]):
+        return None, f"linear.weight is not {shape[0]} x {shape[1]} as config.json says"
+    return Projection(path, weight.float(), None if bias is None else bias.float(), name), ""
+
+
+def pooling_of(*models: nn.Module | None) -> Pooling:
     """The pooling load_hf found in the first of `models` that came from a sentence-transformers folder."""
-    return next((m._dpm_pooling for m in models if getattr(m, "_dpm_pooling", None)), MEAN)
+    found = next((m for m in models if getattr(m, "_dpm_pooling", None) or getattr(m, "_dpm_projections", None)),
+                 None)
+    if found is None:
+        return MEAN
+    modes = getattr(found, "_dpm_pooling", None) or MEAN
+    projections = getattr(found, "_dpm_projections", ())
+    return SentencePooling(modes, projections) if projections else modes
 
 
-def pool(hidden: torch.Tensor, inputs: Any, modes: tuple[str, ...] = MEAN) -> torch.Tensor:
-    """Sentence embeddings (batch, width x modes) from token states (batch, tokens, width)."""
+def pool(hidden: torch.Tensor, inputs: Any, pooling: Pooling = MEAN) -> torch.Tensor:
+    """Sentence embeddings (batch, width x modes, or what the projections make of it) from token states
+    (batch, tokens, width)."""
+    modes, projections = ((pooling.modes, pooling.projections) if isinstance(pooling, SentencePooling)
+                          else (pooling, ()))
     mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
     mask = hidden.new_ones(hidden.shape[:2]) if mask is None else mask[:, : hidden.shape[1]].to(hidden.dtype)
     kept = mask.unsqueeze(-1)
@@ -93,7 +186,10 @@ def pool(hidden: torch.Tensor, inputs: Any, modes: tuple[str, ...] = MEAN) -> to
             vectors.append((hidden * kept)[torch.arange(len(hidden)), last])
         else:
             raise ValueError(f"unknown pooling mode {mode!r}")
-    return torch.cat(vectors, dim=-1)
+    embedding = torch.cat(vectors, dim=-1)
+    for projection in projections:
+        embedding = projection(embedding)
+    return embedding
 
 
 def _json(path: Path) -> Any:

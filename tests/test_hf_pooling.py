@@ -21,7 +21,7 @@ from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
 
 from dpm_cli.errors import CheckpointError  # noqa: E402
 from dpm_cli.hf.load import load_hf  # noqa: E402
-from dpm_cli.pooling import MODES, after_pooling, folder_pooling, pool  # noqa: E402
+from dpm_cli.pooling import MODES, after_pooling, folder_pooling, folder_projections, pool, pooling_of  # noqa: E402
 
 DISTILL = "{kind: distill, targets: [embedding], loss: cosine}"
 
@@ -68,15 +68,18 @@ def test_the_folders_pooling_is_read_in_both_config_formats(tmp_path):
     modules += [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
                 {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]
     (dense / "modules.json").write_text(json.dumps(modules))
-    assert after_pooling(dense) == ["2_Dense"]  # named in a note: the embedding is compared before it
-    assert any("applies 2_Dense to the pooled embedding" in n for n in load_hf(dense).notes)
+    # no 2_Dense folder: named in a note with why, and the embedding is compared before it
+    assert after_pooling(dense) == ["2_Dense (no readable config.json)"]
+    assert any("applies 2_Dense (no readable config.json) to the pooled embedding" in n for n in load_hf(dense).notes)
     loaded = load_hf(st_folder(tmp_path / "bge", "cls"))
     assert loaded.model._dpm_pooling == ("cls",)
     assert any("pooled as the folder's sentence-transformers pipeline pools them (cls" in n for n in loaded.notes)
 
 
-def test_prune_and_check_measure_the_embedding_the_pipeline_serves(tmp_path, capsys):
-    folder = st_folder(tmp_path / "bge", "cls")
+@pytest.mark.parametrize("kind", ["bge", "labse"])
+def test_prune_and_check_measure_the_embedding_the_pipeline_serves(tmp_path, capsys, kind):
+    """BGE: the first token; LaBSE: that, through a tanh Dense projection (which dpm compared before)."""
+    folder = st_folder(tmp_path / kind, "cls") if kind == "bge" else dense_folder(tmp_path / kind)
     recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt", 24), objective=DISTILL)
     code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
     assert code == 0, err
@@ -93,4 +96,64 @@ def test_prune_and_check_measure_the_embedding_the_pipeline_serves(tmp_path, cap
     assert compact[1].pooling_mode == "cls"  # the pruned folder keeps the pipeline
     a, b = (torch.as_tensor(m.encode(texts, batch_size=64, convert_to_numpy=True)) for m in (original, compact))
     served = float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
-    assert abs(measured - served) < 1e-4, (measured, served)
+    assert abs(measured - served) < 1e-5, (measured, served)  # a Dense ignored is 5e-5 off
+
+
+def dense_folder(folder, *, activation=None, in_features: int = 32):
+    """A sentence-transformers folder as LaBSE's: CLS pooling, a Dense projection (tanh, saved by
+    sentence-transformers itself) and Normalize."""
+    try:
+        from sentence_transformers.sentence_transformer.modules import Dense
+    except ImportError:  # sentence-transformers before 6
+        from sentence_transformers.models import Dense
+    st_folder(folder, "cls")
+    torch.manual_seed(3)
+    (folder / "2_Dense").mkdir()
+    Dense(in_features, 16, activation_function=activation or torch.nn.Tanh()).save(str(folder / "2_Dense"))
+    modules = json.loads((folder / "modules.json").read_text())
+    modules += [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+                {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    return folder
+
+
+def test_a_dense_projection_after_the_pooling_is_applied_as_sentence_transformers_applies_it(tmp_path):
+    folder = dense_folder(tmp_path / "labse")
+    loaded = load_hf(folder)
+    pooling = pooling_of(loaded.model)
+    assert [p.path for p in pooling.projections] == ["2_Dense"] and after_pooling(folder) == []
+    assert any("pass through 2_Dense as sentence-transformers serves them" in n for n in loaded.notes)
+    texts = ["a short sentence", "another, somewhat longer sentence of words"]
+    served = sentence_transformers.SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(
+        texts, convert_to_tensor=True, normalize_embeddings=False)
+    x = loaded.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        mine = pool(loaded.model(**x).last_hidden_state, x, pooling)
+    assert mine.shape == (2, 16)  # the projection's width, not the hidden width
+    assert torch.allclose(torch.nn.functional.normalize(mine, dim=-1), served, atol=1e-5)
+
+
+def test_a_dense_dpm_cannot_apply_without_running_code_is_named_and_compared_before(tmp_path):
+    """A pickled Dense (pytorch_model.bin only), an activation that is no torch.nn class (what
+    sentence-transformers runs only with trust_remote_code) and weights unlike the config: not applied."""
+    pickled = dense_folder(tmp_path / "pickled")
+    weights = pickled / "2_Dense" / "model.safetensors"
+    torch.save({"linear.weight": torch.zeros(16, 32)}, pickled / "2_Dense" / "pytorch_model.bin")
+    weights.unlink()
+    assert folder_projections(pickled) == ((), ["2_Dense (no model.safetensors; a pickled Dense is not loaded)"])
+    custom = dense_folder(tmp_path / "custom")
+    config = json.loads((custom / "2_Dense" / "config.json").read_text())
+    (custom / "2_Dense" / "config.json").write_text(json.dumps(dict(config, activation_function="evil.Act")))
+    assert folder_projections(custom)[1] == ["2_Dense (activation 'evil.Act' is no torch.nn class)"]
+    odd = dense_folder(tmp_path / "odd")
+    (odd / "2_Dense" / "config.json").write_text(json.dumps(dict(config, in_features=8)))
+    assert folder_projections(odd)[1] == ["2_Dense (linear.weight is not 16 x 8 as config.json says)"]
+
+
+def test_a_dense_the_pooled_width_does_not_fit_is_one_line(tmp_path):
+    folder = dense_folder(tmp_path / "wide", in_features=24)
+    loaded = load_hf(folder)
+    x = loaded.tokenizer(["a sentence"], return_tensors="pt")
+    with torch.no_grad(), pytest.raises(CheckpointError, match="2_Dense takes 24 values but the pooled sentence "
+                                                                "embedding has 32"):
+        pool(loaded.model(**x).last_hidden_state, x, pooling_of(loaded.model))

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..engine.kv_cache import cached_scopes, set_cache
 from ..errors import CheckpointError, ConfigError, DpmError
-from ..pooling import MEAN, after_pooling, folder_pooling
+from ..pooling import MEAN, folder_pooling, folder_projections
 from ..recipe.schema import HF_TASKS as TASKS  # the Auto classes model.hf.task may name
 from .custom_code import check_known_type, check_weights_match
 from .dtypes import record_dtypes
@@ -166,7 +166,11 @@ def load_hf(path: str | Path, task: str = AUTO) -> HFLoaded:
         loaded.notes.append(f"sentence embeddings are pooled as the folder's sentence-transformers pipeline pools "
                             f"them ({'+'.join(model._dpm_pooling)}, modules.json): the embedding target, the val "
                             "cosine and dpm check --min-cosine")
-    later = after_pooling(path)
+    model._dpm_projections, later = folder_projections(path)  # a Dense after the pooling (LaBSE): applied
+    if model._dpm_projections:
+        loaded.notes.append(f"sentence embeddings pass through {', '.join(p.path for p in model._dpm_projections)} "
+                            "as sentence-transformers serves them (modules.json): the embedding target, the val "
+                            "cosine and dpm check --min-cosine")
     if later:  # the same, unpruned, in both models: the cosine before them is close to the served one, not equal
         loaded.notes.append(f"sentence-transformers applies {', '.join(later)} to the pooled embedding; dpm distils "
                             "and compares the embedding before it, which both models share unchanged")
