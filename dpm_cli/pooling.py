@@ -149,6 +149,14 @@ def _projection(folder: Path, path: str, kind: str) -> tuple[Projection | None, 
     return Projection(path, weight.float(), None if bias is None else bias.float(), name), ""
 
 
+def served_length(folder: str | Path) -> int | None:
+    """The most tokens a sentence-transformers folder embeds a text with (sentence_bert_config.json's
+    max_seq_length: 256 for all-MiniLM-L6-v2), or None."""
+    config = _json(Path(folder) / "sentence_bert_config.json") if Path(folder).is_dir() else None
+    length = config.get("max_seq_length") if isinstance(config, dict) else None
+    return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None
+
+
 def pooling_of(*models: nn.Module | None) -> Pooling:
     """The pooling load_hf found in the first of `models` that came from a sentence-transformers folder."""
     found = next((m for m in models if getattr(m, "_dpm_pooling", None) or getattr(m, "_dpm_projections", None)),

@@ -26,9 +26,9 @@ from dpm_cli.pooling import MODES, after_pooling, folder_pooling, folder_project
 DISTILL = "{kind: distill, targets: [embedding], loss: cosine}"
 
 
-def st_folder(folder, pooling, *, legacy: bool = False):
+def st_folder(folder, pooling, *, legacy: bool = False, seed: int = 0):
     """A tiny BERT folder with sentence-transformers' modules.json and a Pooling module's settings."""
-    bert_folder(folder)
+    bert_folder(folder, seed=seed)
     (folder / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
@@ -157,3 +157,28 @@ def test_a_dense_the_pooled_width_does_not_fit_is_one_line(tmp_path):
     with torch.no_grad(), pytest.raises(CheckpointError, match="2_Dense takes 24 values but the pooled sentence "
                                                                 "embedding has 32"):
         pool(loaded.model(**x).last_hidden_state, x, pooling_of(loaded.model))
+
+
+def test_check_embeds_text_as_long_as_the_folder_serves_it(tmp_path, capsys):
+    """Without a recipe, `dpm check --data` cut every text at 128 tokens; all-MiniLM-L6-v2 embeds 256
+    (sentence_bert_config.json's max_seq_length), so the cosine of long texts was measured on a part of
+    them. The folder's length is used now, and --seq-len sets another."""
+    original, other = st_folder(tmp_path / "a", "mean"), st_folder(tmp_path / "b", "mean", seed=1)
+    for f in (original, other):
+        (f / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 9, "do_lower_case": False}))
+    held = tmp_path / "long.txt"
+    held.write_text("".join(" ".join(f"word{(i * 7 + j) % 40}" for j in range(30)) + "\n" for i in range(6)))
+    gates = ["--baseline", original, "--data", held, "--min-cosine", "0", "--json"]
+    code, out, err = run_cli(["check", other, *gates], capsys)
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluation"]
+    assert "up to 9 tokens" in evaluation["data"]
+    texts = held.read_text().splitlines()
+    a, b = (sentence_transformers.SentenceTransformer(str(f), device="cpu", local_files_only=True).encode(
+        texts, convert_to_tensor=True) for f in (original, other))
+    served = float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+    assert abs(evaluation["cosine"] - served) < 1e-5, (evaluation["cosine"], served)
+    code, out, err = run_cli(["check", other, *gates, "--seq-len", "5"], capsys)
+    assert code == 0 and "up to 5 tokens" in json.loads(out)["evaluation"]["data"], err
+    code, out, err = run_cli(["check", other, "--max-params", "1G", "--seq-len", "5"], capsys)
+    assert code == 2 and "--seq-len sets the length of text data, but no gate evaluates on data" in err

@@ -190,6 +190,9 @@ def check(
         None, "--data", help="Evaluate on this instead of the recipe's validation data: a .pt/.npz file, "
         "a text file for a Hugging Face model (every example is evaluated), a source (mnist, digits, pydoc, "
         "local-docs) or package.module:callable."),
+    seq_len: Optional[int] = typer.Option(
+        None, "--seq-len", min=1, help="Tokens per text of text data (default: the recipe's model.seq_len, else "
+        "the sentence-transformers folder's max_seq_length, else 128)."),
     device: str = typer.Option("cpu", "--device", help="Device to evaluate on: cpu, cuda or auto."),
     built_from: Optional[str] = typer.Option(
         None, "--built-from", help="Pass only if MODEL (a *.dpm.pt, or the Hugging Face folder dpm prune wrote) "
@@ -221,6 +224,9 @@ def check(
     if data is not None and not limits.needs_data:
         raise ConfigError("--data given but no gate evaluates on it: add --max-accuracy-drop, --min-accuracy, "
                           "--max-loss-increase or --min-cosine, or drop --data")
+    if seq_len is not None and not limits.needs_data:
+        raise ConfigError("--seq-len sets the length of text data, but no gate evaluates on data: add "
+                          "--max-accuracy-drop, --min-accuracy, --max-loss-increase or --min-cosine, or drop --seq-len")
     where = _device(device)
     overrides = _overrides(overrides)
     # a folder on the command line names the model when the recipe does not: the original (baseline) first
@@ -228,7 +234,7 @@ def check(
     setup = parse.resolve_setup(input_shape, recipe, factory, overrides, model_folder=folder)
     parse.check_exists(model, baseline)  # before the data: a missing MODEL is not a tokenizer problem
     eval_data, provenance, eval_batch = _data_and_provenance(limits, model, baseline, recipe, overrides, data,
-                                                             built_from, folder)
+                                                             built_from, folder, seq_len)
     net, net_shape = parse.load_for_measuring(model, setup, trust_checkpoint)
     base, base_shape = parse.load_for_measuring(baseline, setup, trust_checkpoint) if baseline else (None, None)
     shape = parse.require_shape(setup, net_shape, base_shape)
@@ -258,7 +264,8 @@ def _overrides(args: Optional[List[str]]) -> list[str]:
 
 
 def _data_and_provenance(limits: Limits, model: str, baseline: Optional[str], recipe: Optional[Path],
-                         overrides: list[str], data: Optional[str], built_from: Optional[str], model_folder: Any = None):
+                         overrides: list[str], data: Optional[str], built_from: Optional[str], model_folder: Any = None,
+                         seq_len: Optional[int] = None):
     """The evaluation data (and its batch size) and the --built-from finding, before any model loads."""
     full = None
     if recipe is not None and (limits.needs_data or built_from):
@@ -272,7 +279,8 @@ def _data_and_provenance(limits: Limits, model: str, baseline: Optional[str], re
     if limits.needs_data:
         from ..report.evaldata import resolve_eval_data
 
-        eval_data = resolve_eval_data(data, full, parse.resolve_package(model), parse.resolve_package(baseline))
+        eval_data = resolve_eval_data(data, full, parse.resolve_package(model), parse.resolve_package(baseline),
+                                      seq_len)
     check_data(limits, eval_data)
     provenance = check_built_from(model, full, built_from) if built_from is not None else None
     return eval_data, provenance, full.data.eval_batch_size if full else 256

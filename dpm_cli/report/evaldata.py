@@ -46,15 +46,16 @@ class EvalData:
 
 
 def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | None = None,
-                      baseline: str | Path | None = None) -> EvalData | None:
+                      baseline: str | Path | None = None, seq_len: int | None = None) -> EvalData | None:
     """`--data` if given, else the recipe's validation data, else None (no data to evaluate on). Text is
     tokenised as `dpm prune` tokenised it: by the recipe's model folder's tokenizer (else MODEL's, else
-    the baseline's, when it is a folder), at the recipe's model.seq_len. Unlabelled text for a language
+    the baseline's, when it is a folder), at `seq_len` tokens, else the recipe's model.seq_len, else the
+    length a sentence-transformers folder serves (max_seq_length), else 128. Unlabelled text for a language
     model is labelled with its next tokens (data/next_token.py), so the accuracy and loss gates score it."""
     from ..data.next_token import described, relabels, with_next_token_labels
 
     folders = [f for f in (model, baseline) if f is not None]
-    found = _eval_data(data, recipe, folders)
+    found = _eval_data(data, recipe, folders, seq_len)
     if found is None or not relabels(found.dataset, found.labeled) or not _language_model(recipe, folders):
         return found
     return EvalData(with_next_token_labels(found.dataset), described(found.description, found.labeled), True)
@@ -78,7 +79,7 @@ def _language_model(recipe: Any | None, given: list[str | Path]) -> bool:
     return resolved in LANGUAGE_MODEL_TASKS
 
 
-def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path]) -> EvalData | None:
+def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path], seq_len: int | None) -> EvalData | None:
     from ..data import SOURCES, load_data
 
     section = recipe.data if recipe is not None else None
@@ -87,19 +88,19 @@ def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path]) 
         if section is None:
             return None
         bundle = load_data(section.source, path=section.path, factory=section.factory, kwargs=dict(section.kwargs),
-                           num_samples=section.num_samples, **split, **_token_options(section.source, recipe, folders))
+                           num_samples=section.num_samples, **split, **_token_options(section.source, recipe, folders, seq_len))
         return _val_part(bundle, "the recipe's data")
     text = str(data).strip()
     if text.lower().endswith(_FILE_SUFFIXES):
         return _file(Path(text))
     if Path(text).is_file():  # any other file is text: one example per line, or JSON lines
-        return _text_file(Path(text), _token_options("text", recipe, folders))
+        return _text_file(Path(text), _token_options("text", recipe, folders, seq_len))
     if text.lower() in SOURCES:
         if text.lower() == "tensors":
             raise ConfigError("--data tensors: give the .pt or .npz file itself as --data")
         kwargs = dict(section.kwargs) if section is not None and section.source == text.lower() else None
         return _val_part(load_data(text.lower(), kwargs=kwargs if text.lower() == "random" else None, **split,
-                                   **_token_options(text.lower(), recipe, folders)), f"--data {text}")
+                                   **_token_options(text.lower(), recipe, folders, seq_len)), f"--data {text}")
     if ":" in text:
         kwargs = dict(section.kwargs) if section is not None and section.factory == text else {}
         return _val_part(load_data("factory", factory=text, kwargs=kwargs), f"--data {text}")
@@ -110,7 +111,7 @@ def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path]) 
                       f"({', '.join(s for s in SOURCES if s != 'tensors')}) or 'package.module:callable'")
 
 
-def _token_options(source: str, recipe: Any | None, given: list[str | Path]) -> dict[str, Any]:
+def _token_options(source: str, recipe: Any | None, given: list[str | Path], seq_len: int | None) -> dict[str, Any]:
     """What text data needs to be tokenised (nothing for other sources): a tokenizer, the length, the fields."""
     from ..recipe.loader import TEXT_SOURCES
 
@@ -127,11 +128,15 @@ def _token_options(source: str, recipe: Any | None, given: list[str | Path]) -> 
                           "the model.hf.path it was pruned from")
     from ..data.text import label_names
     from ..hf.load import folder_config
+    from ..pooling import served_length
     from .forward import max_positions
 
     configs = [folder_config(f) for f in folders]
     longest = min(filter(None, map(max_positions, configs)), default=None)  # as dpm report caps it
-    seq_len = min(recipe.model.seq_len if recipe is not None else 128, longest or 2**31)
+    # with no recipe, as long as the folder's sentence-transformers pipeline embeds (MiniLM: 256), not 128
+    wanted = seq_len or (recipe.model.seq_len if recipe is not None else None)
+    wanted = wanted or next(filter(None, map(served_length, folders)), None) or 128
+    seq_len = min(wanted, longest or 2**31)
     # labels may be written as the model's class names
     names = next(filter(None, (label_names(c.get("label2id"), c.get("id2label")) for c in configs)), None)
     if recipe is None:
