@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .builtin import load_digits, load_mnist, load_random
-from .bundle import DataBundle, InputsDataset
+from .bundle import DataBundle, InputsDataset, cap_validation
 from .factory import load_factory
 from .files import load_tensors
 from .text import load_text
@@ -62,6 +62,7 @@ def load_data(
     val_fraction: float = 0.2,
     split_seed: int = 0,
     num_samples: int | None = None,
+    val_samples: int | None = None,
     tokenizer: Any = None,
     seq_len: int = 128,
     text_field: str = "text",
@@ -77,23 +78,29 @@ def load_data(
     ``pair_field`` reads a second text per record, tokenised with the first as a pair.
     ``val_fraction`` is used when the data has no validation part of its own (not for ``factory``,
     nor for tensor files with ``val_inputs``). ``num_samples`` keeps a seeded, class-balanced subset
-    of that many training samples (after the split) for quick runs; validation is never truncated.
+    of that many training samples (after the split) for quick runs; ``val_samples`` one of that many
+    validation samples, for large data (every evaluation reads the same ones).
     """
     name = source.strip().lower() if isinstance(source, str) else source
     if name not in SOURCES:
         raise ConfigError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
-    if num_samples is not None and (
-        not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1
-    ):
-        raise ConfigError(
-            "num_samples must be a positive integer (or unset for all data),"
-            f" got {num_samples!r}"
-        )
+    for key, value in (("num_samples", num_samples), ("val_samples", val_samples)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"{key} must be a positive integer (or unset for all data), got {value!r}")
     if not isinstance(split_seed, int) or isinstance(split_seed, bool):
         raise ConfigError(f"split_seed must be an integer, got {split_seed!r}")
     _check_options(name, path, factory, kwargs)
+    bundle = _load_source(name, path, factory, kwargs, val_fraction, split_seed, num_samples, tokenizer, seq_len,
+                          text_field, label_field, augment, label_names, pair_field)
+    return cap_validation(bundle, val_samples, split_seed)
+
+
+def _load_source(name: str, path: str | Path | None, factory: str | None, kwargs: dict[str, Any] | None,
+                 val_fraction: float, split_seed: int, num_samples: int | None, tokenizer: Any, seq_len: int,
+                 text_field: str, label_field: str, augment: tuple[float, float],
+                 label_names: dict[str, int] | None, pair_field: str | None) -> DataBundle:
     common = {"split_seed": split_seed, "num_samples": num_samples}
     if name == "mnist":
         return load_mnist(val_fraction=val_fraction, **common)

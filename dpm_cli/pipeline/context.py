@@ -66,7 +66,7 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
         return _load_hf_context(recipe, device, dist, model_path)
     d = recipe.data
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
-                     split_seed=d.split_seed, num_samples=d.num_samples)
+                     split_seed=d.split_seed, num_samples=d.num_samples, val_samples=d.val_samples)
     train_loader, val_loader = make_loaders(data, batch_size=per_rank_batch(d.batch_size, dist),
                                             eval_batch_size=d.eval_batch_size,
                                             seed=recipe.training.seed,
@@ -130,7 +130,8 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
         raise ConfigError(problem)
     d, seq_len = recipe.data, recipe.model.seq_len
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
-                     split_seed=d.split_seed, num_samples=d.num_samples, tokenizer=loaded.tokenizer,
+                     split_seed=d.split_seed, num_samples=d.num_samples, val_samples=d.val_samples,
+                     tokenizer=loaded.tokenizer,
                      seq_len=seq_len, text_field=d.text_field, label_field=d.label_field, pair_field=d.pair_field,
                      augment=(d.augment.replace_words, d.augment.share),
                      label_names=label_names(getattr(loaded.model.config, "label2id", None),  # labels may be names

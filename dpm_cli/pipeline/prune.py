@@ -27,6 +27,7 @@ from ..training.progress import Reporter, SilentReporter
 from ..training.rundir import RunDir
 from .context import (RunContext, decay_overrun, dpm_config, folder_groups_problem, load_context, resolve_device,
                       total_steps)
+from .data_size import data_size_notes
 from .memory import check_memory
 from .pretrain import pretrain_dense
 from .reuse import output_hashes, reusable, summary_from
@@ -163,9 +164,11 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
     objective = Objective(recipe.objective.kind, teacher=dense, temperature=recipe.objective.temperature,
                           distill_weight=recipe.objective.distill_weight, labeled=ctx.data.labeled,
                           targets=recipe.objective.targets, loss=recipe.objective.loss).to(ctx.device)
+    steps = total_steps(recipe, ctx.train_loader)
+    for note in data_size_notes(recipe, ctx.data, steps):
+        reporter.log(f"note: {note}")
     before = evaluate(dense, ctx.val_loader, objective, ctx.device)
 
-    steps = total_steps(recipe, ctx.train_loader)
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
     pruner = DecayPruner(model, example, dpm_config(recipe, steps, ctx.protect), optimizer=optimizer,
                          progress=reporter.log)

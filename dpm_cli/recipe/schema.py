@@ -96,6 +96,7 @@ class DataSection:
     batch_size: int = opt(64, "int", "training batch size", ge=1)
     eval_batch_size: int = opt(256, "int", "evaluation batch size", ge=1)
     num_samples: int | None = opt(None, "int", "use only the first N training samples, for quick runs", ge=1)
+    val_samples: int | None = opt(None, "int", "evaluate on only N validation samples, a fixed seeded part (class-balanced), for large data: every evaluation reads the same ones", ge=1)
     split_seed: int = opt(0, "int", "seed of the train/validation split")
     augment: AugmentSection = section(AugmentSection)
 

@@ -88,7 +88,8 @@ def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path], 
         if section is None:
             return None
         bundle = load_data(section.source, path=section.path, factory=section.factory, kwargs=dict(section.kwargs),
-                           num_samples=section.num_samples, **split, **_token_options(section.source, recipe, folders, seq_len))
+                           num_samples=section.num_samples, val_samples=section.val_samples, **split,
+                           **_token_options(section.source, recipe, folders, seq_len))
         return _val_part(bundle, "the recipe's data")
     text = str(data).strip()
     if text.lower().endswith(_FILE_SUFFIXES):

@@ -1,0 +1,99 @@
+"""Text files as large as users bring them (a 70 MB JSON lines file: 400,000 short texts).
+
+Measured before: `dpm prune` on it held 8 GB (the tokenizer's Python lists of every text at once) and
+evaluated all 40,000 validation texts before, during and after training, each time for minutes with
+nothing on the log. Texts are now tokenised in chunks, `data.val_samples` evaluates a fixed part, and a
+large validation split is said before its first evaluation.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from hf_helpers import WORDS, tokenizer  # noqa: E402
+
+from dpm_cli.data import text as text_module  # noqa: E402
+from dpm_cli.data.text import token_dataset  # noqa: E402
+
+
+def _texts(n: int) -> list[str]:
+    return [" ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(3 + i % 9)) for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["plain", "pairs", "words"])
+def test_texts_tokenised_in_chunks_are_what_one_call_gives(tmp_path, monkeypatch, kind):
+    tok = tokenizer(tmp_path / "tok")
+    texts = _texts(10)
+    labels = None
+    if kind == "pairs":
+        texts = [(a, b) for a, b in zip(texts, reversed(texts))]
+    elif kind == "words":
+        texts = [t.split() for t in texts]
+        labels = [[(i + j) % 3 for j in range(len(t))] for i, t in enumerate(texts)]
+    whole = token_dataset(texts, labels, tok, 12)
+    monkeypatch.setattr(text_module, "TOKENISED_AT_ONCE", 3)  # 4 chunks, the last of 1 text
+    chunked = token_dataset(texts, labels, tok, 12)
+    assert whole.encoded.keys() == chunked.encoded.keys() and len(chunked) == 10
+    for key, value in whole.encoded.items():
+        assert torch.equal(value, chunked.encoded[key]), key
+    assert (whole.labels is None and chunked.labels is None) or torch.equal(whole.labels, chunked.labels)
+
+
+def test_val_samples_evaluates_a_fixed_balanced_part_of_the_validation_split():
+    from dpm_cli.data import load_data
+
+    full = load_data("digits", val_fraction=0.2, split_seed=3)
+    capped = load_data("digits", val_fraction=0.2, split_seed=3, val_samples=50)
+    again = load_data("digits", val_fraction=0.2, split_seed=3, val_samples=50)
+    assert len(full.val) == 359 and len(capped.val) == 50 and len(capped.train) == len(full.train)
+    assert "/ 50 val (of 359)" in capped.description
+    labels = capped.val.tensors[1]
+    assert torch.equal(labels, again.val.tensors[1]) and torch.equal(capped.val.tensors[0], again.val.tensors[0])
+    assert torch.bincount(labels, minlength=10).min() >= 4  # every class, in proportion (5 each)
+    rows = {tuple(x.flatten().tolist()) for x in full.val.tensors[0]}
+    assert all(tuple(x.flatten().tolist()) in rows for x in capped.val.tensors[0])  # a part of the same split
+    assert len(load_data("digits", val_samples=5000).val) == 359  # more than there are: all of them
+    with pytest.raises(Exception, match="val_samples must be a positive integer"):
+        load_data("digits", val_samples=0)
+
+
+def test_prune_and_check_evaluate_the_same_val_samples(tmp_path, capsys):
+    """The val cosine `dpm prune` reports and `dpm check -r` measures on the recipe's data are of the
+    same part of the split; token texts stay token texts (a decoder's next-token labels are made of them)."""
+    import json
+
+    from cli_helpers import run_cli
+    from hf_helpers import bert_folder, text_file, write_recipe
+
+    folder = bert_folder(tmp_path / "enc")
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt", 60))
+    code, out, err = run_cli(["prune", "-r", recipe, "data.val_samples=5", "--json", "-q"], capsys)
+    assert code == 0, err
+    after = json.loads(out)["after"]
+    code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "--baseline", folder, "-r", recipe,
+                              "data.val_samples=5", "--min-cosine", "0", "--json"], capsys)
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluation"]
+    assert evaluation["samples"] == 5 and "/ 5 val (of 12)" in evaluation["data"]
+    assert abs(evaluation["cosine"] - after) < 1e-5
+
+
+def test_a_large_validation_split_and_unread_training_data_are_said_before_the_first_evaluation():
+    from types import SimpleNamespace
+
+    from dpm_cli.pipeline.data_size import data_size_notes
+
+    def recipe(val_samples=None, num_samples=None):
+        return SimpleNamespace(data=SimpleNamespace(val_samples=val_samples, num_samples=num_samples, batch_size=32))
+
+    big = SimpleNamespace(train=range(360_000), val=range(40_000))
+    notes = data_size_notes(recipe(), big, 600)
+    assert notes == [
+        "validation holds 40,000 samples and every evaluation reads all of them (before training, every "
+        "training.eval_every steps, after): set data.val_samples (e.g. 2000) to evaluate a fixed part",
+        "training reads at most 19,200 of the 360,000 training samples (600 steps x 32); data.num_samples: 19200 "
+        "would prepare only as many"]
+    assert data_size_notes(recipe(val_samples=2000, num_samples=19200), big, 600) == []
+    assert data_size_notes(recipe(), SimpleNamespace(train=range(3000), val=range(300)), 600) == []
