@@ -130,9 +130,21 @@ def test_input_shape_mismatch(tmp_path, ckpt, recipe, capsys):
     expect_error(["prune", ckpt, "-r", recipe, "model.input_shape=[1,3,8,8]"], capsys, 2, "input_shape")
 
 
-def test_decay_longer_than_training(tmp_path, ckpt, recipe, capsys):
+def test_decay_longer_than_training(tmp_path, ckpt, recipe, capsys, monkeypatch):
+    """Said before the checkpoint is hashed or loaded and the data read (with a 70 MB text file, after
+    2.5 minutes), and by `dpm validate`, which said "ok"."""
+    import importlib
+
+    pipeline = importlib.import_module("dpm_cli.pipeline.prune")  # the module; dpm_cli.pipeline.prune is a function
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded the model and data before refusing the schedule")
+
+    monkeypatch.setattr(pipeline, "load_context", never)
+    monkeypatch.setattr(pipeline.prov, "record", never)
     expect_error(["prune", ckpt, "-r", recipe, "pruning.decay_steps=500"], capsys, 2, "decay phase ends")
     assert no_outputs(tmp_path)
+    expect_error(["validate", recipe, "pruning.decay_steps=500"], capsys, 2, "decay phase ends at step")
 
 
 def test_unreachable_budget(tmp_path, ckpt, recipe, capsys):

@@ -82,8 +82,10 @@ def test_validate(setup, capsys):
 def test_validate_and_plan_show_the_resolved_decay(setup, capsys):
     recipe, ckpt = setup  # training.steps: 14
     fraction = ["pruning.decay_steps=null", "pruning.decay_fraction=0.5"]
-    code, out, _ = run_cli(["validate", recipe, *fraction], capsys)
+    code, out, _ = run_cli(["validate", recipe, *fraction, "pruning.rectify.enabled=false"], capsys)
     assert code == 0 and "N = 7 steps (decay_fraction 0.5, of 14 fine-tuning steps)" in out
+    code, out, err = run_cli(["validate", recipe, *fraction], capsys)  # SR doubles the phase: what prune refuses
+    assert code == 2 and "the decay phase ends at step 15 but training has only 14 steps" in err
     code, out, _ = run_cli(["validate", recipe, "--show", *fraction, "training.steps=null", "training.epochs=2"], capsys)
     assert code == 0 and "# decay: N = 0.5 x the fine-tuning steps" in out  # epochs: the steps depend on the data
     code, out, err = run_cli(["plan", ckpt, "-r", recipe, "--json", *fraction], capsys)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .app import app
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..escaping import printable
 from .common import EXIT_CODES, emit_json, human, read_recipe, split_args
 
@@ -167,6 +167,10 @@ def validate(
     if model is not None and not Path(model).exists():
         raise InputError(f"MODEL {printable(model)}: no such file or folder")
     r = read_recipe(recipe, overrides, model)
+    from ..pipeline.context import schedule_problem
+
+    if problem := schedule_problem(r):  # what dpm prune would refuse once it had loaded everything
+        raise ConfigError(problem)
     # N is a fraction by default; with training.epochs the steps depend on the data, not loaded here.
     decay = f"decay: {describe_decay(r.pruning, r.training.steps)}"
     if json_out:

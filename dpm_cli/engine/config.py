@@ -84,6 +84,18 @@ class DPMConfig:
     def interval(self) -> int:
         return self.round_interval if self.round_interval is not None else self.decay_steps
 
+    @property
+    def selection_steps(self) -> list[int]:
+        """The optimizer steps at which the rounds select what decays."""
+        return [self.start_step + k * self.interval + 1 for k in range(self.rounds)]
+
+    @property
+    def decay_phase_end(self) -> int:
+        """The last step of the decay phase: the last round's decay, and room for a replacement chosen
+        at its end (self-rectifying) to fade completely too."""
+        extra = self.decay_steps if self.rectify.enabled and self.decay_steps > 1 else 0
+        return self.selection_steps[-1] + self.decay_steps + extra
+
     def validate(self) -> None:
         _in_range("budget", self.budget, 0.0, 1.0, low_open=True, hint="e.g. 0.5 keeps half of the MACs")
         _choice("budget_kind", self.budget_kind, BUDGET_KINDS)

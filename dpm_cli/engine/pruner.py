@@ -76,9 +76,7 @@ class DecayPruner:
         self.states = [self.state.view(a, b - a) for a, b in zip(self.layout.offsets, self.layout.offsets[1:])]
         self.targets = round_targets(self.config)
         cfg = self.config
-        self.selection_steps = [cfg.start_step + k * cfg.interval + 1 for k in range(cfg.rounds)]
-        extra = cfg.decay_steps if cfg.rectify.enabled and cfg.decay_steps > 1 else 0
-        self.decay_phase_end = self.selection_steps[-1] + cfg.decay_steps + extra
+        self.selection_steps, self.decay_phase_end = cfg.selection_steps, cfg.decay_phase_end
         self.steps_done = 0
         self.round = -1
         self.events: list[Event] = []

@@ -287,6 +287,13 @@ def decay_overrun(recipe: Recipe, decay_phase_end: int, steps: int) -> str | Non
             "pruning.decay_steps (or decay_fraction), rounds or start_step")
 
 
+def schedule_problem(recipe: Recipe) -> str | None:
+    """`decay_overrun` from the recipe alone, when training.steps fixes the length (with training.epochs
+    it depends on the data): `dpm validate` and `dpm prune` say it before loading anything."""
+    steps = recipe.training.steps
+    return decay_overrun(recipe, dpm_config(recipe, steps).decay_phase_end, steps) if steps else None
+
+
 def folder_groups_problem(recipe: Recipe, model: nn.Module, groups: list) -> str | None:
     """Why the shapes these groups leave cannot be written in the model's folder, or None: an FFN or an
     attention left unpruned beside pruned ones that share its config key, or heads of a composite's part
