@@ -97,3 +97,20 @@ def test_a_large_validation_split_and_unread_training_data_are_said_before_the_f
         "would prepare only as many"]
     assert data_size_notes(recipe(val_samples=2000, num_samples=19200), big, 600) == []
     assert data_size_notes(recipe(), SimpleNamespace(train=range(3000), val=range(300)), 600) == []
+
+
+def test_tokenising_a_large_text_file_is_said_before_it_starts(tmp_path, monkeypatch):
+    from hf_helpers import text_file
+
+    from dpm_cli.data import load_data
+
+    heard: list[str] = []
+    tok = tokenizer(tmp_path / "tok")
+    monkeypatch.setattr(text_module, "LARGE_TEXT", 40)
+    monkeypatch.setattr(text_module, "token_dataset", lambda *a: heard.append("tokenised") or token_dataset(*a))
+    path = text_file(tmp_path / "t.txt", 50)
+    load_data("text", path=path, tokenizer=tok, seq_len=12, log=heard.append)
+    assert heard[0] == "tokenising 50 texts (up to 12 tokens each)" and heard[1:] == ["tokenised"] * 2
+    heard.clear()
+    load_data("text", path=path, tokenizer=tok, seq_len=12, num_samples=20, log=heard.append)  # 20 + 10 val
+    assert heard == ["tokenised"] * 2

@@ -70,12 +70,14 @@ def load_data(
     augment: tuple[float, float] = (0.0, 0.0),
     label_names: dict[str, int] | None = None,
     pair_field: str | None = None,
+    log: Any = None,
 ) -> DataBundle:
     """Load `source` into a DataBundle with a fixed train/validation split.
 
     ``augment`` = (replace_words, share) word-replaces text training data (data/augment.py).
     ``label_names`` (a model's label2id) maps text labels written as names to class indices;
-    ``pair_field`` reads a second text per record, tokenised with the first as a pair.
+    ``pair_field`` reads a second text per record, tokenised with the first as a pair. ``log(message)``
+    hears of tokenising a large text file before it starts.
     ``val_fraction`` is used when the data has no validation part of its own (not for ``factory``,
     nor for tensor files with ``val_inputs``). ``num_samples`` keeps a seeded, class-balanced subset
     of that many training samples (after the split) for quick runs; ``val_samples`` one of that many
@@ -93,14 +95,14 @@ def load_data(
         raise ConfigError(f"split_seed must be an integer, got {split_seed!r}")
     _check_options(name, path, factory, kwargs)
     bundle = _load_source(name, path, factory, kwargs, val_fraction, split_seed, num_samples, tokenizer, seq_len,
-                          text_field, label_field, augment, label_names, pair_field)
+                          text_field, label_field, augment, label_names, pair_field, log)
     return cap_validation(bundle, val_samples, split_seed)
 
 
 def _load_source(name: str, path: str | Path | None, factory: str | None, kwargs: dict[str, Any] | None,
                  val_fraction: float, split_seed: int, num_samples: int | None, tokenizer: Any, seq_len: int,
                  text_field: str, label_field: str, augment: tuple[float, float],
-                 label_names: dict[str, int] | None, pair_field: str | None) -> DataBundle:
+                 label_names: dict[str, int] | None, pair_field: str | None, log: Any) -> DataBundle:
     common = {"split_seed": split_seed, "num_samples": num_samples}
     if name == "mnist":
         return load_mnist(val_fraction=val_fraction, **common)
@@ -112,13 +114,13 @@ def _load_source(name: str, path: str | Path | None, factory: str | None, kwargs
         return load_factory(factory, kwargs, **common)
     if name in ("pydoc", "local-docs"):
         return load_text(None, tokenizer, seq_len=seq_len, val_fraction=val_fraction, builtin=name,
-                         augment=augment, **common)
+                         augment=augment, log=log, **common)
     if name == "text":
         if path is None:
             raise ConfigError("data source 'text' needs a path to a text file (recipe data.path)")
         return load_text(path, tokenizer, seq_len=seq_len, val_fraction=val_fraction, text_field=text_field,
                          label_field=label_field, augment=augment, label_names=label_names, pair_field=pair_field,
-                         **common)
+                         log=log, **common)
     if path is None:
         raise ConfigError("data source 'tensors' needs a path to a .pt or .npz file (recipe data.path)")
     return load_tensors(path, val_fraction=val_fraction, **common)

@@ -212,6 +212,7 @@ class TokenDataset(Dataset):
         return item if self.labels is None else (item, self.labels[index])
 
 
+LARGE_TEXT = 20_000  # texts: tokenising them takes minutes (400,000 short ones: 100 s), said before it starts
 TOKENISED_AT_ONCE = 4096  # texts per tokenizer call; only its tensors are kept (see _tokenised)
 
 
@@ -313,7 +314,7 @@ def builtin_paragraphs(source: str) -> list[str]:
 def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_fraction: float, split_seed: int,
               num_samples: int | None, text_field: str = "text", label_field: str = "label",
               builtin: str = "pydoc", augment: tuple[float, float] = (0.0, 0.0), label_names: Any = None,
-              pair_field: str | None = None) -> DataBundle:
+              pair_field: str | None = None, log: Any = None) -> DataBundle:
     """Read (`path` None: the built-in source `builtin`), split (fixed by `split_seed`), truncate the
     training part, augment it (`augment` = (replace_words, share), see augment.py) and tokenise."""
     if tokenizer is None:
@@ -340,6 +341,9 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
         raise InputError("data.augment replaces words in running text, not in labelled word lists; set "
                          "data.augment.replace_words: 0")
     texts = _augmented(texts, train_idx, tokenizer, augment, split_seed)
+
+    if log is not None and len(train_idx) + len(val_idx) >= LARGE_TEXT:
+        log(f"tokenising {len(train_idx) + len(val_idx):,} texts (up to {seq_len} tokens each)")
 
     def part(idx: torch.Tensor) -> TokenDataset:
         chosen = idx.tolist()

@@ -58,12 +58,14 @@ def seed_everything(seed: int) -> None:
 
 
 def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = False,
-                 dist: DistContext = SINGLE, dense_model: Callable[[RunContext], nn.Module] | None = None) -> RunContext:
-    """Load data and model as the recipe says. `dense_model` builds a model when there is no checkpoint."""
+                 dist: DistContext = SINGLE, dense_model: Callable[[RunContext], nn.Module] | None = None,
+                 log: Callable[[str], None] | None = None) -> RunContext:
+    """Load data and model as the recipe says. `dense_model` builds a model when there is no checkpoint;
+    `log` hears of slow parts before they start (tokenising a large text file)."""
     seed_everything(recipe.training.seed)
     device = resolve_device(recipe.training.device, dist)
     if recipe.model.hf.path is not None:
-        return _load_hf_context(recipe, device, dist, model_path)
+        return _load_hf_context(recipe, device, dist, model_path, log)
     d = recipe.data
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples, val_samples=d.val_samples)
@@ -109,7 +111,7 @@ def _not_a_folder(path: Path) -> str:
 
 
 def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
-                     model_path: str | Path | None = None) -> RunContext:
+                     model_path: str | Path | None = None, log: Callable[[str], None] | None = None) -> RunContext:
     """A Hugging Face folder (the MODEL argument, else model.hf.path): model and tokenizer first (text
     data is tokenised by it), then the data."""
     from ..hf import load_hf, protected_modules, token_example, with_decoder_data, with_decoder_inputs
@@ -131,7 +133,7 @@ def _load_hf_context(recipe: Recipe, device: torch.device, dist: DistContext,
     d, seq_len = recipe.data, recipe.model.seq_len
     data = load_data(d.source, path=d.path, factory=d.factory, kwargs=dict(d.kwargs), val_fraction=d.val_fraction,
                      split_seed=d.split_seed, num_samples=d.num_samples, val_samples=d.val_samples,
-                     tokenizer=loaded.tokenizer,
+                     tokenizer=loaded.tokenizer, log=log,
                      seq_len=seq_len, text_field=d.text_field, label_field=d.label_field, pair_field=d.pair_field,
                      augment=(d.augment.replace_words, d.augment.share),
                      label_names=label_names(getattr(loaded.model.config, "label2id", None),  # labels may be names

@@ -48,7 +48,7 @@ class PlanReport:
 def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = False,
          log: Callable[[str], None] = lambda message: None) -> PlanReport:
     """What `dpm prune` would remove, without training. `log` hears of the slow parts before they start."""
-    ctx = load_context(recipe, model_path, trust=trust)
+    ctx = load_context(recipe, model_path, trust=trust, log=log)
     model = copy.deepcopy(ctx.model).cpu()
     example = move(ctx.example_inputs, "cpu")
     steps = total_steps(recipe, ctx.train_loader)

@@ -152,7 +152,7 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
         run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe), inputs=inputs)
 
     # The run directory is created only once the model and data have loaded: bad input leaves nothing.
-    ctx = load_context(recipe, model_path, trust=trust, dist=dist,
+    ctx = load_context(recipe, model_path, trust=trust, dist=dist, log=reporter.log,
                        dense_model=_dense_model(run, reporter, resume, prepare if dist.is_main else lambda: None,
                                                 dist.enabled))
     if dist.is_main:
