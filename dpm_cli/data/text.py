@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from ..errors import InputError
 from ..escaping import printable
 from .bundle import DataBundle
+from .chat import CHAT_FIELD, Chat, chat_of, is_chat, rendered
 from .words import aligned_labels, check_words, is_words
 from .split import split_indices, truncate_indices
 from .textfile import format_suffix, read_characters
@@ -30,8 +31,9 @@ from .textfile import format_suffix, read_characters
 NESTED = "JSON nested too deep to be examples; each example is an object such as {\"text\": ..., \"label\": ...}"
 
 
-# one text, a pair tokenised together (data.pair_field), or a list of words labelled one by one (words.py)
-Text = str | tuple[str, str] | list[str]
+# one text, a pair tokenised together (data.pair_field), a list of words labelled one by one (words.py),
+# or a conversation its chat template renders (chat.py)
+Text = str | tuple[str, str] | list[str] | Chat
 Label = int | float | tuple[int, ...] | list[int]  # a class or score per example, several classes, or per word
 
 
@@ -134,6 +136,10 @@ def _object(path: Path, number: int | str, record: Any) -> dict:
     return record
 
 
+def _form(text: Text) -> str:
+    return "a list of words" if is_words(text) else "chat messages" if isinstance(text, Chat) else "a text"
+
+
 def _table_rows(path: Path, lines: list[str], label_field: str) -> list[tuple[int, dict]]:
     """A CSV or TSV file's rows under its header, as records; the label column's numbers become numbers
     (a class index, or a score), other labels stay text (a label name), an empty one is no label."""
@@ -162,6 +168,11 @@ def _records(path: Path, records: list[tuple[int | str, dict]], fields: tuple[st
              names: dict[str, int]) -> tuple[list[Text], list[Label] | None]:
     texts, labels = [], []
     for number, record in records:
+        field = fields[0] if fields[0] in record or fields[0] != "text" else CHAT_FIELD  # TRL's "messages"
+        if is_chat(record.get(field)) and fields[1] is None:
+            texts.append(chat_of(path, number, record[field]))
+            labels.append(_label(path, number, record.get(label_field), names))
+            continue
         if is_words(record.get(fields[0])) and fields[1] is None:  # labels per word (token classification)
             check_words(path, number, record[fields[0]], record.get(label_field))
             texts.append(record[fields[0]])
@@ -188,9 +199,10 @@ def _records(path: Path, records: list[tuple[int | str, dict]], fields: tuple[st
                 raise InputError(f"{path}:{number}: a list of labels holds class indices or names, not scores")
             continue
         labels.append(_label(path, number, label, names))
-    if len({is_words(t) for t in texts}) > 1:
-        first = records[[is_words(t) for t in texts].index(not is_words(texts[0]))][0]
-        raise InputError(f"{path}:{first}: some lines hold a list of words and some a text; use one form")
+    forms = [_form(t) for t in texts]
+    other = next((i for i, form in enumerate(forms) if form != forms[0]), None)
+    if other is not None:
+        raise InputError(f"{path}:{records[other][0]}: some lines hold {forms[0]} and some {forms[other]}; use one form")
     present = [lab is not None for lab in labels]
     if any(present) and not all(present):
         first = records[present.index(False) if all(present[:1]) else present.index(True)][0]
@@ -223,22 +235,24 @@ def token_dataset(texts: list[Text], labels: torch.Tensor | list[list[int]] | No
     words with their labels at each word's first piece (words.py). Padded to `seq_len`, so the chunks
     tokenised one by one join into what one call would give."""
     words = bool(texts) and is_words(texts[0])
+    chats = bool(texts) and isinstance(texts[0], Chat)
+    texts = rendered(texts, tokenizer) if chats else texts  # the template's special tokens are in the text
     per_word = labels if words and labels is not None else None
     parts = [_tokenised(texts[i:i + TOKENISED_AT_ONCE], tokenizer, seq_len, words,
-                        None if per_word is None else per_word[i:i + TOKENISED_AT_ONCE])
+                        None if per_word is None else per_word[i:i + TOKENISED_AT_ONCE], not chats)
              for i in range(0, max(len(texts), 1), TOKENISED_AT_ONCE)]
     encoded = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
     return TokenDataset(encoded, labels if per_word is None else torch.cat([p[1] for p in parts]))
 
 
-def _tokenised(texts: list[Text], tokenizer: Any, seq_len: int, words: bool,
-               word_labels: list[list[int]] | None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+def _tokenised(texts: list[Text], tokenizer: Any, seq_len: int, words: bool, word_labels: list[list[int]] | None,
+               special_tokens: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """The tensors of one tokenizer call (and the word labels aligned to them). Not the BatchEncoding:
     its per-token Rust encodings (strings, offsets) held 8 GB for a 70 MB file of 400,000 texts."""
     pairs = bool(texts) and isinstance(texts[0], tuple)
     first, second = ([t[0] for t in texts], [t[1] for t in texts]) if pairs else (texts, None)
     enc = tokenizer(first, second, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt",
-                    is_split_into_words=words)
+                    is_split_into_words=words, add_special_tokens=special_tokens)
     aligned = aligned_labels(enc, word_labels) if word_labels is not None else None
     return {k: v for k, v in enc.items() if torch.is_tensor(v)}, aligned
 
@@ -337,8 +351,8 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
     if num_samples is not None and num_samples < total:
         keep = truncate_indices(total, num_samples, split_seed, None if per_example is None else per_example[train_idx])
         train_idx = train_idx[keep]
-    if augment[0] > 0 and texts and is_words(texts[0]):
-        raise InputError("data.augment replaces words in running text, not in labelled word lists; set "
+    if augment[0] > 0 and texts and not isinstance(texts[0], str):
+        raise InputError(f"data.augment replaces words in running text, not in {_form(texts[0])}; set "
                          "data.augment.replace_words: 0")
     texts = _augmented(texts, train_idx, tokenizer, augment, split_seed)
 
