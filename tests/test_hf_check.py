@@ -173,7 +173,7 @@ def test_validate_takes_the_folder_for_a_recipe_that_names_none(pruned, capsys, 
     generic.write_text(recipe.read_text().replace(f"hf: {{path: {folder}, task: AutoModel}}", "hf: {task: AutoModel}"))
     code, _, err = run_cli(["validate", generic], capsys)
     assert code == 2 and "give the folder as MODEL" in err
-    for args in (["validate", generic, folder], ["validate", "-r", generic, folder, "training.steps=3"]):
+    for args in (["validate", generic, folder], ["validate", "-r", generic, folder, "training.steps=8"]):
         code, out, err = run_cli([*args, "--show"], capsys)
         assert code == 0, err
         assert f"path: {folder}" in out
