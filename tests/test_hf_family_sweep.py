@@ -52,6 +52,20 @@ PRUNED = {
     "glm": (T.GlmModel, T.GlmConfig, dict(GQA, head_dim=8, pad_token_id=0, eos_token_id=0)),
     "modernbert": (T.ModernBertModel, T.ModernBertConfig, dict(LM, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                                                 cls_token_id=1, sep_token_id=2)),
+    # newer decoders (transformers 5): llama-style attention and a gated MLP beside other mixers
+    "falcon_h1": (T.FalconH1Model, T.FalconH1Config, dict(GQA, head_dim=8, mamba_d_ssm=32, mamba_n_heads=4,
+                                                          mamba_d_head=8, mamba_d_state=4, mamba_chunk_size=16)),
+    "bamba": (T.BambaModel, T.BambaConfig, dict(GQA, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=4,
+                                                mamba_chunk_size=16, attn_layer_indices=[1])),  # Mamba 2 + attention
+    "dots1": (T.Dots1Model, T.Dots1Config, dict(GQA, head_dim=8, first_k_dense_replace=2)),  # dense layers only
+    "cohere2": (T.Cohere2Model, T.Cohere2Config, dict(GQA, head_dim=8)),
+    "arcee": (T.ArceeModel, T.ArceeConfig, dict(GQA, head_dim=8)),  # up and down projections, no gate
+    "apertus": (T.ApertusModel, T.ApertusConfig, dict(GQA, head_dim=8, max_position_embeddings=16384)),  # xIELU
+    "seed_oss": (T.SeedOssModel, T.SeedOssConfig, dict(GQA, head_dim=8)),
+    "ernie4_5": (T.Ernie4_5Model, T.Ernie4_5Config, dict(GQA, head_dim=8)),
+    "vaultgemma": (T.VaultGemmaModel, T.VaultGemmaConfig, dict(GQA, head_dim=8)),
+    "jais2": (T.Jais2Model, T.Jais2Config, dict(GQA, head_dim=8)),
+    "nanochat": (T.NanoChatModel, T.NanoChatConfig, dict(GQA, head_dim=8)),
     # attention with layers of its own across heads: FFN only (heads refused, below)
     "olmo2": (T.Olmo2Model, T.Olmo2Config, dict(GQA, pad_token_id=0)),  # q_norm / k_norm over all heads (rescaled)
     "convbert": (T.ConvBertModel, T.ConvBertConfig, dict(LM, embedding_size=32)),  # span-based convolution
@@ -138,6 +152,17 @@ def test_llama_style_heads_whose_config_lacks_head_dim_are_saved_with_one(tmp_pa
     assert counts == [counts[0]] * 2 and counts[0][0] == 2  # half the query heads of every layer
     reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out"), x)
     assert same and reloaded.config.head_dim == 8 and reloaded.config.num_attention_heads == 2
+
+
+@pytest.mark.parametrize("family", ["falcon_h1", "bamba", "cohere2", "arcee", "apertus", "nanochat"])
+def test_newer_decoders_lose_whole_key_value_groups_and_are_saved_as_a_folder(tmp_path, family):
+    model, x = folder(tmp_path, family), inputs(family)
+    assert format_problem(model, "layer", 0.5) is None and head_problem(model, 0.5) is None
+    assert prune(model, x, 0.5).max_rel_error <= 1e-5
+    counts = head_counts(model)
+    assert counts and all(c == (2, 1) for c in counts)  # half of the query heads, with their key/value head
+    reloaded, same = reload_matches(model, save_hf(model, None, tmp_path / "out"), x)
+    assert same and reloaded.config.num_attention_heads == 2 and reloaded.config.num_key_value_heads == 1
 
 
 def test_phi3_fused_qkv_loses_whole_key_value_groups_per_layer_and_the_artifact_replays(tmp_path):
