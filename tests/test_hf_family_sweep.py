@@ -66,6 +66,10 @@ PRUNED = {
     "vaultgemma": (T.VaultGemmaModel, T.VaultGemmaConfig, dict(GQA, head_dim=8)),
     "jais2": (T.Jais2Model, T.Jais2Config, dict(GQA, head_dim=8)),
     "nanochat": (T.NanoChatModel, T.NanoChatConfig, dict(GQA, head_dim=8)),
+    "ministral": (T.MinistralModel, T.MinistralConfig, dict(GQA, head_dim=8)),
+    "hunyuan_v1_dense": (T.HunYuanDenseV1Model, T.HunYuanDenseV1Config, dict(GQA, head_dim=8)),
+    "glm4": (T.Glm4Model, T.Glm4Config, dict(GQA, head_dim=8, pad_token_id=0)),
+    "cwm": (T.CwmModel, T.CwmConfig, dict(GQA, head_dim=8, max_position_embeddings=16384)),
     # attention with layers of its own across heads: FFN only (heads refused, below)
     "olmo2": (T.Olmo2Model, T.Olmo2Config, dict(GQA, pad_token_id=0)),  # q_norm / k_norm over all heads (rescaled)
     "convbert": (T.ConvBertModel, T.ConvBertConfig, dict(LM, embedding_size=32)),  # span-based convolution
