@@ -97,20 +97,23 @@ def folder_projections(folder: str | Path) -> tuple[tuple[Projection, ...], list
     modules = st_modules(folder)
     types = [str(m.get("type", "")) for m in modules]
     start = next((i for i, t in enumerate(types) if t.endswith(".Pooling")), None)
+    later = list(zip(modules, types))[start + 1:] if start is not None else []
     applied: list[Projection] = []
-    for i, (module, kind) in enumerate(zip(modules[start + 1:], types[start + 1:]) if start is not None else ()):
-        path = str(module.get("path") or kind.rsplit(".", 1)[-1])[:40]
-        step, why = _projection(folder, path, kind)
+    skipped: list[str] = []
+    for i, (module, kind) in enumerate(later):
+        step, why = _projection(folder, _path(module, kind), kind)
         if step is None:
-            while applied and applied[-1].weight is None:
-                applied.pop()
-            return tuple(applied), [f"{path} ({why})"] + [str(m.get("path") or t.rsplit(".", 1)[-1])[:40]
-                                                        for m, t in zip(modules[start + 2 + i:], types[start + 2 + i:])
-                                                        if not t.endswith(".Normalize")]
+            skipped = [f"{_path(module, kind)} ({why})"] + [_path(m, t) for m, t in later[i + 1:]
+                                                            if not t.endswith(".Normalize")]
+            break
         applied.append(step)
-    while applied and applied[-1].weight is None:  # a last Normalize leaves the cosine as it is; the MSE
-        applied.pop()                              # targets keep the scale they had
-    return tuple(applied), []
+    while applied and applied[-1].weight is None:  # a last Normalize leaves the cosine as it is, and the
+        applied.pop()                              # MSE targets keep the scale they had
+    return tuple(applied), skipped
+
+
+def _path(module: dict, kind: str) -> str:
+    return str(module.get("path") or kind.rsplit(".", 1)[-1])[:40]
 
 
 def after_pooling(folder: str | Path) -> list[str]:
@@ -133,9 +136,10 @@ def _projection(folder: Path, path: str, kind: str) -> tuple[Projection | None, 
         return None, "no model.safetensors; a pickled Dense is not loaded"
     activation = str(config.get("activation_function", "torch.nn.modules.activation.Tanh"))  # its default
     name = activation.rsplit(".", 1)[-1]
-    cls = getattr(nn, name, None)
-    if not (activation.startswith("torch.nn.modules.") and isinstance(cls, type) and issubclass(cls, nn.Module)):
-        return None, f"activation {activation[:80]!r} is no torch.nn class"
+    cls = getattr(nn, name, None)  # an activation of torch.nn's, or Identity: built with no arguments
+    if not (activation.startswith("torch.nn.modules.") and isinstance(cls, type)
+            and (cls.__module__ == "torch.nn.modules.activation" or cls is nn.Identity)):
+        return None, f"activation {activation[:80]!r} is no torch.nn activation"
     try:
         from safetensors.torch import load_file
         tensors = load_file(str(weights))

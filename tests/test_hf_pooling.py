@@ -144,7 +144,10 @@ def test_a_dense_dpm_cannot_apply_without_running_code_is_named_and_compared_bef
     custom = dense_folder(tmp_path / "custom")
     config = json.loads((custom / "2_Dense" / "config.json").read_text())
     (custom / "2_Dense" / "config.json").write_text(json.dumps(dict(config, activation_function="evil.Act")))
-    assert folder_projections(custom)[1] == ["2_Dense (activation 'evil.Act' is no torch.nn class)"]
+    assert folder_projections(custom)[1] == ["2_Dense (activation 'evil.Act' is no torch.nn activation)"]
+    (custom / "2_Dense" / "config.json").write_text(json.dumps(dict(config, activation_function=
+                                                                    "torch.nn.modules.module.Module")))
+    assert folder_projections(custom)[1] == ["2_Dense (activation 'torch.nn.modules.module.Module' is no torch.nn activation)"]
     odd = dense_folder(tmp_path / "odd")
     (odd / "2_Dense" / "config.json").write_text(json.dumps(dict(config, in_features=8)))
     assert folder_projections(odd)[1] == ["2_Dense (linear.weight is not 16 x 8 as config.json says)"]
