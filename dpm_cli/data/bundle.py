@@ -135,9 +135,8 @@ def take(dataset: Dataset, idx: torch.Tensor) -> Dataset:
     from .text import TokenDataset
 
     if isinstance(dataset, TokenDataset):
-        labels = dataset.labels
-        picked = labels[idx] if torch.is_tensor(labels) else None if labels is None else [labels[i] for i in idx.tolist()]
-        return TokenDataset({k: v[idx] for k, v in dataset.encoded.items()}, picked)
+        labels = None if dataset.labels is None else dataset.labels[idx]  # a tensor: per text, word or position
+        return TokenDataset({k: v[idx] for k, v in dataset.encoded.items()}, labels)
     if isinstance(dataset, InputsDataset):
         return InputsDataset(dataset.inputs[idx])
     if isinstance(dataset, TensorDataset):

@@ -202,7 +202,8 @@ def _records(path: Path, records: list[tuple[int | str, dict]], fields: tuple[st
     forms = [_form(t) for t in texts]
     other = next((i for i, form in enumerate(forms) if form != forms[0]), None)
     if other is not None:
-        raise InputError(f"{path}:{records[other][0]}: some lines hold {forms[0]} and some {forms[other]}; use one form")
+        raise InputError(f"{path}:{records[other][0]}: some lines hold {forms[0]} and some {forms[other]}; "
+                         "use one form")
     present = [lab is not None for lab in labels]
     if any(present) and not all(present):
         first = records[present.index(False) if all(present[:1]) else present.index(True)][0]
