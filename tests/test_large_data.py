@@ -114,3 +114,19 @@ def test_tokenising_a_large_text_file_is_said_before_it_starts(tmp_path, monkeyp
     heard.clear()
     load_data("text", path=path, tokenizer=tok, seq_len=12, num_samples=20, log=heard.append)  # 20 + 10 val
     assert heard == ["tokenised"] * 2
+
+
+def test_the_evaluation_before_pruning_runs_the_original_once_per_batch():
+    """Before pruning the model is its own teacher: its outputs were computed twice per batch."""
+    from dpm_cli.training import Objective
+    from dpm_cli.training.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    objective = Objective("distill", teacher=model, labeled=False)
+    calls = []
+    objective.teacher.register_forward_hook(lambda *a: calls.append(1))
+    batches = [(torch.randn(5, 4), torch.zeros(5, dtype=torch.long)) for _ in range(3)]
+    same = evaluate(model, batches, objective, torch.device("cpu"), is_teacher=True)
+    assert calls == [] and same["loss"] == 0.0
+    assert evaluate(model, batches, objective, torch.device("cpu")) == same and len(calls) == 3

@@ -169,7 +169,7 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
     steps = total_steps(recipe, ctx.train_loader)
     for note in data_size_notes(recipe, ctx.data, steps):
         reporter.log(f"note: {note}")
-    before = evaluate(dense, ctx.val_loader, objective, ctx.device)
+    before = evaluate(dense, ctx.val_loader, objective, ctx.device, is_teacher=True)  # one forward per batch
 
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
     pruner = DecayPruner(model, example, dpm_config(recipe, steps, ctx.protect), optimizer=optimizer,

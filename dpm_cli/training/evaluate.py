@@ -15,11 +15,12 @@ from .objective import Objective, embedding_of, split_batch
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, device: torch.device,
-             autocast: Any = None) -> dict[str, float]:
+             autocast: Any = None, is_teacher: bool = False) -> dict[str, float]:
     """{"loss": mean objective loss, "top1": accuracy in % and "ce": mean cross-entropy (labelled data
     only; unlike "loss" it leaves out any distillation term, so runs with different objectives compare),
     "cosine": mean cosine between the model's and the original model's sentence embeddings (when
-    distilling a model with hidden states), "samples": n}."""
+    distilling a model with hidden states), "samples": n}. `is_teacher`: `model` is the objective's
+    teacher (the original, before pruning), whose outputs are then not computed twice."""
     was_training = model.training
     model.eval()
     total_loss, total_ce, total_cos, correct, seen, labelled, embedded = 0.0, 0.0, 0.0, 0, 0, 0, 0
@@ -31,7 +32,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], objective: Objective, devi
             with autocast() if autocast else _null():
                 forward = objective.forward(model, inputs)
             outputs, n = forward.outputs, batch_size(inputs)
-            target = objective.teacher_outputs(inputs) if objective.teacher is not None else None
+            target = None if objective.teacher is None else forward if is_teacher else objective.teacher_outputs(inputs)
             if labels is not None or target is not None:
                 total_loss += float(objective(forward, labels, inputs, teacher=target)) * n
             # per example, or per labelled word; a score (regression) has no top-1. Distilling on text
