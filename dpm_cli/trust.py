@@ -314,6 +314,13 @@ def check_file(path: Path) -> None:
         raise CheckpointError(f"{path} is not a regular file: name a checkpoint file")
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"{path}: checkpoint file is not readable")
+    from .foreign import foreign_format, folder_of_weights
+
+    if (other := foreign_format(path)) is not None:
+        raise CheckpointError(f"{path} is {other}")
+    if (folder := folder_of_weights(path)) is not None:  # read as a bare state_dict, it needed a factory
+        raise CheckpointError(f"{path} is the weights of the Hugging Face model folder {folder}: give the folder "
+                              "itself (config.json and the tokenizer are read from it)")
 
 
 def _short(err: BaseException) -> str:

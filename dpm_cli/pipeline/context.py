@@ -103,9 +103,14 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
 def _not_a_folder(path: Path) -> str:
     """MODEL a file where the recipe prunes a Hugging Face model: pruning a pruned model again starts from
     the folder dpm wrote beside its artifact (it was "model.hf.path X is not a folder")."""
+    from ..foreign import folder_of_weights, foreign_format
+
+    if path.is_file() and (other := foreign_format(path)) is not None:
+        return f"MODEL {path} is {other}"
     base = path.name.removesuffix(".dpm.pt").removesuffix(".pt2").removesuffix(".pt")
-    written = path.with_name(f"{base}-hf")
-    hint = f" (dpm wrote {written} beside it)" if (written / "config.json").is_file() else ""
+    written, folder = path.with_name(f"{base}-hf"), folder_of_weights(path)
+    hint = (f" (dpm wrote {written} beside it)" if (written / "config.json").is_file() else
+            f" ({path.name} is the weights of the folder {folder}: give {folder})" if folder is not None else "")
     return (f"MODEL {path}: the recipe prunes a Hugging Face model, which dpm loads from its folder; give a "
             f"model folder as MODEL{hint}")
 

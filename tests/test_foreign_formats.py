@@ -1,0 +1,49 @@
+"""Another framework's model given where dpm takes a PyTorch model is named as what it is, in one
+line: `dpm prune model.gguf` said "not a readable PyTorch checkpoint (the file is corrupt ...)". The
+weights file of a Hugging Face folder is pointed to its folder (it asked for a model factory)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cli_helpers import run_cli
+
+FILES = {
+    "model.gguf": (b"GGUF\x03\x00\x00\x00" + bytes(32), "a GGUF file (llama.cpp), not a PyTorch checkpoint"),
+    "model.h5": (b"\x89HDF\r\n\x1a\n" + bytes(32), "an HDF5 file (Keras)"),
+    "model.onnx": (b"\x08\x07\x12\x04onnx" + bytes(32), "an ONNX graph, not a PyTorch checkpoint"),
+    "model.bin": (b"\x1c\x00\x00\x00TFL3" + bytes(32), "a TensorFlow Lite model"),  # by its bytes, not its name
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_another_frameworks_model_is_named_in_one_line(tmp_path, capsys, name):
+    data, what = FILES[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    for args in (["report", path, "--input-shape", "1,8"], ["check", path, "--max-params", "1M", "--input-shape", "1,8"]):
+        code, out, err = run_cli(args, capsys)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and f"{path.name} is {what}" in lines[0], err
+        assert "give the Hugging Face folder" in lines[0] and "corrupt" not in lines[0]
+
+
+def test_a_torch_file_with_a_foreign_suffix_is_still_read(tmp_path, capsys):
+    path = tmp_path / "weights.onnx"  # a name is no format: torch.save's own bytes win
+    torch.save(torch.nn.Linear(2, 2), path)
+    code, out, err = run_cli(["report", path, "--input-shape", "1,2"], capsys)
+    assert code == 2 and "ONNX" not in err  # refused as a pickled module (no --trust-checkpoint), not as ONNX
+
+
+def test_a_hugging_face_folders_weights_file_points_to_its_folder(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from hf_helpers import bert_folder, text_file, write_recipe
+
+    folder = bert_folder(tmp_path / "enc")
+    weights = folder / "model.safetensors"
+    code, out, err = run_cli(["report", weights, "--input-shape", "1,8"], capsys)
+    assert code == 2 and f"is the weights of the Hugging Face model folder {folder}: give the folder itself" in err
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt"))
+    code, out, err = run_cli(["prune", weights, "-r", recipe], capsys)
+    assert code == 2 and f"(model.safetensors is the weights of the folder {folder}: give {folder})" in err
+    assert not (tmp_path / "run").exists()
