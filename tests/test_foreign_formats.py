@@ -47,3 +47,23 @@ def test_a_hugging_face_folders_weights_file_points_to_its_folder(tmp_path, caps
     code, out, err = run_cli(["prune", weights, "-r", recipe], capsys)
     assert code == 2 and f"(model.safetensors is the weights of the folder {folder}: give {folder})" in err
     assert not (tmp_path / "run").exists()
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(FILES["model.gguf"][0])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.pt").write_bytes(b"an earlier output")  # said first, before the MODEL was looked at
+    code, out, err = run_cli(["prune", gguf, "-r", recipe], capsys)
+    assert code == 2 and "MODEL" in err and "is a GGUF file (llama.cpp)" in err, err
+
+
+def test_a_foreign_model_with_a_factory_recipe_is_named_before_the_data_is_read(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    pipeline = importlib.import_module("dpm_cli.pipeline.prune")
+    monkeypatch.setattr(pipeline, "load_context", lambda *a, **k: pytest.fail("read the data first"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(FILES["model.gguf"][0])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nmodel: {factory: 'dpm_cli.models:mlp', input_shape: [1, 1, 8, 8]}\n"
+                      f"data: {{source: digits}}\noutput: {{dir: {tmp_path / 'run'}}}\n")
+    code, out, err = run_cli(["prune", gguf, "-r", recipe], capsys)
+    assert code == 2 and "is a GGUF file (llama.cpp), not a PyTorch checkpoint" in err, err

@@ -100,6 +100,22 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
     return ctx
 
 
+def check_model_input(recipe: Recipe, model_path: str | Path | None) -> None:
+    """What can be told of MODEL from its path and first bytes, before it is hashed, the outputs are
+    checked or any data is read: a file where the recipe prunes a Hugging Face folder, another framework's
+    model, a folder's weights file. (It was said after the data loaded, or after "BASE exists".)"""
+    from ..trust import check_file
+
+    path = model_path or recipe.model.checkpoint or recipe.model.hf.path
+    if path is None or not Path(path).exists():
+        return  # none (pre-training) or missing: provenance.record names it, with a Hub id's hint
+    if recipe.model.hf.path is not None:
+        if model_path is not None and not Path(model_path).is_dir():
+            raise InputError(_not_a_folder(Path(model_path)))
+    elif not Path(path).is_dir():
+        check_file(Path(path))
+
+
 def _not_a_folder(path: Path) -> str:
     """MODEL a file where the recipe prunes a Hugging Face model: pruning a pruned model again starts from
     the folder dpm wrote beside its artifact (it was "model.hf.path X is not a folder")."""

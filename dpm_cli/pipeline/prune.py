@@ -26,7 +26,7 @@ from ..training.loop import LoopOptions, Trainer, TrainerHooks
 from ..training.progress import Reporter, SilentReporter
 from ..training.rundir import RunDir
 from .context import (RunContext, decay_overrun, dpm_config, folder_groups_problem, load_context, resolve_device,
-                      schedule_problem, total_steps)
+                      check_model_input, schedule_problem, total_steps)
 from .data_size import data_size_notes
 from .memory import check_memory
 from .pretrain import pretrain_dense
@@ -115,6 +115,7 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
                          hf=recipe.output.hf)
     if problem := schedule_problem(recipe):  # before minutes of hashing, loading and tokenising
         raise ConfigError(problem)
+    check_model_input(recipe, model_path)
     model_input = model_path or recipe.model.checkpoint or recipe.model.hf.path
     if model_input and (size := prov.path_bytes(model_input)) >= LARGE_INPUT:  # minutes of silence otherwise
         reporter.log(f"reading {model_input} ({size / 2**30:.1f} GiB): its hash for the provenance record, "
