@@ -154,8 +154,10 @@ def differences(recorded: dict[str, Any] | None, expected: dict[str, Any], *, ve
     if a.get("sha256") != b.get("sha256"):
         out.append(f"checkpoint: sha256 {_short(a.get('sha256'))} recorded, {_short(b.get('sha256'))} given")
     if recorded["recipe"].get("sha256") != expected["recipe"]["sha256"]:
-        keys = _changed_keys(recorded["recipe"].get("canonical") or {}, expected["recipe"]["canonical"])
-        out.append("recipe: " + (", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "") if keys else "differs"))
+        canonical = recorded["recipe"].get("canonical")
+        keys = _changed_keys(canonical, expected["recipe"]["canonical"], _defaults()) if canonical else []
+        if keys or not canonical:  # none: only keys a later dpm added, at their defaults: the same recipe
+            out.append("recipe: " + (", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "") if keys else "differs"))
     if (recorded.get("data") or {}).get("sha256") != expected["data"]["sha256"]:
         out.append(f"data: {_data_text(recorded.get('data'))} recorded, {_data_text(expected['data'])} given")
     if versions and recorded.get("versions") != expected["versions"]:
@@ -173,11 +175,21 @@ def _data_text(data: dict[str, Any] | None) -> str:
     return f"{desc.get('source')}" + (f" ({files})" if files else "")
 
 
-def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+def _changed_keys(a: Any, b: Any, defaults: Any = None, prefix: str = "") -> list[str]:
+    """The keys whose values differ, "key recorded -> given"; a key the recorded recipe does not have
+    (added to the schema since it was built) differs only when given other than its default."""
     if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b))
-        return [k for key in keys for k in _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+        defaults = defaults if isinstance(defaults, dict) else {}
+        return [k for key in sorted(set(a) | set(b)) if key in a or b.get(key) != defaults.get(key, object())
+                for k in _changed_keys(a.get(key), b.get(key), defaults.get(key), f"{prefix}{key}.")]
     return [] if a == b else [f"{prefix.rstrip('.')} {a!r} -> {b!r}"]
+
+
+def _defaults() -> dict[str, Any]:
+    """Every recipe key at its default, as canonical_recipe writes a recipe."""
+    from .recipe.schema import Recipe
+
+    return canonical_recipe(Recipe())
 
 
 @dataclass

@@ -217,3 +217,19 @@ def test_a_folders_hash_leaves_out_git_and_download_caches(tmp_path):
     assert provenance.sha256_path(folder) == plain
     (folder / "sub" / "model.safetensors").write_bytes(b"weightz")
     assert provenance.sha256_path(folder) != plain
+
+
+def test_a_record_from_before_a_recipe_key_was_added_still_matches_at_its_default(work):
+    """A folder built by an earlier dpm, whose recipe schema lacked `data.val_samples`, failed
+    `--built-from` with "recipe: differs" under this one: the key, null by default, changed the hash."""
+    recipe = load_recipe(work / "r.yaml")
+    expected = provenance.record(recipe, work / "dense.pt")
+    older = json.loads(json.dumps(expected))
+    del older["recipe"]["canonical"]["data"]["val_samples"]
+    older["recipe"]["sha256"] = provenance.sha256_json(older["recipe"]["canonical"])
+    assert older["recipe"]["sha256"] != expected["recipe"]["sha256"]
+    assert provenance.differences(older, expected, versions=False) == []
+    capped = provenance.record(load_recipe(work / "r.yaml", ["data.val_samples=10"]), work / "dense.pt")
+    assert provenance.differences(older, capped, versions=False) == ["recipe: data.val_samples None -> 10"]
+    changed = provenance.record(load_recipe(work / "r.yaml", ["training.steps=9"]), work / "dense.pt")
+    assert provenance.differences(older, changed, versions=False) == ["recipe: training.steps 8 -> 9"]
