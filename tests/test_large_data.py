@@ -130,3 +130,26 @@ def test_the_evaluation_before_pruning_runs_the_original_once_per_batch():
     same = evaluate(model, batches, objective, torch.device("cpu"), is_teacher=True)
     assert calls == [] and same["loss"] == 0.0
     assert evaluate(model, batches, objective, torch.device("cpu")) == same and len(calls) == 3
+
+
+def test_a_long_check_evaluation_says_how_far_it_is_in_a_ci_log(tmp_path, capsys, monkeypatch):
+    """`dpm check --data FILE` evaluates every example; with no terminal (a CI log) it printed nothing
+    until the end. Every half minute it now prints a line on stderr (here every batch)."""
+    import json
+
+    from cli_helpers import run_cli
+    from hf_helpers import bert_folder, text_file
+
+    from dpm_cli.report import progress
+
+    folder = bert_folder(tmp_path / "enc")
+    data = text_file(tmp_path / "t.txt", 300)  # two batches of check's 256
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    code, out, err = run_cli(["check", folder, "--baseline", folder, "--data", data, "--min-cosine", "0.9", "--json"],
+                             capsys)
+    assert code == 0 and json.loads(out)["passed"]  # stdout stays JSON
+    lines = [line for line in err.splitlines() if "samples (" in line]
+    assert lines and "evaluating model and baseline: 256 of 300 samples (" in lines[0]
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 30.0)  # a short evaluation prints none
+    code, out, err = run_cli(["check", folder, "--baseline", folder, "--data", data, "--min-cosine", "0.9"], capsys)
+    assert code == 0 and "samples (" not in err

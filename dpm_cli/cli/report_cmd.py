@@ -242,7 +242,8 @@ def check(
     result = check_model(net, shape, limits, baseline=base, batch_size=batch_size, repeats=repeats,
                          warmup=warmup, threads=threads, data=eval_data, device=where,
                          eval_batch_size=eval_batch, built_from=provenance,
-                         show_progress=not (as_json or markdown) and sys.stderr.isatty())
+                         show_progress=not (as_json or markdown) and sys.stderr.isatty(),
+                         log_progress=not sys.stderr.isatty())
     _print_check(result, as_json, markdown)
     if save_json is not None:
         from ..checkpoint import write_atomically

@@ -184,9 +184,11 @@ def check_model(
     eval_batch_size: int = 256,
     show_progress: bool = False,
     built_from: BuiltFrom | None = None,
+    log_progress: bool = False,
 ) -> CheckResult:
     """Measure what the limits need (latency only if a latency gate is set, the data only if a quality
-    gate is) and evaluate the gates."""
+    gate is) and evaluate the gates. `show_progress`: a bar of the evaluation; else `log_progress`: a line
+    every half minute of a long one."""
     limits.validate(baseline is not None, other_gates=built_from is not None)
     check_data(limits, data)
     x = example_input(input_shape)
@@ -202,7 +204,7 @@ def check_model(
             speedup = latency.speedup("baseline", "model", batch_size)
     quality = None
     if limits.needs_data and data is not None:
-        quality = _evaluate(model, baseline, data, limits, device, eval_batch_size, show_progress)
+        quality = _evaluate(model, baseline, data, limits, device, eval_batch_size, show_progress, log_progress)
     gates = evaluate_gates(limits, count, baseline=base, latency_ms=latency_ms, speedup=speedup, quality=quality,
                            built_from=built_from)
     return CheckResult(count, gates, base, latency, batch_size, quality, built_from)
@@ -221,7 +223,7 @@ def check_data(limits: Limits, data: EvalData | None) -> None:
 
 
 def _evaluate(model: nn.Module, baseline: nn.Module | None, data: EvalData, limits: Limits,
-              device: torch.device | str, batch_size: int, show_progress: bool) -> Quality:
+              device: torch.device | str, batch_size: int, show_progress: bool, log_progress: bool) -> Quality:
     from .progress import sample_progress
 
     device = torch.device(device)
@@ -231,7 +233,7 @@ def _evaluate(model: nn.Module, baseline: nn.Module | None, data: EvalData, limi
         m.to(device)
     try:
         with sample_progress(data.samples, "evaluating model and baseline" if baseline is not None
-                             else "evaluating model", enabled=show_progress) as advance:
+                             else "evaluating model", enabled=show_progress, lines=log_progress) as advance:
             return measure_quality(model, data.loader(batch_size), baseline=baseline,
                                    labels_needed=limits.needs_labels, description=data.description,
                                    device=device, progress=advance)
