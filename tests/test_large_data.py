@@ -72,12 +72,29 @@ def test_prune_and_check_evaluate_the_same_val_samples(tmp_path, capsys):
     code, out, err = run_cli(["prune", "-r", recipe, "data.val_samples=5", "--json", "-q"], capsys)
     assert code == 0, err
     after = json.loads(out)["after"]
+    assert not any("validation holds" in n for n in json.loads(out)["notes"])
     code, out, err = run_cli(["check", tmp_path / "run" / "model-hf", "--baseline", folder, "-r", recipe,
                               "data.val_samples=5", "--min-cosine", "0", "--json"], capsys)
     assert code == 0, err
     evaluation = json.loads(out)["evaluation"]
     assert evaluation["samples"] == 5 and "/ 5 val (of 12)" in evaluation["data"]
     assert abs(evaluation["cosine"] - after) < 1e-5
+
+
+def test_the_note_on_a_large_validation_split_is_in_the_summary(tmp_path, capsys, monkeypatch):
+    import json
+
+    from cli_helpers import run_cli
+    from hf_helpers import bert_folder, text_file, write_recipe
+
+    from dpm_cli.pipeline import data_size
+
+    monkeypatch.setattr(data_size, "LARGE_VALIDATION", 10)  # 12 held out of 60
+    recipe = write_recipe(tmp_path, bert_folder(tmp_path / "enc"), text_file(tmp_path / "t.txt", 60))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json"], capsys)
+    assert code == 0, err
+    note = "validation holds 12 samples and every evaluation reads all of them"
+    assert any(note in n for n in json.loads(out)["notes"]) and f"note: {note}" in err
 
 
 def test_a_large_validation_split_and_unread_training_data_are_said_before_the_first_evaluation():

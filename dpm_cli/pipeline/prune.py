@@ -170,6 +170,7 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
     steps = total_steps(recipe, ctx.train_loader)
     for note in data_size_notes(recipe, ctx.data, steps):
         reporter.log(f"note: {note}")
+        ctx.notes.append(note)  # in the summary too, as the context's own notes
     before = evaluate(dense, ctx.val_loader, objective, ctx.device, is_teacher=True)  # one forward per batch
 
     optimizer = build_optimizer(model.parameters(), recipe.training.optimizer)
