@@ -100,3 +100,33 @@ def test_every_local_process_under_torchrun_is_counted(folder, tmp_path, monkeyp
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "not a number")
     assert memory.check_memory(recipe, folder, "cpu") is None
     assert memory.check_memory(recipe, folder, "cuda") is None  # host memory is what is checked, on the CPU
+
+
+def test_a_language_models_logits_are_counted_and_a_batch_too_large_for_them_refused(tmp_path, capsys, monkeypatch):
+    """A decoder's logits are one float per vocabulary entry per token: with Gemma's 256,000 entries one
+    evaluation batch of the default 256 texts x 128 tokens is 34 GiB per copy, whatever the model's size,
+    and the run died at its first evaluation. Counted before anything loads (config.json's vocab_size)."""
+    from test_hf_llama import RECIPE, llama_folder
+
+    folder = llama_folder(tmp_path / "llama", tied=False)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, vocab_size=256_000)))  # read, never loaded
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(folder=folder, data=text_file(tmp_path / "t.txt", 24), run=tmp_path / "run",
+                                    formats="module"))
+    loaded = load_recipe(recipe)  # distilled: batch 8, eval batch 16, 12 tokens
+    evaluation = 4 * 16 * 12 * 256_000 * 2  # the model's logits and the original's
+    assert memory.logits_bytes(loaded, folder)[0] == evaluation > 4 * 8 * 12 * 256_000 * 3
+    bert = bert_folder(tmp_path / "bert")
+    (tmp_path / "enc").mkdir()
+    encoder = load_recipe(write_recipe(tmp_path / "enc", bert, text_file(tmp_path / "e.txt")))
+    assert memory.logits_bytes(encoder, bert) == (0, "")  # an encoder has none
+    weights = memory.training_bytes(memory.stored_parameters(folder), loaded)
+    monkeypatch.setattr(memory, "usable_memory", lambda: (weights + evaluation - 1, None))
+    code, _, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and "GiB of logits in one evaluation (16 texts x 12 tokens x a 256,000-token vocabulary; " \
+                         "data.eval_batch_size)" in err, err
+    assert "lower data.batch_size and data.eval_batch_size (or model.seq_len)" in err
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(memory, "usable_memory", lambda: (weights + evaluation, None))
+    assert memory.check_memory(loaded, folder, "cpu") is None  # it fits: nothing said

@@ -9,6 +9,7 @@ with the text it was pruned on: next-token top-1 and the mean cross-entropy per 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +29,29 @@ def next_token_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
 
 
 LANGUAGE_MODEL_TASKS = ("AutoModelForCausalLM", "AutoModelForImageTextToText")  # logits for every next token
+
+
+def is_language_model(recipe: Any | None, given: list[str | Path]) -> bool:
+    """Whether the model generates text token by token (a causal LM, or a vision-language model read on
+    text), from its folder's config.json and the recipe's model.hf.task: known before any model loads."""
+    from ..hf import is_hf_folder
+    from ..hf.tasks import AUTO
+
+    hf = getattr(getattr(recipe, "model", None), "hf", None)
+    named = getattr(hf, "path", None)
+    folder = next((f for f in (named, *given) if f is not None and is_hf_folder(f)), None)
+    if folder is None:
+        return False
+    return folder_is_language_model(folder, getattr(hf, "task", AUTO) if named is not None else AUTO)
+
+
+def folder_is_language_model(folder: str | Path, task: str = "auto") -> bool:
+    """Whether the folder, loaded as `task` (auto: its config.json's architectures), is a language model."""
+    from ..hf.load import folder_config, import_transformers
+    from ..hf.tasks import resolve_task
+
+    resolved, _ = resolve_task(import_transformers(), folder_config(folder), task)
+    return resolved in LANGUAGE_MODEL_TASKS
 
 
 def relabels(dataset: Any, labeled: bool) -> bool:

@@ -8,6 +8,11 @@ and the least that training on the CPU holds is compared with the memory the pro
     float32 weights + their gradients + the optimizer's state per weight (AdamW: two moments, SGD with
     momentum: one) + a frozen float32 copy of the original when it is distilled from or refitted to.
 
+A language model adds its logits, one float per vocabulary entry per token: in a training step the
+model's, their gradient and the original's when distilling; in an evaluation the model's and the
+original's. With a 256,000-token vocabulary (Gemma) one evaluation batch of 256 texts x 128 tokens is
+34 GiB per copy, whatever the model's size: the run died at its first evaluation.
+
 Activations, the data and Python come on top, so this is a lower bound: above the memory the process may
 use at all (physical memory, or its container's limit) the run cannot succeed and is refused in one line;
 above what is free now it is said, and the run goes on.
@@ -78,6 +83,27 @@ def training_bytes(parameters: int, recipe: Any) -> int:
     return 4 * parameters * copies
 
 
+def logits_bytes(recipe: Any, folder: str | Path) -> tuple[int, str]:
+    """(The least a language model's logits take in its larger step, which step and why), or (0, "")
+    for a model that is not a language model or whose vocabulary config.json does not state."""
+    from ..data.next_token import folder_is_language_model
+    from ..hf.load import folder_config
+
+    if not (Path(folder) / "config.json").is_file() or not folder_is_language_model(folder, recipe.model.hf.task):
+        return 0, ""
+    config = folder_config(folder)
+    vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
+        return 0, ""
+    d, tokens, teacher = recipe.data, recipe.model.seq_len, _has_copy(recipe)
+    steps = [(4 * d.batch_size * tokens * vocab * (3 if teacher else 2), "training step", d.batch_size, "batch_size"),
+             (4 * d.eval_batch_size * tokens * vocab * (2 if teacher else 1), "evaluation", d.eval_batch_size,
+              "eval_batch_size")]
+    need, step, batch, key = max(steps)
+    return need, (f"{need / 2**30:.1f} GiB of logits in one {step} ({batch} texts x {tokens} tokens x a "
+                  f"{vocab:,}-token vocabulary; data.{key})")
+
+
 def usable_memory() -> tuple[int | None, int | None]:
     """(bytes the process may use at all: physical memory or its container's limit, bytes free now);
     None where this system does not say."""
@@ -125,15 +151,18 @@ def check_memory(recipe: Any, model: str | Path | None, device: str) -> str | No
         return None
     local = os.environ.get("LOCAL_WORLD_SIZE", "")
     processes = max(1, int(local)) if local.isdigit() else 1
-    need = training_bytes(parameters, recipe) * processes
+    weights = training_bytes(parameters, recipe)
+    logits, why = logits_bytes(recipe, model)
+    need = (weights + logits) * processes
     each = f" in {processes} processes" if processes > 1 else ""
     what = (f"{model} has {parameters / 1e9:.2f}B parameters: fine-tuning them on the CPU holds at least "
             f"{need / 2**30:.1f} GiB{each} (float32 weights, gradients, the optimizer's state"
             + (" and the original model's copy" if _has_copy(recipe) else "")
-            + ")")
+            + (f", and {why}" if logits else "") + ")")
     if need > total:
-        raise InputError(f"{what}, more than the {total / 2**30:.1f} GiB this process may use; use a machine "
-                         "(or a GPU, training.device: cuda) with more memory, or a smaller model")
+        fix = ("lower data.batch_size and data.eval_batch_size (or model.seq_len)" if logits > weights else
+               "use a machine (or a GPU, training.device: cuda) with more memory, or a smaller model")
+        raise InputError(f"{what}, more than the {total / 2**30:.1f} GiB this process may use; {fix}")
     if free is not None and need > free:
         return f"{what}, more than the {free / 2**30:.1f} GiB free now: the run may be stopped for memory"
     return None

@@ -52,31 +52,13 @@ def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | 
     the baseline's, when it is a folder), at `seq_len` tokens, else the recipe's model.seq_len, else the
     length a sentence-transformers folder serves (max_seq_length), else 128. Unlabelled text for a language
     model is labelled with its next tokens (data/next_token.py), so the accuracy and loss gates score it."""
-    from ..data.next_token import described, relabels, with_next_token_labels
+    from ..data.next_token import described, is_language_model, relabels, with_next_token_labels
 
     folders = [f for f in (model, baseline) if f is not None]
     found = _eval_data(data, recipe, folders, seq_len)
-    if found is None or not relabels(found.dataset, found.labeled) or not _language_model(recipe, folders):
+    if found is None or not relabels(found.dataset, found.labeled) or not is_language_model(recipe, folders):
         return found
     return EvalData(with_next_token_labels(found.dataset), described(found.description, found.labeled), True)
-
-
-def _language_model(recipe: Any | None, given: list[str | Path]) -> bool:
-    """Whether the model generates text token by token (a causal LM, or a vision-language model read on
-    text), from its folder's config.json and the recipe's model.hf.task: known before any model loads."""
-    from ..data.next_token import LANGUAGE_MODEL_TASKS
-    from ..hf import is_hf_folder
-    from ..hf.load import folder_config, import_transformers
-    from ..hf.tasks import AUTO, resolve_task
-
-    hf = getattr(getattr(recipe, "model", None), "hf", None)
-    named = getattr(hf, "path", None)
-    folder = next((f for f in (named, *given) if f is not None and is_hf_folder(f)), None)
-    if folder is None:
-        return False
-    task = getattr(hf, "task", AUTO) if named is not None else AUTO
-    resolved, _ = resolve_task(import_transformers(), folder_config(folder), task)
-    return resolved in LANGUAGE_MODEL_TASKS
 
 
 def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path], seq_len: int | None) -> EvalData | None:
