@@ -17,7 +17,7 @@ from ..data import DataBundle, check_labels_fit, load_data, make_loaders
 from ..data.labels import scorable
 from ..data.next_token import LANGUAGE_MODEL_TASKS, labelled_by_next_tokens
 from ..report.forward import max_positions
-from ..data.text import label_names
+from ..data.records import label_names
 from ..engine import DPMConfig, RectifyConfig
 from ..errors import ConfigError, InputError
 from ..limits import steps_problem

@@ -109,7 +109,7 @@ def _token_options(source: str, recipe: Any | None, given: list[str | Path], seq
         raise ConfigError(f"text data ({source}) is tokenised by a model folder's tokenizer, and neither the "
                           "recipe's model.hf.path, MODEL nor --baseline is a folder with one; pass --recipe with "
                           "the model.hf.path it was pruned from")
-    from ..data.text import label_names
+    from ..data.records import label_names
     from ..hf.load import folder_config
     from ..pooling import served_length
     from .forward import max_positions
