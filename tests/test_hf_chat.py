@@ -89,3 +89,16 @@ def test_prune_and_check_a_causal_lm_on_conversations(tmp_path, capsys):
     assert json.loads(out)["evaluation"]["samples"] == 24
     code, out, err = run_cli(["prune", "-r", recipe, "data.augment.replace_words=0.5", "--force"], capsys)
     assert code == 2 and "data.augment replaces words in running text, not in chat messages" in err
+
+
+def test_prompt_completion_records_are_read_as_trl_joins_them(tmp_path):
+    path = tmp_path / "pc.jsonl"
+    rows = [{"prompt": "the python", "completion": " module"},
+            {"prompt": [{"role": "user", "content": "a list"}], "completion": [{"role": "assistant", "content": "the"}]}]
+    path.write_text(json.dumps(rows[0]) + "\n")
+    assert read_text(path) == (["the python module"], None)
+    path.write_text(json.dumps(rows[1]) + "\n")
+    assert read_text(path)[0] == [Chat((("user", "a list"), ("assistant", "the")))]
+    path.write_text(json.dumps({"prompt": "the python", "answer": " module"}) + "\n")  # not that form: named
+    with pytest.raises(InputError, match="no field 'text' \\(the record has 'prompt', 'answer'\\); set data.text_field"):
+        read_text(path)

@@ -1,5 +1,7 @@
 """Conversations as text: `{"messages": [{"role": "user", "content": ...}, ...]}`, the chat format of
-transformers' chat templates and TRL's SFTTrainer (and OpenAI's fine-tuning files).
+transformers' chat templates and TRL's SFTTrainer (and OpenAI's fine-tuning files); and TRL's
+prompt-completion records, `{"prompt": ..., "completion": ...}`, as one text (the completion after its
+prompt) or, with messages on both sides, one conversation.
 
 A decoder that serves chat is pruned and judged on its conversations as its chat template renders them
 (`tokenizer.apply_chat_template(..., tokenize=False)`, which transformers renders in a sandboxed Jinja
@@ -57,3 +59,14 @@ def rendered(chats: list[Chat], tokenizer: Any) -> list[str]:
             raise InputError(f"the tokenizer's chat template refused a conversation ({first}); "
                              "fix the messages' roles and order") from None
     return texts
+
+
+def prompt_and_completion(path: Any, number: int | str, record: dict) -> str | Chat | None:
+    """A record's prompt followed by its completion: a text, or a conversation when both hold messages;
+    None when the record is not of that form."""
+    prompt, completion = record.get("prompt"), record.get("completion")
+    if isinstance(prompt, str) and isinstance(completion, str) and (prompt + completion).strip():
+        return prompt + completion  # as TRL joins them: the completion carries its own leading space
+    if is_chat(prompt) and is_chat(completion):
+        return chat_of(path, number, prompt + completion)
+    return None

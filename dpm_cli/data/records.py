@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..escaping import printable
-from .chat import CHAT_FIELD, Chat, chat_of, is_chat
+from .chat import CHAT_FIELD, Chat, chat_of, is_chat, prompt_and_completion
 from .textfile import format_suffix, read_characters
 from .words import check_words, is_words
 
@@ -163,9 +163,11 @@ def _records(path: Path, records: list[tuple[int | str, dict]], fields: tuple[st
              names: dict[str, int]) -> tuple[list[Text], list[Label] | None]:
     texts, labels = [], []
     for number, record in records:
-        field = fields[0] if fields[0] in record or fields[0] != "text" else CHAT_FIELD  # TRL's "messages"
-        if is_chat(record.get(field)) and fields[1] is None:
-            texts.append(chat_of(path, number, record[field]))
+        default = fields[0] == "text" and "text" not in record and fields[1] is None  # TRL's own formats
+        joined = prompt_and_completion(path, number, record) if default else None
+        field = CHAT_FIELD if default else fields[0]
+        if joined is not None or (is_chat(record.get(field)) and fields[1] is None):
+            texts.append(joined if joined is not None else chat_of(path, number, record[field]))
             labels.append(_label(path, number, record.get(label_field), names))
             continue
         if is_words(record.get(fields[0])) and fields[1] is None:  # labels per word (token classification)
