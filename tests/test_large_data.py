@@ -170,3 +170,23 @@ def test_a_long_check_evaluation_says_how_far_it_is_in_a_ci_log(tmp_path, capsys
     monkeypatch.setattr(progress, "LINE_EVERY_S", 30.0)  # a short evaluation prints none
     code, out, err = run_cli(["check", folder, "--baseline", folder, "--data", data, "--min-cosine", "0.9"], capsys)
     assert code == 0 and "samples (" not in err
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_batches_lose_the_padding_columns_no_text_needs_on_either_side(tmp_path, side):
+    """A tokenizer that pads on the left (Phi-3's, Mistral's) kept every batch at the full model.seq_len:
+    only columns after the last real token were dropped. Now the columns every text pads go on both
+    sides, and every real token stays, in order, with its mask and labels."""
+    from dpm_cli.data.text import collate_tokens
+
+    tok = tokenizer(tmp_path / "tok")
+    tok.padding_side = side
+    data = token_dataset(["the python module", "a list", "the value of it"], torch.tensor([0, 1, 2]), tok, 16)
+    inputs, labels = collate_tokens([data[i] for i in range(3)])
+    mask = data.encoded["attention_mask"]
+    assert inputs["attention_mask"].shape == (3, int(mask.sum(dim=1).max()))
+    assert torch.equal(labels, torch.tensor([0, 1, 2]))
+    kept = inputs["attention_mask"].bool()
+    for i in range(3):  # every real token is kept, in order
+        assert inputs["input_ids"][i][kept[i]].tolist() == data.encoded["input_ids"][i][mask[i].bool()].tolist()
+    assert bool(kept[:, 0].any()) and bool(kept[:, -1].any())  # no column that every text pads

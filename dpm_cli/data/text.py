@@ -102,16 +102,19 @@ def labels_of(labels: list[Label] | None, classes: int = 0) -> tuple[torch.Tenso
 
 
 def collate_tokens(samples: list[Any]) -> Any:
-    """Stack, then drop the padding columns no example in the batch needs."""
+    """Stack, then drop the padding columns no example in the batch needs: at the end, and at the start
+    for a tokenizer that pads on the left (Phi-3's, Mistral's), whose batches were all kept at full length."""
     batch = torch.utils.data.default_collate(samples)
     inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
     mask = inputs.get("attention_mask")
     if mask is not None and mask.dim() == 2:
-        used = int(mask.any(dim=0).nonzero().max()) + 1 if bool(mask.any()) else 1
-        trimmed = {k: (v[:, :used] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == mask.shape[1] else v)
-                   for k, v in inputs.items()}
-        rest = [v[:, :used] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == mask.shape[1] else v
-                for v in (batch[1:] if not isinstance(batch, dict) else [])]  # labels per position too
+        columns = mask.any(dim=0).nonzero()
+        used = slice(int(columns.min()), int(columns.max()) + 1) if len(columns) else slice(0, 1)
+
+        def trim(v: Any) -> Any:  # ids, masks, types and labels per position
+            return v[:, used] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == mask.shape[1] else v
+        trimmed = {k: trim(v) for k, v in inputs.items()}
+        rest = [trim(v) for v in (batch[1:] if not isinstance(batch, dict) else [])]
         batch = trimmed if isinstance(batch, dict) else [trimmed, *rest]
     return batch
 
