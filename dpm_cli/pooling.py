@@ -60,7 +60,7 @@ def folder_pooling(folder: str | Path) -> tuple[str, ...] | None:
     return modes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors inside: compared by identity, not elementwise
 class Projection:
     """One module sentence-transformers runs on the pooled embedding: a Dense layer
     (activation(W x + b)) or, with no weight, Normalize."""
@@ -79,7 +79,7 @@ class Projection:
         return getattr(nn, self.activation)()(F.linear(x, self.weight.to(x), bias))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SentencePooling:
     """How a folder's pipeline turns token states into the embedding it serves."""
     modes: tuple[str, ...] = MEAN
