@@ -95,6 +95,8 @@ def test_the_note_on_a_large_validation_split_is_in_the_summary(tmp_path, capsys
     assert code == 0, err
     note = "validation holds 12 samples and every evaluation reads all of them"
     assert any(note in n for n in json.loads(out)["notes"]) and f"note: {note}" in err
+    code, out, err = run_cli(["plan", "-r", recipe, "--json"], capsys)  # the dry run says it too
+    assert code == 0 and any(note in n for n in json.loads(out)["notes"]), err
 
 
 def test_a_large_validation_split_and_unread_training_data_are_said_before_the_first_evaluation():

@@ -21,6 +21,7 @@ from ..recipe import Recipe
 from ..training.calibration import calibration_batches, calibration_count, collect_activations
 from ..training.objective import split_batch
 from .context import decay_overrun, dpm_config, folder_groups_problem, load_context, total_steps
+from .data_size import data_size_notes
 
 
 @dataclass
@@ -54,7 +55,7 @@ def plan(recipe: Recipe, model_path: str | Path | None = None, *, trust: bool = 
     steps = total_steps(recipe, ctx.train_loader)
     cfg = dpm_config(recipe, steps, ctx.protect)
     pruner = DecayPruner(model, example, cfg)
-    notes = list(ctx.notes)
+    notes = list(ctx.notes) + data_size_notes(recipe, ctx.data, steps)  # what dpm prune will say of the data
     refusal = decay_overrun(recipe, pruner.decay_phase_end, steps) or folder_groups_problem(recipe, model, pruner.groups)
     if refusal:  # a dry run should say what `dpm prune` will refuse
         notes.append(f"dpm prune will refuse this recipe: {refusal}")
