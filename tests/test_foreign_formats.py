@@ -28,6 +28,20 @@ def test_another_frameworks_model_is_named_in_one_line(tmp_path, capsys, name):
         assert "give the Hugging Face folder" in lines[0] and "corrupt" not in lines[0]
 
 
+def test_check_names_a_foreign_baseline_before_reading_its_data(tmp_path, capsys, monkeypatch):
+    from dpm_cli.report import evaldata
+
+    monkeypatch.setattr(evaldata, "resolve_eval_data", lambda *a, **k: pytest.fail("read the data first"))
+    gguf = tmp_path / "base.gguf"
+    gguf.write_bytes(FILES["model.gguf"][0])
+    model = tmp_path / "m.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), model)
+    text = tmp_path / "t.txt"
+    text.write_text("a text\n")
+    code, out, err = run_cli(["check", model, "--baseline", gguf, "--data", text, "--min-cosine", "0.9"], capsys)
+    assert code == 2 and "base.gguf is a GGUF file (llama.cpp)" in err, err
+
+
 def test_a_torch_file_with_a_foreign_suffix_is_still_read(tmp_path, capsys):
     path = tmp_path / "weights.onnx"  # a name is no format: torch.save's own bytes win
     torch.save(torch.nn.Linear(2, 2), path)

@@ -154,13 +154,17 @@ def resolve_package(path: str | Path | None) -> str | Path | None:
 
 
 def check_exists(*paths: str | Path | None) -> None:
-    """Each given path (MODEL, --baseline) is there: said before anything is read for them (the data)."""
+    """Each given path (MODEL, --baseline) is there, and no other framework's file or a folder's weights
+    file: said before anything is read for them (the data)."""
     from ..errors import CheckpointError
     from ..hub_ids import hub_id_hint
+    from ..trust import check_file
 
     for path in paths:
         if path is not None and not Path(resolve_package(path)).exists():
             raise CheckpointError(f"{printable(path)}: no such checkpoint file or model folder{hub_id_hint(path)}")
+        if path is not None and Path(resolve_package(path)).is_file():
+            check_file(Path(resolve_package(path)))
 
 
 def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False) -> tuple[nn.Module, Any]:
