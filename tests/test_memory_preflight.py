@@ -130,3 +130,13 @@ def test_a_language_models_logits_are_counted_and_a_batch_too_large_for_them_ref
     assert not (tmp_path / "run").exists()
     monkeypatch.setattr(memory, "usable_memory", lambda: (weights + evaluation, None))
     assert memory.check_memory(loaded, folder, "cpu") is None  # it fits: nothing said
+
+
+def test_a_masked_lms_logits_over_its_vocabulary_are_counted_too(tmp_path):
+    """XLM-R's masked-LM head has 250,002 logits per token; an encoder without such a head has none."""
+    bert = bert_folder(tmp_path / "bert")
+    recipe = load_recipe(write_recipe(tmp_path, bert, text_file(tmp_path / "t.txt"), task="AutoModelForMaskedLM"))
+    config = json.loads((bert / "config.json").read_text())
+    (bert / "config.json").write_text(json.dumps(dict(config, vocab_size=250_002)))
+    need, why = memory.logits_bytes(recipe, bert)
+    assert need == 4 * 16 * 24 * 250_002 * 2 and "250,002-token vocabulary; data.eval_batch_size" in why

@@ -8,10 +8,11 @@ and the least that training on the CPU holds is compared with the memory the pro
     float32 weights + their gradients + the optimizer's state per weight (AdamW: two moments, SGD with
     momentum: one) + a frozen float32 copy of the original when it is distilled from or refitted to.
 
-A language model adds its logits, one float per vocabulary entry per token: in a training step the
-model's, their gradient and the original's when distilling; in an evaluation the model's and the
-original's. With a 256,000-token vocabulary (Gemma) one evaluation batch of 256 texts x 128 tokens is
-34 GiB per copy, whatever the model's size: the run died at its first evaluation.
+A language model (or a masked or seq2seq LM) adds its logits, one float per vocabulary entry per
+token: in a training step the model's, their gradient and the original's when distilling; in an
+evaluation the model's and the original's. With a 256,000-token vocabulary (Gemma) one evaluation batch
+of 256 texts x 128 tokens is 34 GiB per copy, whatever the model's size: the run died at its first
+evaluation.
 
 Activations, the data and Python come on top, so this is a lower bound: above the memory the process may
 use at all (physical memory, or its container's limit) the run cannot succeed and is refused in one line;
@@ -83,13 +84,21 @@ def training_bytes(parameters: int, recipe: Any) -> int:
     return 4 * parameters * copies
 
 
+# heads with a logit per vocabulary entry per token: language models, a masked LM (XLM-R: 250,002), and
+# a seq2seq LM's decoder (which reads as many tokens as the text: the text shifted right)
+VOCABULARY_TASKS = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModelForMaskedLM",
+                    "AutoModelForSeq2SeqLM")
+
+
 def logits_bytes(recipe: Any, folder: str | Path) -> tuple[int, str]:
-    """(The least a language model's logits take in its larger step, which step and why), or (0, "")
-    for a model that is not a language model or whose vocabulary config.json does not state."""
+    """(The least a model's logits over its vocabulary take in its larger step, which step and why), or
+    (0, "") for a model without such a head or whose vocabulary config.json does not state."""
     from ..data.next_token import folder_is_language_model
     from ..hf.load import folder_config
 
-    if not (Path(folder) / "config.json").is_file() or not folder_is_language_model(folder, recipe.model.hf.task):
+    per_token = folder_is_language_model(folder, recipe.model.hf.task, VOCABULARY_TASKS) if (
+        Path(folder) / "config.json").is_file() else False
+    if not per_token:
         return 0, ""
     config = folder_config(folder)
     vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
