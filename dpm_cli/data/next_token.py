@@ -45,15 +45,11 @@ def is_language_model(recipe: Any | None, given: list[str | Path]) -> bool:
     return folder_is_language_model(folder, getattr(hf, "task", AUTO) if named is not None else AUTO)
 
 
-def folder_is_language_model(folder: str | Path, task: str = "auto",
-                             tasks: tuple[str, ...] = LANGUAGE_MODEL_TASKS) -> bool:
-    """Whether the folder, loaded as `task` (auto: its config.json's architectures), is a language model
-    (or, with `tasks`, loads as one of those)."""
-    from ..hf.load import folder_config, import_transformers
-    from ..hf.tasks import resolve_task
+def folder_is_language_model(folder: str | Path, task: str = "auto") -> bool:
+    """Whether the folder, loaded as `task` (auto: its config.json's architectures), is a language model."""
+    from ..hf.tasks import loads_as
 
-    resolved, _ = resolve_task(import_transformers(), folder_config(folder), task)
-    return resolved in tasks
+    return loads_as(folder, task, LANGUAGE_MODEL_TASKS)
 
 
 def relabels(dataset: Any, labeled: bool) -> bool:

@@ -50,6 +50,14 @@ def resolve_task(transformers: Any, config: dict, task: str) -> tuple[str, str |
     return found, f"loaded as {found}, the task of {arch} in config.json (model.hf.task chooses another)"
 
 
+def loads_as(folder: str | Path, task: str, tasks: tuple[str, ...]) -> bool:
+    """Whether the folder, loaded as `task` (auto: its config.json's architectures), is one of `tasks`:
+    known from config.json before any model loads."""
+    from .load import folder_config, import_transformers
+
+    return resolve_task(import_transformers(), folder_config(folder), task)[0] in tasks
+
+
 def dropped_weights_note(folder: Path, config: dict, task: str, unexpected: list[str],
                          transformers: Any) -> str | None:
     """A note when loading left weights of the folder out (a classifier's head, loaded as AutoModel)."""

@@ -93,12 +93,10 @@ VOCABULARY_TASKS = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "Auto
 def logits_bytes(recipe: Any, folder: str | Path) -> tuple[int, str]:
     """(The least a model's logits over its vocabulary take in its larger step, which step and why), or
     (0, "") for a model without such a head or whose vocabulary config.json does not state."""
-    from ..data.next_token import folder_is_language_model
     from ..hf.load import folder_config
+    from ..hf.tasks import loads_as
 
-    per_token = folder_is_language_model(folder, recipe.model.hf.task, VOCABULARY_TASKS) if (
-        Path(folder) / "config.json").is_file() else False
-    if not per_token:
+    if not (Path(folder) / "config.json").is_file() or not loads_as(folder, recipe.model.hf.task, VOCABULARY_TASKS):
         return 0, ""
     config = folder_config(folder)
     vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
