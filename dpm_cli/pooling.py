@@ -140,16 +140,18 @@ def _projection(folder: Path, path: str, kind: str) -> tuple[Projection | None, 
     if not (activation.startswith("torch.nn.modules.") and isinstance(cls, type)
             and (cls.__module__ == "torch.nn.modules.activation" or cls is nn.Identity)):
         return None, f"activation {activation[:80]!r} is no torch.nn activation"
-    try:
-        from safetensors.torch import load_file
-        tensors = load_file(str(weights))
+    shape = (config.get("out_features"), config.get("in_features"))
+    try:  # the shapes from the header first: only the two tensors named, of the size config.json says, are read
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            names = set(f.keys())
+            sizes = {n: tuple(f.get_slice(n).get_shape()) for n in ("linear.weight", "linear.bias") if n in names}
+            if sizes.get("linear.weight") != shape or sizes.get("linear.bias", shape[:1]) != shape[:1]:
+                return None, f"linear.weight is not {shape[0]} x {shape[1]} as config.json says"
+            weight, bias = (f.get_tensor(n) if n in names else None for n in ("linear.weight", "linear.bias"))
     except Exception as err:  # noqa: BLE001 - any unreadable file: compare before it, as before
         return None, f"model.safetensors unreadable ({type(err).__name__})"
-    weight, bias = tensors.get("linear.weight"), tensors.get("linear.bias")
-    shape = (config.get("out_features"), config.get("in_features"))
-    if weight is None or weight.dim() != 2 or tuple(weight.shape) != shape or (
-            bias is not None and tuple(bias.shape) != shape[:1]):
-        return None, f"linear.weight is not {shape[0]} x {shape[1]} as config.json says"
     return Projection(path, weight.float(), None if bias is None else bias.float(), name), ""
 
 

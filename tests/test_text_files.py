@@ -119,7 +119,10 @@ class _Marker:
         return (open, (self.path, "w"))
 
 
-@pytest.mark.parametrize("case", ["bomb", "cut", "pickle", "parquet", "zip"])
+ESCAPE = "{{ cycler.__init__.__globals__.os.popen('touch MARKER').read() }}"  # a classic Jinja sandbox escape
+
+
+@pytest.mark.parametrize("case", ["bomb", "cut", "pickle", "parquet", "zip", "chat-types", "chat-template"])
 def test_hostile_data_files_through_dpm_prune_are_one_line_exit_2_nothing_run_or_written(case, tmp_path, capsys,
                                                                                         monkeypatch):
     import pickle
@@ -129,7 +132,8 @@ def test_hostile_data_files_through_dpm_prune_are_one_line_exit_2_nothing_run_or
     from hf_helpers import bert_folder, write_recipe
 
     marker = tmp_path / "ran"
-    data = tmp_path / ("train.zip" if case == "zip" else "train.jsonl.gz")
+    data = tmp_path / ("train.zip" if case == "zip" else "train.jsonl" if case.startswith("chat") else "train.jsonl.gz")
+    folder = bert_folder(tmp_path / "bert")
     if case == "bomb":
         monkeypatch.setattr(textfile, "MAX_BYTES", 50_000)
         data.write_bytes(gzip.compress(jsonl().encode() * 2_000))
@@ -139,13 +143,19 @@ def test_hostile_data_files_through_dpm_prune_are_one_line_exit_2_nothing_run_or
         data.write_bytes(gzip.compress(pickle.dumps(_Marker(marker))))
     elif case == "parquet":
         data.write_bytes(b"PAR1" + bytes(range(256)) + b"PAR1")
-    else:
+    elif case == "zip":
         with zipfile.ZipFile(data, "w") as z:
             z.writestr("train.jsonl", jsonl())
-    recipe = write_recipe(tmp_path, bert_folder(tmp_path / "bert"), data)
+    else:  # chats: content of the wrong type; a chat template that tries to leave transformers' sandbox
+        content = 3 if case == "chat-types" else "the python module"
+        data.write_text((json.dumps({"messages": [{"role": "user", "content": content}]}) + "\n") * 4)
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        template = ESCAPE.replace("MARKER", str(marker))
+        (folder / "tokenizer_config.json").write_text(json.dumps(dict(config, chat_template=template)))
+    recipe = write_recipe(tmp_path, folder, data)
     capsys.readouterr()  # what building the folder printed (transformers' progress bar)
     code, out, err = run_cli(["prune", "-r", recipe], capsys)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    assert str(data) in lines[0]
+    assert str(data) in lines[0] or (case == "chat-template" and "chat template refused a conversation" in lines[0])
     assert not marker.exists() and not (tmp_path / "run").exists()

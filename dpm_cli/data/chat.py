@@ -56,8 +56,8 @@ def rendered(chats: list[Chat], tokenizer: Any) -> list[str]:
                                                        tokenize=False))
         except Exception as err:  # noqa: BLE001 - the template's own refusal (e.g. roles must alternate)
             first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-            raise InputError(f"the tokenizer's chat template refused a conversation ({first}); "
-                             "fix the messages' roles and order") from None
+            raise InputError(f"the tokenizer's chat template refused a conversation ({first}); check the "
+                             "messages' roles and order, or the folder's chat template itself") from None
     return texts
 
 

@@ -35,21 +35,14 @@ def is_language_model(recipe: Any | None, given: list[str | Path]) -> bool:
     """Whether the model generates text token by token (a causal LM, or a vision-language model read on
     text), from its folder's config.json and the recipe's model.hf.task: known before any model loads."""
     from ..hf import is_hf_folder
-    from ..hf.tasks import AUTO
+    from ..hf.tasks import AUTO, loads_as
 
     hf = getattr(getattr(recipe, "model", None), "hf", None)
     named = getattr(hf, "path", None)
     folder = next((f for f in (named, *given) if f is not None and is_hf_folder(f)), None)
     if folder is None:
         return False
-    return folder_is_language_model(folder, getattr(hf, "task", AUTO) if named is not None else AUTO)
-
-
-def folder_is_language_model(folder: str | Path, task: str = "auto") -> bool:
-    """Whether the folder, loaded as `task` (auto: its config.json's architectures), is a language model."""
-    from ..hf.tasks import loads_as
-
-    return loads_as(folder, task, LANGUAGE_MODEL_TASKS)
+    return loads_as(folder, getattr(hf, "task", AUTO) if named is not None else AUTO, LANGUAGE_MODEL_TASKS)
 
 
 def relabels(dataset: Any, labeled: bool) -> bool:

@@ -159,15 +159,27 @@ def _label_cell(value: Any) -> Any:
     return value
 
 
+def _trl_example(path: Path, number: int | str, record: dict, fields: tuple[str, str | None]) -> str | Chat | None:
+    """A record in one of TRL's forms: messages (in `messages` when data.text_field is left at "text" and
+    the record has none, else in data.text_field), or a prompt and its completion; None for any other."""
+    if fields[1] is not None:  # pairs are read as pairs
+        return None
+    field = fields[0]
+    if field == "text" and field not in record:
+        joined = prompt_and_completion(path, number, record)
+        if joined is not None:
+            return joined
+        field = CHAT_FIELD
+    return chat_of(path, number, record[field]) if is_chat(record.get(field)) else None
+
+
 def _records(path: Path, records: list[tuple[int | str, dict]], fields: tuple[str, str | None], label_field: str,
              names: dict[str, int]) -> tuple[list[Text], list[Label] | None]:
     texts, labels = [], []
     for number, record in records:
-        default = fields[0] == "text" and "text" not in record and fields[1] is None  # TRL's own formats
-        joined = prompt_and_completion(path, number, record) if default else None
-        field = CHAT_FIELD if default else fields[0]
-        if joined is not None or (is_chat(record.get(field)) and fields[1] is None):
-            texts.append(joined if joined is not None else chat_of(path, number, record[field]))
+        conversation = _trl_example(path, number, record, fields)
+        if conversation is not None:
+            texts.append(conversation)
             labels.append(_label(path, number, record.get(label_field), names))
             continue
         if is_words(record.get(fields[0])) and fields[1] is None:  # labels per word (token classification)

@@ -93,10 +93,10 @@ VOCABULARY_TASKS = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "Auto
 def logits_bytes(recipe: Any, folder: str | Path) -> tuple[int, str]:
     """(The least a model's logits over its vocabulary take in its larger step, which step and why), or
     (0, "") for a model without such a head or whose vocabulary config.json does not state."""
-    from ..hf.load import folder_config
+    from ..hf.load import folder_config, is_hf_folder
     from ..hf.tasks import loads_as
 
-    if not (Path(folder) / "config.json").is_file() or not loads_as(folder, recipe.model.hf.task, VOCABULARY_TASKS):
+    if not is_hf_folder(folder) or not loads_as(folder, recipe.model.hf.task, VOCABULARY_TASKS):
         return 0, ""
     config = folder_config(folder)
     vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
