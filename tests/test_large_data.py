@@ -192,3 +192,57 @@ def test_batches_lose_the_padding_columns_no_text_needs_on_either_side(tmp_path,
     for i in range(3):  # every real token is kept, in order
         assert inputs["input_ids"][i][kept[i]].tolist() == data.encoded["input_ids"][i][mask[i].bool()].tolist()
     assert bool(kept[:, 0].any()) and bool(kept[:, -1].any())  # no column that every text pads
+
+
+def test_check_max_samples_evaluates_a_fixed_balanced_part_of_a_text_file(tmp_path, capsys, monkeypatch):
+    """`dpm check --data FILE` evaluated (and first tokenised) every example of the file: minutes for a
+    large held-out file in a CI gate. `--max-samples N` chooses N before tokenising, the same N on every
+    run, each class in proportion, and the figure is the one those N give."""
+    import json
+
+    from cli_helpers import run_cli
+    from hf_helpers import bert_folder
+
+    from dpm_cli.report import evaldata
+
+    original, other = bert_folder(tmp_path / "a"), bert_folder(tmp_path / "b", seed=1)
+    held = tmp_path / "held.jsonl"
+    rows = [{"text": t, "label": i % 2} for i, t in enumerate(_texts(40))]
+    held.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenised = []
+    real = evaldata._text_file.__globals__["_some_texts"]
+    monkeypatch.setattr(evaldata, "_some_texts", lambda *a: tokenised.append(a[2]) or real(*a))
+    gates = ["--baseline", original, "--data", held, "--min-cosine", "-1", "--json"]
+    runs = [json.loads(run_cli(["check", other, *gates, "--max-samples", "10"], capsys)[1]) for _ in range(2)]
+    assert tokenised == [10, 10]
+    evaluation = runs[0]["evaluation"]
+    assert evaluation["samples"] == 10 and "10 of 40 examples, seeded" in evaluation["data"]
+    assert runs[1]["evaluation"]["cosine"] == evaluation["cosine"]
+    # the same figure as a file that holds exactly the texts it chose
+    chosen = [rows[i] for i in evaldata._chosen(40, 10, torch.tensor([r["label"] for r in rows])).tolist()]
+    assert sum(r["label"] for r in chosen) == 5  # both classes, in proportion
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    code, out, err = run_cli(["check", other, *gates[:2], "--data", part, *gates[4:]], capsys)
+    assert code == 0 and abs(json.loads(out)["evaluation"]["cosine"] - evaluation["cosine"]) < 1e-6, err
+    code, out, err = run_cli(["check", other, *gates, "--max-samples", "500"], capsys)  # more than there are
+    assert code == 0 and json.loads(out)["evaluation"]["samples"] == 40, err
+
+
+def test_check_max_samples_caps_every_kind_of_data_and_needs_a_data_gate(tmp_path, capsys):
+    import json
+
+    from cli_helpers import run_cli
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.save(net, tmp_path / "m.pt")
+    args = ["check", tmp_path / "m.pt", "--input-shape", "1,1,8,8", "--trust-checkpoint", "--json"]
+    code, out, err = run_cli([*args, "--data", "digits", "--min-accuracy", "0", "--max-samples", "30"], capsys)
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluation"]
+    assert evaluation["samples"] == 30 and "30 of its 359 samples" in evaluation["data"]
+    code, out, err = run_cli([*args, "--max-params", "1G", "--max-samples", "30"], capsys)
+    assert code == 2 and "--max-samples sets how many samples are evaluated, but no gate evaluates on data" in err
+    code, out, err = run_cli([*args, "--data", "digits", "--min-accuracy", "0", "--max-samples", "0"], capsys)
+    assert code == 2 and "Traceback" not in err

@@ -188,11 +188,14 @@ def check(
         "sentence encoder's embedding as its sentence-transformers pooling makes it)."),
     data: Optional[str] = typer.Option(
         None, "--data", help="Evaluate on this instead of the recipe's validation data: a .pt/.npz file, "
-        "a text file for a Hugging Face model (every example is evaluated), a source (mnist, digits, pydoc, "
+        "a text file for a Hugging Face model (every example is evaluated, or --max-samples), a source (mnist, digits, pydoc, "
         "local-docs) or package.module:callable."),
     seq_len: Optional[int] = typer.Option(
         None, "--seq-len", min=1, help="Tokens per text of text data (default: the recipe's model.seq_len, else "
         "the sentence-transformers folder's max_seq_length, else 128)."),
+    max_samples: Optional[int] = typer.Option(
+        None, "--max-samples", min=1, help="Evaluate a fixed, seeded, class-balanced part of N samples of the data "
+        "(the same N on every run), e.g. to gate quickly on a large file."),
     device: str = typer.Option("cpu", "--device", help="Device to evaluate on: cpu, cuda or auto."),
     built_from: Optional[str] = typer.Option(
         None, "--built-from", help="Pass only if MODEL (a *.dpm.pt, or the Hugging Face folder dpm prune wrote) "
@@ -224,9 +227,11 @@ def check(
     if data is not None and not limits.needs_data:
         raise ConfigError("--data given but no gate evaluates on it: add --max-accuracy-drop, --min-accuracy, "
                           "--max-loss-increase or --min-cosine, or drop --data")
-    if seq_len is not None and not limits.needs_data:
-        raise ConfigError("--seq-len sets the length of text data, but no gate evaluates on data: add "
-                          "--max-accuracy-drop, --min-accuracy, --max-loss-increase or --min-cosine, or drop --seq-len")
+    for given, flag, what in ((seq_len, "--seq-len", "sets the length of text data"),
+                              (max_samples, "--max-samples", "sets how many samples are evaluated")):
+        if given is not None and not limits.needs_data:
+            raise ConfigError(f"{flag} {what}, but no gate evaluates on data: add --max-accuracy-drop, "
+                              f"--min-accuracy, --max-loss-increase or --min-cosine, or drop {flag}")
     where = _device(device)
     overrides = _overrides(overrides)
     # a folder on the command line names the model when the recipe does not: the original (baseline) first
@@ -234,7 +239,7 @@ def check(
     setup = parse.resolve_setup(input_shape, recipe, factory, overrides, model_folder=folder)
     parse.check_exists(model, baseline)  # before the data: a missing MODEL is not a tokenizer problem
     eval_data, provenance, eval_batch = _data_and_provenance(limits, model, baseline, recipe, overrides, data,
-                                                             built_from, folder, seq_len)
+                                                             built_from, folder, seq_len, max_samples)
     net, net_shape = parse.load_for_measuring(model, setup, trust_checkpoint)
     base, base_shape = parse.load_for_measuring(baseline, setup, trust_checkpoint) if baseline else (None, None)
     shape = parse.require_shape(setup, net_shape, base_shape)
@@ -266,7 +271,7 @@ def _overrides(args: Optional[List[str]]) -> list[str]:
 
 def _data_and_provenance(limits: Limits, model: str, baseline: Optional[str], recipe: Optional[Path],
                          overrides: list[str], data: Optional[str], built_from: Optional[str], model_folder: Any = None,
-                         seq_len: Optional[int] = None):
+                         seq_len: Optional[int] = None, max_samples: Optional[int] = None):
     """The evaluation data (and its batch size) and the --built-from finding, before any model loads."""
     full = None
     if recipe is not None and (limits.needs_data or built_from):
@@ -281,7 +286,7 @@ def _data_and_provenance(limits: Limits, model: str, baseline: Optional[str], re
         from ..report.evaldata import resolve_eval_data
 
         eval_data = resolve_eval_data(data, full, parse.resolve_package(model), parse.resolve_package(baseline),
-                                      seq_len)
+                                      seq_len, max_samples)
     check_data(limits, eval_data)
     provenance = check_built_from(model, full, built_from) if built_from is not None else None
     return eval_data, provenance, full.data.eval_batch_size if full else 256

@@ -46,22 +46,26 @@ class EvalData:
 
 
 def resolve_eval_data(data: str | None, recipe: Any | None, model: str | Path | None = None,
-                      baseline: str | Path | None = None, seq_len: int | None = None) -> EvalData | None:
+                      baseline: str | Path | None = None, seq_len: int | None = None,
+                      max_samples: int | None = None) -> EvalData | None:
     """`--data` if given, else the recipe's validation data, else None (no data to evaluate on). Text is
     tokenised as `dpm prune` tokenised it: by the recipe's model folder's tokenizer (else MODEL's, else
     the baseline's, when it is a folder), at `seq_len` tokens, else the recipe's model.seq_len, else the
     length a sentence-transformers folder serves (max_seq_length), else 128. Unlabelled text for a language
-    model is labelled with its next tokens (data/next_token.py), so the accuracy and loss gates score it."""
+    model is labelled with its next tokens (data/next_token.py), so the accuracy and loss gates score it.
+    With `max_samples`, a fixed, seeded, class-balanced part of that many (a text file's texts are chosen
+    before they are tokenised)."""
     from ..data.next_token import described, is_language_model, relabels, with_next_token_labels
 
     folders = [f for f in (model, baseline) if f is not None]
-    found = _eval_data(data, recipe, folders, seq_len)
+    found = _capped(_eval_data(data, recipe, folders, seq_len, max_samples), max_samples)
     if found is None or not relabels(found.dataset, found.labeled) or not is_language_model(recipe, folders):
         return found
     return EvalData(with_next_token_labels(found.dataset), described(found.description, found.labeled), True)
 
 
-def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path], seq_len: int | None) -> EvalData | None:
+def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path], seq_len: int | None,
+               max_samples: int | None = None) -> EvalData | None:
     from ..data import SOURCES, load_data
 
     section = recipe.data if recipe is not None else None
@@ -77,7 +81,7 @@ def _eval_data(data: str | None, recipe: Any | None, folders: list[str | Path], 
     if text.lower().endswith(_FILE_SUFFIXES):
         return _file(Path(text))
     if Path(text).is_file():  # any other file is text: one example per line, or JSON lines
-        return _text_file(Path(text), _token_options("text", recipe, folders, seq_len))
+        return _text_file(Path(text), _token_options("text", recipe, folders, seq_len), max_samples)
     if text.lower() in SOURCES:
         if text.lower() == "tensors":
             raise ConfigError("--data tensors: give the .pt or .npz file itself as --data")
@@ -128,8 +132,9 @@ def _token_options(source: str, recipe: Any | None, given: list[str | Path], seq
             "label_field": recipe.data.label_field, "label_names": names, "pair_field": recipe.data.pair_field}
 
 
-def _text_file(path: Path, options: dict[str, Any]) -> EvalData:
-    """Every line of a text file (a file given to a check is evaluation data), tokenised."""
+def _text_file(path: Path, options: dict[str, Any], max_samples: int | None = None) -> EvalData:
+    """Every line of a text file (a file given to a check is evaluation data), or `max_samples` of them,
+    chosen before tokenising (which took 100 s for 400,000 texts), tokenised."""
     from ..data.text import label_kind, labels_of, read_text, token_dataset
 
     seq_len = options.get("seq_len", 128)
@@ -137,8 +142,41 @@ def _text_file(path: Path, options: dict[str, Any]) -> EvalData:
                               options.get("label_names"), options.get("pair_field"))
     label_t, classes = labels_of(labels, len(options.get("label_names") or {}))
     kind = label_kind(label_t, classes)
+    which = f"all {len(texts)} examples"
+    if max_samples is not None and max_samples < len(texts):
+        which = f"{max_samples} of {len(texts)} examples, seeded"
+        texts, label_t = _some_texts(texts, label_t, max_samples)
     return EvalData(token_dataset(texts, label_t, options["tokenizer"], seq_len),
-                    f"text {path.name} (all {len(texts)} examples), up to {seq_len} tokens, {kind}", label_t is not None)
+                    f"text {path.name} ({which}), up to {seq_len} tokens, {kind}", label_t is not None)
+
+
+def _some_texts(texts: list[Any], labels: Any, keep: int) -> tuple[list[Any], Any]:
+    """`keep` of the texts and their labels (a tensor, or lists of labels per word), balanced by class."""
+    import torch
+
+    per_text = torch.is_tensor(labels) and labels.dim() == 1 and not labels.is_floating_point()
+    idx = _chosen(len(texts), keep, labels if per_text else None).tolist()
+    if labels is not None:
+        labels = labels[idx] if torch.is_tensor(labels) else [labels[i] for i in idx]
+    return [texts[i] for i in idx], labels
+
+
+def _chosen(total: int, keep: int, labels: Any) -> Any:
+    """The same `keep` of `total` samples on every run and machine (seed 0; class-balanced by `labels`)."""
+    from ..data.split import truncate_indices
+
+    return truncate_indices(total, keep, 0, labels)
+
+
+def _capped(found: EvalData | None, max_samples: int | None) -> EvalData | None:
+    """`found` with at most `max_samples` samples (a text file's are already chosen)."""
+    if found is None or max_samples is None or found.samples <= max_samples:
+        return found
+    from ..data.bundle import class_labels, take
+
+    idx = _chosen(found.samples, max_samples, class_labels(found.dataset))
+    return EvalData(take(found.dataset, idx), f"{found.description}; {max_samples} of its {found.samples} samples",
+                    found.labeled)
 
 
 def _val_part(bundle: Any, origin: str) -> EvalData:
