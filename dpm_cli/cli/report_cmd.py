@@ -47,7 +47,8 @@ CHECK_HELP = (
     "  dpm check c.dpm.pt -r r.yaml --baseline orig.pt --max-accuracy-drop 1 --min-accuracy 90\n"
     "  dpm check c.dpm.pt -r r.yaml --built-from orig.pt --json > check.json\n"
     "  dpm check runs/r/model-hf -r r.yaml --baseline my-encoder/ --min-cosine 0.95 --built-from my-encoder/\n"
-    "  dpm check runs/r/model-hf --baseline my-classifier/ --data test.jsonl --max-accuracy-drop 1\n\n"
+    "  dpm check runs/r/model-hf --baseline my-classifier/ --data test.jsonl --max-accuracy-drop 1\n"
+    "  dpm check runs/r/model-hf --baseline my-encoder/ --data big.jsonl --max-samples 2000 --min-cosine 0.95\n\n"
     "Exit codes: 0 every gate passed, 1 a gate failed (or a runtime failure), 2 bad input (no gates "
     "given, unreadable model, bad shape or count, a gate without the data or labels it needs)."
 )
@@ -224,14 +225,7 @@ def check(
     )
     # before loading any model: bad gates, missing data or labels fail fast with exit 2
     limits.validate(baseline is not None, other_gates=built_from is not None)
-    if data is not None and not limits.needs_data:
-        raise ConfigError("--data given but no gate evaluates on it: add --max-accuracy-drop, --min-accuracy, "
-                          "--max-loss-increase or --min-cosine, or drop --data")
-    for given, flag, what in ((seq_len, "--seq-len", "sets the length of text data"),
-                              (max_samples, "--max-samples", "sets how many samples are evaluated")):
-        if given is not None and not limits.needs_data:
-            raise ConfigError(f"{flag} {what}, but no gate evaluates on data: add --max-accuracy-drop, "
-                              f"--min-accuracy, --max-loss-increase or --min-cosine, or drop {flag}")
+    _refuse_data_options(limits, data=data, seq_len=seq_len, max_samples=max_samples)
     where = _device(device)
     overrides = _overrides(overrides)
     # a folder on the command line names the model when the recipe does not: the original (baseline) first
@@ -259,6 +253,20 @@ def check(
     if not result.passed:
         failed = ", ".join(g.name for g in result.failed())
         raise GateFailure(f"check failed: {len(result.failed())} of {len(result.gates)} gates ({failed})")
+
+
+def _refuse_data_options(limits: Limits, **given: Any) -> None:
+    """Options about the evaluation data are bad input when no gate evaluates on data."""
+    if limits.needs_data:
+        return
+    if given["data"] is not None:
+        raise ConfigError("--data given but no gate evaluates on it: add --max-accuracy-drop, --min-accuracy, "
+                          "--max-loss-increase or --min-cosine, or drop --data")
+    for key, what in (("seq_len", "sets the length of text data"), ("max_samples", "sets how many samples are evaluated")):
+        if given[key] is not None:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} {what}, but no gate evaluates on data: add --max-accuracy-drop, "
+                              f"--min-accuracy, --max-loss-increase or --min-cosine, or drop {flag}")
 
 
 def _overrides(args: Optional[List[str]]) -> list[str]:
