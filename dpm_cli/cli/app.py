@@ -1,6 +1,7 @@
 """The `dpm` Typer application and its error handling.
 
-Exit codes: 0 success, 1 runtime failure (or a failed `dpm check` gate), 2 bad input.
+Exit codes: 0 success, 1 runtime failure (or a failed `dpm check` gate), 2 bad input, 130 Ctrl-C,
+143 SIGTERM.
 Each command lives in its own module and registers itself on `app` below.
 """
 from __future__ import annotations
@@ -12,13 +13,14 @@ import typer
 
 from ..errors import DpmError
 from ..escaping import printable
+from ..termination import EXIT_CODE as TERMINATED_EXIT, received, sigterm_stops
 
 app = typer.Typer(
     name="dpm",
     help=(
         "Decay Pruning Method: make a trained PyTorch model smaller and faster by letting redundant "
         "channels fade to zero during fine-tuning, then removing them.\n\n"
-        "Exit codes: 0 success, 1 runtime failure or failed gate, 2 bad input."
+        "Exit codes: 0 success, 1 runtime failure or failed gate, 2 bad input, 130 Ctrl-C, 143 SIGTERM."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -27,6 +29,8 @@ app = typer.Typer(
 
 _state = {"debug": False}
 _INTERRUPTED = "interrupted: a dpm prune run keeps its state; continue it with the same command and --resume"
+_TERMINATED = ("terminated (SIGTERM): a dpm prune run keeps the state of its last finished step; continue it "
+               "with the same command and --resume")
 
 
 @app.callback()
@@ -47,13 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     _register_commands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        code = app(args=argv, standalone_mode=False)
+        with sigterm_stops():  # a CI timeout or docker stop ends the run as Ctrl-C does, state kept
+            code = app(args=argv, standalone_mode=False)
     except _click_errors("ClickException") as err:  # bad options or arguments: click's own message, exit 2
         err.show()
         raise SystemExit(2)
     except _click_errors("Abort"):  # click turns Ctrl-C (KeyboardInterrupt) into Abort
-        typer.secho(_INTERRUPTED, err=True)
-        raise SystemExit(130)
+        _stopped()
     except DpmError as err:
         if debug:
             traceback.print_exc()
@@ -61,8 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         typer.secho(f"error: {printable(str(err), 2000)}", fg=typer.colors.RED, err=True)
         raise SystemExit(err.exit_code)
     except KeyboardInterrupt:
-        typer.secho(_INTERRUPTED, err=True)
-        raise SystemExit(130)
+        _stopped()
     except SystemExit:
         raise
     except Exception as err:  # a bug or a torch failure: still one line unless --debug
@@ -72,9 +75,15 @@ def main(argv: list[str] | None = None) -> None:
                     fg=typer.colors.RED, err=True)
         raise SystemExit(1)
     if code == 130:  # Typer turns Ctrl-C (KeyboardInterrupt) into Exit(130), which returns 130 here
-        typer.secho(_INTERRUPTED, err=True)
+        _stopped()
     if isinstance(code, int) and code:  # typer.Exit(code) returns its code when not standalone
         raise SystemExit(code)
+
+
+def _stopped() -> None:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143), in one line."""
+    typer.secho(_TERMINATED if received() else _INTERRUPTED, err=True)
+    raise SystemExit(TERMINATED_EXIT if received() else 130)
 
 
 def _click_errors(name: str) -> tuple[type[BaseException], ...]:

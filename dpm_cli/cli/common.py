@@ -10,7 +10,7 @@ import typer
 from ..errors import InputError
 from ..recipe import Recipe, load_recipe
 
-EXIT_CODES = "Exit codes: 0 success, 1 runtime failure, 2 bad input."
+EXIT_CODES = "Exit codes: 0 success, 1 runtime failure, 2 bad input, 130 Ctrl-C, 143 SIGTERM (state kept: --resume)."
 
 
 def split_args(args: list[str] | None) -> tuple[str | None, list[str]]:

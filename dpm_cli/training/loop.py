@@ -19,6 +19,7 @@ from ..engine import DecayPruner, recalibrate_batchnorm
 from ..engine.activation import fallback_note
 from ..engine.state import DECAYING, PRUNED
 from ..errors import TrainingError
+from ..termination import Terminated, held, stop_if_asked
 from .distributed import SINGLE, DistContext
 from .evaluate import evaluate
 from ..batch import move
@@ -153,13 +154,16 @@ class Trainer:
         if self._saved_step is None and pos.step == 0:
             self.save()  # a last good state from the start: a divergence or a kill before step checkpoint_every resumes
         try:
-            while pos.step < opts.total_steps:
-                self._run_epoch()
-        except KeyboardInterrupt:
+            with held():  # SIGTERM: this step finishes, then its state is kept as on Ctrl-C
+                while pos.step < opts.total_steps:
+                    self._run_epoch()
+        except KeyboardInterrupt as stop:
             # Between two steps the state is consistent: keep it, so --resume loses nothing.
             if not self._mid_step:
                 self._flush_events()
-                self.save()
+                if self.save():
+                    why = "SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+                    self.reporter.log(f"{why}: stopped after step {pos.step}, its state saved in {self.run_dir.state}")
             raise
         finally:
             self.reporter.stop()
@@ -178,6 +182,7 @@ class Trainer:
             self._resumed_rng = None
         batches = itertools.islice(batches, pos.batch, None)
         for batch in batches:
+            stop_if_asked()
             self._mid_step = True
             loss = self._train_step(batch)
             pos.step += 1

@@ -1,0 +1,95 @@
+"""SIGTERM (a CI timeout, `docker stop`, `timeout`, Kubernetes) stops `dpm prune` as Ctrl-C does.
+
+Measured before: `timeout -s TERM 20 dpm prune --recipe recipes/mnist-demo.yaml` died at step 45 with
+no message, left its lock files, and `--resume` started again from step 0 (the only state on disk).
+Now the step in progress finishes, its state is saved, the run says so and exits 143, and `--resume`
+continues from that step to the model an uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cli_helpers import run_cli, write_checkpoint, write_recipe
+from dpm_cli import termination
+from dpm_cli.pipeline import prune
+from dpm_cli.recipe import load_recipe
+from dpm_cli.training.loop import Trainer
+from test_resume import STEPS, assert_same_model, compact_weights, uninterrupted
+
+
+def _sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_sigterm_within_a_held_block_waits_for_the_step_and_a_second_one_does_not():
+    with termination.sigterm_stops():
+        with pytest.raises(termination.Terminated):  # outside a step: at once
+            _sigterm()
+        with pytest.raises(termination.Terminated):
+            with termination.held():
+                _sigterm()
+                ran_on = True  # the step goes on
+                assert ran_on
+                termination.stop_if_asked()  # between two steps: now
+                pytest.fail("stop_if_asked did not stop")
+        with pytest.raises(termination.Terminated):
+            with termination.held():
+                _sigterm()
+                _sigterm()  # asked twice: at once
+        with pytest.raises(termination.Terminated):
+            with termination.held():  # it came during the last step: raised when the block ends
+                _sigterm()
+        assert termination.received()
+    assert signal.getsignal(signal.SIGTERM) is not termination._on_sigterm  # the previous handler is back
+
+
+def test_sigterm_mid_step_saves_that_step_and_resume_gives_the_same_model(tmp_path, capsys, monkeypatch):
+    recipe, ckpt, reference = uninterrupted(tmp_path, capsys)
+    real = Trainer._train_step
+
+    def step_that_gets_sigterm(self, batch):
+        if self.position.step == 17:  # the 18th step, between two periodic checkpoints (every 5: 15, 20)
+            _sigterm()
+        return real(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", step_that_gets_sigterm)
+    run = tmp_path / "t"
+    with termination.sigterm_stops(), pytest.raises(termination.Terminated):
+        prune(load_recipe(recipe), model_path=ckpt, run_dir=run, output=run / "m")
+    assert torch.load(run / "state.pt", weights_only=False)["position"]["step"] == 18  # that step, finished
+    monkeypatch.setattr(Trainer, "_train_step", real)
+    code, out, err = run_cli(["prune", ckpt, "-r", recipe, "--run-dir", run, "-o", run / "m", "--resume",
+                              "--json", "-q"], capsys)
+    assert code == 0, err
+    assert_same_model(compact_weights(reference["outputs"]["module"]),
+                      compact_weights(json.loads(out)["outputs"]["module"]))
+    assert STEPS > 17
+
+
+def test_dpm_prune_sent_sigterm_says_so_exits_143_and_leaves_no_lock(tmp_path):
+    recipe, ckpt = write_recipe(tmp_path, steps=STEPS), write_checkpoint(tmp_path)
+    run = tmp_path / "k"
+    cmd = [sys.executable, "-m", "dpm_cli", "prune", str(ckpt), "-r", str(recipe), "--run-dir", str(run),
+           "-o", str(run / "m"), "training.steps=400"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    logged = lambda: (run / "metrics.jsonl").exists() and '"step": 15,' in (run / "metrics.jsonl").read_text()  # noqa: E731
+    while not logged() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == termination.EXIT_CODE, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("terminated (SIGTERM): a dpm prune run keeps the state of its last finished step")
+    stopped = next(line for line in lines if line.startswith("SIGTERM: stopped after step "))
+    step = int(stopped.split("step ")[1].split(",")[0])
+    assert 15 <= step < 400 and torch.load(run / "state.pt", weights_only=False)["position"]["step"] == step
+    assert not [p.name for p in run.iterdir() if "lock" in p.name]
