@@ -14,7 +14,9 @@ unpickled is made in `dpm_cli.trust`.
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from .artifact import (  # noqa: F401  (ARTIFACT_*, is_artifact, load_state_dict
     ARTIFACT_FORMAT, ARTIFACT_VERSION, Provenance, is_artifact, load_state_dict_strict, parse_artifact,
     rebuild_artifact,
 )
-from .errors import CheckpointError
+from .errors import CheckpointError, DpmError, OutOfSpaceError
 from .trust import build_from_factory, check_file, read_weights_only, resolve_factory, unpickle_module  # noqa: F401
 
 
@@ -114,9 +116,37 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+    except Exception as err:
+        raise out_of_space(err, path, folder) or err
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# Less than this free after a failed write means the disk filled up: torch.save then fails with
+# "[enforce fail at inline_container.cc] unexpected pos ...", not with ENOSPC, and safetensors with its
+# own SafetensorError ("I/O error: No space left on device (os error 28)").
+NEARLY_FULL = 16 * 2**20
+
+
+def out_of_space(err: BaseException, path: Path, folder: Path) -> OutOfSpaceError | None:
+    """The one line to give when writing `path` failed because its disk is full, else None. Asked
+    before the partial file is removed, while it still holds the space it took."""
+    if isinstance(err, DpmError):  # dpm's own finding (a folder that does not verify) says it better
+        return None
+    full = (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+        any(s in str(err) for s in ("No space left on device", "os error 28", "Disk quota exceeded"))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    if not (full or free < NEARLY_FULL):
+        return None
+    from .limits import human_bytes
+
+    return OutOfSpaceError(f"no space left to write {path} ({human_bytes(free)} free on its disk): free some space "
+                           "or write elsewhere (--run-dir, -o); the file was not written and any earlier one is "
+                           f"unchanged ({type(err).__name__}: {str(err)[:200]})")
 
 
 def current_umask() -> int:

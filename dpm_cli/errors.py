@@ -52,3 +52,7 @@ class PreflightError(InputError):
 
 class CompactionError(DpmError):
     """torch-pruning failed while removing the zeroed structures (the model is left as it was)."""
+
+
+class OutOfSpaceError(DpmError):
+    """An output could not be written: its disk is full (or the user's quota spent)."""

@@ -6,6 +6,7 @@ Each command lives in its own module and registers itself on `app` below.
 """
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 
@@ -71,6 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # a bug or a torch failure: still one line unless --debug
         if debug:
             traceback.print_exc()
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # a log line's append
+            typer.secho(f"error: no space left on device ({printable(str(err.filename or err), 500)}): free some "
+                        "space or write elsewhere (--run-dir, -o); a dpm prune run keeps its last saved state for "
+                        "--resume", fg=typer.colors.RED, err=True)
+            raise SystemExit(1)
         typer.secho(f"error: {type(err).__name__}: {printable(str(err), 2000)} (rerun with --debug for the traceback)",
                     fg=typer.colors.RED, err=True)
         raise SystemExit(1)

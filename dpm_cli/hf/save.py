@@ -22,7 +22,7 @@ from ..batch import output_fields, seeded_call
 from ..engine.kv_cache import set_cache
 from ..engine.outputs import relative_error
 from .. import owned
-from ..checkpoint import share_tree
+from ..checkpoint import out_of_space, share_tree
 from ..pooling import st_modules
 from ..errors import InputError
 from .dtypes import as_stored, stored_state, write_config_dtype
@@ -205,6 +205,8 @@ def save_hf(model: nn.Module, tokenizer: Any, folder: str | Path, example_inputs
             shutil.rmtree(folder)  # only a folder dpm wrote: OutputPlan.check refuses any other
         tmp.rename(folder)
         owned.record([folder / "config.json"])  # marks the folder as dpm's, for a later --force
+    except Exception as err:
+        raise out_of_space(err, folder, folder.parent) or err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
