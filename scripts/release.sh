@@ -40,14 +40,16 @@ REPORT=${REPORT:-${RUN_DIR%/}-report.md}
 dpm() { "${DPM_CMD[@]}" "$@"; }
 
 # 1. Compress, or reuse the earlier result when checkpoint, recipe, data and versions all match
-#    (a mismatch trains again: --force replaces the old result, never silently reused).
+#    (a mismatch trains again: --force replaces the old result, never silently reused). A run an
+#    earlier job's time limit stopped (SIGTERM, exit 143) is continued when its inputs match.
 dpm prune "$MODEL" -r "$RECIPE" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --run-dir "$RUN_DIR" -o "$RUN_DIR/model" --reuse --force
 COMPACT=$RUN_DIR/model.dpm.pt
 
 # 2. The recipe as the run saw it (overrides applied; a Hugging Face folder given as MODEL is the
 #    model.hf.path of a recipe that names no model, as for dpm prune), for the gates and the report.
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+STAGE=
+trap 'rm -rf "$WORK" ${STAGE:+"$STAGE"}' EXIT  # a job stopped while staging leaves no PUBLISH.partial.*
 dpm validate "$RECIPE" "$MODEL" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --show > "$WORK/recipe.yaml"
 
 # A Hugging Face folder the recipe asks for (output.hf: true) that dpm prune could not write is a note in

@@ -21,7 +21,7 @@ from cli_helpers import run_cli, write_checkpoint, write_recipe
 from dpm_cli import termination
 from dpm_cli.pipeline import prune
 from dpm_cli.recipe import load_recipe
-from dpm_cli.training.loop import Trainer
+from dpm_cli.training.loop import Trainer, TrainerHooks
 from test_resume import STEPS, assert_same_model, compact_weights, uninterrupted
 
 
@@ -93,3 +93,55 @@ def test_dpm_prune_sent_sigterm_says_so_exits_143_and_leaves_no_lock(tmp_path):
     step = int(stopped.split("step ")[1].split(",")[0])
     assert 15 <= step < 400 and torch.load(run / "state.pt", weights_only=False)["position"]["step"] == step
     assert not [p.name for p in run.iterdir() if "lock" in p.name]
+
+
+def _stopped_run(tmp_path, recipe, ckpt, at: int = 17):
+    """A run stopped between two steps (as SIGTERM leaves it), its state that of step `at`."""
+    def stop(step, _loss):
+        if step == at:
+            raise termination.Terminated
+
+    run = tmp_path / "ci"
+    with pytest.raises(termination.Terminated):
+        prune(load_recipe(recipe), model_path=ckpt, run_dir=run, output=run / "m",
+              hooks=TrainerHooks(on_step=stop))
+    return run
+
+
+def test_reuse_continues_a_run_of_the_same_inputs_that_a_timeout_stopped(tmp_path, capsys):
+    """A CI job whose prune outlives the job's time limit is stopped by SIGTERM; the next job, with the
+    run directory in its cache, ran `--reuse --force`, which started over: it never finished. Now an
+    unfinished run of exactly these inputs is continued, to the model an uninterrupted run gives."""
+    recipe, ckpt, reference = uninterrupted(tmp_path, capsys)
+    run = _stopped_run(tmp_path, recipe, ckpt)
+    code, out, err = run_cli(["prune", ckpt, "-r", recipe, "--run-dir", run, "-o", run / "m", "--reuse", "--force",
+                              "--json"], capsys)
+    assert code == 0, err
+    assert "holds an unfinished run of these inputs; continuing it" in err and "resuming at step 17" in err
+    assert_same_model(compact_weights(reference["outputs"]["module"]),
+                      compact_weights(json.loads(out)["outputs"]["module"]))
+
+
+def test_reuse_starts_over_when_the_unfinished_run_had_other_inputs(tmp_path, capsys):
+    recipe, ckpt = write_recipe(tmp_path, steps=STEPS), write_checkpoint(tmp_path)
+    run = _stopped_run(tmp_path, recipe, ckpt)
+    args = ["prune", ckpt, "-r", recipe, "--run-dir", run, "-o", run / "m", "--reuse", "training.steps=30"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 2 and "already holds a run" in err  # without --force: refused, nothing touched
+    code, out, err = run_cli([*args, "--force", "-q"], capsys)
+    assert code == 0 and "continuing it" not in err and "resuming" not in err, err
+
+
+def test_resume_refuses_another_checkpoint_than_the_run_started_from(tmp_path, capsys):
+    recipe, ckpt = write_recipe(tmp_path), write_checkpoint(tmp_path)
+    run = _stopped_run(tmp_path, recipe, ckpt, at=5)
+    other = tmp_path / "other"
+    other.mkdir()
+    other_ckpt = write_checkpoint(other, hidden=(48, 32))
+    state = torch.load(other_ckpt, weights_only=True)
+    torch.save({k: v + 1 for k, v in state.items()}, other_ckpt)  # same shapes, other weights
+    code, out, err = run_cli(["prune", other_ckpt, "-r", recipe, "--run-dir", run, "-o", run / "m", "--resume"], capsys)
+    assert code == 2 and "was started from other inputs (checkpoint: sha256" in err, err
+    code, out, err = run_cli(["prune", ckpt, "-r", recipe, "--run-dir", run, "-o", run / "m", "--resume", "-q",
+                              "training.optimizer.lr=0.02"], capsys)  # a recipe change resuming allows
+    assert code == 0, err

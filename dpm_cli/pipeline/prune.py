@@ -14,7 +14,7 @@ from .. import provenance as prov
 from ..engine import DecayPruner
 from ..batch import move
 from ..engine.cost import count_macs_params
-from ..errors import ConfigError, DpmError
+from ..errors import ConfigError, DpmError, InputError
 from ..outputs import OutputPlan, write_outputs
 from ..recipe import Recipe, dump_recipe
 from ..recipe.schema import describe_decay
@@ -30,7 +30,7 @@ from .context import (RunContext, decay_overrun, dpm_config, folder_groups_probl
 from .data_size import data_size_notes
 from .memory import check_memory
 from .pretrain import pretrain_dense
-from .reuse import output_hashes, reusable, summary_from
+from .reuse import output_hashes, record_start, resume_problem, reusable, summary_from, unfinished
 
 
 @dataclass
@@ -121,6 +121,11 @@ def prune(recipe: Recipe, *, model_path: str | Path | None = None, run_dir: str 
         reporter.log(f"reading {model_input} ({size / 2**30:.1f} GiB): its hash for the provenance record, "
                      "then the model")
     record = prov.record(recipe, model_path or recipe.model.checkpoint)
+    if reuse and not resume and unfinished(record, run):  # e.g. a CI job's timeout stopped it (SIGTERM)
+        reporter.log(f"--reuse: {run.name} holds an unfinished run of these inputs; continuing it (as --resume)")
+        resume = True
+    if resume and (problem := resume_problem(record, run)):
+        raise InputError(problem)
     # Before outputs.check: that refuses existing outputs without --force, and a match reuses them.
     if reuse and (earlier := reusable(record, run, outputs, force=force)) is not None:
         summary = summary_from(earlier, PruneSummary)
@@ -151,6 +156,8 @@ def _prune(recipe: Recipe, model_path: str | Path | None, run: RunDir, outputs: 
     def prepare() -> None:
         outputs.lock()  # first: a second run writing the same outputs stops before touching its run dir
         run.prepare(resume=resume, force=force, recipe_text=dump_recipe(recipe), inputs=inputs)
+        if not resume:
+            record_start(run, record)
 
     # The run directory is created only once the model and data have loaded: bad input leaves nothing.
     ctx = load_context(recipe, model_path, trust=trust, dist=dist, log=reporter.log,

@@ -20,6 +20,38 @@ from ..outputs import OutputPlan
 from ..training.rundir import RunDir
 
 
+# The provenance of a run, written when it starts: a run stopped before its summary (a CI job's
+# timeout) is known by it, so `--reuse` continues it and `--resume` refuses other inputs.
+STARTED_FROM = "provenance.json"
+
+
+def record_start(run: RunDir, record: dict[str, Any]) -> None:
+    run.write_text(run.path / STARTED_FROM, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def unfinished(record: dict[str, Any], run: RunDir) -> bool:
+    """Whether `run` holds a run of exactly these inputs (checkpoint, recipe, data, versions) that
+    stopped before it wrote its summary, with state to continue from: `--reuse` then resumes it."""
+    if (run.path / "summary.json").exists() or not run.state.is_file():
+        return False
+    started = _read(run.path / STARTED_FROM)
+    return started is not None and not provenance.differences(started, record, versions=True)
+
+
+def resume_problem(record: dict[str, Any], run: RunDir) -> str | None:
+    """Why `--resume` must not continue the run in `run` with these inputs, or None. The recipe may
+    change where resuming allows it (rundir.recipe_changes says what); the checkpoint and the data may
+    not: the run's state was trained from them. A run of an older dpm recorded nothing: not checked."""
+    started = _read(run.path / STARTED_FROM)
+    if started is None:
+        return None
+    reasons = [r for r in provenance.differences(started, record, versions=False) if not r.startswith("recipe")]
+    if not reasons:
+        return None
+    return (f"--resume: {run.name} was started from other inputs ({'; '.join(reasons)}); resume with the checkpoint "
+            "and data it was started from, or start over with --force and without --resume")
+
+
 def output_hashes(files: dict[str, str]) -> dict[str, str]:
     return {fmt: provenance.sha256_path(path) for fmt, path in files.items()}
 

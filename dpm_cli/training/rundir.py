@@ -42,7 +42,7 @@ _HEADER = "# dpm recipe, fully resolved"  # dump_recipe's first line: how run fo
 
 class RunDir:
     OWN = ("recipe.yaml", "metrics.jsonl", "events.jsonl", "norms.jsonl", "state.pt", "state.pending.pt", "dense.pt",
-           "summary.json")
+           "summary.json", "provenance.json")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -149,9 +149,11 @@ class RunDir:
         decay phase longer than training, heads a folder cannot record: refusals that need the built
         pruner). Its marker and recipe alone would make the next run here need --force. A run that
         wrote logs, state or a dense model keeps everything."""
-        if not self._new or any((self.path / name).exists() for name in self.OWN if name != "recipe.yaml"):
+        written_first = ("recipe.yaml", "provenance.json")
+        if not self._new or any((self.path / name).exists() for name in self.OWN if name not in written_first):
             return
-        self.recipe.unlink(missing_ok=True)
+        for name in written_first:
+            (self.path / name).unlink(missing_ok=True)
         self.marker.unlink(missing_ok=True)
         self._new = False
 
