@@ -16,13 +16,31 @@ SUFFIXES = {".onnx": ("an ONNX graph", "exported", "export the pruned model agai
             ".engine": ("a TensorRT engine", "built", "build the engine from the pruned model again")}
 
 
-def foreign_format(path: Path) -> str | None:
-    """What the file is, and what to give dpm instead, when it is another framework's model; else None."""
+# A repository cloned without git-lfs holds, for each large file, a pointer of ~130 bytes in its place.
+# safetensors read one as "header too large", torch.load as "the file is corrupt".
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+LFS_FIX = "fetch the contents with `git lfs pull` in the clone (a Hugging Face repository: or `hf download ID --local-dir DIR`)"
+
+
+def lfs_pointers(folder: Path) -> list[str]:
+    """The large files of a model folder (weights, tokenizer) that are Git LFS pointers, not contents."""
+    candidates = [*folder.glob("*.safetensors"), *folder.glob("*.model"), folder / "tokenizer.json"]
+    return sorted(p.name for p in candidates if p.is_file() and _head(p, len(LFS_POINTER)) == LFS_POINTER)
+
+
+def _head(path: Path, n: int) -> bytes:
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            return f.read(n)
     except OSError:
-        return None
+        return b""
+
+
+def foreign_format(path: Path) -> str | None:
+    """What the file is, and what to give dpm instead, when it is another framework's model; else None."""
+    head = _head(path, len(LFS_POINTER))
+    if head == LFS_POINTER:
+        return f"a Git LFS pointer ({path.stat().st_size} bytes), not the file's contents: {LFS_FIX}"
     for magic, what, made, after in MAGIC:
         if head.startswith(magic):
             return f"{what}, not a PyTorch checkpoint; {BACK.format(made=made, after=after)}"

@@ -81,3 +81,39 @@ def test_a_foreign_model_with_a_factory_recipe_is_named_before_the_data_is_read(
                       f"data: {{source: digits}}\noutput: {{dir: {tmp_path / 'run'}}}\n")
     code, out, err = run_cli(["prune", gguf, "-r", recipe], capsys)
     assert code == 2 and "is a GGUF file (llama.cpp), not a PyTorch checkpoint" in err, err
+
+
+LFS = (b"version https://git-lfs.github.com/spec/v1\noid sha256:4b4d0f1a2c3e5d6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f"
+       b"5a6b7c8d9e0f\nsize 90868416\n")  # what a clone without git-lfs holds in place of a large file
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "tokenizer.json"])
+def test_a_folder_cloned_without_git_lfs_is_named_in_one_line(tmp_path, capsys, weights):
+    """A Hugging Face repository cloned without git-lfs has ~130-byte pointers for its large files:
+    `dpm report` and `dpm prune` said "transformers cannot load it ... header too large"."""
+    pytest.importorskip("transformers")
+    from hf_helpers import bert_folder, text_file, write_recipe
+
+    folder = bert_folder(tmp_path / "clone")
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt"))
+    (folder / weights).write_bytes(LFS)
+    for args in (["report", folder], ["prune", "-r", recipe]):
+        code, out, err = run_cli(args, capsys)
+        assert code == 2 and f"{weights} is a Git LFS pointer, not the file's contents: fetch the contents with " \
+                              "`git lfs pull`" in err, err
+
+
+def test_a_checkpoint_or_data_file_that_is_a_git_lfs_pointer_is_named_not_trained_on(tmp_path, capsys):
+    """A text data file that was a pointer was read as three lines of text and trained on."""
+    pointer = tmp_path / "model.pt"
+    pointer.write_bytes(LFS)
+    code, out, err = run_cli(["report", pointer, "--input-shape", "1,8"], capsys)
+    assert code == 2 and f"model.pt is a Git LFS pointer ({len(LFS)} bytes), not the file's contents" in err, err
+    from dpm_cli.data import load_data
+    from dpm_cli.errors import InputError
+
+    for name in ("train.txt", "train.pt"):
+        (tmp_path / name).write_bytes(LFS)
+        source = "text" if name.endswith(".txt") else "tensors"
+        with pytest.raises(InputError, match=f"{name} is .*Git LFS pointer"):
+            load_data(source, path=tmp_path / name, **({"tokenizer": object()} if source == "text" else {}))

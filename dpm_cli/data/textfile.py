@@ -36,6 +36,10 @@ def read_characters(path: Path) -> str:
     if size > MAX_BYTES:
         raise _too_large(path, size)
     raw = path.read_bytes()
+    from ..foreign import LFS_FIX, LFS_POINTER
+
+    if raw.startswith(LFS_POINTER):  # read as text, its three lines were three training examples
+        raise InputError(f"{path} is a Git LFS pointer ({size} bytes), not the data: {LFS_FIX}")
     if raw.startswith(GZIP):
         raw = _gunzip(path, raw)
     for magic, what, how in BINARY:

@@ -70,6 +70,11 @@ def check_folder(path: Path) -> None:
             raise CheckpointError(f"{path} holds a PEFT adapter (adapter_config.json), not a model: merge it into its "
                                   "base model (model.merge_and_unload()) and save that with save_pretrained")
         raise CheckpointError(f"{path} has no config.json: not a Hugging Face model folder")
+    from ..foreign import LFS_FIX, lfs_pointers
+
+    if pointers := lfs_pointers(path):
+        raise CheckpointError(f"{path}: {', '.join(pointers)} {'is a Git LFS pointer' if len(pointers) == 1 else 'are Git LFS pointers'}"
+                              f", not the file's contents: {LFS_FIX}")
     quantized = _quantization(path)
     if quantized:
         raise CheckpointError(f"{path} holds a quantized model ({quantized}, config.json quantization_config): dpm "
