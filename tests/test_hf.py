@@ -498,3 +498,31 @@ def test_texts_cut_at_seq_len_are_said(tmp_path, bert, capsys):
                for n in notes), notes
     code, out, err = run_cli(["prune", "-r", recipe, "--json", "--force"], capsys)  # seq_len 24: they fit
     assert code == 0 and not any("fill model.seq_len" in n for n in json.loads(out)["notes"])
+
+
+def test_a_weights_file_cut_short_or_a_missing_shard_is_named(tmp_path, bert, capsys):
+    """An interrupted download or copy: transformers said "incomplete metadata, file not fully covered"."""
+    import shutil
+
+    import transformers
+
+    cut = tmp_path / "cut"
+    shutil.copytree(bert, cut)
+    weights = cut / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:
+        f.truncate(size // 2)
+    says = f"model.safetensors is cut short ({size // 2:,} of the {size:,} bytes its header describes): copy or " \
+           "download the folder again"
+    with pytest.raises(CheckpointError, match=re.escape(says)):
+        load_hf(cut)
+    sharded = tmp_path / "sharded"
+    transformers.AutoModel.from_pretrained(str(bert)).save_pretrained(str(sharded), max_shard_size="20KB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        if (bert / name).is_file():
+            shutil.copy(bert / name, sharded / name)
+    load_hf(sharded)  # whole: loads
+    shard = sorted(sharded.glob("model-*.safetensors"))[1]
+    shard.unlink()
+    code, out, err = run_cli(["report", sharded], capsys)
+    assert code == 2 and f"{shard.name}, named in model.safetensors.index.json, is missing" in err, err

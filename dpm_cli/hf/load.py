@@ -75,6 +75,10 @@ def check_folder(path: Path) -> None:
     if pointers := lfs_pointers(path):
         raise CheckpointError(f"{path}: {', '.join(pointers)} {'is a Git LFS pointer' if len(pointers) == 1 else 'are Git LFS pointers'}"
                               f", not the file's contents: {LFS_FIX}")
+    from .weights_files import cut_short
+
+    if short := cut_short(path):  # an interrupted download or copy
+        raise CheckpointError(f"{path}: {short}: copy or download the folder again")
     quantized = _quantization(path)
     if quantized:
         raise CheckpointError(f"{path} holds a quantized model ({quantized}, config.json quantization_config): dpm "

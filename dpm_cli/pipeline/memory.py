@@ -20,54 +20,22 @@ above what is free now it is said, and the run goes on.
 """
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 
-HEADER_LIMIT = 100 * 2**20  # a safetensors header larger than this is no header: count nothing
-
-
 def stored_parameters(path: str | Path) -> int | None:
     """Parameters in a Hugging Face folder's safetensors files (every tensor's element count, read from
     the headers); None when unknown. A checkpoint file is not counted: its size says nothing exact (it may
     hold an optimizer's state beside the weights), and a guess must not refuse a run that would fit."""
+    from ..hf.weights_files import stored_elements, weights_files
+
     path = Path(path)
-    if not path.is_dir():
-        return None
-    files = [path / "model.safetensors"]
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()
-            files = [path / name for name in sorted(set(shards)) if isinstance(name, str) and "/" not in name]
-        except (OSError, ValueError, AttributeError):
-            return None
-    counts = [_safetensors_elements(f) for f in files]
+    files = weights_files(path) if path.is_dir() else None
+    counts = [stored_elements(f) for f in files or []]
     return None if not counts or None in counts else sum(counts)  # type: ignore[arg-type]
-
-
-def _safetensors_elements(file: Path) -> int | None:
-    try:
-        with open(file, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if size > HEADER_LIMIT:
-                return None
-            header = json.loads(f.read(size))
-    except (OSError, ValueError, struct.error):
-        return None
-    total = 0
-    for name, entry in header.items():
-        if name == "__metadata__" or not isinstance(entry, dict):
-            continue
-        count = 1
-        for dim in entry.get("shape", []):
-            count *= int(dim)
-        total += count
-    return total
 
 
 def _has_copy(recipe: Any) -> bool:
