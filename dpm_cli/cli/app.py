@@ -7,6 +7,7 @@ Each command lives in its own module and registers itself on `app` below.
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 import traceback
 
@@ -14,7 +15,7 @@ import typer
 
 from ..errors import DpmError
 from ..escaping import printable
-from ..termination import EXIT_CODE as TERMINATED_EXIT, received, sigterm_stops
+from ..termination import EXIT_CODE as TERMINATED_EXIT, graceful_stop, received
 
 app = typer.Typer(
     name="dpm",
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     _register_commands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        with sigterm_stops():  # a CI timeout or docker stop ends the run as Ctrl-C does, state kept
+        with graceful_stop():  # Ctrl-C, a CI timeout or docker stop: the step finishes, its state is kept
             code = app(args=argv, standalone_mode=False)
     except _click_errors("ClickException") as err:  # bad options or arguments: click's own message, exit 2
         err.show()
@@ -88,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def _stopped() -> None:
     """Ctrl-C (exit 130) or SIGTERM (exit 143), in one line."""
-    typer.secho(_TERMINATED if received() else _INTERRUPTED, err=True)
-    raise SystemExit(TERMINATED_EXIT if received() else 130)
+    by_sigterm = received() == signal.SIGTERM
+    typer.secho(_TERMINATED if by_sigterm else _INTERRUPTED, err=True)
+    raise SystemExit(TERMINATED_EXIT if by_sigterm else 130)
 
 
 def _click_errors(name: str) -> tuple[type[BaseException], ...]:
