@@ -45,8 +45,13 @@ def import_transformers() -> Any:
     except Exception as err:  # ImportError, or a RuntimeError from a mismatched torchvision
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise DpmError(f"Hugging Face transformers cannot be imported ({type(err).__name__}: {first}); "
-                       "install it with pip install transformers (and a torchvision matching torch, or none)"
+                       "install it with pip install 'dpm-cli[hf]' (transformers; and a torchvision matching torch, or none)"
                        ) from err
+    major = str(getattr(transformers, "__version__", "5")).split(".")[0]
+    if major.isdigit() and int(major) < 5:  # stacked experts, head-size configs, dtypes: transformers 5's
+        raise DpmError(f"dpm's Hugging Face support is built for transformers 5 (found {transformers.__version__}, "
+                       "whose mixture-of-experts, seq2seq and bfloat16 folders it gets wrong): "
+                       "pip install -U 'dpm-cli[hf]' (transformers>=5)")
     transformers.utils.logging.disable_progress_bar()  # dpm draws its own progress
     try:
         from huggingface_hub.utils import disable_progress_bars
