@@ -42,7 +42,9 @@ def _drop(value: Any) -> Any:
 
 def hf_provenance(model: nn.Module, example_inputs: Any) -> tuple[Provenance | None, str | None]:
     """How a dpm artifact rebuilds `model` (its config as it is now, before pruning), or why it cannot."""
-    import transformers
+    from .load import import_transformers
+
+    transformers = import_transformers()  # transformers 5, or one line
 
     name = type(model).__name__
     if getattr(transformers, name, None) is not type(model):

@@ -48,7 +48,9 @@ def from_config(architecture: str, config: dict[str, Any] | None = None) -> nn.M
     why = config_problem(dict(config or {}))
     if why:
         raise ConfigError(f"transformers {why}; remove it")
-    import transformers
+    from ..hf.load import import_transformers
+
+    transformers = import_transformers()  # transformers 5, or one line
 
     name = str(architecture)
     cls = getattr(transformers, name, None) if name.isidentifier() and not name.startswith("_") else None
