@@ -541,3 +541,38 @@ def test_transformers_4_is_refused_in_one_line_naming_the_version(monkeypatch, t
         import_transformers()
     code, out, err = run_cli(["report", bert], capsys)
     assert code == 1 and "pip install -U 'dpm-cli[hf]' (transformers>=5)" in err and "Traceback" not in err
+
+
+def test_the_pruned_folders_card_keeps_the_sources_licence_and_its_licence_file(tmp_path, capsys):
+    """The card dpm writes replaced the source's and dropped its `license: apache-2.0`: a release step that
+    published the folder published a derivative without its terms."""
+    from hf_helpers import bert_folder, text_file, write_recipe
+
+    from dpm_cli.hf.card import source_metadata
+
+    folder = bert_folder(tmp_path / "src")
+    (folder / "README.md").write_text("---\nlanguage: [en, de]\nlicense: apache-2.0\npipeline_tag: feature-extraction\n"
+                                      "tags: [sentence-transformers]\ndatasets: [snli]\nbase_model: an/ancestor\n---\n"
+                                      "# The source model\n")
+    (folder / "LICENSE").write_text("Apache License 2.0 ...\n")
+    assert source_metadata(folder) == {"license": "apache-2.0", "language": ["en", "de"],
+                                       "pipeline_tag": "feature-extraction", "tags": ["sentence-transformers"]}
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt"))
+    code, out, err = run_cli(["prune", "-r", recipe, "-q"], capsys)
+    assert code == 0, err
+    written = tmp_path / "run" / "model-hf"
+    card = (written / "README.md").read_text()
+    meta = card.split("---\n")[1]
+    assert "license: apache-2.0\n" in meta and "pipeline_tag: feature-extraction\n" in meta
+    assert "- sentence-transformers\n- dpm\n" in meta and "datasets" not in meta and "base_model" not in meta
+    assert "License: `apache-2.0`, the source model's" in card and "# The source model" not in card
+    assert (written / "LICENSE").read_text() == "Apache License 2.0 ...\n"
+
+
+@pytest.mark.parametrize("readme", ["no metadata\n", "---\nlicense: !!python/object/apply:os.system [echo hi]\n---\n",
+                                    "---\n[unclosed\n---\n", "---\nlicense: {a: 1}\ntags: [1, 2]\n---\n"])
+def test_a_source_card_that_is_odd_or_hostile_carries_nothing(tmp_path, readme):
+    from dpm_cli.hf.card import source_metadata
+
+    (tmp_path / "README.md").write_text(readme)
+    assert source_metadata(tmp_path) == {}

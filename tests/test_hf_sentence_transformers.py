@@ -36,6 +36,7 @@ def test_a_pruned_minilm_folder_is_a_sentence_transformer_giving_the_compact_mod
     # its own model card (the source's README.md describes the unpruned model), in the Hub's format
     summary, card = json.loads(out), (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: sentence-transformers\n") and "all-MiniLM-L6-v2" not in card
+    assert "\nlicense: apache-2.0\n" in card and "\nlanguage: en\n" in card  # the source card's terms, kept
     assert f"| parameters | {int(summary['params_before']):,} -> {int(summary['params_after']):,} " in card
     encoder = sentence_transformers.SentenceTransformer(str(folder), device="cpu", local_files_only=True)
     texts = ["The cat sat on the mat.", "Pruning removes whole channels from a trained network, not single weights."]

@@ -39,7 +39,9 @@ from .prunable import (FFN_WIDTH_KEYS, config_scopes, config_value, expert_layer
 # folders (pooling, normalize, a Dense projection of the hidden width dpm keeps), and the image or audio
 # processor's settings, without which AutoImageProcessor/AutoFeatureExtractor cannot load the folder.
 EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
-               "preprocessor_config.json", "processor_config.json")
+               "preprocessor_config.json", "processor_config.json",
+               # the source's licence files: the pruned model is a derivative, published under its terms
+               "LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE", "NOTICE.txt", "NOTICE.md")
 EXTRA_DIRS = ("1_Pooling", "2_Normalize")
 
 
