@@ -52,8 +52,8 @@ STAGE=
 trap 'rm -rf "$WORK" ${STAGE:+"$STAGE"}' EXIT  # a job stopped while staging leaves no PUBLISH.partial.*
 dpm validate "$RECIPE" "$MODEL" ${OVERRIDES[@]+"${OVERRIDES[@]}"} --show > "$WORK/recipe.yaml"
 
-# A Hugging Face folder the recipe asks for (output.hf: true) that dpm prune could not write is a note in
-# its summary, not a failed run: a release without it would publish less than its consumers load.
+# A Hugging Face folder the recipe asks for (output.hf: true) and the run directory lacks: dpm prune fails
+# (exit 1) when it cannot write it; this also covers a folder deleted since, or a dpm that only noted it.
 if sed -n '/^output:/,/^[^ ]/p' "$WORK/recipe.yaml" | grep -q '^  hf: true' && [ ! -d "$RUN_DIR/model-hf" ]; then
   why=$(grep -o 'Hugging Face folder not written[^"]*' "$RUN_DIR/summary.json" 2>/dev/null | head -1 || true)
   die "the recipe asks for a Hugging Face folder (output.hf: true) and dpm prune did not write it${why:+: $why}; nothing published" 1

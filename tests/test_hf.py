@@ -576,3 +576,25 @@ def test_a_source_card_that_is_odd_or_hostile_carries_nothing(tmp_path, readme):
 
     (tmp_path / "README.md").write_text(readme)
     assert source_metadata(tmp_path) == {}
+
+
+def test_a_folder_that_cannot_be_written_at_save_fails_the_run_and_keeps_the_other_outputs(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """It was a note and exit 0: a CI step that asked for the folder (output.hf: true) went on without it
+    (only scripts/release.sh checked). The summary and the other outputs are still written."""
+    from hf_helpers import bert_folder, text_file, write_recipe
+
+    import dpm_cli.hf as hf
+
+    def cannot(*args, **kwargs):
+        raise HFFormatError("the saved folder does not load as BertModel")
+
+    monkeypatch.setattr(hf, "save_hf", cannot)
+    recipe = write_recipe(tmp_path, bert_folder(tmp_path / "src"), text_file(tmp_path / "t.txt"))
+    code, out, err = run_cli(["prune", "-r", recipe, "--json", "-q"], capsys)
+    assert code == 1, err
+    assert err.strip().splitlines()[-1].startswith("error: Hugging Face folder not written: the saved folder does not "
+                                                   "load as BertModel; the compact model is in ")
+    summary = json.loads(out)  # the summary is still printed and written
+    assert "hf" not in summary["outputs"] and all(Path(p).is_file() for p in summary["outputs"].values())
+    assert (tmp_path / "run" / "summary.json").is_file() and not (tmp_path / "run" / "model-hf").exists()

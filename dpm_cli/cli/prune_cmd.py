@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .app import app
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, DpmError, InputError
 from ..escaping import printable
 from .common import EXIT_CODES, emit_json, human, read_recipe, split_args
 
@@ -62,8 +62,19 @@ def prune(
         return
     if json_out:
         emit_json(summary.to_dict())
-        return
-    _show_summary(summary)
+    else:
+        _show_summary(summary)
+    _refuse_missing_folder(r, summary)
+
+
+def _refuse_missing_folder(r, summary) -> None:
+    """Exit 1 when the recipe asked for a Hugging Face folder and it could not be written (its config
+    could not describe the compact model): the other outputs and the summary are kept, but a release
+    step must not go on as if the folder were there."""
+    if r.output.hf and "hf" not in summary.outputs:
+        why = next((n for n in summary.notes if n.startswith("Hugging Face folder not written")),
+                   "Hugging Face folder not written")
+        raise DpmError(f"{why} (output.hf: true asked for it)")
 
 
 def _show_summary(s) -> None:

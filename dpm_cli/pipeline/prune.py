@@ -258,7 +258,7 @@ def _finish(recipe: Recipe, ctx: RunContext, trainer: Trainer, pruner: DecayPrun
 def _write_hf(ctx: RunContext, model: nn.Module, outputs: OutputPlan, summary: PruneSummary,
               record: dict[str, Any]) -> None:
     """BASE-hf/: save_pretrained + tokenizer, checked by loading it back; a shape the architecture's
-    config cannot hold is a note (the other outputs hold the model), not a failed run."""
+    config cannot hold is a note here (the other outputs hold the model); the CLI then exits 1 (prune_cmd)."""
     from ..hf import HFFormatError, save_hf
     from ..hf.card import model_card
 
