@@ -598,3 +598,18 @@ def test_a_folder_that_cannot_be_written_at_save_fails_the_run_and_keeps_the_oth
     summary = json.loads(out)  # the summary is still printed and written
     assert "hf" not in summary["outputs"] and all(Path(p).is_file() for p in summary["outputs"].values())
     assert (tmp_path / "run" / "summary.json").is_file() and not (tmp_path / "run" / "model-hf").exists()
+
+
+def test_prune_names_a_folder_cut_short_before_hashing_it(tmp_path, capsys, monkeypatch):
+    """Hashing a large folder for the provenance record takes minutes; a folder that cannot load is said first."""
+    from hf_helpers import bert_folder, text_file, write_recipe
+
+    from dpm_cli import provenance
+
+    folder = bert_folder(tmp_path / "src")
+    recipe = write_recipe(tmp_path, folder, text_file(tmp_path / "t.txt"))
+    with open(folder / "model.safetensors", "r+b") as f:
+        f.truncate(1000)
+    monkeypatch.setattr(provenance, "record", lambda *a, **k: pytest.fail("hashed the folder first"))
+    code, out, err = run_cli(["prune", "-r", recipe], capsys)
+    assert code == 2 and "model.safetensors is cut short (1,000 bytes, less than its 3," in err, err

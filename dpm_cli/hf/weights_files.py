@@ -40,6 +40,16 @@ def read_header(file: Path) -> tuple[int, dict[str, Any]] | None:
     return (size, header) if isinstance(header, dict) else None
 
 
+def _header_length(file: Path) -> int | None:
+    """The header length a safetensors file's first 8 bytes declare, or None if not plausibly one."""
+    try:
+        with open(file, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+    except (OSError, struct.error):
+        return None
+    return size if 0 < size <= HEADER_LIMIT else None
+
+
 def _entries(header: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for name, e in header.items() if name != "__metadata__" and isinstance(e, dict)]
 
@@ -63,11 +73,15 @@ def cut_short(folder: Path) -> str | None:
     for file in weights_files(folder) or []:
         if not file.is_file():
             return f"{file.name}, named in {INDEX}, is missing" if (folder / INDEX).is_file() else None
+        size = file.stat().st_size
+        declared = _header_length(file)
+        if declared is not None and 8 + declared > size:  # cut inside the header itself
+            return f"{file.name} is cut short ({size:,} bytes, less than its {8 + declared:,}-byte header)"
         read = read_header(file)
         if read is None:
             continue  # not a header dpm can read: transformers' own error says what it is
         ends = [e.get("data_offsets", [0, 0])[-1] for e in _entries(read[1])]
         expected = 8 + read[0] + max((int(end) for end in ends if isinstance(end, int)), default=0)
-        if (size := file.stat().st_size) < expected:
+        if size < expected:
             return f"{file.name} is cut short ({size:,} of the {expected:,} bytes its header describes)"
     return None

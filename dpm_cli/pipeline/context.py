@@ -103,7 +103,8 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
 def check_model_input(recipe: Recipe, model_path: str | Path | None) -> None:
     """What can be told of MODEL from its path and first bytes, before it is hashed, the outputs are
     checked or any data is read: a file where the recipe prunes a Hugging Face folder, another framework's
-    model, a folder's weights file. (It was said after the data loaded, or after "BASE exists".)"""
+    model, a folder's weights file, a folder that cannot load (check_folder). (It was said after the data
+    loaded, after "BASE exists", or after hashing the folder.)"""
     from ..trust import check_file
 
     path = model_path or recipe.model.checkpoint or recipe.model.hf.path
@@ -112,6 +113,9 @@ def check_model_input(recipe: Recipe, model_path: str | Path | None) -> None:
     if recipe.model.hf.path is not None:
         if model_path is not None and not Path(model_path).is_dir():
             raise InputError(_not_a_folder(Path(model_path)))
+        from ..hf.load import check_folder
+
+        check_folder(Path(path))  # LFS pointers, a file cut short, quantized: before minutes of hashing
     elif not Path(path).is_dir():
         check_file(Path(path))
 
