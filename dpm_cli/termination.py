@@ -60,7 +60,8 @@ def graceful_stop() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         yield
         return
-    previous = {s: signal.signal(s, _on_signal) for s in _SAYS}
+    # a signal the process was started ignoring (nohup, a script's background job) stays ignored
+    previous = {s: signal.signal(s, _on_signal) for s in _SAYS if signal.getsignal(s) is not signal.SIG_IGN}
     _state["received"] = None
     try:
         yield

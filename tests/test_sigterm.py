@@ -51,6 +51,17 @@ def test_a_sigterm_within_a_held_block_waits_for_the_step_and_a_second_one_does_
     assert signal.getsignal(signal.SIGTERM) is not termination._on_signal  # the previous handler is back
 
 
+def test_a_signal_the_process_ignores_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as nohup or a script's background job starts it
+    try:
+        with termination.graceful_stop():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is termination._on_signal
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, termination.Terminated),
                                             (signal.SIGINT, KeyboardInterrupt)])
 def test_a_signal_mid_step_saves_that_step_and_resume_gives_the_same_model(tmp_path, capsys, monkeypatch,
