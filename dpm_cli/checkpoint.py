@@ -40,6 +40,7 @@ class LoadedModel:
     model: nn.Module
     kind: str  # "state_dict" | "artifact" | "module"
     provenance: Any = None  # artifact.Provenance or None
+    note: str | None = None  # how the checkpoint's keys were read, when not as they were
 
 
 def load_model(
@@ -84,9 +85,27 @@ def load_checkpoint(
                 "(recipe model.factory, e.g. 'dpm_cli.models:resnet56')"
             )
         model = build_from_factory(factory, factory_kwargs)
+        obj, prefix = without_prefix(obj, list(model.state_dict()))
         load_state_dict_strict(model, obj, source=str(path))
-        return LoadedModel(model, "state_dict", Provenance(factory, dict(factory_kwargs or {}), input_shape))
+        note = (f"the checkpoint's keys carry the prefix {prefix!r} (the attribute a LightningModule, DataParallel "
+                "or torch.compile held the model in): read without it") if prefix else None
+        return LoadedModel(model, "state_dict", Provenance(factory, dict(factory_kwargs or {}), input_shape), note)
     raise CheckpointError(f"{path}: holds {type(obj).__name__}, not a state_dict, a dpm artifact or a module")
+
+
+def without_prefix(state: dict[str, Any], own: list[str]) -> tuple[dict[str, Any], str | None]:
+    """`state` with the one prefix every key carries removed, when the keys are then exactly the model's
+    (`model.` of a Lightning checkpoint's state_dict, `module.` of DataParallel, `_orig_mod.` of
+    torch.compile); else `state` as it is. Only an exact match is taken: no key is guessed."""
+    if not own or set(state) == set(own):
+        return state, None
+    first = next(iter(state))
+    for key in own:
+        if first.endswith(key) and first != key:
+            prefix = first[: -len(key)]
+            if all(k.startswith(prefix) for k in state) and {k[len(prefix):] for k in state} == set(own):
+                return {k[len(prefix):]: v for k, v in state.items()}, prefix
+    return state, None
 
 
 def atomic_save(obj: Any, path: str | os.PathLike, *, force: bool = False) -> Path:

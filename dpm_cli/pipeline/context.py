@@ -87,6 +87,7 @@ def load_context(recipe: Recipe, model_path: str | Path | None = None, *, trust:
         loaded = load_checkpoint(path, factory=m.factory, factory_kwargs=dict(m.kwargs), trust=trust,
                                  input_shape=shape)
         ctx.model, ctx.provenance = loaded.model, loaded.provenance
+        ctx.notes += [loaded.note] if loaded.note else []
         if ctx.provenance is not None and ctx.provenance.input_shape is None:
             ctx.provenance.input_shape = shape
     elif dense_model is not None and recipe.model.factory:

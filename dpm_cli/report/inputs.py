@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,8 @@ def load_for_measuring(path: str | Path, setup: ModelSetup, trust: bool = False)
     if not hasattr(checkpoint, "load_checkpoint"):  # older checkpoint module: no provenance
         return checkpoint.load_model(path, **kwargs), None
     loaded = checkpoint.load_checkpoint(path, **kwargs)
+    if getattr(loaded, "note", None):  # stderr: --json on stdout stays machine-readable
+        sys.stderr.write(f"note: {loaded.note}\n")
     inputs = getattr(loaded.provenance, "example_inputs", None)
     if isinstance(inputs, dict):  # a token model's artifact: its stored inputs, at the length it was pruned at
         return loaded.model, inputs
