@@ -30,7 +30,8 @@ from .artifact import (  # noqa: F401  (ARTIFACT_*, is_artifact, load_state_dict
     rebuild_artifact,
 )
 from .errors import CheckpointError, DpmError, OutOfSpaceError
-from .trust import build_from_factory, check_file, read_weights_only, resolve_factory, unpickle_module  # noqa: F401
+from .trust import (PickledCode, build_from_factory, check_file, read_weights_only, resolve_factory,  # noqa: F401
+                    unpickle, unpickle_module)
 
 
 @dataclass
@@ -70,8 +71,10 @@ def load_checkpoint(
     path = Path(path)
     check_file(path)
     obj = read_weights_only(path)
-    if obj is None:
-        return LoadedModel(unpickle_module(path, trust), "module")
+    if isinstance(obj, PickledCode):
+        obj = unpickle(path, trust, obj)  # with trust only: a module, or a dict with objects among its tensors
+        if isinstance(obj, nn.Module):
+            return LoadedModel(obj, "module")
     if is_artifact(obj):
         provenance = parse_artifact(obj, str(path))
         model = rebuild_artifact(obj, source=str(path), factory=factory, factory_kwargs=factory_kwargs, trust=trust)

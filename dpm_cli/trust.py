@@ -23,6 +23,7 @@ import pickle
 import re
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -267,16 +268,25 @@ def check_plain(value: Any, what: str) -> None:
 
 # --- reading files --------------------------------------------------------------------------------------
 
+@dataclass
+class PickledCode:
+    """What torch.load(weights_only=True) refused to import: the first class or function the file names."""
+
+    name: str
+
+
 def read_weights_only(path: Path) -> Any:
-    """torch.load with weights_only=True; None when the file holds pickled code (a whole module)."""
+    """torch.load with weights_only=True; PickledCode when the file holds pickled code (a whole module,
+    or an object among its tensors, such as a Lightning checkpoint's hyper_parameters Namespace)."""
     try:
         with warnings.catch_warnings():  # e.g. "pickle protocol 128" on a mangled file: the error says it
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # A whole module fails on its classes ("Unsupported global"); anything else is a broken file.
-        if "Unsupported global" in str(err):
-            return None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found or "Unsupported global" in str(err):
+            return PickledCode(found.group(1)[:120] if found else "an object")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the file is corrupt or not "
                               "written by torch.save)") from err
     except Exception as err:  # torch raises IndexError, RuntimeError, EOFError, ... on random bytes
@@ -284,17 +294,23 @@ def read_weights_only(path: Path) -> Any:
                               "written by torch.save)") from err
 
 
-def unpickle_module(path: Path, trust: bool) -> nn.Module:
+def unpickle(path: Path, trust: bool, code: PickledCode | None = None) -> Any:
     """The only `torch.load(weights_only=False)` in dpm: it runs code from the file, so only with trust."""
     if not trust:
+        what = f" ({code.name})" if code is not None else ""
         raise CheckpointError(
-            f"{path} is a pickled module: loading it runs code from the file. "
-            f"Pass {TRUST_FLAG} if you trust its source, or save a state_dict instead"
+            f"{path} is a pickled module or holds pickled objects{what}: loading it runs code from the file. "
+            f"Pass {TRUST_FLAG} if you trust its source, or save a state_dict instead (torch.save(model.state_dict(), "
+            "path); from a Lightning checkpoint: torch.save(ckpt['state_dict'], path))"
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # any unpickling failure: missing class, corrupt file
         raise CheckpointError(f"{path}: cannot unpickle the module ({_short(err)})") from err
+
+
+def unpickle_module(path: Path, trust: bool, code: PickledCode | None = None) -> nn.Module:
+    obj = unpickle(path, trust, code)
     if not isinstance(obj, nn.Module):
         raise CheckpointError(f"{path}: unpickled a {type(obj).__name__}, not a torch.nn.Module")
     return obj

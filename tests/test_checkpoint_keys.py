@@ -64,3 +64,17 @@ def test_keys_that_do_not_fit_are_still_refused(tmp_path):
     torch.save({"state_dict": state}, path)
     with pytest.raises(CheckpointError, match="does not fit the model factory"):
         load_checkpoint(path, **FACTORY)
+
+
+def test_a_lightning_checkpoint_with_pickled_hyper_parameters_names_them_and_loads_only_with_trust(tmp_path):
+    """Its hyper_parameters were an argparse.Namespace: refused as "a pickled module" (it is a dict), and
+    with --trust-checkpoint "unpickled a dict, not a torch.nn.Module": its state_dict was never read."""
+    import argparse
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": _state("model."), "hyper_parameters": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(CheckpointError, match=r"holds pickled objects \(argparse\.Namespace\): loading it runs code"
+                                              r".*torch\.save\(ckpt\['state_dict'\], path\)"):
+        load_checkpoint(path, **FACTORY)
+    loaded = load_checkpoint(path, **FACTORY, trust=True)
+    assert loaded.kind == "state_dict" and "'model.'" in loaded.note
