@@ -10,7 +10,7 @@ Every model load (CLI `prune`, `plan`, `report`, `check`, the pipeline, `dpm_cli
   attribute, (b) it equals the factory the user named, or (c) the caller trusts the file (`trust=True`,
   `--trust-checkpoint`). Its kwargs must be plain data that names no file, URL or download. Otherwise it
   raises `CheckpointError` without importing anything.
-- A pickled module (`torch.load(weights_only=False)`) is unpickled only with trust (`unpickle_module`).
+- A pickled module or object (`torch.load(weights_only=False)`) is unpickled only with trust (`unpickle`).
 - Everything else is read with `torch.load(weights_only=True)` (`read_weights_only`).
 """
 from __future__ import annotations
