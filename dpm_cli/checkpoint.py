@@ -79,8 +79,7 @@ def load_checkpoint(
         provenance = parse_artifact(obj, str(path))
         model = rebuild_artifact(obj, source=str(path), factory=factory, factory_kwargs=factory_kwargs, trust=trust)
         return LoadedModel(model, "artifact", provenance)
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]  # a common training-script wrapper
+    obj, wrapper = unwrapped(obj)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         if factory is None:
             raise CheckpointError(
@@ -90,10 +89,28 @@ def load_checkpoint(
         model = build_from_factory(factory, factory_kwargs)
         obj, prefix = without_prefix(obj, list(model.state_dict()))
         load_state_dict_strict(model, obj, source=str(path))
-        note = (f"the checkpoint's keys carry the prefix {prefix!r} (the attribute a LightningModule, DataParallel "
-                "or torch.compile held the model in): read without it") if prefix else None
+        notes = [f"read the weights under the checkpoint's {wrapper!r} key"] if wrapper not in (None, "state_dict") else []
+        notes += [f"the checkpoint's keys carry the prefix {prefix!r} (the attribute a LightningModule, DataParallel "
+                  "or torch.compile held the model in): read without it"] if prefix else []
+        note = "; ".join(notes) or None
         return LoadedModel(model, "state_dict", Provenance(factory, dict(factory_kwargs or {}), input_shape), note)
     raise CheckpointError(f"{path}: holds {type(obj).__name__}, not a state_dict, a dpm artifact or a module")
+
+
+# Where training scripts put the weights beside their epoch and optimizer: Lightning and timm
+# "state_dict", PyTorch's own checkpoint tutorial "model_state_dict", DeiT/MAE/detectron-style "model".
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
+
+
+def unwrapped(obj: Any) -> tuple[Any, str | None]:
+    """The state dict inside a training checkpoint dict, and the key it was under (None: `obj` itself)."""
+    if not isinstance(obj, dict) or all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, None
+    for key in WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner, key
+    return obj, None
 
 
 def without_prefix(state: dict[str, Any], own: list[str]) -> tuple[dict[str, Any], str | None]:

@@ -78,3 +78,18 @@ def test_a_lightning_checkpoint_with_pickled_hyper_parameters_names_them_and_loa
         load_checkpoint(path, **FACTORY)
     loaded = load_checkpoint(path, **FACTORY, trust=True)
     assert loaded.kind == "state_dict" and "'model.'" in loaded.note
+
+
+@pytest.mark.parametrize("key", ["model_state_dict", "model"])
+def test_the_weights_under_a_training_scripts_key_are_read_with_a_note(tmp_path, key):
+    """PyTorch's own checkpoint tutorial saves {"epoch", "model_state_dict", "optimizer_state_dict", "loss"};
+    DeiT/MAE-style scripts {"model", "optimizer", "epoch"}: both were "holds dict, not a state_dict"."""
+    path = tmp_path / "ckpt.pt"
+    torch.save({"epoch": 5, key: _state(""), "optimizer_state_dict": {}, "loss": 0.3}, path)
+    loaded = load_checkpoint(path, **FACTORY)
+    assert loaded.note == f"read the weights under the checkpoint's {key!r} key"
+    for name, value in _state("").items():
+        assert torch.equal(loaded.model.state_dict()[name], value), name
+    torch.save({"epoch": 5, "optimizer": {}}, path)  # no weights under any key: still one line
+    with pytest.raises(CheckpointError, match="holds dict, not a state_dict"):
+        load_checkpoint(path, **FACTORY)
