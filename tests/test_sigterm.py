@@ -78,8 +78,13 @@ def test_a_signal_mid_step_saves_that_step_and_resume_gives_the_same_model(tmp_p
 
     monkeypatch.setattr(Trainer, "_train_step", step_that_gets_signalled)
     run = tmp_path / "t"
-    with termination.graceful_stop(), pytest.raises(raised) as stopped:
-        prune(load_recipe(recipe), model_path=ckpt, run_dir=run, output=run / "m")
+    # a test run as a shell's background job starts with SIGINT ignored, which graceful_stop leaves so
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with termination.graceful_stop(), pytest.raises(raised) as stopped:
+            prune(load_recipe(recipe), model_path=ckpt, run_dir=run, output=run / "m")
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert isinstance(stopped.value, termination.Terminated) == (signum == signal.SIGTERM)
     assert torch.load(run / "state.pt", weights_only=False)["position"]["step"] == 18  # that step, finished
     monkeypatch.setattr(Trainer, "_train_step", real)
