@@ -73,8 +73,9 @@ def load_checkpoint(
     obj = read_weights_only(path)
     if isinstance(obj, PickledCode):
         obj = unpickle(path, trust, obj)  # with trust only: a module, or a dict with objects among its tensors
-        if isinstance(obj, nn.Module):
-            return LoadedModel(obj, "module")
+        held = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj, dict) and isinstance(obj.get(k), nn.Module)), None)
+        if isinstance(obj, nn.Module) or held is not None:  # torch.save(model) or torch.save({"model": model, ...})
+            return LoadedModel(obj if held is None else held, "module")
     if is_artifact(obj):
         provenance = parse_artifact(obj, str(path))
         model = rebuild_artifact(obj, source=str(path), factory=factory, factory_kwargs=factory_kwargs, trust=trust)

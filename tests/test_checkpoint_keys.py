@@ -93,3 +93,15 @@ def test_the_weights_under_a_training_scripts_key_are_read_with_a_note(tmp_path,
     torch.save({"epoch": 5, "optimizer": {}}, path)  # no weights under any key: still one line
     with pytest.raises(CheckpointError, match="holds dict, not a state_dict"):
         load_checkpoint(path, **FACTORY)
+
+
+def test_a_trusted_checkpoint_dict_holding_the_module_itself_gives_that_module(tmp_path):
+    torch.manual_seed(0)
+    model = mlp(in_features=64, hidden=(48, 32), num_classes=10)
+    path = tmp_path / "whole.pt"
+    torch.save({"model": model, "epoch": 2}, path)
+    with pytest.raises(CheckpointError, match="pickled"):
+        load_checkpoint(path, **FACTORY)
+    loaded = load_checkpoint(path, trust=True)
+    assert loaded.kind == "module" and all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(),
+                                                                              model.state_dict().values()))
