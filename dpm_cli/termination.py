@@ -57,7 +57,7 @@ def graceful_stop() -> Iterator[None]:
     training step in progress is done (the CLI's main, in the main thread only). Not under torchrun:
     its agent signals every rank, and a rank that finished its step to save would leave the others
     waiting in a collective until the agent's SIGKILL."""
-    if threading.current_thread() is not threading.main_thread() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if threading.current_thread() is not threading.main_thread() or os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
         yield
         return
     # a signal the process was started ignoring (nohup, a script's background job) stays ignored
