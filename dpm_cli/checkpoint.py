@@ -31,7 +31,7 @@ from .artifact import (  # noqa: F401  (ARTIFACT_*, is_artifact, load_state_dict
 )
 from .errors import CheckpointError, DpmError, OutOfSpaceError
 from .trust import (PickledCode, build_from_factory, check_file, read_weights_only, resolve_factory,  # noqa: F401
-                    unpickle, unpickle_module)
+                    unpickle)
 
 
 @dataclass

@@ -22,10 +22,14 @@ LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 LFS_FIX = "fetch the contents with `git lfs pull` in the clone (a Hugging Face repository: or `hf download ID --local-dir DIR`)"
 
 
+def is_lfs_pointer(path: Path) -> bool:
+    return _head(path, len(LFS_POINTER)) == LFS_POINTER
+
+
 def lfs_pointers(folder: Path) -> list[str]:
     """The large files of a model folder (weights, tokenizer) that are Git LFS pointers, not contents."""
     candidates = [*folder.glob("*.safetensors"), *folder.glob("*.model"), folder / "tokenizer.json"]
-    return sorted(p.name for p in candidates if p.is_file() and _head(p, len(LFS_POINTER)) == LFS_POINTER)
+    return sorted(p.name for p in candidates if p.is_file() and is_lfs_pointer(p))
 
 
 def _head(path: Path, n: int) -> bytes:
@@ -39,7 +43,7 @@ def _head(path: Path, n: int) -> bytes:
 def foreign_format(path: Path) -> str | None:
     """What the file is, and what to give dpm instead, when it is another framework's model; else None."""
     head = _head(path, len(LFS_POINTER))
-    if head == LFS_POINTER:
+    if head == LFS_POINTER:  # is_lfs_pointer, from the bytes already read
         return f"a Git LFS pointer ({path.stat().st_size} bytes), not the file's contents: {LFS_FIX}"
     for magic, what, made, after in MAGIC:
         if head.startswith(magic):

@@ -309,13 +309,6 @@ def unpickle(path: Path, trust: bool, code: PickledCode | None = None) -> Any:
         raise CheckpointError(f"{path}: cannot unpickle the module ({_short(err)})") from err
 
 
-def unpickle_module(path: Path, trust: bool, code: PickledCode | None = None) -> nn.Module:
-    obj = unpickle(path, trust, code)
-    if not isinstance(obj, nn.Module):
-        raise CheckpointError(f"{path}: unpickled a {type(obj).__name__}, not a torch.nn.Module")
-    return obj
-
-
 def check_file(path: Path) -> None:
     if path.is_dir():
         if (path / "adapter_config.json").is_file():  # what load_hf says of a folder that has no config.json

@@ -210,8 +210,8 @@ def test_check_max_samples_evaluates_a_fixed_balanced_part_of_a_text_file(tmp_pa
     rows = [{"text": t, "label": i % 2} for i, t in enumerate(_texts(40))]
     held.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tokenised = []
-    real = evaldata._text_file.__globals__["_some_texts"]
-    monkeypatch.setattr(evaldata, "_some_texts", lambda *a: tokenised.append(a[2]) or real(*a))
+    real = text_module.token_dataset  # how many texts reach the tokenizer
+    monkeypatch.setattr(text_module, "token_dataset", lambda texts, *a: tokenised.append(len(texts)) or real(texts, *a))
     gates = ["--baseline", original, "--data", held, "--min-cosine", "-1", "--json"]
     runs = [json.loads(run_cli(["check", other, *gates, "--max-samples", "10"], capsys)[1]) for _ in range(2)]
     assert tokenised == [10, 10]

@@ -40,11 +40,10 @@ def _short(err: BaseException) -> str:
 
 
 def _read(path: Path) -> Any:
-    from ..foreign import foreign_format, LFS_POINTER
+    from ..foreign import foreign_format, is_lfs_pointer
 
-    with open(path, "rb") as f:
-        if f.read(len(LFS_POINTER)) == LFS_POINTER:
-            raise InputError(f"{path} is {foreign_format(path)}")
+    if is_lfs_pointer(path):
+        raise InputError(f"{path} is {foreign_format(path)}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         try:

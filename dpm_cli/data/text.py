@@ -78,6 +78,20 @@ def label_kind(labels: torch.Tensor | list | None, num_classes: int | None) -> s
     return f"{num_classes} classes" + ("" if torch.is_tensor(labels) else " per word")
 
 
+def class_per_text(labels: torch.Tensor | list | None) -> torch.Tensor | None:
+    """`labels` when they are one class index per text (not scores, multi-hot rows or labels per word):
+    what splits and subsets keep balanced."""
+    return labels if torch.is_tensor(labels) and not labels.is_floating_point() else None
+
+
+def picked(texts: list[Text], labels: torch.Tensor | list | None, idx: torch.Tensor) -> tuple[list[Text], Any]:
+    """The texts `idx` and their labels (a tensor, or lists of labels per word)."""
+    chosen = idx.tolist()
+    if labels is not None:
+        labels = labels[idx] if torch.is_tensor(labels) else [labels[i] for i in chosen]
+    return [texts[i] for i in chosen], labels
+
+
 def labels_of(labels: list[Label] | None, classes: int = 0) -> tuple[torch.Tensor | list[list[int]] | None, int | None]:
     """(labels as a tensor, or as lists per word; the number of classes) of read_text's labels. Several
     classes per example (tuples) become multi-hot rows of max(`classes`, the largest index + 1)."""
@@ -159,8 +173,7 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
     if len(texts) < 2:
         raise InputError(f"{path}: holds {len(texts)} example(s); a train/validation split needs at least 2")
     label_t, num_classes = labels_of(labels, len(class_names(label_names)))
-    # the split keeps classes balanced (not scores, nor labels per word)
-    per_example = label_t if torch.is_tensor(label_t) and not label_t.is_floating_point() else None
+    per_example = class_per_text(label_t)  # the split keeps classes balanced
     train_idx, val_idx = split_indices(len(texts), val_fraction, split_seed, per_example)
     total = len(train_idx)
     if num_samples is not None and num_samples < total:
@@ -175,9 +188,7 @@ def load_text(path: str | Path | None, tokenizer: Any, *, seq_len: int, val_frac
         log(f"tokenising {len(train_idx) + len(val_idx):,} texts (up to {seq_len} tokens each)")
 
     def part(idx: torch.Tensor) -> TokenDataset:
-        chosen = idx.tolist()
-        picked = None if label_t is None else label_t[idx] if torch.is_tensor(label_t) else [label_t[i] for i in chosen]
-        return token_dataset([texts[i] for i in chosen], picked, tokenizer, seq_len)
+        return token_dataset(*picked(texts, label_t, idx), tokenizer, seq_len)
 
     if augment[0] > 0:
         name += f", {augment[1]:.0%} of the training paragraphs with {augment[0]:.0%} of words replaced"

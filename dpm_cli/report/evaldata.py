@@ -135,7 +135,7 @@ def _token_options(source: str, recipe: Any | None, given: list[str | Path], seq
 def _text_file(path: Path, options: dict[str, Any], max_samples: int | None = None) -> EvalData:
     """Every line of a text file (a file given to a check is evaluation data), or `max_samples` of them,
     chosen before tokenising (which took 100 s for 400,000 texts), tokenised."""
-    from ..data.text import label_kind, labels_of, read_text, token_dataset
+    from ..data.text import class_per_text, label_kind, labels_of, picked, read_text, token_dataset
 
     seq_len = options.get("seq_len", 128)
     texts, labels = read_text(path, options.get("text_field", "text"), options.get("label_field", "label"),
@@ -145,20 +145,9 @@ def _text_file(path: Path, options: dict[str, Any], max_samples: int | None = No
     which = f"all {len(texts)} examples"
     if max_samples is not None and max_samples < len(texts):
         which = f"{max_samples} of {len(texts)} examples, seeded"
-        texts, label_t = _some_texts(texts, label_t, max_samples)
+        texts, label_t = picked(texts, label_t, _chosen(len(texts), max_samples, class_per_text(label_t)))
     return EvalData(token_dataset(texts, label_t, options["tokenizer"], seq_len),
                     f"text {path.name} ({which}), up to {seq_len} tokens, {kind}", label_t is not None)
-
-
-def _some_texts(texts: list[Any], labels: Any, keep: int) -> tuple[list[Any], Any]:
-    """`keep` of the texts and their labels (a tensor, or lists of labels per word), balanced by class."""
-    import torch
-
-    per_text = torch.is_tensor(labels) and labels.dim() == 1 and not labels.is_floating_point()
-    idx = _chosen(len(texts), keep, labels if per_text else None).tolist()
-    if labels is not None:
-        labels = labels[idx] if torch.is_tensor(labels) else [labels[i] for i in idx]
-    return [texts[i] for i in idx], labels
 
 
 def _chosen(total: int, keep: int, labels: Any) -> Any:
