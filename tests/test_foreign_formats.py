@@ -117,3 +117,35 @@ def test_a_checkpoint_or_data_file_that_is_a_git_lfs_pointer_is_named_not_traine
         source = "text" if name.endswith(".txt") else "tensors"
         with pytest.raises(InputError, match=f"{name} is .*Git LFS pointer"):
             load_data(source, path=tmp_path / name, **({"tokenizer": object()} if source == "text" else {}))
+
+
+@pytest.mark.parametrize("case", ["lfs-data", "lfs-weights", "cut-header", "pickled-namespace"])
+def test_hostile_inputs_to_prune_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, case):
+    """Each file the readers changed for this session: refused before any run directory exists, with no
+    traceback, and the pickled object never constructed."""
+    pytest.importorskip("transformers")
+    import argparse
+
+    from hf_helpers import bert_folder, text_file, write_recipe
+
+    folder = bert_folder(tmp_path / "src")
+    data = text_file(tmp_path / "t.txt")
+    recipe = write_recipe(tmp_path, folder, data)
+    args = ["prune", "-r", recipe]
+    if case == "lfs-data":
+        data.write_bytes(LFS)
+    elif case == "lfs-weights":
+        (folder / "model.safetensors").write_bytes(LFS)
+    elif case == "cut-header":
+        with open(folder / "model.safetensors", "r+b") as f:
+            f.truncate(100)
+    else:  # code inside a checkpoint: a factory recipe with a checkpoint whose pickle names a class
+        from cli_helpers import write_recipe as factory_recipe
+
+        ckpt = tmp_path / "last.ckpt"
+        torch.save({"state_dict": {}, "hyper_parameters": argparse.Namespace(lr=0.1)}, ckpt)
+        args = ["prune", ckpt, "-r", factory_recipe(tmp_path)]
+    code, out, err = run_cli(args, capsys)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("note:", "\r", "Writing"))]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
