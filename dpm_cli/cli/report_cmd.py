@@ -190,7 +190,7 @@ def check(
     data: Optional[str] = typer.Option(
         None, "--data", help="Evaluate on this instead of the recipe's validation data: a .pt/.npz file, "
         "a text file for a Hugging Face model (every example is evaluated, or --max-samples), a source (mnist, digits, pydoc, "
-        "local-docs) or package.module:callable."),
+        "local-docs, wordnet, english) or package.module:callable."),
     seq_len: Optional[int] = typer.Option(
         None, "--seq-len", min=1, help="Tokens per text of text data (default: the recipe's model.seq_len, else "
         "the sentence-transformers folder's max_seq_length, else 128)."),

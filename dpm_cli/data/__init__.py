@@ -15,6 +15,10 @@ pydoc      the ~2,000 paragraphs of Python's documentation topics (``pydoc_data`
            text that ships with every Python
 local-docs pydoc's paragraphs plus the prose of every installed distribution's description (READMEs,
            ``importlib.metadata``; licence text left out): broader calibration text (``data.local_docs``)
+wordnet    6,000 paragraphs of Princeton WordNet 3.0's glosses (definitions and usage examples), shipped
+           with dpm: general English, every sense of the language's words (``data.wordnet``)
+english    local-docs plus half as many WordNet paragraphs: documentation and general English, the
+           broadest calibration text dpm has offline
 =========  =========================================================================================
 
 Splits are fixed by ``split_seed``; batch order is fixed by the loader ``seed`` (``make_loaders``).
@@ -33,7 +37,7 @@ from .files import load_tensors
 from .text import load_text
 from .loaders import SeededSampler, check_labels_fit, make_loaders, set_epoch
 
-SOURCES = ("mnist", "digits", "tensors", "factory", "random", "text", "pydoc", "local-docs")
+SOURCES = ("mnist", "digits", "tensors", "factory", "random", "text", "pydoc", "local-docs", "wordnet", "english")
 
 __all__ = [
     "SOURCES", "DataBundle", "InputsDataset", "SeededSampler",
@@ -112,7 +116,7 @@ def _load_source(name: str, path: str | Path | None, factory: str | None, kwargs
         return load_random(dict(kwargs or {}), val_fraction=val_fraction, **common)
     if name == "factory":
         return load_factory(factory, kwargs, **common)
-    if name in ("pydoc", "local-docs"):
+    if name in ("pydoc", "local-docs", "wordnet", "english"):
         return load_text(None, tokenizer, seq_len=seq_len, val_fraction=val_fraction, builtin=name,
                          augment=augment, log=log, **common)
     if name == "text":

@@ -142,11 +142,17 @@ def pydoc_paragraphs() -> list[str]:
     return [p for p in paragraphs if len(p) >= 40]
 
 
-BUILTIN_TEXT = {"pydoc": "pydoc_data topics", "local-docs": "local documentation"}
+BUILTIN_TEXT = {"pydoc": "pydoc_data topics", "local-docs": "local documentation", "wordnet": "WordNet glosses",
+                "english": "local documentation and WordNet glosses"}
 
 
 def builtin_paragraphs(source: str) -> list[str]:
-    """The paragraphs of a built-in text source (`pydoc`, `local-docs`): text already on the machine."""
+    """The paragraphs of a built-in text source (`pydoc`, `local-docs`, `wordnet`, `english`): text
+    already on the machine or shipped with dpm."""
+    if source in ("wordnet", "english"):
+        from .wordnet import english_paragraphs, wordnet_paragraphs
+
+        return wordnet_paragraphs() if source == "wordnet" else english_paragraphs()
     if source == "local-docs":
         from .local_docs import local_docs_paragraphs
 

@@ -322,7 +322,7 @@ def _check_files(ctx: _Context) -> None:
                      + hub_id_hint(ctx.given.get(path, "")))
 
 
-TEXT_SOURCES = ("text", "pydoc", "local-docs")  # tokenised by the model's tokenizer
+TEXT_SOURCES = ("text", "pydoc", "local-docs", "wordnet", "english")  # tokenised by the model's tokenizer
 
 
 def _cross_checks(recipe: Recipe, ctx: _Context) -> None:

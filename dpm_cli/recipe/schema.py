@@ -85,7 +85,7 @@ class AugmentSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random", "text", "pydoc", "local-docs"))
+    source: str = opt("mnist", "str", "where the data comes from", choices=("mnist", "digits", "tensors", "factory", "random", "text", "pydoc", "local-docs", "wordnet", "english"))
     path: str | None = opt(None, "path", "a .pt or .npz file with inputs and labels (source tensors), or a text file (source text: one example per line, JSON lines, or a .csv/.tsv with a header), relative to the recipe's folder")
     text_field: str = opt("text", "str", "source text, JSON lines: the key holding the text, or a list of words labelled one by one (token classification)")
     pair_field: str | None = opt(None, "str", "source text, JSON lines: the key holding a second text, tokenised with the first as a pair (a cross-encoder's query and passage, NLI's premise and hypothesis)")
