@@ -6,8 +6,9 @@
 Each run goes through the library's `dpm_cli.pipeline.prune` with `recipes/minilm-distill.yaml` plus
 overrides (calibration text written to a file, `data.source: text`), then measures the mean cosine
 between the original's and the compact model's mean-pooled sentence embeddings on three held-out sets
-(`dpmbench/texts.py`): pydoc topics not used for calibration, standard-library docstrings, and English
-prose (licences, dataset descriptions). One JSON line per run is appended to OUT/runs.jsonl.
+(`dpmbench/texts.py`): pydoc topics not used for calibration, standard-library docstrings, English
+prose (licences, dataset descriptions) and news paragraphs (gensim's Lee corpus; rows before
+2026-12-08 have no news column). One JSON line per run is appended to OUT/runs.jsonl.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ EVAL_SIZE = 200
 
 def eval_sets() -> dict[str, list[str]]:
     return {"pydoc_heldout": texts.pydoc(seed=0)[:EVAL_SIZE], "docstrings": texts.docstrings(EVAL_SIZE, seed=1),
-            "prose": texts.prose(EVAL_SIZE, seed=2)}
+            "prose": texts.prose(EVAL_SIZE, seed=2), "news": texts.news(EVAL_SIZE, seed=3)}
 
 
 def random_words(tokenizer, n: int, seed: int) -> list[str]:
@@ -65,6 +66,11 @@ def calibration(kind: str, tokenizer, seed: int) -> list[str]:
 
         judged = {p for sentences in eval_sets().values() for p in sentences}
         return [p for p in local_docs_paragraphs() if p not in judged]
+    if kind == "english":  # what `data.source: english` reads (local-docs + WordNet glosses), less every judged paragraph
+        from dpm_cli.data.wordnet import english_paragraphs
+
+        judged = {p for sentences in eval_sets().values() for p in sentences}
+        return [p for p in english_paragraphs() if p not in judged]
     if kind == "prose":  # the ceiling check: prose paragraphs disjoint from the judged ones (judged on its own kind)
         return texts.prose(None, seed=2)[EVAL_SIZE:]
     raise SystemExit(f"unknown calibration {kind!r}")
@@ -87,7 +93,7 @@ def cosine(original, compact, tokenizer, sentences: list[str], seq_len: int) -> 
     return total / len(sentences)
 
 
-KINDS = ("pydoc_heldout", "docstrings", "prose")
+KINDS = ("pydoc_heldout", "docstrings", "prose", "news")
 
 
 def judge(compact, lengths: list[int]) -> dict[str, float]:
@@ -109,7 +115,7 @@ def table(out: Path) -> str:
              + " | train s |", "|---" * (8 + len(KINDS) - 2) + "|"]
     for r in sorted(rows, key=lambda r: (r["calib"], r["head_ratio"], r["seed"], r["mode"])):
         lines.append(f"| {r['calib']} | {r['head_ratio']:g} | {r['mode']} | {r['seed']} | {r['macs_ratio']:.3f} | "
-                     f"{r['params_ratio']:.3f} | " + " | ".join(f"{r[k]:.4f}" for k in KINDS)
+                     f"{r['params_ratio']:.3f} | " + " | ".join(f"{r[k]:.4f}" if k in r else "" for k in KINDS)
                      + f" | {r['train_seconds']} |")
     pairs = {}
     for r in rows:
@@ -119,13 +125,14 @@ def table(out: Path) -> str:
     for (calib, heads, seed, _, _), modes in sorted(pairs.items()):
         if {"smooth", "single_step"} <= set(modes):
             a, b = modes["smooth"], modes["single_step"]
-            lines.append(f"| {calib} | {heads:g} | {seed} | " + " | ".join(f"{a[k] - b[k]:+.4f}" for k in KINDS) + " |")
+            lines.append(f"| {calib} | {heads:g} | {seed} | " + " | ".join(f"{a[k] - b[k]:+.4f}" if k in a and k in b else "" for k in KINDS) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--calib", default="pydoc", choices=("pydoc", "pydoc+words", "pydoc+docs", "prose", "local-docs"))
+    ap.add_argument("--calib", default="pydoc", choices=("pydoc", "pydoc+words", "pydoc+docs", "prose", "local-docs",
+                                                             "english"))
     ap.add_argument("--mode", default="smooth", choices=("smooth", "single_step"))
     ap.add_argument("--head-ratio", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)

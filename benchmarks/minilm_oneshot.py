@@ -13,6 +13,7 @@ with the embedding cosine to the original on the three held-out sets of hf_minil
     python benchmarks/minilm_oneshot.py --select obs --n 1600         # more calibration paragraphs
     python benchmarks/minilm_oneshot.py --select obs1 --alloc curve   # widths chosen across layers (and global, global-rel, curve-rel)
     python benchmarks/minilm_oneshot.py --select obs1 --calib pydoc+aug50   # half the paragraphs with 50% of words replaced
+    python benchmarks/minilm_oneshot.py --select obs1 --calib pydoc+meta+wn # a third WordNet glosses (data.source: english)
 
 A study script, not the library: the pipeline's own runs are hf_minilm.py's.
 """
@@ -39,6 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from dpmbench import texts  # noqa: E402
 from dpm_cli.hf import load_hf  # noqa: E402
+from dpm_cli.data.wordnet import wordnet_paragraphs  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--calib", default="pydoc")
@@ -90,7 +92,8 @@ def augmented(paragraphs, rate, seed):
 
 EVAL = 200
 def evalsets():
-    return {"pydoc": texts.pydoc(seed=0)[:EVAL], "docs": texts.docstrings(EVAL, seed=1), "prose": texts.prose(EVAL, seed=2)}
+    return {"pydoc": texts.pydoc(seed=0)[:EVAL], "docs": texts.docstrings(EVAL, seed=1), "prose": texts.prose(EVAL, seed=2),
+            "news": texts.news(EVAL, seed=3)}
 
 def calib(kind, n):
     base = texts.pydoc(seed=0)[EVAL:]
@@ -101,6 +104,8 @@ def calib(kind, n):
         elif k == "prose": parts.append(texts.prose(None, seed=2)[EVAL:])
         elif k == "meta": parts.append(metadata(seed=3))
         elif k == "tp": parts.append(thirdparty_docstrings(seed=4))
+        elif k == "wn": parts.append(wordnet_paragraphs())  # WordNet glosses as dpm ships them (data.source: wordnet)
+        elif k == "news": parts.append(texts.news(None, seed=3)[EVAL:])  # news of the judged kind (the ceiling check)
         elif k.startswith("aug"):  # aug25: pydoc with 25% of its words replaced by whole vocabulary words
             parts.append(augmented(base[::-1], int(k[3:]) / 100, seed=5))  # other paragraphs than the pydoc share
     # equal share of each kind

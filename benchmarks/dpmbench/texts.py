@@ -4,13 +4,18 @@ Three kinds, so that a model tuned on one is judged on another:
 - `pydoc`: Python's documentation topics (`pydoc_data.topics`, what `data.source: pydoc` reads);
 - `docstrings`: docstrings of the standard library's own modules, read with `ast` (nothing imported);
 - `prose`: English prose that is not about Python: the licence texts Debian ships in
-  /usr/share/common-licenses, Python's LICENSE.txt, and scikit-learn's dataset descriptions.
+  /usr/share/common-licenses, Python's LICENSE.txt, and scikit-learn's dataset descriptions;
+- `news`: general English, not documentation at all: the Lee corpus of 300 news articles (Australian
+  Broadcasting Corporation, 2001) that gensim's wheel ships as test data, cut into paragraphs of at least
+  50 words. It needs gensim's files, not gensim (`pip install --no-deps gensim`; nothing is imported).
 Every list is deterministic (sorted files, fixed seeds) and deduplicated.
 """
 from __future__ import annotations
 
 import ast
+import importlib.util
 import random
+import re
 import sysconfig
 from pathlib import Path
 
@@ -68,4 +73,22 @@ def prose(limit: int | None = 600, seed: int = 0) -> list[str]:
     return _sample(texts, limit, seed)
 
 
-KINDS = {"pydoc": pydoc, "docstrings": docstrings, "prose": prose}
+def news(limit: int | None = 600, seed: int = 0) -> list[str]:
+    spec = importlib.util.find_spec("gensim")  # finds the package's folder without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the news set reads gensim's test data: pip install --no-deps gensim")
+    corpus = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / "lee_background.cor"
+    texts: list[str] = []
+    for article in corpus.read_text(encoding="utf-8", errors="replace").splitlines():
+        paragraph: list[str] = []
+        for sentence in re.split(r"(?<=[.!?])\s+", article.strip()):
+            paragraph.append(sentence)
+            if sum(len(s.split()) for s in paragraph) >= 50:
+                texts.append(" ".join(paragraph))
+                paragraph = []
+        if paragraph:
+            texts.append(" ".join(paragraph))
+    return _sample(texts, limit, seed)
+
+
+KINDS = {"pydoc": pydoc, "docstrings": docstrings, "prose": prose, "news": news}
