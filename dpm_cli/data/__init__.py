@@ -34,7 +34,7 @@ from .builtin import load_digits, load_mnist, load_random
 from .bundle import DataBundle, InputsDataset, cap_validation
 from .factory import load_factory
 from .files import load_tensors
-from .text import load_text
+from .text import BUILTIN_TEXT, load_text
 from .loaders import SeededSampler, check_labels_fit, make_loaders, set_epoch
 
 SOURCES = ("mnist", "digits", "tensors", "factory", "random", "text", "pydoc", "local-docs", "wordnet", "english")
@@ -116,7 +116,7 @@ def _load_source(name: str, path: str | Path | None, factory: str | None, kwargs
         return load_random(dict(kwargs or {}), val_fraction=val_fraction, **common)
     if name == "factory":
         return load_factory(factory, kwargs, **common)
-    if name in ("pydoc", "local-docs", "wordnet", "english"):
+    if name in BUILTIN_TEXT:
         return load_text(None, tokenizer, seq_len=seq_len, val_fraction=val_fraction, builtin=name,
                          augment=augment, log=log, **common)
     if name == "text":

@@ -3,9 +3,9 @@ a third of `data.source: english`).
 
 Everything else a machine holds offline is documentation (pydoc topics, READMEs), and a sentence
 encoder pruned and distilled on documentation alone keeps its embeddings on documentation but not on
-other English: on all-MiniLM-L6-v2 with half its FFN removed, calibrating on pydoc and READMEs gave a
-cosine of 0.79 to the original on news paragraphs, and adding WordNet's glosses as a third of the text
-gave 0.87 (docs/BENCHMARKS.md). A gloss is a synset's definition and its first usage example: every
+other English: on all-MiniLM-L6-v2 with half its FFN removed and 600 steps of distillation, pydoc and
+READMEs gave a cosine of 0.83 to the original on news paragraphs, and with WordNet's glosses as a third
+of the text 0.91 (docs/BENCHMARKS.md, "Judged on news"). A gloss is a synset's definition and its first usage example: every
 sense of the language's words, in short sentences. The 6,000 paragraphs of four glosses each were
 drawn once by scripts/build_wordnet_glosses.py; WordNet's licence notice is corpora/WORDNET-LICENSE.
 """
