@@ -61,16 +61,11 @@ def calibration(kind: str, tokenizer, seed: int) -> list[str]:
         return base + random_words(tokenizer, len(base), seed=100)
     if kind == "pydoc+docs":  # both Python documentation kinds: judged on prose only
         return base + texts.docstrings(None, seed=1)[EVAL_SIZE:EVAL_SIZE + len(base)]
-    if kind == "local-docs":  # what `data.source: local-docs` reads, less every judged paragraph
-        from dpm_cli.data.local_docs import local_docs_paragraphs
+    if kind in ("local-docs", "english"):  # what `data.source: KIND` reads, less every judged paragraph
+        from dpm_cli.data.text import builtin_paragraphs
 
         judged = {p for sentences in eval_sets().values() for p in sentences}
-        return [p for p in local_docs_paragraphs() if p not in judged]
-    if kind == "english":  # what `data.source: english` reads (local-docs + WordNet glosses), less every judged paragraph
-        from dpm_cli.data.wordnet import english_paragraphs
-
-        judged = {p for sentences in eval_sets().values() for p in sentences}
-        return [p for p in english_paragraphs() if p not in judged]
+        return [p for p in builtin_paragraphs(kind) if p not in judged]
     if kind == "prose":  # the ceiling check: prose paragraphs disjoint from the judged ones (judged on its own kind)
         return texts.prose(None, seed=2)[EVAL_SIZE:]
     raise SystemExit(f"unknown calibration {kind!r}")
