@@ -110,3 +110,31 @@ def test_interrupted_dense_pretraining_resumes(tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(args + ["--resume"], capsys)
     assert code == 0, err
     assert json.loads(out)["steps"] == 10
+
+
+def test_interrupted_dpm_train_says_how_to_start_again(tmp_path, capsys, monkeypatch):
+    """Finding: Ctrl-C in any command said 'a dpm prune run keeps its state ... --resume'; dpm train has
+    no --resume, and its stopped run directory is started again with --force."""
+    recipe = write_recipe(tmp_path, steps=10, extra="pretrain: {enabled: true, epochs: 1, lr: 0.05}\n")
+    args = ["train", "-r", recipe, "-q", "--json"]
+    with monkeypatch.context() as m:
+        m.setattr(RunDir, "save_state_file", lambda *_a, **_k: (_ for _ in ()).throw(KeyboardInterrupt))
+        code, _, err = run_cli(args, capsys)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == ("interrupted: dpm train wrote no model; start it again with --force "
+                                            "(which replaces only dpm's files in the run directory)")
+    assert not (tmp_path / "run" / "dense.pt").exists()
+    code, out, err = run_cli(args + ["--force"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "run" / "dense.pt").exists() and json.loads(out)["steps"] > 0
+
+
+def test_interrupted_command_that_writes_whole_outputs_does_not_mention_resume(tmp_path, capsys, monkeypatch):
+    import dpm_cli.cli.prune_cmd as prune_cmd
+
+    recipe = write_recipe(tmp_path, steps=10)
+    monkeypatch.setattr(prune_cmd, "read_recipe", lambda *_a, **_k: (_ for _ in ()).throw(KeyboardInterrupt))
+    code, _, err = run_cli(["validate", recipe], capsys)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == ("interrupted: dpm validate stopped; it writes files only whole, so none "
+                                            "was left half-written")

@@ -30,9 +30,15 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
-_INTERRUPTED = "interrupted: a dpm prune run keeps its state; continue it with the same command and --resume"
-_TERMINATED = ("terminated (SIGTERM): a dpm prune run keeps the state of its last finished step; continue it "
-               "with the same command and --resume")
+_STOPPED = {True: "terminated (SIGTERM)", False: "interrupted"}
+# What a stopped command leaves: `dpm prune` keeps a run's state to resume, `dpm train` an unfinished run
+# directory; every other command writes its outputs whole (atomically) or not at all.
+_KEPT = {"prune": {True: "a dpm prune run keeps the state of its last finished step; continue it with the same "
+                         "command and --resume",
+                   False: "a dpm prune run keeps its state; continue it with the same command and --resume"},
+         "train": dict.fromkeys((True, False), "dpm train wrote no model; start it again with --force (which "
+                                               "replaces only dpm's files in the run directory)")}
+_NOTHING_KEPT = "dpm {command} stopped; it writes files only whole, so none was left half-written"
 
 
 @app.callback()
@@ -51,7 +57,9 @@ def _register_commands() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turn dpm errors into one line and an exit code."""
     _register_commands()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
+    command = next((str(a) for a in args if not str(a).startswith("-")), "")
     try:
         with graceful_stop():  # Ctrl-C, a CI timeout or docker stop: the step finishes, its state is kept
             code = app(args=argv, standalone_mode=False)
@@ -59,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         err.show()
         raise SystemExit(2)
     except _click_errors("Abort"):  # click turns Ctrl-C (KeyboardInterrupt) into Abort
-        _stopped()
+        _stopped(command)
     except DpmError as err:
         if debug:
             traceback.print_exc()
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         typer.secho(f"error: {printable(str(err), 2000)}", fg=typer.colors.RED, err=True)
         raise SystemExit(err.exit_code)
     except KeyboardInterrupt:
-        _stopped()
+        _stopped(command)
     except SystemExit:
         raise
     except Exception as err:  # a bug or a torch failure: still one line unless --debug
@@ -82,15 +90,16 @@ def main(argv: list[str] | None = None) -> None:
                     fg=typer.colors.RED, err=True)
         raise SystemExit(1)
     if code == 130:  # Typer turns Ctrl-C (KeyboardInterrupt) into Exit(130), which returns 130 here
-        _stopped()
+        _stopped(command)
     if isinstance(code, int) and code:  # typer.Exit(code) returns its code when not standalone
         raise SystemExit(code)
 
 
-def _stopped() -> None:
-    """Ctrl-C (exit 130) or SIGTERM (exit 143), in one line."""
+def _stopped(command: str) -> None:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143), in one line that says what the stopped command left."""
     by_sigterm = received() == signal.SIGTERM
-    typer.secho(_TERMINATED if by_sigterm else _INTERRUPTED, err=True)
+    kept = _KEPT.get(command, {}).get(by_sigterm) or _NOTHING_KEPT.format(command=printable(command or "", 40))
+    typer.secho(f"{_STOPPED[by_sigterm]}: {kept}", err=True)
     raise SystemExit(TERMINATED_EXIT if by_sigterm else 130)
 
 
