@@ -3,12 +3,15 @@ many WordNet paragraphs): general English for calibration where the machine hold
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
+
+import pytest
 
 from dpm_cli.data import load_data
 from dpm_cli.data.local_docs import local_docs_paragraphs
 from dpm_cli.data.wordnet import english_paragraphs, wordnet_paragraphs
+from dpm_cli.errors import DpmError
 from dpm_cli.recipe import load_recipe
 
 from hf_helpers import tokenizer
@@ -42,3 +45,25 @@ def test_load_data_and_recipes_take_both_sources(tmp_path):
         assert bundle.train[0]["input_ids"].shape == (16,)
     shipped = Path(__file__).resolve().parents[1] / "recipes" / "minilm-distill.yaml"
     assert load_recipe(shipped, ["data.source=wordnet"]).data.source == "wordnet"
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not gzip", "missing"])
+def test_a_damaged_install_of_the_corpus_is_one_line_that_says_reinstall(tmp_path, monkeypatch, damage):
+    """A copy of dpm whose shipped corpus was cut short raised gzip's own EOFError from deep in the loader."""
+    import types
+
+    import dpm_cli.data.wordnet as wordnet
+
+    good = resources.files("dpm_cli.data").joinpath("corpora", wordnet.CORPUS).read_bytes()
+    (tmp_path / "corpora").mkdir()
+    if damage != "missing":
+        (tmp_path / "corpora" / wordnet.CORPUS).write_bytes(good[: len(good) // 2] if damage == "cut short"
+                                                            else b"not a gzip file\n")
+    monkeypatch.setattr(wordnet, "resources", types.SimpleNamespace(files=lambda _package: tmp_path))
+    wordnet._paragraphs.cache_clear()
+    try:
+        with pytest.raises(DpmError, match=r"WordNet corpus .* is missing or damaged .*reinstall dpm") as err:
+            wordnet_paragraphs(10)
+    finally:
+        wordnet._paragraphs.cache_clear()
+    assert err.value.exit_code == 1 and "\n" not in str(err.value)

@@ -12,16 +12,25 @@ drawn once by scripts/build_wordnet_glosses.py; WordNet's licence notice is corp
 from __future__ import annotations
 
 import gzip
+import zlib
 from functools import lru_cache
 from importlib import resources
+
+from ..errors import DpmError
 
 CORPUS = "wordnet-glosses.txt.gz"
 
 
 @lru_cache(maxsize=1)
 def _paragraphs() -> tuple[str, ...]:
-    data = resources.files("dpm_cli.data").joinpath("corpora", CORPUS).read_bytes()
-    return tuple(line for line in gzip.decompress(data).decode("utf-8").splitlines() if line)
+    corpus = resources.files("dpm_cli.data").joinpath("corpora", CORPUS)
+    try:
+        text = gzip.decompress(corpus.read_bytes()).decode("utf-8")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:  # missing, cut short or corrupt
+        # Not the user's input but dpm's own install (a copy cut short, a packaging mistake): exit 1.
+        raise DpmError(f"dpm's WordNet corpus {corpus} is missing or damaged ({type(err).__name__}: {err}); "
+                       "reinstall dpm (pip install --force-reinstall --no-deps dpm-cli)") from err
+    return tuple(line for line in text.splitlines() if line)
 
 
 def wordnet_paragraphs(limit: int | None = None) -> list[str]:
