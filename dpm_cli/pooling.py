@@ -7,7 +7,8 @@ its first token trains and gates something its users never see, so the `embeddin
 cosine and `dpm check --min-cosine` pool as the folder does. Mean (attention-mask aware) when the folder
 says nothing. The arithmetic follows sentence-transformers' `Pooling` (padded inputs, no prompts).
 
-The modules after the Pooling are applied too where they are plain arithmetic: a `Dense` projection
+Text is lowercased first where the folder's sentence_bert_config.json says `do_lower_case` (its Transformer
+module lowercases whatever the tokenizer does). The modules after the Pooling are applied too where they are plain arithmetic: a `Dense` projection
 (LaBSE, distiluse, sentence-t5: its weights read from safetensors, its activation a torch.nn class named
 in its config, so no code from the folder runs) and `Normalize`. Both models share them unchanged (dpm
 keeps the hidden width), but a tanh projection moves the cosine: the gate measures what users are served.
@@ -161,6 +162,27 @@ def served_length(folder: str | Path) -> int | None:
     config = _json(Path(folder) / "sentence_bert_config.json") if Path(folder).is_dir() else None
     length = config.get("max_seq_length") if isinstance(config, dict) else None
     return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None
+
+
+# Set by hf.load on the tokenizer of a folder that lowercases (served_lowercase). sentence-transformers puts a
+# Lowercase normalizer into the tokenizer; dpm lowercases the text instead, so that the tokenizer it saves
+# into the pruned folder is the one it read.
+LOWERCASED = "_dpm_lower_case"
+
+
+def as_served(texts: list, tokenizer: Any) -> list:
+    """`texts` (strings, pairs of strings or lists of words) lowercased when `tokenizer` is that of a
+    folder whose sentence-transformers pipeline lowercases them; else `texts` itself."""
+    if not getattr(tokenizer, LOWERCASED, False):
+        return texts
+    return [t.lower() if isinstance(t, str) else type(t)(as_served(list(t), tokenizer)) for t in texts]
+
+
+def served_lowercase(folder: str | Path) -> bool:
+    """Whether a sentence-transformers folder lowercases text before its tokenizer sees it
+    (sentence_bert_config.json's do_lower_case), as its Transformer module does whatever the tokenizer does."""
+    config = _json(Path(folder) / "sentence_bert_config.json") if Path(folder).is_dir() else None
+    return isinstance(config, dict) and config.get("do_lower_case") is True
 
 
 def pooling_of(*models: nn.Module | None) -> Pooling:

@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 sentence_transformers = pytest.importorskip("sentence_transformers")
 
 from cli_helpers import run_cli  # noqa: E402
-from hf_helpers import bert_folder, text_file, write_recipe  # noqa: E402
+from hf_helpers import WORDS, bert_folder, text_file, write_recipe  # noqa: E402
 
 from dpm_cli.errors import CheckpointError  # noqa: E402
 from dpm_cli.hf.load import load_hf  # noqa: E402
@@ -185,3 +185,33 @@ def test_check_embeds_text_as_long_as_the_folder_serves_it(tmp_path, capsys):
     assert code == 0 and "up to 5 tokens" in json.loads(out)["evaluation"]["data"], err
     code, out, err = run_cli(["check", other, "--max-params", "1G", "--seq-len", "5"], capsys)
     assert code == 2 and "--seq-len sets the length of text data, but no gate evaluates on data" in err
+
+
+def test_text_is_lowercased_where_the_folder_says_do_lower_case_and_its_tokenizer_is_kept(tmp_path, capsys):
+    """sentence_bert_config.json's do_lower_case: sentence-transformers lowercases the text before a cased
+    tokenizer sees it; dpm tokenised it as written, so `dpm check --min-cosine` (and the distillation)
+    measured embeddings of words the served model never reads ([UNK] for 'The')."""
+    from transformers import AutoTokenizer, BertTokenizer
+
+    from dpm_cli.hf.load import load_tokenizer
+
+    original, other = st_folder(tmp_path / "a", "mean"), st_folder(tmp_path / "b", "mean", seed=1)
+    for f in (original, other):
+        BertTokenizer(str(f / "vocab.txt"), do_lower_case=False).save_pretrained(str(f))  # a cased tokenizer
+        (f / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 16, "do_lower_case": True}))
+    held = tmp_path / "cased.txt"
+    words = [WORDS[(i * 7 + j) % len(WORDS)] for i in range(6) for j in range(8)]
+    cased = [w.upper() if k % 3 == 0 else w.capitalize() if k % 3 == 1 else w for k, w in enumerate(words)]
+    held.write_text("".join(" ".join(cased[i * 8:(i + 1) * 8]) + "\n" for i in range(6)))
+    code, out, err = run_cli(["check", other, "--baseline", original, "--data", held, "--min-cosine=-1",
+                              "--json"], capsys)
+    assert code == 0, err
+    texts = held.read_text().splitlines()
+    a, b = (sentence_transformers.SentenceTransformer(str(f), device="cpu", local_files_only=True).encode(
+        texts, convert_to_tensor=True) for f in (original, other))
+    served = float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+    assert abs(json.loads(out)["evaluation"]["cosine"] - served) < 1e-5, (json.loads(out)["evaluation"], served)
+    # what dpm saves into a pruned folder is the tokenizer it read: cased, as transformers users load it
+    load_tokenizer(original).save_pretrained(str(tmp_path / "saved"))
+    ids = [AutoTokenizer.from_pretrained(str(f))("The AND the")["input_ids"] for f in (original, tmp_path / "saved")]
+    assert ids[0] == ids[1] and ids[0][1:3] == [1, 1] and ids[0][3] != 1  # [UNK] (id 1) for the cased words

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..limits import check_example_shape
+from ..pooling import as_served
 
 # Costs are measured on this sentence padded to model.seq_len: MACs grow with the sequence length,
 # so every report states the length it counted at.
@@ -27,7 +28,7 @@ def token_example(tokenizer: Any, seq_len: int, batch: int = 1) -> dict[str, tor
     if tokenizer is None:
         raise ConfigError("the model folder has no tokenizer, so dpm cannot build token inputs; "
                           "save the tokenizer into the folder (tokenizer.save_pretrained)")
-    enc = tokenizer([SAMPLE_TEXT] * batch, padding="max_length", truncation=True, max_length=seq_len,
+    enc = tokenizer(as_served([SAMPLE_TEXT], tokenizer) * batch, padding="max_length", truncation=True, max_length=seq_len,
                     return_tensors="pt")
     return {k: v for k, v in enc.items() if torch.is_tensor(v)}
 

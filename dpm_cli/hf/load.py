@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..engine.kv_cache import cached_scopes, set_cache
 from ..errors import CheckpointError, ConfigError, DpmError
-from ..pooling import MEAN, folder_pooling, folder_projections
+from ..pooling import LOWERCASED, MEAN, folder_pooling, folder_projections, served_lowercase
 from ..recipe.schema import HF_TASKS as TASKS  # the Auto classes model.hf.task may name
 from .custom_code import check_known_type, check_weights_match
 from .dtypes import record_dtypes
@@ -227,4 +227,6 @@ def _tokenizer(transformers: Any, path: Path, options: dict) -> Any:
                               "with tokenizer.save_pretrained, or remove the tokenizer files") from err
     if tok.pad_token is None and getattr(tok, "eos_token", None) is not None:
         tok.pad_token = tok.eos_token  # decoder tokenizers (GPT-2, Llama) ship without a pad token
+    if served_lowercase(path):  # dpm lowercases the text (pooling.as_served), the saved tokenizer stays as it was
+        setattr(tok, LOWERCASED, True)
     return tok
