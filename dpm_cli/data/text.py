@@ -63,7 +63,8 @@ def _tokenised(texts: list[Text], tokenizer: Any, seq_len: int, words: bool, wor
     """The tensors of one tokenizer call (and the word labels aligned to them). Not the BatchEncoding:
     its per-token Rust encodings (strings, offsets) held 8 GB for a 70 MB file of 400,000 texts."""
     pairs = bool(texts) and isinstance(texts[0], tuple)
-    texts = texts if not special_tokens else as_served(texts, tokenizer)  # not a rendered chat's special tokens
+    if special_tokens:  # not a rendered chat: lowercasing would change its template's special tokens
+        texts = as_served(texts, tokenizer)
     first, second = ([t[0] for t in texts], [t[1] for t in texts]) if pairs else (texts, None)
     enc = tokenizer(first, second, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt",
                     is_split_into_words=words, add_special_tokens=special_tokens)

@@ -28,8 +28,8 @@ def token_example(tokenizer: Any, seq_len: int, batch: int = 1) -> dict[str, tor
     if tokenizer is None:
         raise ConfigError("the model folder has no tokenizer, so dpm cannot build token inputs; "
                           "save the tokenizer into the folder (tokenizer.save_pretrained)")
-    enc = tokenizer(as_served([SAMPLE_TEXT], tokenizer) * batch, padding="max_length", truncation=True, max_length=seq_len,
-                    return_tensors="pt")
+    enc = tokenizer(as_served([SAMPLE_TEXT], tokenizer) * batch, padding="max_length", truncation=True,
+                    max_length=seq_len, return_tensors="pt")
     return {k: v for k, v in enc.items() if torch.is_tensor(v)}
 
 
