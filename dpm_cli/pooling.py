@@ -7,11 +7,12 @@ its first token trains and gates something its users never see, so the `embeddin
 cosine and `dpm check --min-cosine` pool as the folder does. Mean (attention-mask aware) when the folder
 says nothing. The arithmetic follows sentence-transformers' `Pooling` (padded inputs, no prompts).
 
-Text is lowercased first where the folder's sentence_bert_config.json says `do_lower_case` (its Transformer
-module lowercases whatever the tokenizer does). The modules after the Pooling are applied too where they are plain arithmetic: a `Dense` projection
-(LaBSE, distiluse, sentence-t5: its weights read from safetensors, its activation a torch.nn class named
-in its config, so no code from the folder runs) and `Normalize`. Both models share them unchanged (dpm
-keeps the hidden width), but a tanh projection moves the cosine: the gate measures what users are served.
+Text is lowercased first where the folder's sentence_bert_config.json says `do_lower_case` (its
+Transformer module lowercases whatever the tokenizer does). The modules after the Pooling are applied too
+where they are plain arithmetic: a `Dense` projection (LaBSE, distiluse, sentence-t5: its weights read
+from safetensors, its activation a torch.nn class named in its config, so no code from the folder runs)
+and `Normalize`. Both models share them unchanged (dpm keeps the hidden width), but a tanh projection
+moves the cosine: the gate measures what users are served.
 """
 from __future__ import annotations
 
