@@ -160,8 +160,7 @@ def _projection(folder: Path, path: str, kind: str) -> tuple[Projection | None, 
 def served_length(folder: str | Path) -> int | None:
     """The most tokens a sentence-transformers folder embeds a text with (sentence_bert_config.json's
     max_seq_length: 256 for all-MiniLM-L6-v2), or None."""
-    config = _json(Path(folder) / "sentence_bert_config.json") if Path(folder).is_dir() else None
-    length = config.get("max_seq_length") if isinstance(config, dict) else None
+    length = _transformer_config(folder).get("max_seq_length")
     return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None
 
 
@@ -182,8 +181,13 @@ def as_served(texts: list, tokenizer: Any) -> list:
 def served_lowercase(folder: str | Path) -> bool:
     """Whether a sentence-transformers folder lowercases text before its tokenizer sees it
     (sentence_bert_config.json's do_lower_case), as its Transformer module does whatever the tokenizer does."""
+    return _transformer_config(folder).get("do_lower_case") is True
+
+
+def _transformer_config(folder: str | Path) -> dict:
+    """The folder's sentence_bert_config.json (its Transformer module's settings), {} without a readable one."""
     config = _json(Path(folder) / "sentence_bert_config.json") if Path(folder).is_dir() else None
-    return isinstance(config, dict) and config.get("do_lower_case") is True
+    return config if isinstance(config, dict) else {}
 
 
 def pooling_of(*models: nn.Module | None) -> Pooling:
