@@ -233,8 +233,15 @@ def pool(hidden: torch.Tensor, inputs: Any, pooling: Pooling = MEAN) -> torch.Te
     return embedding
 
 
+# sentence-transformers' settings files are under a KB; only dpm reads them (transformers does not), so a
+# file past this is not read into memory but treated as unreadable, as a file that is not JSON is.
+MAX_SETTINGS_BYTES = 1 << 20
+
+
 def _json(path: Path) -> Any:
     try:
+        if path.stat().st_size > MAX_SETTINGS_BYTES:
+            return None
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):  # RecursionError: nested past any data
         return None

@@ -215,3 +215,23 @@ def test_text_is_lowercased_where_the_folder_says_do_lower_case_and_its_tokenize
     load_tokenizer(original).save_pretrained(str(tmp_path / "saved"))
     ids = [AutoTokenizer.from_pretrained(str(f))("The AND the")["input_ids"] for f in (original, tmp_path / "saved")]
     assert ids[0] == ids[1] and ids[0][1:3] == [1, 1] and ids[0][3] != 1  # [UNK] (id 1) for the cased words
+
+
+@pytest.mark.parametrize("content", [
+    b"import os; os.system('touch PWNED')",              # code, not JSON: never run
+    b"\x00\xff\xfe binary",                                # not UTF-8
+    b'{"do_lower_case": tru',                              # cut short
+    b'["do_lower_case", true]',                            # JSON, but not a mapping
+    b'{"do_lower_case": "true", "max_seq_length": "9"}',  # wrong types
+    b"[" * 100_000 + b"]" * 100_000,                       # nested past any data
+    b'{"do_lower_case": true, "pad": "' + b"x" * (2 << 20) + b'"}',  # past the 1 MiB a settings file needs
+])
+def test_a_hostile_sentence_bert_config_is_ignored_and_runs_nothing(tmp_path, monkeypatch, content):
+    """A folder's sentence_bert_config.json, read for do_lower_case and max_seq_length, is data: anything
+    other than a small JSON mapping with the right types is ignored (sentence-transformers' defaults)."""
+    from dpm_cli.pooling import served_length, served_lowercase
+
+    (tmp_path / "sentence_bert_config.json").write_bytes(content)
+    monkeypatch.chdir(tmp_path)
+    assert served_lowercase(tmp_path) is False and served_length(tmp_path) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sentence_bert_config.json"]  # nothing written
